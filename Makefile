@@ -1,0 +1,47 @@
+# Two commands for a newcomer: `make bench` (the main job) and `make test`.
+# Both set up what they need: .venv with the pinned packages, the MicroPython
+# port stubs, and socat (apt) when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup test lint bench bench-perf deploy hil clean
+
+setup: $(STAMP) $(STUBS) socat
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Both stub packages define `machine`, so each port gets its own directory.
+$(VENV)/stubs/%/.installed: $(STAMP)
+	$(BIN)/pip install --quiet --target $(VENV)/stubs/$* micropython-$*-stubs==1.29.0.post1
+	touch $@
+
+socat:
+	@command -v socat >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat; }
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+# The main job. Until the virtual bench lands this plays a scripted control-loop
+# scenario on the firmware's real safety core under the MicroPython unix port.
+bench: setup
+	$(BIN)/pilectl bench
+
+# Speed and memory figures (see docs/performance.md).
+bench-perf: setup
+	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
+
+clean:
+	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache

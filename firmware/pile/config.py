@@ -1,0 +1,131 @@
+"""Pile configuration: every safety and timing key with its type, range and default.
+
+A change is all-or-nothing: every key is checked, then the merged result is
+checked as a whole (floor below ceiling, derate below cutoff...), and only then
+applied. Errors name the key and the allowed range so a technician knows what
+to send instead. The host tool imports this same schema to validate before sending.
+"""
+
+# key: (default, low, high, unit) for integers; SOC in %, temperatures in degC.
+INTEGERS = {
+    "min_soc": (20, 0, 100, "%"),
+    "max_soc": (100, 0, 100, "%"),
+    "reserve_soc": (50, 0, 100, "%"),
+    "battery_capacity_wh": (60000, 5000, 200000, "Wh"),
+    "departure_margin_pct": (10, 0, 100, "%"),
+    "battery_derate_c": (45, 0, 70, "degC"),
+    "battery_cutoff_c": (55, 1, 80, "degC"),
+    "battery_resume_c": (50, 0, 80, "degC"),
+    "battery_min_charge_c": (0, -30, 20, "degC"),
+    "converter_derate_c": (75, 30, 120, "degC"),
+    "converter_cutoff_c": (90, 31, 130, "degC"),
+    "site_import_limit_w": (11000, 0, 1000000, "W"),
+    "site_export_limit_w": (0, 0, 1000000, "W"),
+    "no_meter_charge_w": (3680, 0, 1000000, "W"),
+    "ramp_w_per_s": (5000, 10, 1000000, "W/s"),
+    "telemetry_period_s": (1, 1, 3600, "s"),
+    "tick_ms": (250, 50, 1000, "ms"),
+    "meter_period_ms": (1000, 250, 1000, "ms"),
+    "meter_stale_s": (3, 1, 60, "s"),
+    "converter_fault_polls": (3, 1, 20, "polls"),
+}
+
+# key: (default, allowed values)
+CHOICES = {
+    "fallback": ("idle", ("idle", "charge")),
+}
+
+# (low key, high key, rule): the merged config must keep low < high.
+_ORDER = (
+    ("min_soc", "max_soc", "the SOC floor must be below the ceiling"),
+    ("battery_derate_c", "battery_cutoff_c", "battery derating must start below the cutoff"),
+    ("battery_resume_c", "battery_cutoff_c", "battery resume must be below the cutoff"),
+    ("battery_min_charge_c", "battery_derate_c", "the cold limit must be below derating"),
+    ("converter_derate_c", "converter_cutoff_c", "converter derating must start below the cutoff"),
+)
+
+# Keys scaled by 10 for the integer hot path: SOC to permille, degC to 0.1 degC.
+_X10 = (
+    "min_soc",
+    "max_soc",
+    "reserve_soc",
+    "battery_derate_c",
+    "battery_cutoff_c",
+    "battery_resume_c",
+    "battery_min_charge_c",
+    "converter_derate_c",
+    "converter_cutoff_c",
+)
+
+
+class ConfigError(ValueError):
+    """A refused change; `key` names the offending key (None for a malformed request)."""
+
+    def __init__(self, key, message):
+        super().__init__("%s: %s" % (key, message) if key else message)
+        self.key = key
+
+
+def allowed(key):
+    """The allowed values of `key` as a technician would read them."""
+    if key in INTEGERS:
+        _, low, high, unit = INTEGERS[key]
+        return "%d..%d %s" % (low, high, unit)
+    return "one of " + ", ".join(CHOICES[key][1])
+
+
+def check_value(key, value):
+    """Raise ConfigError unless `value` is valid for `key` on its own."""
+    if key in INTEGERS:
+        _, low, high, _ = INTEGERS[key]
+        if type(value) is not int:
+            raise ConfigError(key, "must be an integer, " + allowed(key))
+        if not low <= value <= high:
+            raise ConfigError(key, "%r is out of range %s" % (value, allowed(key)))
+    elif key in CHOICES:
+        if value not in CHOICES[key][1]:
+            raise ConfigError(key, "%r is not allowed, %s" % (value, allowed(key)))
+    else:
+        raise ConfigError(key, "unknown key")
+
+
+def defaults():
+    values = {key: spec[0] for key, spec in INTEGERS.items()}
+    for key, spec in CHOICES.items():
+        values[key] = spec[0]
+    return values
+
+
+class Config:
+    """Validated values, also exposed as attributes (and `*_x10` scaled ones) for the tick."""
+
+    def __init__(self, values=None):
+        self.values = defaults()
+        self._apply()
+        if values:
+            self.update(values)
+
+    def update(self, changes):
+        """Apply `changes` (a dict) entirely or not at all."""
+        if not isinstance(changes, dict):
+            raise ConfigError(None, "a config change must be a map of key to value")
+        for key, value in changes.items():
+            check_value(key, value)
+        merged = dict(self.values)
+        merged.update(changes)
+        for low, high, rule in _ORDER:
+            if merged[low] >= merged[high]:
+                key = low if low in changes else high
+                raise ConfigError(key, "%s (%s=%d, %s=%d)" % (rule, low, merged[low], high, merged[high]))
+        if not merged["min_soc"] <= merged["reserve_soc"] <= merged["max_soc"]:
+            raise ConfigError("reserve_soc", "must lie between min_soc and max_soc")
+        if merged["meter_stale_s"] * 1000 < 2 * merged["meter_period_ms"]:
+            raise ConfigError("meter_stale_s", "must cover at least two meter polls")
+        self.values = merged
+        self._apply()
+
+    def _apply(self):
+        for key, value in self.values.items():
+            setattr(self, key, value)
+        for key in _X10:
+            setattr(self, key + "_x10", self.values[key] * 10)

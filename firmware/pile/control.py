@@ -1,0 +1,190 @@
+"""Setpoint arbitration and the pile state machine, one call per control tick.
+
+The aggregator only ever asks: its setpoint is clamped into the safety envelope,
+increases in magnitude are ramped at `ramp_w_per_s`, decreases and safety cuts
+apply in the same tick, and a setpoint dies after its ttl, leaving the fallback.
+Time comes in as a ticks_ms value on every call, so tests drive the clock.
+"""
+
+from micropython import const
+
+from pile import limits
+from pile.clock import ticks_diff
+
+BOOT = const(0)
+IDLE = const(1)
+CHARGING = const(2)
+DISCHARGING = const(3)
+FAULT = const(4)
+STOPPED = const(5)
+NO_EV = const(6)
+
+MAX_TTL_S = const(3600)
+MAX_DEPARTURE_S = const(604800)  # one week
+_MAX_RAMP_DT_MS = const(1000)  # a stalled loop does not earn a bigger ramp step
+
+
+class Controller:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.env = limits.Envelope()
+        self.state = BOOT
+        self.applied = 0  # W, what the converter is told this tick
+        self.target = 0  # W, the request clamped into the envelope, before ramping
+        self.reasons = 0
+        self.setpoint = 0
+        self.setpoint_live = False
+        self.reserve_x10 = limits.NO_DEPARTURE
+        self.stopped = False
+        self.estop = False
+        self.failed_polls = 0
+        self.uptime_s = 0
+        self._ms = 0
+        self._last = None
+        self._setpoint_at = 0
+        self._ttl_ms = 0
+        self._departure_at_s = 0
+        self._seen_converter = False
+
+    # -- requests from the host -------------------------------------------------
+
+    def set_setpoint(self, power, ttl_s, now, departure_s=None, reserve_soc=None):
+        """Accept a setpoint; return (target, reasons) against the current envelope.
+
+        Raises ValueError, changing nothing, when a field is out of range.
+        """
+        if type(power) is not int or not -limits.MAX_POWER_W <= power <= limits.MAX_POWER_W:
+            raise ValueError("power must be an integer within +-%d W" % limits.MAX_POWER_W)
+        if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_TTL_S:
+            raise ValueError("ttl must be 1..%d s" % MAX_TTL_S)
+        if departure_s is not None and (type(departure_s) is not int or not 0 < departure_s <= MAX_DEPARTURE_S):
+            raise ValueError("departure must be 1..%d s from now" % MAX_DEPARTURE_S)
+        if reserve_soc is not None and (type(reserve_soc) is not int or not 0 <= reserve_soc <= 100):
+            raise ValueError("reserve SOC must be 0..100 %")
+        if reserve_soc is not None and departure_s is None and self.reserve_x10 == limits.NO_DEPARTURE:
+            raise ValueError("a reserve SOC needs a departure time")
+        self.setpoint = power
+        self.setpoint_live = True
+        self._setpoint_at = now
+        self._ttl_ms = ttl_s * 1000
+        if departure_s is not None:
+            self._departure_at_s = self.uptime_s + departure_s
+            if reserve_soc is None:
+                reserve_soc = self.cfg.reserve_soc
+        if reserve_soc is not None:
+            self.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
+        return self._arbitrate(power), self.env.reasons
+
+    def ttl_left_s(self, now):
+        if not self.setpoint_live:
+            return 0
+        return max(0, (self._ttl_ms - ticks_diff(now, self._setpoint_at) + 999) // 1000)
+
+    def stop(self):
+        self.stopped = True
+
+    def release(self):
+        """Release the stop latch; refused (False) while the E-stop input is active."""
+        if self.estop:
+            return False
+        self.stopped = False
+        return True
+
+    # -- the control tick -------------------------------------------------------
+
+    def tick(self, now, tel, converter_ok, site_w, meter_age_ms, estop=False):
+        """Run one control tick; return the power to write to the converter (W)."""
+        dt = 0 if self._last is None else ticks_diff(now, self._last)
+        self._last = now
+        self._ms += dt
+        if self._ms >= 1000:
+            self.uptime_s += self._ms // 1000
+            self._ms %= 1000
+
+        self.estop = estop
+        if estop:
+            self.stopped = True
+        if converter_ok:
+            self.failed_polls = 0
+            self._seen_converter = True
+        else:
+            self.failed_polls += 1
+        lost = self.failed_polls >= self.cfg.converter_fault_polls
+
+        env = self.env
+        limits.compute(
+            env,
+            tel,
+            self.cfg,
+            site_w,
+            meter_age_ms,
+            self.reserve_x10,
+            self._departure_at_s - self.uptime_s,
+            self.stopped,
+            lost,
+        )
+        if env.reasons & limits.NO_EV:
+            self.reserve_x10 = limits.NO_DEPARTURE  # the departure belonged to that plug-in
+
+        if self.setpoint_live and ticks_diff(now, self._setpoint_at) >= self._ttl_ms:
+            self.setpoint_live = False
+        if self.setpoint_live:
+            request = self.setpoint
+        elif self.cfg.fallback == "charge":
+            request = env.max_charge
+        else:
+            request = 0
+        target = self._arbitrate(request)
+        self.target = target
+        step = self.cfg.ramp_w_per_s * min(dt, _MAX_RAMP_DT_MS) // 1000
+        self.applied = _ramp(self.applied, target, step)
+
+        reasons = env.reasons
+        if not self.setpoint_live:
+            reasons |= limits.SETPOINT_EXPIRED
+        if self.applied != target:
+            reasons |= limits.RAMPING
+        self.reasons = reasons
+        self.state = self._next_state(lost)
+        return self.applied
+
+    def _arbitrate(self, request):
+        env = self.env
+        if env.must_charge:
+            return env.max_charge
+        if request > env.max_charge:
+            return env.max_charge
+        if request < -env.max_discharge:
+            return -env.max_discharge
+        return request
+
+    def _next_state(self, lost):
+        if self.stopped:
+            return STOPPED
+        if lost:
+            return FAULT
+        if not self._seen_converter:
+            return BOOT
+        if self.env.reasons & limits.CONVERTER_FAULT:
+            return FAULT
+        if self.env.reasons & limits.NO_EV:
+            return NO_EV
+        if self.applied > 0:
+            return CHARGING
+        if self.applied < 0:
+            return DISCHARGING
+        return IDLE
+
+
+def _ramp(applied, target, step):
+    """Move from `applied` toward `target`: cuts at once, rises by at most `step`.
+
+    Reversing direction cuts to zero first, then ramps from there.
+    """
+    if target >= 0:
+        if applied < 0:
+            applied = 0
+        return target if target <= applied else min(target, applied + step)
+    if applied > 0:
+        applied = 0
+    return target if target >= applied else max(target, applied - step)

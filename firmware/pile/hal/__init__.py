@@ -1,0 +1,1 @@
+"""Hardware access, one module per port; nothing outside this package touches hardware."""

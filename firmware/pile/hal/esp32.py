@@ -1,0 +1,11 @@
+"""ESP32 port: the shared MCU board with the ESP32's watchdog range."""
+
+from micropython import const
+
+from pile.hal.mcu import Board
+
+_WDT_MAX_MS = const(3600000)  # the task watchdog accepts long timeouts; an hour is plenty
+
+
+def board(spec):
+    return Board(spec, _WDT_MAX_MS)

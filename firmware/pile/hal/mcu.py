@@ -1,0 +1,57 @@
+"""Board pieces shared by the ESP32 and RP2040 ports, built from the board file.
+
+Neither port has a hardware RS485 mode, so the driver-enable (DE) pin is raised
+for the frame and lowered once its last bit has left the shift register.
+"""
+
+import asyncio
+import time
+
+from machine import UART, WDT, Pin
+
+from pile.debounce import Debounced
+
+
+class RS485:
+    """A half-duplex UART: `send()` drives DE around the frame, `reader` receives."""
+
+    def __init__(self, uart: UART, de: Pin, baud: int):
+        self.uart = uart
+        self._de = de
+        self._char_us = 11000000 // baud  # 1 start + 8 data + parity/stop bits
+        de.value(0)
+        self.reader = asyncio.StreamReader(uart)
+
+    async def send(self, frame: bytes):
+        self._de.value(1)
+        self.uart.write(frame)
+        while not self.uart.txdone():
+            await asyncio.sleep_ms(1)
+        time.sleep_us(self._char_us)  # txdone() can come before the final stop bit
+        self._de.value(0)
+
+
+class Board:
+    """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop."""
+
+    def __init__(self, spec: dict, wdt_max_ms: int):
+        self.spec = spec
+        self._wdt_max_ms = wdt_max_ms
+
+    def rs485(self, name: str = "modbus") -> RS485:
+        wiring = self.spec[name]
+        baud = wiring["baud"]
+        uart = UART(wiring["uart"], baudrate=baud, tx=Pin(wiring["tx"]), rx=Pin(wiring["rx"]),
+                    timeout=0)
+        return RS485(uart, Pin(wiring["de"], Pin.OUT), baud)
+
+    def watchdog(self, timeout_ms: int) -> WDT:
+        """The hardware watchdog; the timeout is clipped to what the chip supports."""
+        return WDT(timeout=min(timeout_ms, self._wdt_max_ms))
+
+    def estop(self) -> Debounced | None:
+        """The debounced E-stop input, or None when the board has none."""
+        pin = self.spec.get("estop_pin")
+        if pin is None:
+            return None
+        return Debounced(Pin(pin, Pin.IN, Pin.PULL_UP), active_low=True)

@@ -1,0 +1,11 @@
+"""RP2040 port: the shared MCU board with the RP2040's watchdog limit."""
+
+from micropython import const
+
+from pile.hal.mcu import Board
+
+_WDT_MAX_MS = const(8388)  # the RP2040 watchdog counter cannot count longer
+
+
+def board(spec):
+    return Board(spec, _WDT_MAX_MS)

@@ -1,0 +1,160 @@
+"""The safety envelope: the most the pile may charge and discharge right now.
+
+Pure integer arithmetic (W, permille SOC, 0.1 degC), no I/O, no allocation: the
+caller owns one Envelope and passes it back every tick, which also carries the
+battery-hot latch that gives the derating its hysteresis. Every intermediate
+value stays below 2**30 so it remains a small int on the 32-bit boards.
+
+A reasons bit (DESIGN section 5) is set whenever its rule limits either
+direction below the converter rating this tick, binding or not.
+"""
+
+from micropython import const
+
+from pile.telemetry import ANY_FAULT, EV_CONNECTED
+
+SOC_FLOOR = const(1 << 0)
+SOC_CEILING = const(1 << 1)
+DEPARTURE_RESERVE = const(1 << 2)
+BATTERY_HOT = const(1 << 3)
+BATTERY_COLD = const(1 << 4)
+CONVERTER_HOT = const(1 << 5)
+SITE_IMPORT_CAP = const(1 << 6)
+SITE_EXPORT_CAP = const(1 << 7)
+METER_LOST = const(1 << 8)
+EV_LIMIT = const(1 << 9)
+CONVERTER_FAULT = const(1 << 10)
+STOPPED = const(1 << 11)
+SETPOINT_EXPIRED = const(1 << 12)
+RAMPING = const(1 << 13)
+NO_EV = const(1 << 14)
+
+MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
+NO_DEPARTURE = const(-1)
+_LONG_S = const(1209600)  # two weeks: any longer charge time means "charge now"
+
+
+class Envelope:
+    def __init__(self):
+        self.max_charge = 0  # W, >= 0
+        self.max_discharge = 0  # W, >= 0
+        self.reasons = 0
+        self.must_charge = False  # departure reserve: charge regardless of the setpoint
+        self.battery_hot = False  # latched at cutoff, released below the resume temperature
+
+
+def _bounded(value):
+    if value < 0:
+        return 0
+    return MAX_POWER_W if value > MAX_POWER_W else value
+
+
+def _derated(rating, temp, start, end):
+    """Linear derating of `rating`: full at `start`, zero at `end` (0.1 degC)."""
+    if temp <= start:
+        return rating
+    if temp >= end:
+        return 0
+    return rating * (end - temp) // (end - start)
+
+
+def compute(env, tel, cfg, site_w, meter_age_ms, reserve_x10, departure_left_s, stopped, lost):
+    """Fill `env` from converter telemetry `tel`, config `cfg` and the site meter.
+
+    site_w: site power (W, + import) or None when there is no meter reading;
+    meter_age_ms: age of that reading; reserve_x10: departure reserve SOC in
+    permille or NO_DEPARTURE; departure_left_s: seconds to departure (may be
+    negative once passed); stopped: the stop latch; lost: converter not answering.
+    """
+    rated_c = _bounded(tel.rated_charge)
+    rated_d = _bounded(tel.rated_discharge)
+    charge = rated_c
+    discharge = rated_d
+    reasons = 0
+    soc = tel.soc
+
+    if stopped:
+        reasons |= STOPPED
+    if lost or tel.status & ANY_FAULT or tel.fault_code:
+        reasons |= CONVERTER_FAULT
+    if not tel.status & EV_CONNECTED:
+        reasons |= NO_EV
+    if reasons:
+        charge = discharge = 0
+
+    if soc <= cfg.min_soc_x10:
+        discharge = 0
+        reasons |= SOC_FLOOR
+    if soc >= cfg.max_soc_x10:
+        charge = 0
+        reasons |= SOC_CEILING
+
+    ev_c = _bounded(tel.ev_max_charge)
+    ev_d = _bounded(tel.ev_max_discharge)
+    if ev_c < rated_c or ev_d < rated_d:
+        reasons |= EV_LIMIT
+    charge = min(charge, ev_c)
+    discharge = min(discharge, ev_d)
+
+    temp = tel.battery_temp
+    if env.battery_hot:
+        env.battery_hot = temp >= cfg.battery_resume_c_x10
+    else:
+        env.battery_hot = temp >= cfg.battery_cutoff_c_x10
+    if env.battery_hot:
+        charge = discharge = 0
+        reasons |= BATTERY_HOT
+    elif temp > cfg.battery_derate_c_x10:
+        start = cfg.battery_derate_c_x10
+        end = cfg.battery_cutoff_c_x10
+        charge = min(charge, _derated(rated_c, temp, start, end))
+        discharge = min(discharge, _derated(rated_d, temp, start, end))
+        reasons |= BATTERY_HOT
+    if temp < cfg.battery_min_charge_c_x10:
+        charge = 0
+        reasons |= BATTERY_COLD
+
+    temp = tel.converter_temp
+    if temp > cfg.converter_derate_c_x10:
+        start = cfg.converter_derate_c_x10
+        end = cfg.converter_cutoff_c_x10
+        charge = min(charge, _derated(rated_c, temp, start, end))
+        discharge = min(discharge, _derated(rated_d, temp, start, end))
+        reasons |= CONVERTER_HOT
+
+    if site_w is None or meter_age_ms > cfg.meter_stale_s * 1000:
+        discharge = 0
+        charge = min(charge, cfg.no_meter_charge_w)
+        reasons |= METER_LOST
+    else:
+        other_load = site_w - tel.power  # what the site draws without the pile
+        cap = _bounded(cfg.site_import_limit_w - other_load)
+        if cap < rated_c:
+            reasons |= SITE_IMPORT_CAP
+        charge = min(charge, cap)
+        cap = _bounded(other_load + cfg.site_export_limit_w)
+        if cap < rated_d:
+            reasons |= SITE_EXPORT_CAP
+        discharge = min(discharge, cap)
+
+    env.must_charge = False
+    if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
+        discharge = 0
+        reasons |= DEPARTURE_RESERVE
+        if soc < reserve_x10:
+            env.must_charge = departure_left_s <= _charge_time_s(soc, reserve_x10, charge, cfg)
+
+    env.max_charge = charge
+    env.max_discharge = discharge
+    env.reasons = reasons
+
+
+def _charge_time_s(soc, target_x10, power, cfg):
+    """Seconds to charge from `soc` to `target_x10` at `power`, with the configured margin."""
+    if power <= 0:
+        return _LONG_S
+    energy_wh = (target_x10 - soc) * cfg.battery_capacity_wh // 1000
+    seconds = energy_wh * 3600 // power
+    if seconds > _LONG_S:
+        return _LONG_S
+    return seconds + seconds * cfg.departure_margin_pct // 100
