@@ -13,6 +13,8 @@ FW_TESTS = ROOT / "tests" / "fw"
 BIN = Path(sys.executable).parent
 MICROPYTHON = BIN / "micropython"
 
+sys.path.insert(0, str(FW_TESTS))  # host tests reuse the firmware test helpers (replay, fwtest)
+
 
 def run_micropython(script, *args, paths=(FIRMWARE,), input=None, timeout=120):
     """Run `script` on the MicroPython unix port with `paths` as its sys.path."""

@@ -18,7 +18,7 @@ PORTS = ("esp32", "rp2")
 def pyright(port, files, tmp_path):
     stubs = ROOT / ".venv" / "stubs" / port
     if not (stubs / "machine").exists() and not (stubs / "machine.pyi").exists():
-        pytest.fail("stubs for %s are missing: run `make setup`" % port)
+        pytest.fail(f"stubs for {port} are missing: run `make setup`")
     config = tmp_path / "pyrightconfig.json"
     config.write_text(json.dumps({
         "typeshedPath": str(stubs),

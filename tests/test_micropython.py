@@ -19,4 +19,4 @@ def test_module_passes_under_micropython(micropython, module):
              if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
     result = micropython(ROOT / "tests" / "mp" / "run.py", module, paths=(FIRMWARE, FW_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1] == "%d passed, 0 failed" % len(cases), result.stdout
+    assert result.stdout.splitlines()[-1] == f"{len(cases)} passed, 0 failed", result.stdout

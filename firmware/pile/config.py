@@ -116,7 +116,8 @@ class Config:
         for low, high, rule in _ORDER:
             if merged[low] >= merged[high]:
                 key = low if low in changes else high
-                raise ConfigError(key, "%s (%s=%d, %s=%d)" % (rule, low, merged[low], high, merged[high]))
+                values = (rule, low, merged[low], high, merged[high])
+                raise ConfigError(key, "%s (%s=%d, %s=%d)" % values)
         if not merged["min_soc"] <= merged["reserve_soc"] <= merged["max_soc"]:
             raise ConfigError("reserve_soc", "must lie between min_soc and max_soc")
         if merged["meter_stale_s"] * 1000 < 2 * merged["meter_period_ms"]:

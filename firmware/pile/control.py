@@ -53,16 +53,17 @@ class Controller:
 
         Raises ValueError, changing nothing, when a field is out of range.
         """
-        if type(power) is not int or not -limits.MAX_POWER_W <= power <= limits.MAX_POWER_W:
+        if not _within(power, -limits.MAX_POWER_W, limits.MAX_POWER_W):
             raise ValueError("power must be an integer within +-%d W" % limits.MAX_POWER_W)
-        if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_TTL_S:
+        if not _within(ttl_s, 1, MAX_TTL_S):
             raise ValueError("ttl must be 1..%d s" % MAX_TTL_S)
-        if departure_s is not None and (type(departure_s) is not int or not 0 < departure_s <= MAX_DEPARTURE_S):
+        if departure_s is not None and not _within(departure_s, 1, MAX_DEPARTURE_S):
             raise ValueError("departure must be 1..%d s from now" % MAX_DEPARTURE_S)
-        if reserve_soc is not None and (type(reserve_soc) is not int or not 0 <= reserve_soc <= 100):
-            raise ValueError("reserve SOC must be 0..100 %")
-        if reserve_soc is not None and departure_s is None and self.reserve_x10 == limits.NO_DEPARTURE:
-            raise ValueError("a reserve SOC needs a departure time")
+        if reserve_soc is not None:
+            if not _within(reserve_soc, 0, 100):
+                raise ValueError("reserve SOC must be 0..100 %")
+            if departure_s is None and self.reserve_x10 == limits.NO_DEPARTURE:
+                raise ValueError("a reserve SOC needs a departure time")
         self.setpoint = power
         self.setpoint_live = True
         self._setpoint_at = now
@@ -174,6 +175,10 @@ class Controller:
         if self.applied < 0:
             return DISCHARGING
         return IDLE
+
+
+def _within(value, low, high):
+    return type(value) is int and low <= value <= high
 
 
 def _ramp(applied, target, step):

@@ -1,7 +1,6 @@
 """Config schema: defaults, ranges, cross-key rules, all-or-nothing (CPython and MicroPython)."""
 
 from fwtest import raises
-
 from pile.config import CHOICES, INTEGERS, Config, ConfigError, allowed
 
 

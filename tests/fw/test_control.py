@@ -1,7 +1,6 @@
 """Setpoint arbitration, ramps, expiry and the state machine (CPython and MicroPython)."""
 
 from fwtest import RATED, config, raises, telemetry
-
 from pile import control, limits
 from pile.clock import ticks_add
 from pile.telemetry import EV_CONNECTED, FAULT, READY

@@ -1,7 +1,6 @@
 """Every safety rule and every envelope reason bit, by example (CPython and MicroPython)."""
 
 from fwtest import RATED, config, envelope, telemetry
-
 from pile import limits
 from pile.telemetry import EV_CONNECTED, FAULT, INSULATION_FAULT, READY
 
@@ -121,9 +120,10 @@ def test_converter_rating_bounds_everything():
 
 
 def test_faults_stop_and_unplug_close_the_envelope():
+    plugged = READY | EV_CONNECTED
     cases = (
-        (telemetry(status=READY | EV_CONNECTED | FAULT), False, False, limits.CONVERTER_FAULT),
-        (telemetry(status=READY | EV_CONNECTED | INSULATION_FAULT), False, False, limits.CONVERTER_FAULT),
+        (telemetry(status=plugged | FAULT), False, False, limits.CONVERTER_FAULT),
+        (telemetry(status=plugged | INSULATION_FAULT), False, False, limits.CONVERTER_FAULT),
         (telemetry(fault_code=17), False, False, limits.CONVERTER_FAULT),
         (telemetry(), False, True, limits.CONVERTER_FAULT),
         (telemetry(), True, False, limits.STOPPED),
@@ -140,7 +140,8 @@ def test_departure_reserve_blocks_discharge_at_reserve():
     assert env.max_discharge == 0
     assert env.reasons & limits.DEPARTURE_RESERVE
     assert not env.must_charge
-    assert envelope(telemetry(soc=501), reserve_x10=500, departure_left_s=36000).max_discharge == LOAD
+    above = envelope(telemetry(soc=501), reserve_x10=500, departure_left_s=36000)
+    assert above.max_discharge == LOAD
 
 
 def test_departure_forces_charge_when_time_is_just_enough():

@@ -1,0 +1,54 @@
+"""Replay a scenario (plain dicts and lists, JSON-friendly) through the controller.
+
+Shared by the hypothesis properties (CPython) and the differential check that
+replays the same scenarios under MicroPython and compares tick by tick.
+Per tick it returns [applied, target, reasons, state, max_charge, max_discharge,
+must_charge, ack], ack being [target, reasons] for an accepted setpoint, the
+string "refused" for a refused one, or None without a setpoint that tick.
+"""
+
+from pile.clock import ticks_add
+from pile.config import Config
+from pile.control import Controller
+from pile.telemetry import Telemetry
+
+
+def replay(scenario):
+    ctl = Controller(Config(scenario["config"]))
+    tel = Telemetry()
+    now = scenario.get("start", 0)
+    rows = []
+    for step in scenario["steps"]:
+        now = ticks_add(now, step["dt"])
+        for name, value in step["tel"].items():
+            setattr(tel, name, value)
+        ack = None
+        action = step.get("action")
+        if action == "stop":
+            ctl.stop()
+        elif action == "release":
+            ctl.release()
+        elif action:
+            power, ttl, departure, reserve = action
+            try:
+                target, reasons = ctl.set_setpoint(power, ttl, now, departure, reserve)
+                ack = [target, reasons]
+            except ValueError:
+                ack = "refused"
+        applied = ctl.tick(now, tel, step["ok"], step["site"], step["age"], step["estop"])
+        env = ctl.env
+        rows.append([applied, ctl.target, ctl.reasons, ctl.state, env.max_charge,
+                     env.max_discharge, env.must_charge, ack])
+    return rows
+
+
+def main():
+    import json
+    import sys
+
+    scenarios = json.loads(sys.stdin.read())
+    print(json.dumps([replay(s) for s in scenarios]))
+
+
+if __name__ == "__main__":
+    main()
