@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test lint bench bench-perf deploy hil clean
+.PHONY: setup socat test lint bench bench-perf clean
 
 setup: $(STAMP) $(STUBS) socat
 

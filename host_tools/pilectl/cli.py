@@ -31,6 +31,7 @@ def bench(out_dir, pace_ms, as_json):
     if as_json:
         click.echo(json.dumps(summary))
     else:
+        console.print()
         console.print(demo.summary_table(summary, out_dir))
     if summary["violations"]:
         click.echo(f"safety violations: {summary['violations']}", err=True)
