@@ -114,11 +114,13 @@ def _encode(out, obj, depth):
         _head(out, 6, obj.tag)
         _encode(out, obj.value, depth + 1)
     elif isinstance(obj, Simple):
-        if obj.value < 24:
+        if 0 <= obj.value < 24:
             out.append(0xE0 | obj.value)
-        else:
+        elif 32 <= obj.value <= 255:
             out.append(0xF8)
             out.append(obj.value)
+        else:  # 24..31 in the two-byte form is not well-formed (RFC 8949 section 3.3)
+            raise CBORError("simple value %d cannot be encoded" % obj.value)
     else:
         raise CBORError("cannot encode %s" % type(obj).__name__)
 

@@ -4,7 +4,7 @@ import json
 from binascii import hexlify, unhexlify
 
 from fwtest import raises
-from pile.cbor import CBORError, Tag, dumps, loads
+from pile.cbor import CBORError, Simple, Tag, dumps, loads
 
 _VECTORS = __file__.rsplit("/", 1)[0] + "/data/cbor-rfc8949-appendix-a.json"
 
@@ -67,6 +67,14 @@ def test_strict_decoding_refuses_malformed_input():
     for text in bad:
         with raises(CBORError):
             loads(unhexlify(text.replace(" ", "")))
+
+
+def test_simple_values_encode_only_in_well_formed_forms():
+    assert dumps(Simple(16)) == unhexlify("f0")
+    assert dumps(Simple(255)) == unhexlify("f8ff")
+    for value in (24, 31, 256, -1):
+        with raises(CBORError):
+            dumps(Simple(value))
 
 
 def test_indefinite_lengths_decode_but_are_never_emitted():
