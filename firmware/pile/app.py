@@ -1,0 +1,114 @@
+"""The pile's state as the host link sees it: config, controller, readings, events, key.
+
+Requests from any connection land here, so each change is made, persisted and
+logged in one place. Storage is optional (None keeps everything in RAM, as in
+tests); with a Store the config and the link key survive a reboot.
+"""
+
+import os
+from hashlib import sha256
+
+from pile import VERSION, events
+from pile.clock import ticks_ms
+from pile.config import Config, ConfigError
+from pile.control import Controller
+from pile.telemetry import Telemetry
+
+_CONFIG = "config.json"
+_KEY = "link_key.json"
+
+
+class Pile:
+    def __init__(self, pile_id, store=None):
+        self.pile_id = pile_id
+        self.version = VERSION
+        self.nonce = os.urandom(8)  # new every boot: old signed messages never verify again
+        self.store = store
+        self.events = events.EventLog()
+        self.events.add(0, events.BOOT)
+        self.cfg = Config(self._load_config())
+        self.ctl = Controller(self.cfg)
+        self.tel = Telemetry()
+        self.site_w = None  # W, + import; None while the meter is lost or absent
+        self.reboot_requested = False
+        self.fault_reset_requested = False
+        self.key = None
+        self.kid = None
+        saved = self._load(_KEY)
+        if saved:
+            self._use_key(bytes.fromhex(saved))
+
+    def now(self):
+        return ticks_ms()
+
+    def site_power(self):
+        return self.site_w
+
+    def _log(self, code, value=0):
+        self.events.add(self.ctl.uptime_s, code, value)
+
+    def _load(self, name):
+        if self.store is None:
+            return None
+        try:
+            return self.store.load(name)
+        except ValueError:
+            self.events.add(0, events.STORE_DAMAGED)
+            return None
+
+    def _load_config(self):
+        saved = self._load(_CONFIG)
+        if saved is None:
+            return None
+        try:
+            Config(saved)
+        except ConfigError:
+            self.events.add(0, events.STORE_DAMAGED, 1)
+            return None
+        return saved
+
+    # -- changes requested over the link ----------------------------------------------
+
+    def set_config(self, changes):
+        """Validate and apply all of `changes` or none (raises ConfigError), then persist."""
+        self.cfg.update(changes)
+        if self.store is not None:
+            self.store.save(_CONFIG, self.cfg.values)
+        self._log(events.CONFIG_CHANGED, len(changes))
+
+    def set_key(self, key):
+        """Provision (bytes) or remove (None) the link key; it is never read back."""
+        if self.store is not None:
+            if key is None:
+                self.store.remove(_KEY)
+            else:
+                self.store.save(_KEY, key.hex())
+        self._use_key(key)
+        self._log(events.KEY_PROVISIONED, 0 if key is None else 1)
+
+    def _use_key(self, key):
+        self.key = key
+        self.kid = None if key is None else key_id(key)
+
+    def stop(self):
+        self.ctl.stop()
+        self._log(events.STOP, 1)
+
+    def release(self):
+        released = self.ctl.release()
+        if released:
+            self._log(events.RELEASE)
+        return released
+
+    def reset_fault(self):
+        self.fault_reset_requested = True  # the converter driver writes register 260
+        self._log(events.FAULT_RESET_REQUESTED)
+
+    def request_reboot(self):
+        self.reboot_requested = True  # main.py reboots once the reply has gone out
+        self._log(events.REBOOT_REQUESTED)
+
+
+def key_id(key):
+    """The COSE kid: 4 bytes of the key's SHA-256, a fingerprint both sides can compare."""
+    return sha256(key).digest()[:4]

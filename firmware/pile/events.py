@@ -1,0 +1,41 @@
+"""The event log: the last few things a technician wants to know about, in a ring.
+
+Each entry is [index, uptime s, code, value]; indexes keep counting when old
+entries fall out of the ring, so a reader asks "from index N" and sees gaps.
+"""
+
+from micropython import const
+
+BOOT = const(1)
+FAULT = const(2)  # value: converter fault code, or 0 when the converter went silent
+FAULT_CLEARED = const(3)
+STOP = const(4)  # value: 1 COMMAND, 2 E-stop input
+RELEASE = const(5)
+SETPOINT_EXPIRED = const(6)
+CONFIG_CHANGED = const(7)  # value: number of keys changed
+METER_LOST = const(8)
+METER_BACK = const(9)
+KEY_PROVISIONED = const(10)  # value: 1 set, 0 removed
+REBOOT_REQUESTED = const(11)
+EV_PLUGGED = const(12)
+EV_UNPLUGGED = const(13)
+FAULT_RESET_REQUESTED = const(14)
+STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
+
+_CAPACITY = const(64)
+
+
+class EventLog:
+    def __init__(self, capacity=_CAPACITY):
+        self._ring = [None] * capacity
+        self.next_index = 0
+
+    def add(self, uptime_s, code, value=0):
+        self._ring[self.next_index % len(self._ring)] = [self.next_index, uptime_s, code, value]
+        self.next_index += 1
+
+    def since(self, first, limit):
+        """Up to `limit` entries with index >= first, oldest first."""
+        oldest = max(first, self.next_index - len(self._ring), 0)
+        last = min(self.next_index, oldest + limit)
+        return [self._ring[i % len(self._ring)] for i in range(oldest, last)]

@@ -1,0 +1,217 @@
+"""Host link framing: COBS(message || crc16 little-endian) || 0x00, DESIGN section 5.
+
+A bad frame (COBS error, CRC mismatch, longer than 512 bytes before COBS) is
+counted and dropped; the deframer resynchronises on the next 0x00, so a line
+glitch costs one message, never the stream.
+"""
+
+import asyncio
+
+from micropython import const
+
+from pile.cbor import dumps
+from pile.crc import crc16
+from pile.protocol import BUSY, ERROR, Session
+
+MAX_FRAME = const(512)  # message + CRC, before COBS
+_MAX_ENCODED = const(515)  # MAX_FRAME plus one COBS code byte per 254 data bytes, rounded up
+_MAX_TCP_CLIENTS = const(2)  # the aggregator and a technician
+_IDLE_MS = const(50)  # a hung-up serial line is polled this often
+
+
+class FrameError(ValueError):
+    pass
+
+
+class LinkError(Exception):
+    pass
+
+
+def cobs_encode(data):
+    out = bytearray(len(data) + len(data) // 254 + 1)
+    code_at = 0
+    code = 1
+    n = 1
+    for b in data:
+        if b:
+            out[n] = b
+            n += 1
+            code += 1
+        if not b or code == 0xFF:
+            out[code_at] = code
+            code_at = n
+            n += 1
+            code = 1
+    out[code_at] = code
+    return out[:n]
+
+
+def cobs_decode(data, n, out):
+    """Decode data[:n] into `out`; return the decoded length, or -1 when malformed."""
+    limit = len(out)
+    i = m = 0
+    while i < n:
+        code = data[i]
+        end = i + code
+        if code == 0 or end > n or m + code > limit:
+            return -1
+        for j in range(i + 1, end):
+            out[m] = data[j]
+            m += 1
+        i = end
+        if code != 0xFF and i < n:
+            out[m] = 0
+            m += 1
+    return m
+
+
+def frame(message):
+    """The wire bytes for one message."""
+    if len(message) + 2 > MAX_FRAME:
+        raise FrameError("message is %d bytes, at most %d" % (len(message), MAX_FRAME - 2))
+    body = bytearray(message)
+    crc = crc16(message)
+    body.append(crc & 0xFF)
+    body.append(crc >> 8)
+    encoded = cobs_encode(body)
+    encoded.append(0)
+    return bytes(encoded)
+
+
+class Deframer:
+    """Splits a byte stream into checked messages and counts what it drops."""
+
+    def __init__(self):
+        self._raw = bytearray(_MAX_ENCODED)
+        self._body = bytearray(MAX_FRAME)
+        self._n = 0
+        self._overflow = False
+        self.frames = 0  # good frames handed on
+        self.bad_crc = 0
+        self.malformed = 0  # COBS errors and frames too short to hold a CRC
+        self.too_long = 0
+
+    def feed(self, data, on_message):
+        """Consume `data`; call `on_message(bytes)` for every good frame in it."""
+        raw = self._raw
+        limit = len(raw)
+        for b in data:
+            if b:
+                if self._n < limit:
+                    raw[self._n] = b
+                    self._n += 1
+                else:
+                    self._overflow = True
+            elif self._overflow:
+                self.too_long += 1
+                self._n = 0
+                self._overflow = False
+            elif self._n:
+                message = self._check()
+                self._n = 0
+                if message is not None:
+                    self.frames += 1
+                    on_message(message)
+
+    def _check(self):
+        body = self._body
+        m = cobs_decode(self._raw, self._n, body)
+        if m < 3:
+            self.malformed += 1
+            return None
+        if crc16(body, 0, m - 2) != body[m - 2] | body[m - 1] << 8:
+            self.bad_crc += 1
+            return None
+        return bytes(body[: m - 2])
+
+    def dropped(self):
+        return self.bad_crc + self.malformed + self.too_long
+
+
+class Connection:
+    """One stream (the UART, or one TCP client) with its own deframer and Session."""
+
+    def __init__(self, reader, writer, session, name):
+        self.reader = reader
+        self.writer = writer
+        self.session = session
+        self.name = name
+        self.deframer = Deframer()
+        self._inbox = []
+
+    async def send(self, message):
+        self.writer.write(frame(message))
+        await self.writer.drain()
+
+    async def serve(self, still_allowed, lasting=False):
+        """Greet, then answer every message until EOF or `still_allowed()` turns False.
+
+        A `lasting` line (the serial link) outlives a hang-up: it waits and reads on.
+        """
+        await self.send(self.session.hello())
+        inbox = self._inbox
+        while True:
+            data = await self.reader.read(256)
+            if not data:
+                if not lasting:
+                    return  # EOF: the TCP client left
+                await asyncio.sleep_ms(_IDLE_MS)
+                continue
+            self.deframer.feed(data, inbox.append)
+            while inbox:
+                if not still_allowed():
+                    return
+                await self.send(self.session.handle(inbox.pop(0)))
+
+
+class Link:
+    """Every open connection of the pile: the UART, and at most two TCP clients."""
+
+    def __init__(self, pile, insecure=False):
+        self.pile = pile
+        self.insecure = insecure
+        self.connections = []
+        self.tcp_refused = 0
+
+    def tcp_allowed(self):
+        return self.pile.key is not None or self.insecure
+
+    async def serve_serial(self, reader, writer):
+        """The wired link: always on, and the only one that may provision the key."""
+        conn = Connection(reader, writer, Session(self.pile, may_provision=True), "serial")
+        self.connections.append(conn)
+        await conn.serve(_always, lasting=True)
+
+    async def start_tcp(self, port, host="0.0.0.0"):
+        if not self.tcp_allowed():
+            raise LinkError("the TCP link needs a link key: provision one over USB serial, "
+                            'or set "insecure": true in the board file')
+        return await asyncio.start_server(self._tcp_client, host, port)
+
+    async def _tcp_client(self, reader, writer):
+        tcp = [c for c in self.connections if c.name == "tcp"]
+        try:
+            if len(tcp) >= _MAX_TCP_CLIENTS or not self.tcp_allowed():
+                self.tcp_refused += 1
+                # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.
+                busy = {0: ERROR, 1: 1, 2: 0, 3: BUSY, 4: "at most 2 TCP clients at once"}
+                writer.write(frame(dumps(busy)))
+                await writer.drain()
+                return
+            conn = Connection(reader, writer, Session(self.pile), "tcp")
+            self.connections.append(conn)
+            try:
+                await conn.serve(self.tcp_allowed)
+            finally:
+                self.connections.remove(conn)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def broadcast_telemetry(self):
+        for conn in self.connections:
+            await conn.send(conn.session.telemetry())
+
+
+def _always():
+    return True

@@ -1,0 +1,249 @@
+"""Host link protocol v1 (DESIGN section 5): messages, seq tracking, authentication.
+
+One Session per connection. `handle(data)` takes one deframed message and
+returns the one reply to send; nothing the host sends raises out of it, and a
+refused message changes nothing but the counters. With a link key every message
+in both directions is a COSE_Mac0 over the boot nonce. The pile-side state
+lives in a `pile.app.Pile`.
+"""
+
+from micropython import const
+
+from pile.cbor import CBORError, Tag, dumps, loads
+from pile.config import CHOICES, INTEGERS, ConfigError
+from pile.cose import CoseError, mac0_sign, mac0_verify
+
+VERSION = const(1)
+
+HELLO = const(1)
+TELEMETRY = const(2)
+SETPOINT = const(3)
+ACK = const(4)
+CONFIG_GET = const(5)
+CONFIG_SET = const(6)
+CONFIG = const(7)
+EVENTS_GET = const(8)
+EVENTS = const(9)
+COMMAND = const(10)
+ERROR = const(11)
+
+MALFORMED = const(1)
+UNKNOWN_TYPE = const(2)
+BAD_FIELD = const(3)
+AUTH = const(4)
+REPLAY = const(5)
+OUT_OF_RANGE = const(6)
+BUSY = const(7)
+
+RESET_FAULT = const(1)
+REBOOT = const(2)
+STOP = const(3)
+RELEASE = const(4)
+
+KEY = "link_key"  # the write-only secret in CONFIG_SET
+_KEY_MIN = const(16)
+_KEY_MAX = const(64)
+_COSE_MAC0 = const(17)
+_DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v1 readers)
+_NEXT_SEQ = const(8)  # HELLO field: the lowest seq accepted next, so a restarted host resumes
+_EVENTS_PER_REPLY = const(24)  # keeps an EVENTS reply well under 512 bytes
+_MAX_SEQ = 0xFFFFFFFFFFFFFFFF
+
+
+class Refused(Exception):
+    def __init__(self, code, detail):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class Session:
+    """One connection: our seq, the peer's last accepted seq, and what was refused."""
+
+    def __init__(self, pile, may_provision=False):
+        self.pile = pile
+        self.may_provision = may_provision  # only the wired serial link may set the key
+        self.seq = 0
+        self.peer_seq = -1
+        self.accepted = 0
+        self.errors = [0] * 8  # ERROR replies by code (index 0 unused)
+
+    def refused(self):
+        return sum(self.errors)
+
+    # -- messages from the pile ---------------------------------------------------
+
+    def hello(self):
+        pile = self.pile
+        tel = pile.tel
+        fields = {2: pile.pile_id, 3: pile.version, 4: pile.nonce, 5: tel.rated_charge,
+                  6: tel.rated_discharge, 7: VERSION, _NEXT_SEQ: self.peer_seq + 1}
+        return self._send(HELLO, fields)
+
+    def telemetry(self):
+        pile = self.pile
+        ctl = pile.ctl
+        tel = pile.tel
+        env = ctl.env
+        fields = {2: ctl.state, 3: tel.power, 4: tel.soc, 5: tel.battery_temp,
+                  6: tel.converter_temp, 7: env.max_charge, 8: env.max_discharge,
+                  9: ctl.reasons, 10: ctl.applied, 11: ctl.ttl_left_s(pile.now()),
+                  12: pile.site_power(), 13: tel.fault_code, 14: ctl.uptime_s,
+                  15: tel.energy_in, 16: tel.energy_out}
+        return self._send(TELEMETRY, fields)
+
+    def _send(self, mtype, fields):
+        self.seq += 1
+        fields[0] = mtype
+        fields[1] = self.seq
+        message = dumps(fields)
+        key = self.pile.key
+        if key is None:
+            return message
+        return mac0_sign(key, message, self.pile.nonce, self.pile.kid)
+
+    # -- messages from the host ---------------------------------------------------
+
+    def handle(self, data):
+        """The reply (wire bytes) to one message from the host."""
+        seq = 0
+        try:
+            msg, authentic = self._open(data)
+            seq = msg[1]
+            mtype = msg[0]
+            if mtype == HELLO:  # a serial line has no connect event: the host asks
+                self.accepted += 1
+                return self.hello()
+            if not authentic:
+                raise Refused(AUTH, "this pile has a link key: sign with it")
+            if seq <= self.peer_seq:
+                raise Refused(REPLAY, "seq %d is not above %d" % (seq, self.peer_seq))
+            self.peer_seq = seq
+            reply = self._dispatch(mtype, seq, msg)
+        except Refused as refusal:
+            return self.refusal(seq, refusal.code, refusal.detail)
+        self.accepted += 1
+        return reply
+
+    def refusal(self, seq, code, detail):
+        """An ERROR reply, counted."""
+        self.errors[code] += 1
+        return self._send(ERROR, {2: seq, 3: code, _DETAIL: detail})
+
+    def _open(self, data):
+        """Verify and decode; return (message map, authenticated)."""
+        key = self.pile.key
+        authentic = key is None
+        if key is not None and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
+            try:
+                data = mac0_verify(key, data, self.pile.nonce)
+            except CoseError as exc:
+                raise Refused(AUTH, "not authenticated: %s" % exc)
+            authentic = True
+        try:
+            msg = loads(data)
+        except CBORError as exc:
+            raise Refused(MALFORMED, "not CBOR: %s" % exc)
+        if key is None and isinstance(msg, Tag) and msg.tag == _COSE_MAC0:
+            raise Refused(AUTH, "signed, but this pile has no link key: provision one first")
+        if type(msg) is not dict:
+            raise Refused(MALFORMED, "a message is a CBOR map")
+        mtype = msg.get(0)
+        seq = msg.get(1)
+        if type(mtype) is not int or type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
+            raise Refused(MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
+        return msg, authentic
+
+    def _dispatch(self, mtype, seq, msg):
+        if mtype == SETPOINT:
+            return self._setpoint(seq, msg)
+        if mtype == CONFIG_GET:
+            return self._config_get(msg.get(2))
+        if mtype == CONFIG_SET:
+            return self._config_set(msg.get(2))
+        if mtype == EVENTS_GET:
+            first = _field(msg, 2, "first index", optional=True) or 0
+            return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
+        if mtype == COMMAND:
+            return self._command(seq, _field(msg, 2, "command code"))
+        raise Refused(UNKNOWN_TYPE, "type %d is not a request" % mtype)
+
+    def _ack(self, seq, target, reasons):
+        return self._send(ACK, {2: seq, 3: target, 4: reasons})
+
+    def _setpoint(self, seq, msg):
+        power = _field(msg, 2, "power")
+        ttl = _field(msg, 3, "ttl")
+        departure = _field(msg, 4, "departure", optional=True)
+        reserve = _field(msg, 5, "reserve SOC", optional=True)
+        pile = self.pile
+        try:
+            target, reasons = pile.ctl.set_setpoint(power, ttl, pile.now(), departure, reserve)
+        except ValueError as exc:
+            raise Refused(OUT_OF_RANGE, str(exc))
+        return self._ack(seq, target, reasons)
+
+    def _config_get(self, keys):
+        values = self.pile.cfg.values
+        if keys is None:
+            return self._send(CONFIG, {2: dict(values)})
+        if type(keys) is not list:
+            raise Refused(BAD_FIELD, "field 2 must be a list of keys")
+        for key in keys:
+            if key not in values:  # also refuses the link key: it is never read back
+                raise Refused(BAD_FIELD, "unknown config key %r" % (key,))
+        return self._send(CONFIG, {2: {key: values[key] for key in keys}})
+
+    def _config_set(self, changes):
+        if type(changes) is not dict or not changes:
+            raise Refused(BAD_FIELD, "field 2 must be a non-empty map of key to value")
+        if KEY in changes:
+            return self._provision(changes)
+        for key, value in changes.items():
+            kind = int if key in INTEGERS else str if key in CHOICES else None
+            if kind is None:
+                raise Refused(BAD_FIELD, "unknown config key %r" % (key,))
+            if type(value) is not kind:
+                raise Refused(BAD_FIELD, "%s must be %s" % (key, "an integer" if kind is int
+                                                               else "a text string"))
+        try:
+            self.pile.set_config(changes)
+        except ConfigError as exc:
+            raise Refused(OUT_OF_RANGE, str(exc))
+        return self._send(CONFIG, {2: dict(self.pile.cfg.values)})
+
+    def _provision(self, changes):
+        if not self.may_provision:
+            raise Refused(AUTH, "the link key is set over the USB serial link only")
+        if len(changes) != 1:
+            raise Refused(BAD_FIELD, "set the link key on its own")
+        key = changes[KEY]
+        if key is not None and (type(key) is not bytes or not _KEY_MIN <= len(key) <= _KEY_MAX):
+            raise Refused(OUT_OF_RANGE, "link key: %d..%d bytes, or null to remove"
+                          % (_KEY_MIN, _KEY_MAX))
+        self.pile.set_key(key)
+        return self._send(CONFIG, {2: {}})  # signed with the new key: proof it took
+
+    def _command(self, seq, code):
+        pile = self.pile
+        if code == RESET_FAULT:
+            pile.reset_fault()
+        elif code == REBOOT:
+            pile.request_reboot()
+        elif code == STOP:
+            pile.stop()
+        elif code == RELEASE:
+            if not pile.release():
+                raise Refused(BUSY, "the E-stop input is still active: clear it, then release")
+        else:
+            raise Refused(OUT_OF_RANGE, "command code must be 1..4")
+        return self._ack(seq, pile.ctl.target, pile.ctl.reasons)
+
+
+def _field(msg, key, name, optional=False):
+    value = msg.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not int:
+        raise Refused(BAD_FIELD, "field %d (%s) must be an integer" % (key, name))
+    return value

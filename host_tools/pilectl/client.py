@@ -1,0 +1,248 @@
+"""The async host client of the pile link, over TCP or a serial line.
+
+What the CLI and an aggregator use: connect, check HELLO, then sign and send
+requests and read their replies, while TELEMETRY is queued for `telemetry()`.
+One request is in flight at a time, so the next non-telemetry message is its reply.
+"""
+
+import asyncio
+
+import serial
+
+from pilectl import wire
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class PileError(Exception):
+    """The pile refused a request with ERROR: `code` and its `detail` text."""
+
+    def __init__(self, code, detail):
+        name = wire.ERRORS.get(code, f"code {code}")
+        super().__init__(f"pile refused ({name}): {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class LinkError(Exception):
+    """The link itself failed: nothing answered, the stream closed, or the keys differ."""
+
+
+class Client:
+    def __init__(self, reader, writer, key=None, timeout=DEFAULT_TIMEOUT):
+        self._reader = reader
+        self._writer = writer
+        self.key = key
+        self.timeout = timeout
+        self.seq = 0  # the pile forgets our seq on each connect (and on our HELLO)
+        self.hello = None
+        self.nonce = b""
+        self.deframer = wire.Deframer()
+        self.rejected = 0  # messages from the pile that failed the MAC check or decoding
+        self._replies = asyncio.Queue()
+        self._telemetry = asyncio.Queue(maxsize=100)
+        self._lock = asyncio.Lock()
+        self._task = None
+
+    @classmethod
+    async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT):
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise LinkError(f"cannot reach the pile at {host}:{port} ({exc}): is it on the "
+                            "network and is the port right?") from exc
+        return await cls(reader, writer, key, timeout)._start(ask_hello=False)
+
+    @classmethod
+    async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT):
+        reader, writer = await open_serial(path, baud)
+        return await cls(reader, writer, key, timeout)._start(ask_hello=True)
+
+    async def _start(self, ask_hello):
+        self._task = asyncio.create_task(self._receive())
+        if ask_hello:  # a serial line has no connect: ask for the HELLO
+            self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+        try:
+            self.hello = await self._reply(wire.HELLO)
+        except LinkError:
+            await self.close()
+            raise
+        self.seq = max(self.seq, self.hello.get(8, 0) - 1)  # resume above what the pile saw
+        if self.hello.get(7) != 1:
+            await self.close()
+            raise LinkError(f"the pile speaks protocol {self.hello.get(7)}, this tool speaks 1")
+        return self
+
+    async def _receive(self):
+        while True:
+            data = await self._reader.read(4096)
+            if not data:
+                await self._replies.put(None)
+                return
+            for message in self.deframer.feed(data):
+                try:
+                    fields = self._open(message)
+                except wire.WireError as exc:
+                    self.rejected += 1
+                    self.last_rejection = str(exc)
+                    continue
+                if fields[wire.TYPE] == wire.TELEMETRY:
+                    if self._telemetry.full():
+                        self._telemetry.get_nowait()  # keep the newest
+                    self._telemetry.put_nowait(fields)
+                else:
+                    await self._replies.put(fields)
+
+    def _open(self, message):
+        signed = wire.is_signed(message)
+        if signed and self.key is None:
+            raise wire.WireError("the pile signs its messages: give this tool the link key")
+        if not signed:
+            fields = wire.decode(message)
+            before_hello = self.hello is None and fields[wire.TYPE] == wire.ERROR  # e.g. busy
+            if self.key is not None and not before_hello:
+                raise wire.WireError("the pile sent an unsigned message but this tool has a "
+                                     "key: provision the key on the pile")
+            return fields
+        nonce = self.nonce
+        if not nonce:  # the HELLO carries the nonce that authenticates it
+            unverified = wire.decode(self._payload(message))
+            nonce = unverified.get(4, b"") if unverified[wire.TYPE] == wire.HELLO else b""
+        fields = wire.decode(wire.verify(self.key, message, nonce))
+        if fields[wire.TYPE] == wire.HELLO:
+            self.nonce = nonce
+        return fields
+
+    @staticmethod
+    def _payload(message):
+        import cbor2
+
+        try:
+            return cbor2.loads(message).value[2]
+        except Exception as exc:  # anything malformed is a rejection
+            raise wire.WireError(f"not a COSE_Mac0: {exc}") from exc
+
+    def _next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    def _write(self, fields, sign=True):
+        message = wire.encode(fields)
+        if sign and self.key is not None:
+            message = wire.sign(self.key, message, self.nonce)
+        self._writer.write(wire.frame(message))
+
+    async def _reply(self, expected):
+        try:
+            fields = await asyncio.wait_for(self._replies.get(), self.timeout)
+        except asyncio.TimeoutError:
+            hint = getattr(self, "last_rejection", "")
+            raise LinkError(f"no reply from the pile within {self.timeout:g} s"
+                            + (f"; last message refused: {hint}" if hint else
+                               ": check the port, the cable and that the firmware runs")) from None
+        if fields is None:
+            raise LinkError("the pile closed the link")
+        if fields[wire.TYPE] == wire.ERROR:
+            raise PileError(fields.get(3), fields.get(4, ""))
+        if fields[wire.TYPE] != expected:
+            raise LinkError(f"expected message type {expected}, got {fields[wire.TYPE]}")
+        return fields
+
+    async def request(self, mtype, fields, expected):
+        """Send one request; return the reply's fields, or raise PileError/LinkError."""
+        async with self._lock:
+            self._write({wire.TYPE: mtype, wire.SEQ: self._next_seq(), **fields})
+            await self._writer.drain()
+            return await self._reply(expected)
+
+    async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None):
+        fields = {2: power_w, 3: ttl_s}
+        if departure_s is not None:
+            fields[4] = departure_s
+        if reserve_soc is not None:
+            fields[5] = reserve_soc
+        ack = await self.request(wire.SETPOINT, fields, wire.ACK)
+        return {"target_w": ack[3], "reasons": ack[4]}
+
+    async def config_get(self, keys=None):
+        fields = {} if keys is None else {2: list(keys)}
+        return (await self.request(wire.CONFIG_GET, fields, wire.CONFIG))[2]
+
+    async def config_set(self, changes):
+        return (await self.request(wire.CONFIG_SET, {2: changes}, wire.CONFIG))[2]
+
+    async def provision_key(self, key):
+        """Set (bytes) or remove (None) the pile's link key; the reply proves the new key."""
+        async with self._lock:
+            self._write({wire.TYPE: wire.CONFIG_SET, wire.SEQ: self._next_seq(),
+                         2: {"link_key": key}})
+            await self._writer.drain()
+            self.key = key
+            return await self._reply(wire.CONFIG)
+
+    async def events(self, first=0):
+        return (await self.request(wire.EVENTS_GET, {2: first}, wire.EVENTS))[2]
+
+    async def command(self, name):
+        ack = await self.request(wire.COMMAND, {2: wire.COMMANDS[name]}, wire.ACK)
+        return {"target_w": ack[3], "reasons": ack[4]}
+
+    async def telemetry(self):
+        """The next TELEMETRY message, as a dict of field names."""
+        fields = await asyncio.wait_for(self._telemetry.get(), self.timeout + 1)
+        return {name: fields.get(key) for key, name in wire.TELEMETRY_FIELDS.items()}
+
+    async def close(self):
+        if self._task is not None:
+            self._task.cancel()
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except OSError:
+            pass  # the far end is already gone: closing is all we wanted
+
+
+async def open_serial(path, baud=115200):
+    """asyncio streams over a pyserial port (a pty, or a USB adapter)."""
+    try:
+        port = serial.Serial(path, baud, timeout=0)
+    except serial.SerialException as exc:
+        raise LinkError(f"cannot open {path}: {exc}. Is the cable plugged in and the "
+                        "port right (ls /dev/ttyUSB* /dev/ttyACM*)?") from exc
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+
+    def readable():
+        try:
+            data = port.read(max(port.in_waiting, 1))
+        except (serial.SerialException, OSError):  # the far end hung up
+            loop.remove_reader(port.fileno())
+            reader.feed_eof()
+            return
+        if data:
+            reader.feed_data(data)
+
+    loop.add_reader(port.fileno(), readable)
+    return reader, _SerialWriter(port, loop)
+
+
+class _SerialWriter:
+    """The part of asyncio.StreamWriter the client uses, over a pyserial port."""
+
+    def __init__(self, port, loop):
+        self._port = port
+        self._loop = loop
+
+    def write(self, data):
+        self._port.write(data)
+
+    async def drain(self):
+        await self._loop.run_in_executor(None, self._port.flush)
+
+    def close(self):
+        if self._port.is_open:
+            self._loop.remove_reader(self._port.fileno())
+            self._port.close()
+
+    async def wait_closed(self):
+        return None

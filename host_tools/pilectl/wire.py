@@ -1,0 +1,129 @@
+"""Link protocol v1 on the host (DESIGN section 5), built on independent libraries.
+
+Framing uses the `cobs` package and pymodbus's CRC, messages use cbor2 and the
+authentication pycose, so every host test also cross-checks the firmware's own
+codec, COBS, CRC and HMAC instead of agreeing with itself.
+"""
+
+import hashlib
+
+import cbor2
+from cobs import cobs
+from pycose.algorithms import HMAC25664
+from pycose.headers import KID, Algorithm
+from pycose.keys import SymmetricKey
+from pycose.messages import CoseMessage, Mac0Message
+from pymodbus.framer import FramerRTU
+
+MAX_FRAME = 512  # message + CRC, before COBS
+
+HELLO, TELEMETRY, SETPOINT, ACK, CONFIG_GET, CONFIG_SET = 1, 2, 3, 4, 5, 6
+CONFIG, EVENTS_GET, EVENTS, COMMAND, ERROR = 7, 8, 9, 10, 11
+TYPE, SEQ = 0, 1
+
+ERRORS = {1: "malformed", 2: "unknown type", 3: "bad field", 4: "auth", 5: "replay",
+          6: "out of range", 7: "busy"}
+COMMANDS = {"reset-fault": 1, "reboot": 2, "stop": 3, "release": 4}
+TELEMETRY_FIELDS = {2: "state", 3: "power_w", 4: "soc_permille", 5: "battery_temp_dc",
+                    6: "converter_temp_dc", 7: "max_charge_w", 8: "max_discharge_w",
+                    9: "reasons", 10: "applied_w", 11: "ttl_left_s", 12: "site_w",
+                    13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh"}
+HELLO_FIELDS = {2: "pile_id", 3: "firmware", 4: "nonce", 5: "rated_charge_w",
+                6: "rated_discharge_w", 7: "protocol"}
+
+
+class WireError(ValueError):
+    """A frame or message the host could not accept."""
+
+
+def crc_bytes(message):
+    """CRC-16/MODBUS, little-endian: pymodbus returns it already in wire byte order."""
+    return FramerRTU.compute_CRC(message).to_bytes(2, "big")
+
+
+def frame(message):
+    if len(message) + 2 > MAX_FRAME:
+        raise WireError(f"message is {len(message)} bytes, at most {MAX_FRAME - 2}")
+    return cobs.encode(message + crc_bytes(message)) + b"\x00"
+
+
+class Deframer:
+    """Splits received bytes into checked messages; counts the frames it drops."""
+
+    def __init__(self):
+        self._pending = bytearray()
+        self.dropped = 0
+
+    def feed(self, data):
+        self._pending += data
+        *frames, self._pending = self._pending.split(b"\x00")
+        messages = []
+        for raw in frames:
+            if not raw:
+                continue
+            try:
+                body = cobs.decode(bytes(raw))
+            except cobs.DecodeError:
+                self.dropped += 1
+                continue
+            if len(body) < 3 or crc_bytes(body[:-2]) != body[-2:]:
+                self.dropped += 1
+                continue
+            messages.append(body[:-2])
+        if len(self._pending) > 2 * MAX_FRAME:  # no delimiter in sight: resynchronise
+            self._pending.clear()
+            self.dropped += 1
+        return messages
+
+
+def encode(fields):
+    """Deterministic CBOR; with keys 0..23 cbor2's canonical order is RFC 8949's."""
+    return cbor2.dumps(fields, canonical=True)
+
+
+def key_id(key):
+    """The COSE kid both sides derive: 4 bytes of the key's SHA-256."""
+    return hashlib.sha256(key).digest()[:4]
+
+
+def sign(key, message, nonce):
+    mac = Mac0Message(phdr={Algorithm: HMAC25664}, uhdr={KID: key_id(key)}, payload=message,
+                      external_aad=nonce)
+    mac.key = SymmetricKey(k=key)
+    return mac.encode(tag=True)
+
+
+def is_signed(data):
+    return data[:1] == b"\xd1"
+
+
+def verify(key, data, nonce):
+    """The payload of a COSE_Mac0 from the pile; WireError unless it carries a good MAC."""
+    try:
+        mac = CoseMessage.decode(data)
+    except Exception as exc:  # pycose raises many kinds on malformed input
+        raise WireError(f"not a COSE_Mac0: {exc}") from exc
+    if not isinstance(mac, Mac0Message):
+        raise WireError("not a COSE_Mac0")
+    mac.key = SymmetricKey(k=key)
+    mac.external_aad = nonce
+    try:
+        good = mac.verify_tag()
+    except Exception as exc:
+        raise WireError(f"cannot verify: {exc}") from exc
+    if not good:
+        kid = mac.uhdr.get(KID)
+        hint = "" if kid in (None, key_id(key)) else (
+            f" (the pile's key id is {kid.hex()}, yours is {key_id(key).hex()})")
+        raise WireError("MAC mismatch: the pile and this host hold different keys" + hint)
+    return mac.payload
+
+
+def decode(message):
+    try:
+        fields = cbor2.loads(message)
+    except Exception as exc:  # cbor2 raises several decoder error kinds
+        raise WireError(f"not CBOR: {exc}") from exc
+    if not isinstance(fields, dict) or not isinstance(fields.get(TYPE), int):
+        raise WireError("a message is a CBOR map with an integer type at key 0")
+    return fields
