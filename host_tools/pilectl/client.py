@@ -39,6 +39,7 @@ class Client:
         self.nonce = b""
         self.deframer = wire.Deframer()
         self.rejected = 0  # messages from the pile that failed the MAC check or decoding
+        self.last_rejection = ""
         self._replies = asyncio.Queue()
         self._telemetry = asyncio.Queue(maxsize=100)
         self._lock = asyncio.Lock()
@@ -48,7 +49,7 @@ class Client:
     async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT):
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise LinkError(f"cannot reach the pile at {host}:{port} ({exc}): is it on the "
                             "network and is the port right?") from exc
         return await cls(reader, writer, key, timeout)._start(ask_hello=False)
@@ -135,8 +136,8 @@ class Client:
     async def _reply(self, expected):
         try:
             fields = await asyncio.wait_for(self._replies.get(), self.timeout)
-        except asyncio.TimeoutError:
-            hint = getattr(self, "last_rejection", "")
+        except TimeoutError:
+            hint = self.last_rejection
             raise LinkError(f"no reply from the pile within {self.timeout:g} s"
                             + (f"; last message refused: {hint}" if hint else
                                ": check the port, the cable and that the firmware runs")) from None
