@@ -18,7 +18,8 @@ sys.path.insert(0, str(FW_TESTS))  # host tests reuse the firmware test helpers 
 
 def run_micropython(script, *args, paths=(FIRMWARE,), input=None, timeout=120):
     """Run `script` on the MicroPython unix port with `paths` as its sys.path."""
-    env = dict(os.environ, MICROPYPATH=":".join(str(p) for p in paths))
+    # ".frozen" keeps the port's built-in modules (asyncio) importable.
+    env = dict(os.environ, MICROPYPATH=":".join([".frozen", *(str(p) for p in paths)]))
     return subprocess.run([str(MICROPYTHON), str(script), *args], input=input, env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 

@@ -29,15 +29,20 @@ class LinkError(Exception):
 
 def cobs_encode(data):
     out = bytearray(len(data) + len(data) // 254 + 1)
-    code_at = 0
+    code_at = 0  # where the current block's code byte goes
     code = 1
     n = 1
     for b in data:
+        if code == 0xFF:  # the block is full: close it, open the next
+            out[code_at] = code
+            code_at = n
+            n += 1
+            code = 1
         if b:
             out[n] = b
             n += 1
             code += 1
-        if not b or code == 0xFF:
+        else:
             out[code_at] = code
             code_at = n
             n += 1
@@ -53,13 +58,15 @@ def cobs_decode(data, n, out):
     while i < n:
         code = data[i]
         end = i + code
-        if code == 0 or end > n or m + code > limit:
+        if code == 0 or end > n or m + code - 1 > limit:
             return -1
         for j in range(i + 1, end):
             out[m] = data[j]
             m += 1
         i = end
         if code != 0xFF and i < n:
+            if m == limit:
+                return -1
             out[m] = 0
             m += 1
     return m
