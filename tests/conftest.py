@@ -29,3 +29,41 @@ def micropython():
     if not MICROPYTHON.exists():
         pytest.fail("micropython is not installed in this environment: run `make setup`")
     return run_micropython
+
+
+class MicroPythonWorker:
+    """tests/mp/worker.py under the unix port: firmware codecs on call, one process per session."""
+
+    def __init__(self):
+        env = dict(os.environ, MICROPYPATH=":".join([".frozen", str(FIRMWARE)]))
+        self.proc = subprocess.Popen([str(MICROPYTHON), str(ROOT / "tests" / "mp" / "worker.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env, cwd=ROOT)
+
+    def call(self, command, *args):
+        """Run `command` on byte-string args; return bytes, or raise WorkerError."""
+        hexes = ["x" + a.hex() if a is not None else "-" for a in args]  # never empty
+        self.proc.stdin.write(" ".join([command, *hexes]) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline().rstrip("\n")
+        status, _, rest = reply.partition(" ")
+        if status == "ok":
+            return rest
+        if status == "err":
+            raise WorkerError(rest)
+        raise RuntimeError(f"worker died: {reply!r}")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+class WorkerError(Exception):
+    """The firmware code under MicroPython raised; the message names the exception."""
+
+
+@pytest.fixture(scope="session")
+def mp_worker(micropython):
+    worker = MicroPythonWorker()
+    yield worker
+    worker.close()

@@ -41,8 +41,7 @@ STOP = const(3)
 RELEASE = const(4)
 
 KEY = "link_key"  # the write-only secret in CONFIG_SET
-_KEY_MIN = const(16)
-_KEY_MAX = const(64)
+_KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _COSE_MAC0 = const(17)
 _DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v1 readers)
 _NEXT_SEQ = const(8)  # HELLO field: the lowest seq accepted next, so a restarted host resumes
@@ -218,9 +217,8 @@ class Session:
         if len(changes) != 1:
             raise Refused(BAD_FIELD, "set the link key on its own")
         key = changes[KEY]
-        if key is not None and (type(key) is not bytes or not _KEY_MIN <= len(key) <= _KEY_MAX):
-            raise Refused(OUT_OF_RANGE, "link key: %d..%d bytes, or null to remove"
-                          % (_KEY_MIN, _KEY_MAX))
+        if key is not None and (type(key) is not bytes or len(key) not in _KEY_LENGTHS):
+            raise Refused(OUT_OF_RANGE, "link key: 16, 24 or 32 bytes, or null to remove")
         self.pile.set_key(key)
         return self._send(CONFIG, {2: {}})  # signed with the new key: proof it took
 

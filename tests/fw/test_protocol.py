@@ -198,6 +198,7 @@ def test_key_is_write_only_and_serial_only():
     assert tcp.send(6, {2: {KEY: KEY_BYTES}})[3] == 4
     serial = Host(pile)
     assert serial.send(6, {2: {KEY: b"short"}})[3] == 6
+    assert serial.send(6, {2: {KEY: KEY_BYTES + b"!"}})[3] == 6
     assert serial.send(6, {2: {KEY: KEY_BYTES, "min_soc": 30}})[3] == 3
     assert pile.key is None
     assert serial.send(6, {2: {KEY: KEY_BYTES}})[2] == {}  # opened with the new key
