@@ -17,13 +17,12 @@ MAX_FRAME = const(512)  # message + CRC, before COBS
 _MAX_ENCODED = const(515)  # MAX_FRAME plus one COBS code byte per 254 data bytes, rounded up
 _MAX_TCP_CLIENTS = const(2)  # the aggregator and a technician
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
+_KEY_POLL_MS = const(1000)
+_NEEDS_KEY = ("the TCP link needs a link key: provision one over USB serial, "
+              'or set "insecure": true in the board file')
 
 
 class FrameError(ValueError):
-    pass
-
-
-class LinkError(Exception):
     pass
 
 
@@ -179,6 +178,7 @@ class Link:
         self.insecure = insecure
         self.connections = []
         self.tcp_refused = 0
+        self.send_failures = 0
 
     def tcp_allowed(self):
         return self.pile.key is not None or self.insecure
@@ -189,10 +189,17 @@ class Link:
         self.connections.append(conn)
         await conn.serve(_always, lasting=True)
 
-    async def start_tcp(self, port, host="0.0.0.0"):
+    async def run_tcp(self, port, host="0.0.0.0", on_refused=None):
+        """Serve TCP once it is allowed: with a link key, or on an insecure bench.
+
+        Without a key the pile waits (the key may be provisioned over serial meanwhile),
+        calling `on_refused(reason)` once so the refusal is seen, not silent.
+        """
         if not self.tcp_allowed():
-            raise LinkError("the TCP link needs a link key: provision one over USB serial, "
-                            'or set "insecure": true in the board file')
+            if on_refused is not None:
+                on_refused(_NEEDS_KEY)
+            while not self.tcp_allowed():
+                await asyncio.sleep_ms(_KEY_POLL_MS)
         return await asyncio.start_server(self._tcp_client, host, port)
 
     async def _tcp_client(self, reader, writer):
@@ -216,8 +223,11 @@ class Link:
             await writer.wait_closed()
 
     async def broadcast_telemetry(self):
-        for conn in self.connections:
-            await conn.send(conn.session.telemetry())
+        for conn in list(self.connections):
+            try:
+                await conn.send(conn.session.telemetry())
+            except OSError:  # the peer vanished mid-write; its serve loop ends on EOF
+                self.send_failures += 1
 
 
 def _always():

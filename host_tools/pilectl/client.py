@@ -40,6 +40,7 @@ class Client:
         self.deframer = wire.Deframer()
         self.rejected = 0  # messages from the pile that failed the MAC check or decoding
         self.last_rejection = ""
+        self._pending = ()  # a key being provisioned, until the pile's reply shows it took
         self._replies = asyncio.Queue()
         self._telemetry = asyncio.Queue(maxsize=100)
         self._lock = asyncio.Lock()
@@ -96,23 +97,34 @@ class Client:
 
     def _open(self, message):
         signed = wire.is_signed(message)
-        if signed and self.key is None:
-            raise wire.WireError("the pile signs its messages: give this tool the link key")
         if not signed:
             fields = wire.decode(message)
             before_hello = self.hello is None and fields[wire.TYPE] == wire.ERROR  # e.g. busy
+            if self._pending == (None,):  # the key was just removed
+                self.key = None
             if self.key is not None and not before_hello:
                 raise wire.WireError("the pile sent an unsigned message but this tool has a "
                                      "key: provision the key on the pile")
+            if fields[wire.TYPE] == wire.HELLO:
+                self.nonce = fields.get(4, b"")  # signs our messages once a key is set
             return fields
-        nonce = self.nonce
-        if not nonce:  # the HELLO carries the nonce that authenticates it
-            unverified = wire.decode(self._payload(message))
-            nonce = unverified.get(4, b"") if unverified[wire.TYPE] == wire.HELLO else b""
-        fields = wire.decode(wire.verify(self.key, message, nonce))
-        if fields[wire.TYPE] == wire.HELLO:
-            self.nonce = nonce
-        return fields
+        candidates = [k for k in (self.key, *self._pending) if k is not None]
+        if not candidates:
+            raise wire.WireError("the pile signs its messages: give this tool the link key")
+        unverified = wire.decode(self._payload(message))
+        is_hello = unverified[wire.TYPE] == wire.HELLO
+        nonce = unverified.get(4, b"") if is_hello else self.nonce  # a HELLO brings its own
+        for key in candidates:
+            try:
+                fields = wire.decode(wire.verify(key, message, nonce))
+            except wire.WireError as exc:
+                failure = exc
+                continue
+            self.key = key  # a provisioned key takes over once the pile signs with it
+            if is_hello:
+                self.nonce = nonce
+            return fields
+        raise failure
 
     @staticmethod
     def _payload(message):
@@ -134,15 +146,19 @@ class Client:
         self._writer.write(wire.frame(message))
 
     async def _reply(self, expected):
-        try:
-            fields = await asyncio.wait_for(self._replies.get(), self.timeout)
-        except TimeoutError:
-            hint = self.last_rejection
-            raise LinkError(f"no reply from the pile within {self.timeout:g} s"
-                            + (f"; last message refused: {hint}" if hint else
-                               ": check the port, the cable and that the firmware runs")) from None
-        if fields is None:
-            raise LinkError("the pile closed the link")
+        while True:
+            try:
+                fields = await asyncio.wait_for(self._replies.get(), self.timeout)
+            except TimeoutError:
+                hint = self.last_rejection
+                raise LinkError(f"no reply from the pile within {self.timeout:g} s" + (
+                    f"; last message refused: {hint}" if hint else
+                    ": check the port, the cable and that the firmware runs")) from None
+            if fields is None:
+                raise LinkError("the pile closed the link")
+            if fields[wire.TYPE] != wire.HELLO or expected == wire.HELLO:
+                break
+            self.hello = fields  # an earlier greeting still in the line, or the pile rebooted
         if fields[wire.TYPE] == wire.ERROR:
             raise PileError(fields.get(3), fields.get(4, ""))
         if fields[wire.TYPE] != expected:
@@ -174,12 +190,11 @@ class Client:
 
     async def provision_key(self, key):
         """Set (bytes) or remove (None) the pile's link key; the reply proves the new key."""
-        async with self._lock:
-            self._write({wire.TYPE: wire.CONFIG_SET, wire.SEQ: self._next_seq(),
-                         2: {"link_key": key}})
-            await self._writer.drain()
-            self.key = key
-            return await self._reply(wire.CONFIG)
+        self._pending = (key,)  # the reply comes under the new key, a refusal under the old
+        try:
+            return await self.request(wire.CONFIG_SET, {2: {"link_key": key}}, wire.CONFIG)
+        finally:
+            self._pending = ()
 
     async def events(self, first=0):
         return (await self.request(wire.EVENTS_GET, {2: first}, wire.EVENTS))[2]

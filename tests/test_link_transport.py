@@ -1,0 +1,184 @@
+"""The firmware's link under MicroPython, driven by the host client over real TCP and a pty.
+
+TCP runs on 127.0.0.1; the serial line is a socat pty pair, one end opened by the
+firmware's unix HAL (raw termios), the other by pyserial in the host client.
+"""
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import FIRMWARE, MICROPYTHON, ROOT
+from pilectl.client import Client, LinkError, PileError
+
+KEY = bytes(range(32))
+pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
+                                reason="socat is missing: run `make setup` (apt-get install socat)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pty_pair(tmp_path):
+    pile_end, host_end = tmp_path / "pile", tmp_path / "host"
+    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={pile_end}",
+                              f"pty,raw,echo=0,link={host_end}"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while not (pile_end.exists() and host_end.exists()):
+        assert time.monotonic() < deadline, "socat made no pty pair"
+        time.sleep(0.02)
+    yield str(pile_end), str(host_end)
+    socat.kill()
+    socat.wait()
+
+
+class LinkServer:
+    def __init__(self, serial="-", key=None, insecure=False):
+        self.port = free_port()
+        env = {"MICROPYPATH": f".frozen:{FIRMWARE}"}
+        args = [serial, str(self.port), key.hex() if key else "-", "1" if insecure else "0"]
+        self.proc = subprocess.Popen([str(MICROPYTHON), "tests/mp/link_server.py", *args],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        self.lines = [self.proc.stdout.readline().strip()]
+        assert self.lines[0] == "ready", self.lines
+
+    def wait_for(self, line):
+        self.lines.append(self.proc.stdout.readline().strip())
+        assert self.lines[-1].startswith(line), self.lines
+        if line == "tcp up":
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(**kwargs):
+        started.append(LinkServer(**kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_tcp_session_with_key(server):
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+
+    async def session():
+        client = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        try:
+            assert client.hello[2] == "link-test" and len(client.nonce) == 8
+            ack = await client.setpoint(-4000, 30)
+            assert ack["target_w"] == 0  # no converter yet: the envelope is closed
+            tel = await client.telemetry()
+            assert tel["ttl_left_s"] in (29, 30)
+            with pytest.raises(PileError) as refused:
+                await client.config_set({"min_soc": 101})
+            assert refused.value.code == 6 and "0..100" in refused.value.detail
+            assert (await client.config_set({"min_soc": 25}))["min_soc"] == 25
+            assert (await client.config_get(["min_soc"])) == {"min_soc": 25}
+            assert client.rejected == 0
+        finally:
+            await client.close()
+
+    run(session())
+
+
+def test_wrong_key_is_reported_as_such(server):
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+    with pytest.raises(LinkError, match="different keys"):
+        run(Client.tcp("127.0.0.1", srv.port, key=b"\x01" * 32, timeout=1))
+    with pytest.raises(LinkError, match="give this tool the link key"):
+        run(Client.tcp("127.0.0.1", srv.port, timeout=1))
+
+
+def test_at_most_two_tcp_clients(server):
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+
+    async def crowd():
+        first = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        second = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        with pytest.raises(PileError) as busy:
+            await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        assert busy.value.code == 7
+        await first.close()
+        await asyncio.sleep(0.2)
+        third = await Client.tcp("127.0.0.1", srv.port, key=KEY)  # a place came free
+        assert (await second.command("stop"))["target_w"] == 0
+        assert (await third.events())[-1][2] == 4  # the stop, seen from the other client
+        await second.close()
+        await third.close()
+
+    run(crowd())
+
+
+def test_tcp_waits_for_a_key_unless_insecure(server, pty_pair):
+    srv = server(serial=pty_pair[0])
+    srv.wait_for("refused: the TCP link needs a link key")
+    with pytest.raises(LinkError, match="cannot reach"):
+        run(Client.tcp("127.0.0.1", srv.port, timeout=1))
+
+    async def provision():
+        wired = await Client.serial(pty_pair[1])
+        reply = await wired.provision_key(KEY)
+        assert reply[2] == {} and wired.key == KEY
+        await wired.close()
+
+    run(provision())
+    srv.wait_for("tcp up")
+
+    async def over_tcp():
+        client = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        assert (await client.config_get(["min_soc"])) == {"min_soc": 20}
+        with pytest.raises(PileError) as refused:
+            await client.provision_key(bytes(32))
+        assert refused.value.code == 4 and "USB serial link only" in refused.value.detail
+        await client.close()
+
+    run(over_tcp())
+
+    insecure = server(insecure=True)
+    insecure.wait_for("tcp up")
+
+    async def open_bench():
+        client = await Client.tcp("127.0.0.1", insecure.port)
+        assert (await client.setpoint(1000, 10))["target_w"] == 0
+        await client.close()
+
+    run(open_bench())
+
+
+def test_serial_session_resumes_after_a_host_restart(server, pty_pair):
+    server(serial=pty_pair[0], key=KEY)
+
+    async def twice():
+        for _ in range(2):
+            client = await Client.serial(pty_pair[1], key=KEY)
+            for _ in range(3):
+                await client.setpoint(2000, 10)
+            assert client.rejected == 0
+            await client.close()
+        client = await Client.serial(pty_pair[1], key=KEY)
+        assert client.hello[8] == 8  # seqs 2-4, then 5-7 (resumed above 4): next is 8
+        await client.close()
+
+    run(twice())
