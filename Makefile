@@ -42,6 +42,7 @@ bench: setup
 # Speed and memory figures (see docs/performance.md).
 bench-perf: setup
 	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
+	MICROPYPATH=.frozen:firmware $(BIN)/micropython bench/protocol_bench.py
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache

@@ -100,6 +100,12 @@ def _encode(out, obj, depth):
         for item in obj:
             _encode(out, item, depth + 1)
     elif isinstance(obj, dict):
+        if _small_int_keys(obj):  # protocol messages: one-byte keys sort as numbers
+            _head(out, 5, len(obj))
+            for key in sorted(obj):
+                out.append(key)
+                _encode(out, obj[key], depth + 1)
+            return
         items = []
         for key, value in obj.items():
             encoded = bytearray()
@@ -123,6 +129,13 @@ def _encode(out, obj, depth):
             raise CBORError("simple value %d cannot be encoded" % obj.value)
     else:
         raise CBORError("cannot encode %s" % type(obj).__name__)
+
+
+def _small_int_keys(obj):
+    for key in obj:
+        if type(key) is not int or not 0 <= key < 24:
+            return False
+    return True
 
 
 def _float(out, value):

@@ -3,8 +3,9 @@
 A pile with a link key gets a warm-up of valid signed requests, then FRAMES
 random and mutated inputs: raw noise, framed noise, mutated signed messages,
 mutated frames, exact replays, forged requests (unsigned, or signed with another
-key) and signed requests with bad fields. Every input is isolated by 0x00 delimiters, so the expected number of
-frames is known. Prints one JSON line with the counters; the host test checks:
+key) and signed requests with bad fields. Every input is isolated by 0x00
+delimiters, so the expected number of frames is known. Prints one JSON line with
+the counters; the host test checks:
 nothing escaped, every frame was dropped or answered, and no pile state changed.
 """
 
@@ -144,9 +145,9 @@ def forged():
 
 
 expected_frames = 0
-modes = [0] * 7
+modes = [0] * 7  # how often each kind of input was sent
 escaped = 0
-for i in range(FRAMES):
+for _ in range(FRAMES):
     mode = rand(7)
     modes[mode] += 1
     if mode == 0:
