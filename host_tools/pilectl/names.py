@@ -1,6 +1,6 @@
-"""Human names for the firmware's states and reasons bits (DESIGN section 5)."""
+"""Human names for the firmware's states, reasons bits and events (DESIGN section 5)."""
 
-from pile import control, limits
+from pile import control, events, limits
 
 STATES = {
     control.BOOT: "boot",
@@ -34,3 +34,22 @@ REASONS = (
 def reasons(bits):
     """Names of the reasons set in `bits`, in bit order."""
     return [name for bit, name in REASONS if bits & bit]
+
+
+EVENTS = {
+    events.BOOT: "boot",
+    events.FAULT: "fault",
+    events.FAULT_CLEARED: "fault cleared",
+    events.STOP: "stop",
+    events.RELEASE: "release",
+    events.SETPOINT_EXPIRED: "setpoint expired",
+    events.CONFIG_CHANGED: "config changed",
+    events.METER_LOST: "meter lost",
+    events.METER_BACK: "meter back",
+    events.KEY_PROVISIONED: "key provisioned",
+    events.REBOOT_REQUESTED: "reboot requested",
+    events.EV_PLUGGED: "EV plugged in",
+    events.EV_UNPLUGGED: "EV unplugged",
+    events.FAULT_RESET_REQUESTED: "fault reset requested",
+    events.STORE_DAMAGED: "settings file damaged",
+}

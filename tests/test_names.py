@@ -1,0 +1,16 @@
+"""Every code the firmware can send has a name in the host tool."""
+
+from pile import events
+from pilectl import names
+
+
+def test_every_event_code_has_a_name():
+    codes = {v for k, v in vars(events).items()
+             if k.isupper() and not k.startswith("_") and isinstance(v, int)}
+    assert codes and codes == set(names.EVENTS)
+    assert len(set(names.EVENTS.values())) == len(names.EVENTS)
+
+
+def test_reasons_cover_all_fifteen_bits():
+    assert [bit for bit, _ in names.REASONS] == [1 << i for i in range(15)]
+    assert names.reasons(0b101) == ["SOC floor", "departure reserve"]
