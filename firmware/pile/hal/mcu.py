@@ -30,6 +30,11 @@ class RS485:
         time.sleep_us(self._char_us)  # txdone() can come before the final stop bit
         self._de.value(0)
 
+    def drain_input(self) -> None:
+        """Drop stale bytes (a late reply, line noise) before the next request."""
+        while self.uart.any():
+            self.uart.read()
+
 
 class Board:
     """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop."""

@@ -31,3 +31,22 @@ def open_serial(path, baud=None):
         attrs[_SPEED_IN] = attrs[_SPEED_OUT] = speed
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return f
+
+
+class SerialPort:
+    """A serial line for the Modbus master: a pty, or a USB-RS485 adapter that switches
+    direction by itself (so there is no DE pin to drive here)."""
+
+    def __init__(self, path, baud=None):
+        import asyncio
+
+        self.file = open_serial(path, baud)
+        self.reader = asyncio.StreamReader(self.file)
+
+    async def send(self, frame):
+        self.reader.write(frame)
+        await self.reader.drain()
+
+    def drain_input(self):
+        while self.file.read(256):
+            pass

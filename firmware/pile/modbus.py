@@ -1,0 +1,237 @@
+"""Modbus RTU master: functions 3, 4, 6, 16 and 23 over a half-duplex serial port.
+
+The port gives `reader` (an asyncio stream), `async send(frame)` (which drives
+the RS485 direction pin around the frame) and `drain_input()` (drops stale
+bytes without waiting). Buffers are allocated once; a reply is scanned for at
+every offset, so noise ahead of it costs nothing but the noise. Exception
+replies raise DeviceException with their code and are not retried; silence,
+CRC errors and malformed replies are retried `retries` times, then raised.
+"""
+
+import asyncio
+
+from micropython import const
+
+from pile.clock import ticks_add, ticks_diff, ticks_ms
+from pile.crc import crc16
+
+READ_HOLDING = const(3)
+READ_INPUT = const(4)
+WRITE_SINGLE = const(6)
+WRITE_MULTIPLE = const(16)
+READ_WRITE = const(23)
+
+_MAX_ADU = const(256)
+_EXCEPTION_BIT = const(0x80)
+_BITS_PER_CHAR = const(11)  # start, 8 data, parity or second stop, stop
+_MIN_IDLE_MS = const(20)  # USB adapters deliver in bursts up to ~16 ms apart
+_REPLY_MARGIN_MS = const(50)  # the device's own turnaround, on top of the wire time
+
+
+class ModbusError(Exception):
+    pass
+
+
+class Timeout(ModbusError):
+    """Nothing came back."""
+
+
+class BadReply(ModbusError):
+    """Bytes came back, but no valid reply to this request among them."""
+
+
+class DeviceException(ModbusError):
+    """The device answered with an exception code (1 illegal function, 2 address, ...)."""
+
+    def __init__(self, function, code):
+        super().__init__("function %d: exception code %d" % (function, code))
+        self.function = function
+        self.code = code
+
+
+def gap_us(baud):
+    """The inter-frame gap t3.5: 3.5 character times, fixed at 1750 us above 19200 baud."""
+    if baud > 19200:
+        return 1750
+    return 3500 * _BITS_PER_CHAR * 1000 // baud
+
+
+def wire_us(nbytes, baud):
+    return nbytes * _BITS_PER_CHAR * 1000000 // baud
+
+
+def reply_length(frame, start, n, function):
+    """Total length of the reply starting at frame[start] (n bytes held), 0 while unknown."""
+    if n - start < 2:
+        return 0
+    if frame[start + 1] == function | _EXCEPTION_BIT:
+        return 5
+    if function in (WRITE_SINGLE, WRITE_MULTIPLE):
+        return 8
+    if n - start < 3:
+        return 0
+    return 5 + frame[start + 2]
+
+
+def append_crc(buf, n):
+    crc = crc16(buf, 0, n)
+    buf[n] = crc & 0xFF
+    buf[n + 1] = crc >> 8
+    return n + 2
+
+
+class Master:
+    def __init__(self, port, baud, retries=2, timeout_ms=None):
+        self.port = port
+        self.baud = baud
+        self.retries = retries
+        self.gap_ms = (gap_us(baud) + 999) // 1000
+        self.timeout_ms = timeout_ms or wire_us(_MAX_ADU, baud) // 1000 + _REPLY_MARGIN_MS
+        self._idle_ms = max(_MIN_IDLE_MS, 4 * self.gap_ms)
+        self._tx = bytearray(_MAX_ADU)
+        self._rx = bytearray(_MAX_ADU)
+        self._rxv = memoryview(self._rx)
+        self._txv = memoryview(self._tx)
+        self.transactions = 0
+        self.failures = 0  # transactions that raised
+        self.timeouts = 0
+        self.bad_replies = 0
+        self.exceptions = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+
+    # -- the five functions; data comes back as a memoryview valid until the next call --
+
+    async def read_holding(self, unit, address, count):
+        return await self._read(unit, READ_HOLDING, address, count)
+
+    async def read_input(self, unit, address, count):
+        return await self._read(unit, READ_INPUT, address, count)
+
+    async def write_single(self, unit, address, value):
+        tx = self._tx
+        self._start(unit, WRITE_SINGLE, address, value)
+        start = await self._transact(append_crc(tx, 6), unit, WRITE_SINGLE)
+        if self._rx[start + 2:start + 6] != tx[2:6]:
+            self._fail(BadReply("write of register %d not echoed" % address))
+
+    async def write_multiple(self, unit, address, data):
+        """Write registers from `data`: big-endian bytes, two per register."""
+        tx = self._tx
+        count = len(data) // 2
+        self._start(unit, WRITE_MULTIPLE, address, count)
+        tx[6] = len(data)
+        tx[7:7 + len(data)] = data
+        start = await self._transact(append_crc(tx, 7 + len(data)), unit, WRITE_MULTIPLE)
+        if self._rx[start + 2:start + 6] != tx[2:6]:
+            self._fail(BadReply("write of registers %d+%d not confirmed" % (address, count)))
+
+    async def read_write(self, unit, read_address, read_count, write_address, data):
+        """Function 23: write `data` at write_address, then read read_count registers."""
+        tx = self._tx
+        self._start(unit, READ_WRITE, read_address, read_count)
+        count = len(data) // 2
+        tx[6] = write_address >> 8
+        tx[7] = write_address & 0xFF
+        tx[8] = count >> 8
+        tx[9] = count & 0xFF
+        tx[10] = len(data)
+        tx[11:11 + len(data)] = data
+        start = await self._transact(append_crc(tx, 11 + len(data)), unit, READ_WRITE)
+        return self._data(start, read_count)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _start(self, unit, function, address, value):
+        tx = self._tx
+        tx[0] = unit
+        tx[1] = function
+        tx[2] = address >> 8
+        tx[3] = address & 0xFF
+        tx[4] = value >> 8
+        tx[5] = value & 0xFF
+
+    async def _read(self, unit, function, address, count):
+        self._start(unit, function, address, count)
+        start = await self._transact(append_crc(self._tx, 6), unit, function)
+        return self._data(start, count)
+
+    def _data(self, start, count):
+        if self._rx[start + 2] != 2 * count:
+            self._fail(BadReply("asked for %d registers, got %d bytes" % (count,
+                                                                          self._rx[start + 2])))
+        return self._rxv[start + 3:start + 3 + 2 * count]
+
+    def _fail(self, error):
+        self.failures += 1
+        if isinstance(error, Timeout):
+            self.timeouts += 1
+        elif isinstance(error, BadReply):
+            self.bad_replies += 1
+        raise error
+
+    async def _transact(self, n, unit, function):
+        """Send tx[:n]; return where the valid reply starts in rx. Retries, then raises."""
+        self.transactions += 1
+        error = None
+        for _ in range(1 + self.retries):
+            self.port.drain_input()
+            await self.port.send(self._txv[:n])
+            self.bytes_out += n
+            try:
+                start = await self._receive(unit, function)
+            except (Timeout, BadReply) as exc:
+                error = exc
+                await asyncio.sleep_ms(self.gap_ms)
+                continue
+            await asyncio.sleep_ms(self.gap_ms)
+            if self._rx[start + 1] & _EXCEPTION_BIT:
+                self.exceptions += 1
+                self.failures += 1
+                raise DeviceException(function, self._rx[start + 2])
+            return start
+        self._fail(error)
+
+    async def _receive(self, unit, function):
+        rx = self._rx
+        rxv = self._rxv
+        reader = self.port.reader
+        n = 0
+        deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        while True:
+            wait = ticks_diff(deadline, ticks_ms())
+            if n:
+                wait = min(wait, self._idle_ms)  # a reply, once begun, arrives without pauses
+            if wait <= 0 or n == _MAX_ADU:
+                return self._give_up(n)
+            try:
+                got = await asyncio.wait_for_ms(reader.readinto(rxv[n:]), wait)
+            except asyncio.TimeoutError:
+                return self._give_up(n)
+            n += got or 0
+            self.bytes_in += got or 0
+            start = _find_reply(rx, n, unit, function)
+            if start >= 0:
+                return start
+
+    def _give_up(self, n):
+        if n == 0:
+            raise Timeout("no reply within %d ms" % self.timeout_ms)
+        rx = self._rx
+        if n >= 4 and crc16(rx, 0, n - 2) == rx[n - 2] | rx[n - 1] << 8:
+            raise BadReply("reply from unit %d, function %d" % (rx[0], rx[1]))
+        raise BadReply("%d bytes, no valid reply (CRC error or noise)" % n)
+
+
+def _find_reply(rx, n, unit, function):
+    """Offset of a complete reply with a good CRC from `unit` to `function`, else -1."""
+    for start in range(n - 1):
+        if rx[start] != unit or rx[start + 1] & 0x7F != function:
+            continue
+        length = reply_length(rx, start, n, function)
+        if length < 5 or start + length > n:
+            continue
+        end = start + length - 2
+        if crc16(rx, start, end) == rx[end] | rx[end + 1] << 8:
+            return start
+    return -1

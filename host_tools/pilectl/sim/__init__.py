@@ -1,0 +1,1 @@
+"""The simulated plant: converter, battery and site meter behind a pymodbus RTU server."""

@@ -1,0 +1,60 @@
+"""The firmware's Modbus master under MicroPython, driven line by line from a host test.
+
+    modbus_worker.py DEVICE BAUD
+
+Each stdin line is one request: `rh|ri UNIT ADDR COUNT`, `ws UNIT ADDR VALUE`,
+`wm UNIT ADDR HEX`, `rw UNIT RADDR RCOUNT WADDR HEX`, or `stats`. Each answer is
+one JSON line: {"data": hex} or {"error": kind, "code": n, "message": text}.
+"""
+
+import asyncio
+import json
+import sys
+from binascii import hexlify, unhexlify
+
+from pile.hal.unix import SerialPort
+from pile.modbus import DeviceException, Master, ModbusError
+
+master = Master(SerialPort(sys.argv[1]), int(sys.argv[2]), retries=1, timeout_ms=300)
+
+
+async def request(words):
+    op = words[0]
+    args = [int(w) for w in words[1:4]] if op != "wm" else [int(w) for w in words[1:3]]
+    if op == "rh":
+        return await master.read_holding(*args)
+    if op == "ri":
+        return await master.read_input(*args)
+    if op == "ws":
+        await master.write_single(*args)
+        return b""
+    if op == "wm":
+        await master.write_multiple(args[0], args[1], unhexlify(words[3]))
+        return b""
+    if op == "rw":
+        unit, raddr, rcount, waddr = (int(w) for w in words[1:5])
+        return await master.read_write(unit, raddr, rcount, waddr, unhexlify(words[5]))
+    raise ValueError(op)
+
+
+async def main():
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return
+        words = line.split()
+        if words[0] == "stats":
+            print(json.dumps({k: getattr(master, k) for k in (
+                "transactions", "failures", "timeouts", "bad_replies", "exceptions",
+                "bytes_out", "bytes_in")}))
+            continue
+        try:
+            data = await request(words)
+            print(json.dumps({"data": hexlify(bytes(data)).decode()}))
+        except DeviceException as exc:
+            print(json.dumps({"error": "exception", "code": exc.code, "message": str(exc)}))
+        except ModbusError as exc:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+
+
+asyncio.run(main())

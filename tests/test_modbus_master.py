@@ -1,0 +1,181 @@
+"""The firmware's Modbus RTU master under MicroPython against a pymodbus server on a pty pair.
+
+pymodbus serves registers on one end of a socat pair (host_tools/pilectl/sim/bus.py);
+tests/mp/modbus_worker.py runs the firmware master on the other end. Faults are
+injected in the server: silence, exception codes, corrupted CRC, noise, another unit.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import FIRMWARE, MICROPYTHON, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pile.crc import crc16
+from pilectl.sim.bus import Device, Faults, start_server
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    ReadWriteMultipleRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
+                                reason="socat is missing: run `make setup` (apt-get install socat)")
+BAUD = 115200
+
+
+class Bench:
+    """socat pty pair, a pymodbus server thread on one end, the firmware master on the other."""
+
+    def __init__(self, tmp_path):
+        self.master_end, self.server_end = str(tmp_path / "master"), str(tmp_path / "server")
+        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.master_end}",
+                                       f"pty,raw,echo=0,link={self.server_end}"],
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not (os.path.exists(self.master_end) and os.path.exists(self.server_end)):
+            assert time.monotonic() < deadline, "socat made no pty pair"
+            time.sleep(0.02)
+        self.faults = Faults()
+        self.converter = Device(holding={a: a * 3 for a in range(0, 262)} |
+                                {a: 0 for a in range(512, 516)})
+        self.meter = Device(input={52: 0x4348, 53: 0x0000})  # 200.0 W as float32
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start_server(
+                self.server_end, {1: self.converter, 2: self.meter}, self.faults, BAUD))
+            started.set()
+            self.loop.run_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
+        assert started.wait(5), "pymodbus server did not start"
+        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
+        self.worker = subprocess.Popen(
+            [str(MICROPYTHON), "tests/mp/modbus_worker.py", self.master_end, str(BAUD)],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def call(self, line):
+        self.worker.stdin.write(line + "\n")
+        self.worker.stdin.flush()
+        return json.loads(self.worker.stdout.readline())
+
+    def close(self):
+        self.worker.kill()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.socat.kill()
+        self.socat.wait()
+
+
+@pytest.fixture
+def bench(tmp_path):
+    b = Bench(tmp_path)
+    yield b
+    b.close()
+
+
+def words(*values):
+    return "".join(f"{v & 0xFFFF:04x}" for v in values)
+
+
+def test_every_function_code(bench):
+    assert bench.call("rh 1 0 18")["data"] == words(*(a * 3 for a in range(18)))
+    assert bench.call("ri 2 52 2")["data"] == "43480000"
+    assert bench.call("ws 1 260 1") == {"data": ""}
+    assert bench.converter.holding[260] == 1
+    assert bench.call(f"wm 1 256 {words(-1, -7000, 1, 42)}") == {"data": ""}
+    assert [bench.converter.holding[a] for a in range(256, 260)] == [0xFFFF, 0xE4A8, 1, 42]
+    reply = bench.call(f"rw 1 0 18 256 {words(0, 3000, 1, 43)}")
+    assert reply["data"] == words(*(a * 3 for a in range(18)))
+    assert bench.converter.holding[257] == 3000 and bench.converter.holding[259] == 43
+
+
+def test_request_frames_are_pymodbus_frames(bench):
+    framer = FramerRTU(DecodePDU(False))
+    expected = [
+        ReadHoldingRegistersRequest(address=0, count=18, dev_id=1),
+        ReadInputRegistersRequest(address=52, count=2, dev_id=2),
+        WriteSingleRegisterRequest(address=260, registers=[1], dev_id=1),
+        WriteMultipleRegistersRequest(address=256, registers=[1, 2, 3, 4], dev_id=1),
+        ReadWriteMultipleRegistersRequest(read_address=0, read_count=18, write_address=256,
+                                          write_registers=[1, 2, 3, 4], dev_id=1),
+    ]
+    for line in ("rh 1 0 18", "ri 2 52 2", "ws 1 260 1", f"wm 1 256 {words(1, 2, 3, 4)}",
+                 f"rw 1 0 18 256 {words(1, 2, 3, 4)}"):
+        assert "data" in bench.call(line)
+    assert bench.faults.received == [framer.buildFrame(pdu) for pdu in expected]
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 8, 10, 11])
+def test_every_exception_code_is_raised_with_its_code_and_not_retried(bench, code):
+    bench.faults.exception = code
+    reply = bench.call("rh 1 0 2")
+    assert reply["error"] == "exception" and reply["code"] == code
+    assert len(bench.faults.received) == 1  # an answer is an answer: no retry
+    bench.faults.exception = None
+    assert "data" in bench.call("rh 1 0 2")
+
+
+def test_unmapped_address_and_missing_function_23(bench):
+    assert bench.call("rh 1 1000 2")["code"] == 2
+    bench.faults.no_function_23 = True
+    assert bench.call(f"rw 1 0 18 256 {words(1, 2, 3, 4)}")["code"] == 1
+
+
+def test_silence_times_out_after_retries_and_recovers(bench):
+    bench.faults.silent = True
+    started = time.monotonic()
+    reply = bench.call("rh 1 0 2")
+    elapsed = time.monotonic() - started
+    assert reply["error"] == "Timeout"
+    assert len(bench.faults.received) == 2  # the request and one retry
+    assert elapsed < 2.0  # two 300 ms timeouts, not a hang
+    bench.faults.silent = False
+    assert bench.call("rh 1 0 2")["data"] == words(0, 3)
+    stats = bench.call("stats")
+    assert stats["timeouts"] == 1 and stats["failures"] == 1 and stats["transactions"] == 2
+
+
+def test_corrupted_crc_and_another_units_reply_are_refused(bench):
+    bench.faults.corrupt_crc = True
+    reply = bench.call("rh 1 0 2")
+    assert reply["error"] == "BadReply" and "CRC" in reply["message"]
+    bench.faults.corrupt_crc = False
+    bench.faults.claim_unit = 7
+    reply = bench.call("rh 1 0 2")
+    assert reply["error"] == "BadReply" and "unit 7" in reply["message"]
+    bench.faults.claim_unit = None
+    assert bench.call("rh 1 0 2")["data"] == words(0, 3)
+    assert bench.call("stats")["bad_replies"] == 2
+
+
+def test_noise_before_a_reply_is_skipped(bench):
+    bench.faults.noise = b"\x13\x37\x01\x03\x04\xff"  # even a fake start of our own reply
+    assert bench.call("rh 1 0 2")["data"] == words(0, 3)
+    assert len(bench.faults.received) == 1
+
+
+def test_a_late_reply_is_flushed_before_the_next_request(bench):
+    bench.faults.delay_s = 0.7  # later than both 300 ms attempts
+    assert bench.call("rh 1 0 2")["error"] == "Timeout"
+    bench.faults.delay_s = 0
+    time.sleep(1.0)  # both late replies are now waiting in the line
+    assert bench.call("rh 1 3 2")["data"] == words(9, 12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_crc_matches_pymodbus(data):
+    assert crc16(data).to_bytes(2, "little") == FramerRTU.compute_CRC(data).to_bytes(2, "big")
