@@ -22,6 +22,8 @@ INPUT_FUNCTIONS = {4}
 @dataclass
 class Faults:
     silent: bool = False  # no reply at all, as a converter that lost power
+    silent_units: set = field(default_factory=set)  # just these units are silent
+    line_baud: int | None = None  # delay each reply by its wire time at this baud (benchmarks)
     delay_s: float = 0.0  # every reply this late
     exception: int | None = None  # answer every request with this exception code
     corrupt_crc: bool = False
@@ -56,12 +58,18 @@ class BusContext(ModbusServerContext):
     def device_ids(self):
         return list(self.devices)
 
-    async def _device(self, unit, function):
+    async def _device(self, unit, function, answering=True):
+        """The Device for `unit` once the faults have had their say; `answering` marks the
+        call that produces the reply (function 23 writes, then reads: one delay, not two)."""
         faults = self.faults
-        if faults.silent or unit not in self.devices:
+        if faults.silent or unit in faults.silent_units or unit not in self.devices:
             raise NoSuchIdException(f"unit {unit} does not answer")
-        if faults.delay_s:
-            await asyncio.sleep(faults.delay_s)
+        delay = faults.delay_s
+        if faults.line_baud and faults.received:  # request and reply as if on a real line
+            delay += wire_s(len(faults.received[-1]) + reply_size(function, faults.received[-1]),
+                            faults.line_baud)
+        if delay and answering:
+            await asyncio.sleep(delay)
         if faults.exception is not None:
             return ExcCodes(faults.exception)
         if function == 23 and faults.no_function_23:
@@ -80,7 +88,7 @@ class BusContext(ModbusServerContext):
         return [table[a] for a in range(address, address + count)]
 
     async def async_setValues(self, device_id, func_code, address, values):
-        device = await self._device(device_id, func_code)
+        device = await self._device(device_id, func_code, answering=func_code != 23)
         if isinstance(device, ExcCodes):
             return device
         if any(a not in device.holding for a in range(address, address + len(values))):
@@ -91,6 +99,19 @@ class BusContext(ModbusServerContext):
         if device.on_write is not None:
             device.on_write(address, list(values))
         return None
+
+
+def wire_s(nbytes, baud):
+    """Seconds for `nbytes` on an RTU line: 11 bits per character."""
+    return nbytes * 11 / baud
+
+
+def reply_size(function, request):
+    """Bytes in the normal reply to an RTU request frame."""
+    if function in (6, 16):
+        return 8
+    count = request[4] << 8 | request[5]  # registers read: functions 3, 4 and 23
+    return 5 + 2 * count
 
 
 def tamper(faults):
