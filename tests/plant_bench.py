@@ -1,0 +1,62 @@
+"""A pty pair with the simulated plant on one end and a MicroPython script on the other.
+
+Shared by the driver tests and the bus benchmark: the plant runs in a thread with
+its own event loop; the script's JSON lines are read one tick at a time so a test
+can inject faults at known ticks.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import time
+
+from conftest import FIRMWARE, MICROPYTHON, ROOT
+from pilectl.sim.run import Simulation
+
+
+class PlantBench:
+    def __init__(self, tmp_path, scenario, script, *args):
+        self.pile_end, self.plant_end = str(tmp_path / "pile"), str(tmp_path / "plant")
+        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.pile_end}",
+                                       f"pty,raw,echo=0,link={self.plant_end}"],
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not (os.path.exists(self.pile_end) and os.path.exists(self.plant_end)):
+            assert time.monotonic() < deadline, "socat made no pty pair"
+            time.sleep(0.02)
+        self.sim = Simulation(scenario)
+        self.result = None
+        started = threading.Event()
+
+        def run():
+            async def main():
+                task = asyncio.create_task(self.sim.run(self.plant_end, duration_s=600))
+                started.set()
+                self.stop = asyncio.Event()
+                self._loop = asyncio.get_running_loop()
+                await self.stop.wait()
+                task.cancel()
+
+            asyncio.run(main())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(5)
+        time.sleep(0.3)  # the server opens its end of the pty
+        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
+        self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=ROOT,
+                                     env=env, stdout=subprocess.PIPE, text=True)
+
+    def ticks(self):
+        for line in self.proc.stdout:
+            yield json.loads(line)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self._loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(5)
+        self.socat.kill()
+        self.socat.wait()
