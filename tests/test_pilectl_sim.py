@@ -1,0 +1,68 @@
+"""`pilectl sim` as a technician runs it: a scenario on a bus, the oracle's verdict, errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FIRMWARE, MICROPYTHON, ROOT
+
+PILECTL = Path(sys.executable).parent / "pilectl"
+needs_socat = pytest.mark.skipif(shutil.which("socat") is None,
+                                 reason="socat is missing: run `make setup`")
+
+
+def pilectl(*args, timeout=120):
+    return subprocess.run([str(PILECTL), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_unknown_scenario_lists_the_known_ones(tmp_path):
+    device = tmp_path / "bus"
+    device.touch()
+    result = pilectl("sim", "--bus", str(device), "--scenario", "nope")
+    assert result.returncode != 0
+    assert "no scenario 'nope'" in result.stderr and "fault-tour" in result.stderr
+
+
+def test_missing_bus_says_how_to_make_one():
+    result = pilectl("sim", "--bus", "/dev/no-such-adapter")
+    assert result.returncode != 0 and "socat" in result.stderr
+
+
+@needs_socat
+def test_fault_tour_against_the_firmware_drivers(tmp_path):
+    pile, plant = tmp_path / "pile", tmp_path / "plant"
+    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={pile}",
+                              f"pty,raw,echo=0,link={plant}"], stderr=subprocess.DEVNULL)
+    try:
+        while not (pile.exists() and plant.exists()):
+            time.sleep(0.02)
+        scenario = json.loads((ROOT / "host_tools/pilectl/scenarios/fault-tour.json").read_text())
+        scenario["oracle"] = {"site_export_limit_w": 11000}  # what drive_plant.py configures
+        path = tmp_path / "tour.json"
+        path.write_text(json.dumps(scenario))
+        sim = subprocess.Popen([str(PILECTL), "sim", "--bus", str(plant), "--scenario",
+                                str(path), "--json", "--trace", str(tmp_path / "trace.jsonl")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT)
+        time.sleep(1.5)
+        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
+        firmware = subprocess.run([str(MICROPYTHON), "tests/mp/drive_plant.py", str(pile),
+                                   "115200", "generic-v2g", "sdm630", "150", "-4000"],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        out, err = sim.communicate(timeout=60)
+    finally:
+        socat.kill()
+    ticks = [json.loads(line) for line in firmware.stdout.splitlines()]
+    result = json.loads(out)
+    assert sim.returncode == 0, err
+    assert result["violations"] == []
+    assert {name for _, name, _ in result["events"]} >= {"silence", "crc", "unplug", "fault"}
+    assert result["energy_out_wh"] > 0
+    assert any(not t["ok"] for t in ticks) and ticks[-1]["ok"]
+    assert len((tmp_path / "trace.jsonl").read_text().splitlines()) > 100
