@@ -43,6 +43,7 @@ bench: setup
 bench-perf: setup
 	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
 	MICROPYPATH=.frozen:firmware $(BIN)/micropython bench/protocol_bench.py
+	$(BIN)/python bench/bus_bench.py
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache

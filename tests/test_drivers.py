@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 from pile import limits
-from plant_bench import PlantBench
+from pilectl.sim.harness import PlantBench
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
                                 reason="socat is missing: run `make setup` (apt-get install socat)")

@@ -1,6 +1,6 @@
 """A pty pair with the simulated plant on one end and a MicroPython script on the other.
 
-Shared by the driver tests and the bus benchmark: the plant runs in a thread with
+Used by the driver tests and the bus benchmark: the plant runs in a thread with
 its own event loop; the script's JSON lines are read one tick at a time so a test
 can inject faults at known ticks.
 """
@@ -9,16 +9,21 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
-from conftest import FIRMWARE, MICROPYTHON, ROOT
+from pilectl import REPO
 from pilectl.sim.run import Simulation
+
+MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 class PlantBench:
-    def __init__(self, tmp_path, scenario, script, *args):
-        self.pile_end, self.plant_end = str(tmp_path / "pile"), str(tmp_path / "plant")
+    def __init__(self, directory, scenario, script, *args, line_baud=None):
+        """Ptys in `directory`; `line_baud` delays replies by their wire time at that baud."""
+        self.pile_end, self.plant_end = str(directory / "pile"), str(directory / "plant")
         self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.pile_end}",
                                        f"pty,raw,echo=0,link={self.plant_end}"],
                                       stderr=subprocess.DEVNULL)
@@ -27,6 +32,7 @@ class PlantBench:
             assert time.monotonic() < deadline, "socat made no pty pair"
             time.sleep(0.02)
         self.sim = Simulation(scenario)
+        self.sim.faults.line_baud = line_baud
         self.result = None
         started = threading.Event()
 
@@ -45,8 +51,8 @@ class PlantBench:
         self.thread.start()
         assert started.wait(5)
         time.sleep(0.3)  # the server opens its end of the pty
-        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
-        self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=ROOT,
+        env = dict(os.environ, MICROPYPATH=f".frozen:{REPO / 'firmware'}")
+        self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=REPO,
                                      env=env, stdout=subprocess.PIPE, text=True)
 
     def ticks(self):
