@@ -139,20 +139,53 @@ def _small_int_keys(obj):
 
 
 def _float(out, value):
+    """Shortest of half, single, double that holds `value` exactly (RFC 8949 section 4.2.2).
+
+    Narrowed from the double's bits rather than through struct's "e" and "f", because
+    MicroPython's struct rounds half-precision subnormals wrongly.
+    """
     if value != value:  # NaN: the canonical quiet NaN
         out.extend(b"\xf9\x7e\x00")
         return
-    for code, fmt in ((0xF9, ">e"), (0xFA, ">f")):
-        try:
-            packed = struct.pack(fmt, value)
-        except OverflowError:
-            continue
-        if struct.unpack(fmt, packed)[0] == value:
-            out.append(code)
-            out.extend(packed)
-            return
+    bits = struct.unpack(">Q", struct.pack(">d", value))[0]
+    half = _narrow(bits, 5, 10)
+    if half >= 0:
+        out.append(0xF9)
+        out.extend(struct.pack(">H", half))
+        return
+    single = _narrow(bits, 8, 23)
+    if single >= 0:
+        out.append(0xFA)
+        out.extend(struct.pack(">I", single))
+        return
     out.append(0xFB)
     out.extend(struct.pack(">d", value))
+
+
+def _narrow(bits, exp_bits, man_bits):
+    """The narrower IEEE-754 encoding equal to the double with these bits, or -1."""
+    sign = bits >> 63
+    exp = (bits >> 52) & 0x7FF
+    mant = bits & 0xFFFFFFFFFFFFF
+    bias = (1 << (exp_bits - 1)) - 1
+    top = sign << (exp_bits + man_bits)
+    if exp == 0x7FF:  # infinity (NaN is handled before)
+        return top | ((1 << exp_bits) - 1) << man_bits
+    if exp == 0:  # zero; a double subnormal is far below every narrower range
+        return top if mant == 0 else -1
+    e = exp - 1023
+    drop = 52 - man_bits
+    if 1 - bias <= e <= bias:  # a normal number in the narrow format
+        if mant & ((1 << drop) - 1):
+            return -1
+        return top | (e + bias) << man_bits | mant >> drop
+    if e > bias or e < 1 - bias - man_bits:
+        return -1
+    shift = drop + 1 - bias - e  # a subnormal in the narrow format
+    full = mant | 1 << 52
+    if full & ((1 << shift) - 1):
+        return -1
+    return top | full >> shift
 
 
 def loads(data):

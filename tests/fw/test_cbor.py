@@ -38,6 +38,12 @@ def test_deterministic_map_order_is_bytewise():
 def test_shortest_float_that_keeps_the_value():
     assert dumps(1.5) == unhexlify("f93e00")
     assert dumps(100000.0) == unhexlify("fa47c35000")
+    assert dumps(4.208087921142578e-05) == unhexlify("f902c2")  # half subnormal
+    assert dumps(-6.103515625e-05) == unhexlify("f98400")  # smallest normal half
+    assert dumps(1.401298464324817e-45) == unhexlify("fa00000001")  # single subnormal
+    assert dumps(65504.0) == unhexlify("f97bff")
+    assert dumps(65505.0) == unhexlify("fa477fe100")
+    assert dumps(1e300) == unhexlify("fb7e37e43c8800759c")
     assert dumps(1.1) == unhexlify("fb3ff199999999999a")
     assert dumps(float("nan")) == unhexlify("f97e00")
 
