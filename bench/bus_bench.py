@@ -42,6 +42,7 @@ def measure(baud, ticks):
         "meter_bytes_per_s": meter_bytes,
         "transactions_per_tick": round(statistics.mean(r["transactions"] for r in rows[1:]), 2),
         "bus_us_median": statistics.median(r["bus_us"] for r in converter_only),
+        "heap_bytes_median": statistics.median(r["heap"] for r in converter_only),
         "bus_us_p90": statistics.quantiles([r["bus_us"] for r in converter_only], n=10)[-1],
     }
 
@@ -54,7 +55,8 @@ def main():
           "meter: %d out, %d back per second; %.2f transactions per tick in all" % (
               *results[1]["converter_bytes"], *results[1]["meter_bytes_per_s"],
               results[1]["transactions_per_tick"]))
-    print("reply latency plus software, no line: %.1f ms" % (latency_us / 1000))
+    print("reply latency plus software, no line: %.1f ms; heap per converter transaction "
+          "(unix port): %d bytes" % (latency_us / 1000, results[0]["heap_bytes_median"]))
     print("%8s %12s %12s %14s %8s" % ("baud", "wire ms", "bus ms (med)", "goal ms", "ratio"))
     for r in results[1:]:
         nbytes = sum(r["converter_bytes"])

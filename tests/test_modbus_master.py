@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import FIRMWARE, MICROPYTHON, ROOT
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pile.crc import crc16
 from pilectl.sim.bus import Device, Faults, start_server
@@ -173,6 +173,50 @@ def test_a_late_reply_is_flushed_before_the_next_request(bench):
     bench.faults.delay_s = 0
     time.sleep(1.0)  # both late replies are now waiting in the line
     assert bench.call("rh 1 3 2")["data"] == words(9, 12)
+
+
+REQUESTS = st.one_of(
+    st.tuples(st.just("rh"), st.integers(0, 250), st.integers(1, 12)),
+    st.tuples(st.just("ws"), st.integers(0, 261), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("wm"), st.integers(0, 250), st.lists(st.integers(0, 0xFFFF), min_size=1,
+                                                           max_size=12)),
+    st.tuples(st.just("rw"), st.integers(0, 250), st.integers(1, 12),
+              st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=6)),
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(REQUESTS)
+def test_random_requests_are_pymodbus_frames_and_replies_decode(bench, request):
+    """The bytes the firmware puts on the wire, for any request, are pymodbus's frames."""
+    framer = FramerRTU(DecodePDU(False))
+    kind, address = request[0], request[1]
+    bench.faults.received.clear()
+    holding = bench.converter.holding
+    if kind == "rh":
+        count = request[2]
+        reply = bench.call(f"rh 1 {address} {count}")
+        pdu = ReadHoldingRegistersRequest(address=address, count=count, dev_id=1)
+        assert reply["data"] == words(*(holding[a] for a in range(address, address + count)))
+    elif kind == "ws":
+        reply = bench.call(f"ws 1 {address} {request[2]}")
+        pdu = WriteSingleRegisterRequest(address=address, registers=[request[2]], dev_id=1)
+        assert holding[address] == request[2]
+    elif kind == "wm":
+        values = request[2]
+        reply = bench.call(f"wm 1 {address} {words(*values)}")
+        pdu = WriteMultipleRegistersRequest(address=address, registers=values, dev_id=1)
+        assert [holding[address + i] for i in range(len(values))] == values
+    else:
+        count, values = request[2], request[3]
+        reply = bench.call(f"rw 1 {address} {count} 256 {words(*values)}")
+        pdu = ReadWriteMultipleRegistersRequest(read_address=address, read_count=count,
+                                                write_address=256, write_registers=values,
+                                                dev_id=1)
+        assert reply["data"] == words(*(holding[a] for a in range(address, address + count)))
+    assert "error" not in reply
+    assert bench.faults.received == [framer.buildFrame(pdu)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,8 +1,8 @@
 """Modbus RTU master: functions 3, 4, 6, 16 and 23 over a half-duplex serial port.
 
-The port gives `reader` (an asyncio stream), `async send(frame)` (which drives
-the RS485 direction pin around the frame) and `drain_input()` (drops stale
-bytes without waiting). Buffers are allocated once; a reply is scanned for at
+The port gives `readinto(buf)` (non-blocking: the bytes waiting, or None),
+`async send(frame)` (which drives the RS485 direction pin around the frame) and
+`drain_input()` (drops stale bytes). Buffers are allocated once; a reply is scanned for at
 every offset, so noise ahead of it costs nothing but the noise. Exception
 replies raise DeviceException with their code and are not retried; silence,
 CRC errors and malformed replies are retried `retries` times, then raised.
@@ -12,7 +12,7 @@ import asyncio
 
 from micropython import const
 
-from pile.clock import ticks_add, ticks_diff, ticks_ms
+from pile.clock import ticks_diff, ticks_ms
 from pile.crc import crc16
 
 READ_HOLDING = const(3)
@@ -26,6 +26,7 @@ _EXCEPTION_BIT = const(0x80)
 _BITS_PER_CHAR = const(11)  # start, 8 data, parity or second stop, stop
 _MIN_IDLE_MS = const(20)  # USB adapters deliver in bursts up to ~16 ms apart
 _REPLY_MARGIN_MS = const(50)  # the device's own turnaround, on top of the wire time
+_POLL_MS = const(1)  # under a character time at 9600 baud; the loop runs between polls
 
 
 class ModbusError(Exception):
@@ -193,26 +194,26 @@ class Master:
         self._fail(error)
 
     async def _receive(self, unit, function):
+        """Poll the port every millisecond: asyncio.wait_for would allocate ~1.4 KB a call."""
+        port = self.port
         rx = self._rx
         rxv = self._rxv
-        reader = self.port.reader
         n = 0
-        deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        heard = started = ticks_ms()
         while True:
-            wait = ticks_diff(deadline, ticks_ms())
-            if n:
-                wait = min(wait, self._idle_ms)  # a reply, once begun, arrives without pauses
-            if wait <= 0 or n == _MAX_ADU:
+            got = port.readinto(rxv[n:]) if n < _MAX_ADU else 0
+            now = ticks_ms()
+            if got:
+                n += got
+                self.bytes_in += got
+                heard = now
+                start = _find_reply(rx, n, unit, function)
+                if start >= 0:
+                    return start
+            if n == _MAX_ADU or ticks_diff(now, started) >= self.timeout_ms or (
+                    n and ticks_diff(now, heard) >= self._idle_ms):  # a reply comes unbroken
                 return self._give_up(n)
-            try:
-                got = await asyncio.wait_for_ms(reader.readinto(rxv[n:]), wait)
-            except asyncio.TimeoutError:
-                return self._give_up(n)
-            n += got or 0
-            self.bytes_in += got or 0
-            start = _find_reply(rx, n, unit, function)
-            if start >= 0:
-                return start
+            await asyncio.sleep_ms(_POLL_MS)
 
     def _give_up(self, n):
         if n == 0:

@@ -9,6 +9,7 @@ with the host link, is main.py.)
 """
 
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -36,9 +37,14 @@ async def main():
     for tick in range(int(ticks)):
         started = time.ticks_ms()
         before = (master.transactions, master.bytes_out, master.bytes_in)
+        gc.collect()
+        gc.disable()  # so the heap figure counts this transaction's allocations only
+        heap = gc.mem_alloc()
         t0 = time.ticks_us()
         ok = await converter.poll(ctl.applied, ctl.applied != 0)
         bus_us = time.ticks_diff(time.ticks_us(), t0)
+        heap = gc.mem_alloc() - heap
+        gc.enable()
         if last_meter is None or time.ticks_diff(started, last_meter) >= 1000:
             await meter.poll(started)
             last_meter = started
@@ -52,7 +58,7 @@ async def main():
                                                                          tel.ev_max_discharge],
             "heartbeat": converter.heartbeat, "heartbeat_echo": tel.heartbeat_echo,
             "site_w": meter.site_w, "meter_age_ms": meter.age_ms(now),
-            "use_23": converter.use_23, "bus_us": bus_us,
+            "use_23": converter.use_23, "bus_us": bus_us, "heap": heap,
             "transactions": master.transactions - before[0],
             "bytes": [master.bytes_out - before[1], master.bytes_in - before[2]]}))
         await asyncio.sleep_ms(max(0, 250 - time.ticks_diff(time.ticks_ms(), started)))

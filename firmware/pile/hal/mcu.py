@@ -13,14 +13,17 @@ from pile.debounce import Debounced
 
 
 class RS485:
-    """A half-duplex UART: `send()` drives DE around the frame, `reader` receives."""
+    """A half-duplex UART: `send()` drives DE around the frame, `readinto()` receives."""
 
     def __init__(self, uart: UART, de: Pin, baud: int):
         self.uart = uart
         self._de = de
         self._char_us = 11000000 // baud  # 1 start + 8 data + parity/stop bits
         de.value(0)
-        self.reader = asyncio.StreamReader(uart)
+
+    def readinto(self, buf: memoryview):
+        """The bytes waiting (the UART is set up with timeout=0), or None."""
+        return self.uart.readinto(buf)
 
     async def send(self, frame: bytes):
         self._de.value(1)

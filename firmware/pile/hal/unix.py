@@ -4,6 +4,7 @@ DESIGN section 3: open unbuffered, make the line raw, then VMIN = VTIME = 0 so
 an asyncio stream awaits data without blocking the loop or busy-waiting.
 """
 
+import asyncio
 import termios
 
 from micropython import const
@@ -38,14 +39,19 @@ class SerialPort:
     direction by itself (so there is no DE pin to drive here)."""
 
     def __init__(self, path, baud=None):
-        import asyncio
-
         self.file = open_serial(path, baud)
-        self.reader = asyncio.StreamReader(self.file)
+
+    def readinto(self, buf):
+        return self.file.readinto(buf)
 
     async def send(self, frame):
-        self.reader.write(frame)
-        await self.reader.drain()
+        sent = 0
+        while sent < len(frame):
+            n = self.file.write(frame[sent:] if sent else frame)
+            if n:
+                sent += n
+            else:  # the line's buffer is full: let it drain
+                await asyncio.sleep_ms(1)
 
     def drain_input(self):
         while self.file.read(256):
