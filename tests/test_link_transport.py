@@ -13,6 +13,7 @@ import time
 import pytest
 from conftest import FIRMWARE, MICROPYTHON, ROOT
 from pilectl.client import Client, LinkError, PileError
+from pilectl.sim.harness import PtyPair
 
 KEY = bytes(range(32))
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
@@ -27,16 +28,9 @@ def free_port():
 
 @pytest.fixture
 def pty_pair(tmp_path):
-    pile_end, host_end = tmp_path / "pile", tmp_path / "host"
-    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={pile_end}",
-                              f"pty,raw,echo=0,link={host_end}"], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while not (pile_end.exists() and host_end.exists()):
-        assert time.monotonic() < deadline, "socat made no pty pair"
-        time.sleep(0.02)
-    yield str(pile_end), str(host_end)
-    socat.kill()
-    socat.wait()
+    ptys = PtyPair(tmp_path / "pile", tmp_path / "host")
+    yield ptys.a, ptys.b
+    ptys.close()
 
 
 class LinkServer:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pile.crc import crc16
 from pilectl.sim.bus import Device, Faults, start_server
+from pilectl.sim.harness import PtyPair
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 from pymodbus.pdu.register_message import (
@@ -38,14 +39,8 @@ class Bench:
     """socat pty pair, a pymodbus server thread on one end, the firmware master on the other."""
 
     def __init__(self, tmp_path):
-        self.master_end, self.server_end = str(tmp_path / "master"), str(tmp_path / "server")
-        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.master_end}",
-                                       f"pty,raw,echo=0,link={self.server_end}"],
-                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (os.path.exists(self.master_end) and os.path.exists(self.server_end)):
-            assert time.monotonic() < deadline, "socat made no pty pair"
-            time.sleep(0.02)
+        self.ptys = PtyPair(tmp_path / "master", tmp_path / "server")
+        self.master_end, self.server_end = self.ptys.a, self.ptys.b
         self.faults = Faults()
         self.converter = Device(holding={a: a * 3 for a in range(0, 262)} |
                                 {a: 0 for a in range(512, 516)})
@@ -75,8 +70,7 @@ class Bench:
     def close(self):
         self.worker.kill()
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.socat.kill()
-        self.socat.wait()
+        self.ptys.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIRMWARE, MICROPYTHON, ROOT
+from pilectl.sim.harness import PtyPair
 
 PILECTL = Path(sys.executable).parent / "pilectl"
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None,
@@ -36,12 +37,9 @@ def test_missing_bus_says_how_to_make_one():
 
 @needs_socat
 def test_fault_tour_against_the_firmware_drivers(tmp_path):
-    pile, plant = tmp_path / "pile", tmp_path / "plant"
-    socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={pile}",
-                              f"pty,raw,echo=0,link={plant}"], stderr=subprocess.DEVNULL)
+    ptys = PtyPair(tmp_path / "pile", tmp_path / "plant")
+    pile, plant = ptys.a, ptys.b
     try:
-        while not (pile.exists() and plant.exists()):
-            time.sleep(0.02)
         scenario = json.loads((ROOT / "host_tools/pilectl/scenarios/fault-tour.json").read_text())
         scenario["oracle"] = {"site_export_limit_w": 11000}  # what drive_plant.py configures
         path = tmp_path / "tour.json"
@@ -57,7 +55,7 @@ def test_fault_tour_against_the_firmware_drivers(tmp_path):
                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
         out, err = sim.communicate(timeout=60)
     finally:
-        socat.kill()
+        ptys.close()
     ticks = [json.loads(line) for line in firmware.stdout.splitlines()]
     result = json.loads(out)
     assert sim.returncode == 0, err

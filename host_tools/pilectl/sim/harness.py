@@ -20,17 +20,31 @@ from pilectl.sim.run import Simulation
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
+class PtyPair:
+    """Two linked ptys from socat, `a` and `b`: a serial cable with nothing in between."""
+
+    def __init__(self, a, b):
+        self.a, self.b = str(a), str(b)
+        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.a}",
+                                       f"pty,raw,echo=0,link={self.b}"],
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not (os.path.exists(self.a) and os.path.exists(self.b)):
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("socat made no pty pair: is socat installed (make setup)?")
+            time.sleep(0.02)
+
+    def close(self):
+        self.socat.kill()
+        self.socat.wait()
+
+
 class PlantBench:
     def __init__(self, directory, scenario, script, *args, line_baud=None):
         """Ptys in `directory`; `line_baud` delays replies by their wire time at that baud."""
-        self.pile_end, self.plant_end = str(directory / "pile"), str(directory / "plant")
-        self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.pile_end}",
-                                       f"pty,raw,echo=0,link={self.plant_end}"],
-                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (os.path.exists(self.pile_end) and os.path.exists(self.plant_end)):
-            assert time.monotonic() < deadline, "socat made no pty pair"
-            time.sleep(0.02)
+        self.ptys = PtyPair(directory / "pile", directory / "plant")
+        self.pile_end, self.plant_end = self.ptys.a, self.ptys.b
         self.sim = Simulation(scenario)
         self.sim.faults.line_baud = line_baud
         self.result = None
@@ -64,5 +78,4 @@ class PlantBench:
         self.proc.wait()
         self._loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(5)
-        self.socat.kill()
-        self.socat.wait()
+        self.ptys.close()
