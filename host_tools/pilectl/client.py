@@ -7,6 +7,7 @@ One request is in flight at a time, so the next non-telemetry message is its rep
 
 import asyncio
 
+import cbor2
 import serial
 
 from pilectl import wire
@@ -128,8 +129,6 @@ class Client:
 
     @staticmethod
     def _payload(message):
-        import cbor2
-
         try:
             return cbor2.loads(message).value[2]
         except Exception as exc:  # anything malformed is a rejection

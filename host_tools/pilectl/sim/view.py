@@ -1,6 +1,7 @@
 """`pilectl sim`: the plant on a serial device, with a live view and the oracle's verdict."""
 
 import asyncio
+import contextlib
 import json
 
 from rich.live import Live
@@ -49,21 +50,13 @@ def run(bus, scenario, baud, duration_s, console, live=True, trace=None):
     """Serve the plant until the scenario ends; return the result dict."""
     sim = Simulation(scenario)
     name = scenario.get("name", "?")
-    trace_file = open(trace, "w") if trace else None  # noqa: SIM115 - closed below
-    try:
-        if not live:
-            def on_sample(sample):
-                if trace_file:
-                    trace_file.write(json.dumps(sample) + "\n")
-
-            return asyncio.run(sim.run(bus, baud, duration_s, on_sample))
-        with Live(console=console, refresh_per_second=5) as view:
-            def on_sample(sample):
+    with (open(trace, "w") if trace else contextlib.nullcontext()) as trace_file, \
+            (Live(console=console, refresh_per_second=5) if live
+             else contextlib.nullcontext()) as view:
+        def on_sample(sample):
+            if view is not None:
                 view.update(live_table(sample, name))
-                if trace_file:
-                    trace_file.write(json.dumps(sample) + "\n")
+            if trace_file is not None:
+                trace_file.write(json.dumps(sample) + "\n")
 
-            return asyncio.run(sim.run(bus, baud, duration_s, on_sample))
-    finally:
-        if trace_file:
-            trace_file.close()
+        return asyncio.run(sim.run(bus, baud, duration_s, on_sample))
