@@ -53,6 +53,16 @@ class Converter:
         self.has_nameplate = True
         return True
 
+    def _control_block(self, setpoint_w, run):
+        self.heartbeat = (self.heartbeat + 1) & 0xFFFF
+        kind = self._setpoint_kind
+        buf = self._control
+        registers.encode(buf, 0, kind, setpoint_w if run else 0)
+        at = 2 * registers.words(kind)
+        registers.encode(buf, at, "u16", RUN if run else STOP)
+        registers.encode(buf, at + 2, "u16", self.heartbeat)
+        return buf
+
     async def poll(self, setpoint_w, run):
         """One tick's transaction: command the converter, read its state into `tel`.
 
@@ -61,13 +71,7 @@ class Converter:
         """
         if not self.has_nameplate and not await self.read_nameplate():
             return False
-        self.heartbeat = (self.heartbeat + 1) & 0xFFFF
-        kind = self._setpoint_kind
-        buf = self._control
-        registers.encode(buf, 0, kind, setpoint_w if run else 0)
-        at = 2 * registers.words(kind)
-        registers.encode(buf, at, "u16", RUN if run else STOP)
-        registers.encode(buf, at + 2, "u16", self.heartbeat)
+        buf = self._control_block(setpoint_w, run)
         try:
             data = await self._exchange(buf)
         except ModbusError as exc:
@@ -91,6 +95,16 @@ class Converter:
                 self.use_23 = False  # this converter has no function 23: 16 then 3 from now on
         await master.write_multiple(self.unit, self._control_address, buf)
         return await master.read_holding(self.unit, self._read_address, self._read_count)
+
+    async def command(self, setpoint_w, run):
+        """Write the control block alone (function 16): a safety cut that cannot wait a tick."""
+        try:
+            await self.master.write_multiple(self.unit, self._control_address,
+                                             self._control_block(setpoint_w, run))
+        except ModbusError as exc:
+            self.last_error = exc
+            return False
+        return True
 
     async def reset_fault(self):
         """Write 1 to the fault-reset register; True when the converter took it."""

@@ -42,9 +42,20 @@ class RS485:
 class Board:
     """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop."""
 
+    profiles = "/profiles"
+
     def __init__(self, spec: dict, wdt_max_ms: int):
         self.spec = spec
         self._wdt_max_ms = wdt_max_ms
+
+    def link_stream(self):
+        """An asyncio stream on the host-link UART, or None when the board has none."""
+        wiring = self.spec.get("link", {})
+        if "uart" not in wiring:
+            return None
+        uart = UART(wiring["uart"], baudrate=wiring["baud"], tx=Pin(wiring["tx"]),
+                    rx=Pin(wiring["rx"]), timeout=0)
+        return asyncio.StreamReader(uart)
 
     def rs485(self, name: str = "modbus") -> RS485:
         wiring = self.spec[name]

@@ -56,3 +56,59 @@ class SerialPort:
     def drain_input(self):
         while self.file.read(256):
             pass
+
+
+class FilePin:
+    """The unix port's stand-in for an input pin: active while the file exists.
+
+    A bench presses the virtual E-stop by creating the file. (Real pins live in mcu.py.)
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def value(self):
+        import os
+
+        try:
+            os.stat(self.path)
+        except OSError:
+            return 1  # pulled up: not pressed
+        return 0  # pressed: active low, like the boards' E-stop
+
+
+class NoWatchdog:
+    """The unix port has no hardware watchdog; a bench supervises the process instead."""
+
+    def feed(self):
+        pass
+
+
+class Board:
+    """The unix port's wiring from a board file: devices by path (DESIGN section 3)."""
+
+    profiles = "profiles"
+
+    def __init__(self, spec, root="."):
+        self.spec = spec
+        self.profiles = root + "/profiles"
+
+    def rs485(self, name="modbus"):
+        wiring = self.spec[name]
+        return SerialPort(wiring["device"], wiring.get("termios_baud"))
+
+    def link_stream(self):
+        """An asyncio stream on the link's serial device, or None when the board has none."""
+        device = self.spec.get("link", {}).get("device")
+        if device is None:
+            return None
+        return asyncio.StreamReader(open_serial(device))
+
+    def watchdog(self, timeout_ms):
+        return NoWatchdog()
+
+    def estop(self):
+        from pile.debounce import Debounced
+
+        path = self.spec.get("estop_file")
+        return None if path is None else Debounced(FilePin(path), active_low=True)

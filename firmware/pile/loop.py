@@ -1,0 +1,105 @@
+"""The control tick: decide, command the converter, read it back, cut at once if needed.
+
+Each tick the controller decides with the latest readings and the decision goes
+out in the tick's one function-23 transaction, which also brings fresh readings.
+If those fresh readings call for less power than was just written (a SOC floor
+reached, a temperature crossed, the EV unplugged), the cut is written straight
+away in a second transaction instead of waiting for the next tick.
+"""
+
+from pile import events
+from pile.clock import ticks_diff, ticks_ms
+from pile.control import FAULT, STOPPED
+from pile.telemetry import EV_CONNECTED
+
+
+class ControlLoop:
+    def __init__(self, pile, converter, meter=None, estop=None):
+        self.pile = pile
+        self.converter = converter
+        self.meter = meter
+        self.estop = estop
+        self.converter_ok = False
+        self.commanded = 0  # W last written to the converter
+        self.cuts = 0  # immediate safety writes
+        self._meter_at = None
+        self._state = None
+        self._meter_fresh = False
+        self._ev = False
+        self._live = False
+
+    def _meter_inputs(self, now):
+        meter = self.meter
+        if meter is None:
+            return 0, 1 << 29  # no meter: always "lost" (docs/decisions.md)
+        return meter.site_w, meter.age_ms(now)
+
+    def _decide(self, now):
+        pile = self.pile
+        site_w, age = self._meter_inputs(now)
+        pressed = self.estop.update(now) if self.estop is not None else False
+        applied = pile.ctl.tick(now, pile.tel, self.converter_ok, site_w, age, pressed)
+        fresh = age < pile.cfg.meter_stale_s * 1000
+        pile.site_w = site_w if fresh else None
+        return applied
+
+    async def tick(self):
+        pile = self.pile
+        ctl = pile.ctl
+        if pile.fault_reset_requested:
+            pile.fault_reset_requested = False
+            await self.converter.reset_fault()
+        applied = self._decide(ticks_ms())
+        self.converter_ok = await self.converter.poll(applied, applied != 0)
+        self.commanded = applied if self.converter_ok else self.commanded
+        if self.converter_ok:
+            again = self._decide(ticks_ms())  # the fresh readings, at once
+            if _is_cut(again, applied) and await self.converter.command(again, again != 0):
+                self.commanded = again
+                self.cuts += 1
+        await self._poll_meter()
+        self._log_changes(ctl)
+
+    async def _poll_meter(self):
+        meter = self.meter
+        if meter is None:
+            return
+        now = ticks_ms()
+        period = self.pile.cfg.meter_period_ms
+        if self._meter_at is None or ticks_diff(now, self._meter_at) >= period:
+            self._meter_at = now
+            await meter.poll(now)
+
+    def _log_changes(self, ctl):
+        pile = self.pile
+        log = pile.events.add
+        up = ctl.uptime_s
+        state = ctl.state
+        if state != self._state:
+            if state == FAULT:
+                log(up, events.FAULT, pile.tel.fault_code)
+            elif self._state == FAULT:
+                log(up, events.FAULT_CLEARED)
+            if state == STOPPED and ctl.estop:
+                log(up, events.STOP, 2)
+            self._state = state
+        fresh = pile.site_w is not None
+        if self.meter is not None and fresh != self._meter_fresh:
+            log(up, events.METER_BACK if fresh else events.METER_LOST)
+            self._meter_fresh = fresh
+        ev = bool(pile.tel.status & EV_CONNECTED)
+        if ev != self._ev:
+            log(up, events.EV_PLUGGED if ev else events.EV_UNPLUGGED)
+            self._ev = ev
+        if self._live and not ctl.setpoint_live:
+            log(up, events.SETPOINT_EXPIRED)
+        self._live = ctl.setpoint_live
+
+
+def _is_cut(new, old):
+    """Less power in the same direction, or a reversal: both must not wait."""
+    if old > 0:
+        return new < old
+    if old < 0:
+        return new > old
+    return False
