@@ -34,8 +34,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# The main job. Until the virtual bench lands this plays a scripted control-loop
-# scenario on the firmware's real safety core under the MicroPython unix port.
+# The main job: the virtual bench (ptys, simulated plant, firmware on MicroPython, host tool).
 bench: setup
 	$(BIN)/pilectl bench
 

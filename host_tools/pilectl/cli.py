@@ -14,25 +14,32 @@ def main():
 
 
 @main.command()
+@click.option("--scenario", default="evening", show_default=True,
+              help="A scenario name (host_tools/pilectl/scenarios) or a JSON file.")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(),
               help="Where the trace (JSONL) and plot (PNG) go.")
-@click.option("--pace-ms", default=20, show_default=True,
-              help="Wall-clock pause per control tick, so the live view can be followed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-def bench(out_dir, pace_ms, as_json):
-    """Play the scripted evening-to-morning scenario on the firmware, live."""
-    from pilectl import demo
+def bench(scenario, out_dir, as_json):
+    """The virtual bench: firmware on MicroPython, simulated plant, host link, live.
 
+    Exits 1 when the plant's safety oracle recorded a violation.
+    """
+    from pilectl import benchplay
+    from pilectl.sim.run import ScenarioError, load_scenario
+
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
     console = Console(stderr=as_json)
     try:
-        _, summary = demo.run(Path(out_dir), pace_ms, console, show_live=not as_json)
+        _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        console.print()
-        console.print(demo.summary_table(summary, out_dir))
+        console.print(benchplay.summary_table(summary, out_dir))
     if summary["violations"]:
         click.echo(f"safety violations: {summary['violations']}", err=True)
         sys.exit(1)

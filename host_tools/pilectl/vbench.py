@@ -1,0 +1,133 @@
+"""The virtual bench: the whole pile off the board, through its real interfaces.
+
+Two pty pairs (the RS485 bus and the serial link), the simulated plant with its
+oracle on the bus, the firmware (firmware/main.py) on the MicroPython unix port,
+and host clients on the serial link and on TCP 127.0.0.1. Used by `pilectl bench`
+and by the HIL suite (hil_tests/) when no real board is given.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from pilectl import REPO
+from pilectl.client import Client, LinkError
+from pilectl.sim.harness import PtyPair
+from pilectl.sim.run import Simulation
+
+MICROPYTHON = Path(sys.executable).parent / "micropython"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VirtualBench:
+    """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key."""
+
+    def __init__(self, directory, scenario, key=True, heapsize=None):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.scenario = scenario
+        self.key = secrets.token_bytes(32) if key is True else key
+        self.heapsize = heapsize
+        self.sim = Simulation(scenario)
+        self.tcp_port = free_port()
+        self.board_path = self.dir / "board.json"
+        self.firmware = None
+        self.firmware_output = []
+        self._ptys = []
+        self._sim_task = None
+        self._reader = None
+
+    def board(self):
+        bus, link = self._ptys
+        board = {"board": "unix_sim", "pile_id": "bench-001",
+                 "modbus": {"device": bus.a, "baud": 115200, "converter_unit": 1,
+                            "meter_unit": 2},
+                 "link": {"device": link.a, "baud": 115200, "tcp_port": self.tcp_port},
+                 "estop_file": str(self.dir / "estop"),
+                 "state_dir": str(self.dir / "state")}
+        board.update(self.scenario.get("board", {}))
+        return board
+
+    async def start(self):
+        shutil.rmtree(self.dir / "state", ignore_errors=True)  # a fresh pile every bench
+        self._ptys = [PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"),
+                      PtyPair(self.dir / "link-pile", self.dir / "link-host")]
+        self.board_path.write_text(json.dumps(self.board()))
+        self._sim_task = asyncio.create_task(self.sim.run(self._ptys[0].b, duration_s=86400))
+        await self.start_firmware()
+        if self.key is not None:  # as a technician does: over the wired link
+            wired = await self.serial()
+            try:
+                await wired.provision_key(self.key)
+            finally:
+                await wired.close()
+        config = self.scenario.get("config")
+        if config:
+            client = await self.tcp()
+            try:
+                await client.config_set(config)
+            finally:
+                await client.close()
+        return self
+
+    async def start_firmware(self):
+        """Start (or restart, after `stop_firmware`) the firmware process and wait for it."""
+        args = [str(MICROPYTHON)]
+        if self.heapsize:
+            args += ["-X", f"heapsize={self.heapsize}"]
+        env = dict(os.environ, MICROPYPATH=f".frozen:{REPO / 'firmware'}")
+        self.firmware = await asyncio.create_subprocess_exec(
+            *args, str(REPO / "firmware" / "main.py"), str(self.board_path), cwd=REPO, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)
+        self.firmware_output.append(line.decode().rstrip())
+        if b"running" not in line:
+            rest = await self.firmware.stdout.read()
+            raise RuntimeError("the firmware did not start:\n" + line.decode() + rest.decode())
+        self._reader = asyncio.create_task(self._collect())
+
+    async def _collect(self):
+        async for line in self.firmware.stdout:
+            self.firmware_output.append(line.decode().rstrip())
+
+    async def stop_firmware(self):
+        if self.firmware is not None and self.firmware.returncode is None:
+            self.firmware.kill()
+            await self.firmware.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def serial(self, key=None):
+        return await Client.serial(self._ptys[1].b, key=key)
+
+    async def tcp(self, key=None, wait_s=3.0):
+        """A TCP client; the pile opens TCP within a second of getting its key."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                return await Client.tcp("127.0.0.1", self.tcp_port, key=key or self.key)
+            except LinkError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def stop(self):
+        await self.stop_firmware()
+        if self._sim_task is not None:
+            self._sim_task.cancel()
+            try:
+                await self._sim_task
+            except asyncio.CancelledError:
+                pass  # the plant stops here by design
+        for ptys in self._ptys:
+            ptys.close()
