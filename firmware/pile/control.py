@@ -45,6 +45,7 @@ class Controller:
         self._ttl_ms = 0
         self._departure_at_s = 0
         self._seen_converter = False
+        self._tel = None  # the readings of the last tick
 
     # -- requests from the host -------------------------------------------------
 
@@ -74,7 +75,14 @@ class Controller:
                 reserve_soc = self.cfg.reserve_soc
         if reserve_soc is not None:
             self.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
-        return self._arbitrate(power), self.env.reasons
+        target = self._arbitrate(power)
+        reasons = self.env.reasons
+        if target < 0 and self._tel is not None and self.reserve_x10 != limits.NO_DEPARTURE \
+                and self._tel.soc <= self.reserve_x10:
+            # a new reserve already forbids this discharge: the ACK must not promise it
+            target = 0
+            reasons |= limits.DEPARTURE_RESERVE
+        return target, reasons
 
     def ttl_left_s(self, now):
         if not self.setpoint_live:
@@ -102,6 +110,7 @@ class Controller:
             self.uptime_s += self._ms // 1000
             self._ms %= 1000
 
+        self._tel = tel
         self.estop = estop
         if estop:
             self.stopped = True

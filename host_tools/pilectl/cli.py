@@ -39,6 +39,7 @@ def bench(scenario, out_dir, as_json):
     if as_json:
         click.echo(json.dumps(summary))
     else:
+        console.print()
         console.print(benchplay.summary_table(summary, out_dir))
     if summary["violations"]:
         click.echo(f"safety violations: {summary['violations']}", err=True)

@@ -78,6 +78,17 @@ def test_setpoint_is_clamped_into_the_envelope_and_acked():
     assert run.ticks(8) == -5000
 
 
+def test_ack_never_promises_a_discharge_a_new_reserve_forbids():
+    run = Run(soc=600)
+    target, reasons = run.setpoint(-3000, departure_s=7200, reserve_soc=70)
+    assert target == 0 and reasons & limits.DEPARTURE_RESERVE
+    assert run.ticks(4) == 0
+    run.setpoint(0, departure_s=7200, reserve_soc=40)
+    run.tick()  # the lower reserve is in the envelope from this tick on
+    target, _ = run.setpoint(-3000)
+    assert target == -3000
+
+
 def test_safety_cut_applies_in_the_same_tick():
     run = Run()
     run.setpoint(-5000)
