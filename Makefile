@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf clean
+.PHONY: setup socat test lint bench bench-perf hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -37,6 +37,12 @@ lint: setup
 # The main job: the virtual bench (ptys, simulated plant, firmware on MicroPython, host tool).
 bench: setup
 	$(BIN)/pilectl bench
+
+# The HIL suite against a real board: PORT is its USB link, BUS the USB-RS485 adapter
+# wired to its Modbus port (the host runs the simulated plant there).
+hil: setup
+	@test -n "$(PORT)" -a -n "$(BUS)" || { echo "usage: make hil PORT=/dev/ttyACM0 BUS=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/pytest -q hil_tests --port $(PORT) --bus $(BUS)
 
 # Speed and memory figures (see docs/performance.md).
 bench-perf: setup

@@ -24,7 +24,7 @@ class ControlLoop:
         self.cuts = 0  # immediate safety writes
         self._meter_at = None
         self._state = None
-        self._meter_fresh = False
+        self._meter_fresh = None  # unknown until the first reading or the first stale period
         self._ev = False
         self._live = False
 
@@ -41,11 +41,11 @@ class ControlLoop:
         applied = pile.ctl.tick(now, pile.tel, self.converter_ok, site_w, age, pressed)
         fresh = age < pile.cfg.meter_stale_s * 1000
         pile.site_w = site_w if fresh else None
+        self._log_changes(pile.ctl)  # after every decision: a state can last one decision only
         return applied
 
     async def tick(self):
         pile = self.pile
-        ctl = pile.ctl
         if pile.fault_reset_requested:
             pile.fault_reset_requested = False
             await self.converter.reset_fault()
@@ -58,7 +58,6 @@ class ControlLoop:
                 self.commanded = again
                 self.cuts += 1
         await self._poll_meter()
-        self._log_changes(ctl)
 
     async def _poll_meter(self):
         meter = self.meter
@@ -85,8 +84,11 @@ class ControlLoop:
             self._state = state
         fresh = pile.site_w is not None
         if self.meter is not None and fresh != self._meter_fresh:
-            log(up, events.METER_BACK if fresh else events.METER_LOST)
-            self._meter_fresh = fresh
+            if self._meter_fresh is not None or not fresh and up >= pile.cfg.meter_stale_s:
+                log(up, events.METER_BACK if fresh else events.METER_LOST)
+                self._meter_fresh = fresh
+            elif fresh:
+                self._meter_fresh = True  # the first reading after boot: nothing to report
         ev = bool(pile.tel.status & EV_CONNECTED)
         if ev != self._ev:
             log(up, events.EV_PLUGGED if ev else events.EV_UNPLUGGED)

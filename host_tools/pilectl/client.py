@@ -139,9 +139,7 @@ class Client:
         return self.seq
 
     def _write(self, fields, sign=True):
-        message = wire.encode(fields)
-        if sign and self.key is not None:
-            message = wire.sign(self.key, message, self.nonce)
+        message = self.sign(fields) if sign else wire.encode(fields)
         self._writer.write(wire.frame(message))
 
     async def _reply(self, expected):
@@ -155,12 +153,12 @@ class Client:
                     ": check the port, the cable and that the firmware runs")) from None
             if fields is None:
                 raise LinkError("the pile closed the link")
-            if fields[wire.TYPE] != wire.HELLO or expected == wire.HELLO:
+            if fields[wire.TYPE] != wire.HELLO or expected in (wire.HELLO, None):
                 break
             self.hello = fields  # an earlier greeting still in the line, or the pile rebooted
         if fields[wire.TYPE] == wire.ERROR:
             raise PileError(fields.get(3), fields.get(4, ""))
-        if fields[wire.TYPE] != expected:
+        if expected is not None and fields[wire.TYPE] != expected:
             raise LinkError(f"expected message type {expected}, got {fields[wire.TYPE]}")
         return fields
 
@@ -170,6 +168,22 @@ class Client:
             self._write({wire.TYPE: mtype, wire.SEQ: self._next_seq(), **fields})
             await self._writer.drain()
             return await self._reply(expected)
+
+    async def exchange_raw(self, data, frame=True):
+        """Send `data` as it is (framed unless frame=False) and return the pile's next reply.
+
+        For benches and fault finding: malformed, unsigned or replayed messages included.
+        An ERROR reply raises PileError like any other.
+        """
+        async with self._lock:
+            self._writer.write(wire.frame(data) if frame else data)
+            await self._writer.drain()
+            return await self._reply(None)
+
+    def sign(self, fields):
+        """The message bytes this client would send for `fields` (signed when it has a key)."""
+        message = wire.encode(fields)
+        return wire.sign(self.key, message, self.nonce) if self.key is not None else message
 
     async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None):
         fields = {2: power_w, 3: ttl_s}

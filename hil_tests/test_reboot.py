@@ -1,0 +1,15 @@
+"""A reboot keeps the config and the key, and starts a new boot nonce."""
+
+import pytest
+
+
+@pytest.mark.virtual_only("the board test reconnects over USB after its own reset")
+async def test_reboot_keeps_config_and_key(pile):
+    await pile.client.config_set({"min_soc": 33, "ramp_w_per_s": 4000})
+    nonce = pile.client.nonce
+    await pile.reboot_and_reconnect()
+    assert pile.client.nonce != nonce
+    assert await pile.client.config_get(["min_soc", "ramp_w_per_s"]) == {
+        "min_soc": 33, "ramp_w_per_s": 4000}
+    events = [e[2] for e in await pile.client.events()]
+    assert events[0] == 1 and 11 not in events  # a new boot: the log starts again
