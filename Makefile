@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -49,6 +49,14 @@ bench-perf: setup
 	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
 	MICROPYPATH=.frozen:firmware $(BIN)/micropython bench/protocol_bench.py
 	$(BIN)/python bench/bus_bench.py
+
+# Setpoint and safety-cut latency on the virtual bench, 200 trials each (about 5 minutes).
+bench-latency: setup
+	$(BIN)/python bench/latency_bench.py 200
+
+# The smallest -X heapsize the firmware survives the evening scenario with (about 10 minutes).
+bench-heap: setup
+	$(BIN)/python bench/heap_bench.py 64 128
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache

@@ -4,6 +4,8 @@ Each entry is [index, uptime s, code, value]; indexes keep counting when old
 entries fall out of the ring, so a reader asks "from index N" and sees gaps.
 """
 
+from array import array
+
 from micropython import const
 
 BOOT = const(1)
@@ -26,16 +28,29 @@ _CAPACITY = const(64)
 
 
 class EventLog:
+    """A ring of [index, uptime s, code, value] kept in one preallocated array, so logging
+    an event allocates nothing."""
+
     def __init__(self, capacity=_CAPACITY):
-        self._ring = [None] * capacity
+        self._capacity = capacity
+        self._ring = array("i", bytes(4 * 3 * capacity))  # uptime, code, value per entry
         self.next_index = 0
 
     def add(self, uptime_s, code, value=0):
-        self._ring[self.next_index % len(self._ring)] = [self.next_index, uptime_s, code, value]
+        at = 3 * (self.next_index % self._capacity)
+        ring = self._ring
+        ring[at] = uptime_s
+        ring[at + 1] = code
+        ring[at + 2] = value
         self.next_index += 1
 
     def since(self, first, limit):
         """Up to `limit` entries with index >= first, oldest first."""
-        oldest = max(first, self.next_index - len(self._ring), 0)
+        oldest = max(first, self.next_index - self._capacity, 0)
         last = min(self.next_index, oldest + limit)
-        return [self._ring[i % len(self._ring)] for i in range(oldest, last)]
+        ring = self._ring
+        entries = []
+        for index in range(oldest, last):
+            at = 3 * (index % self._capacity)
+            entries.append([index, ring[at], ring[at + 1], ring[at + 2]])
+        return entries

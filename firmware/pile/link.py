@@ -50,9 +50,11 @@ def cobs_encode(data):
     return out[:n]
 
 
-def cobs_decode(data, n, out):
-    """Decode data[:n] into `out`; return the decoded length, or -1 when malformed."""
-    limit = len(out)
+def cobs_decode(data, n, out, limit=None):
+    """Decode data[:n] into `out` (which may be `data` itself: the output never overtakes
+    the input); return the decoded length, or -1 when malformed or longer than `limit`."""
+    if limit is None:
+        limit = len(out)
     i = m = 0
     while i < n:
         code = data[i]
@@ -88,8 +90,7 @@ class Deframer:
     """Splits a byte stream into checked messages and counts what it drops."""
 
     def __init__(self):
-        self._raw = bytearray(_MAX_ENCODED)
-        self._body = bytearray(MAX_FRAME)
+        self._raw = bytearray(_MAX_ENCODED)  # also decoded in place: one buffer a connection
         self._n = 0
         self._overflow = False
         self.frames = 0  # good frames handed on
@@ -120,8 +121,8 @@ class Deframer:
                     on_message(message)
 
     def _check(self):
-        body = self._body
-        m = cobs_decode(self._raw, self._n, body)
+        body = self._raw
+        m = cobs_decode(body, self._n, body, MAX_FRAME)
         if m < 3:
             self.malformed += 1
             return None

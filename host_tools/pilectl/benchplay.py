@@ -12,6 +12,7 @@ import time
 from rich.live import Live
 from rich.table import Table
 
+from pilectl.client import LinkError, PileError
 from pilectl.names import STATES, reasons
 from pilectl.vbench import VirtualBench
 
@@ -38,13 +39,17 @@ def live_table(row, name):
     return table
 
 
-async def play(scenario, out_dir, console, show_live=True):
-    """Run `scenario`; return (rows, summary). Writes bench.jsonl and bench.png in out_dir."""
-    bench = VirtualBench(out_dir / "run", scenario)
+async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None):
+    """Run `scenario`; return (rows, summary). Writes bench.jsonl and bench.png in out_dir.
+
+    `heapsize` (e.g. "64K") starts the firmware with `micropython -X heapsize=...`;
+    `firmware` runs another build (a directory, see pilectl.build).
+    """
+    bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
     rows = []
     acked = refused = rejected = 0
-    await bench.start()
     try:
+        await bench.start()
         client = await bench.tcp()
         schedule = sorted(scenario.get("aggregator", []), key=lambda s: s["at"])
         start = time.monotonic()
@@ -70,6 +75,9 @@ async def play(scenario, out_dir, console, show_live=True):
                     live.update(live_table(row, scenario.get("name", "?")))
         rejected = client.rejected
         await client.close()
+    except (OSError, TimeoutError, LinkError, PileError) as exc:
+        said = "\n".join(bench.firmware_output[-8:])
+        raise RuntimeError(f"{exc}\nthe firmware's last words:\n{said}") from exc
     finally:
         await bench.stop()
     summary = summarise(rows, bench, acked, refused, rejected)
@@ -162,5 +170,5 @@ def summary_table(summary, out_dir):
     return table
 
 
-def run(scenario, out_dir, console, show_live=True):
-    return asyncio.run(play(scenario, out_dir, console, show_live))
+def run(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None):
+    return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware))

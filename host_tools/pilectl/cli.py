@@ -18,8 +18,11 @@ def main():
               help="A scenario name (host_tools/pilectl/scenarios) or a JSON file.")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(),
               help="Where the trace (JSONL) and plot (PNG) go.")
+@click.option("--heapsize", help="Run the firmware with `micropython -X heapsize=...` (e.g. 64K).")
+@click.option("--mpy", is_flag=True, help="Run the .mpy build a board gets (mpy-cross), not the "
+              "sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-def bench(scenario, out_dir, as_json):
+def bench(scenario, out_dir, heapsize, mpy, as_json):
     """The virtual bench: firmware on MicroPython, simulated plant, host link, live.
 
     Exits 1 when the plant's safety oracle recorded a violation.
@@ -32,8 +35,15 @@ def bench(scenario, out_dir, as_json):
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     console = Console(stderr=as_json)
+    firmware = None
+    if mpy:
+        from pilectl.build import build
+
+        firmware = Path(out_dir) / "firmware-mpy"
+        build(firmware)
     try:
-        _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json)
+        _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json,
+                                   heapsize=heapsize, firmware=firmware)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

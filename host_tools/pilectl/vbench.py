@@ -32,12 +32,15 @@ def free_port():
 class VirtualBench:
     """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key."""
 
-    def __init__(self, directory, scenario, key=True, heapsize=None):
+    def __init__(self, directory, scenario, key=True, heapsize=None, firmware=None):
+        """`firmware` is a directory with main.py, pile/ and profiles/ (default: the
+        sources; pilectl.build makes the .mpy build a board gets)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.key = secrets.token_bytes(32) if key is True else key
         self.heapsize = heapsize
+        self.firmware_dir = Path(firmware) if firmware else REPO / "firmware"
         self.sim = Simulation(scenario)
         self.tcp_port = free_port()
         self.board_path = self.dir / "board.json"
@@ -85,9 +88,9 @@ class VirtualBench:
         args = [str(MICROPYTHON)]
         if self.heapsize:
             args += ["-X", f"heapsize={self.heapsize}"]
-        env = dict(os.environ, MICROPYPATH=f".frozen:{REPO / 'firmware'}")
+        env = dict(os.environ, MICROPYPATH=f".frozen:{self.firmware_dir}")
         self.firmware = await asyncio.create_subprocess_exec(
-            *args, str(REPO / "firmware" / "main.py"), str(self.board_path), cwd=REPO, env=env,
+            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=REPO, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)
         self.firmware_output.append(line.decode().rstrip())
@@ -122,12 +125,14 @@ class VirtualBench:
                 await asyncio.sleep(0.2)
 
     async def stop(self):
-        await self.stop_firmware()
-        if self._sim_task is not None:
-            self._sim_task.cancel()
-            try:
-                await self._sim_task
-            except asyncio.CancelledError:
-                pass  # the plant stops here by design
-        for ptys in self._ptys:
-            ptys.close()
+        """Stop everything that started, even after a failed start; re-raise a plant error."""
+        try:
+            await self.stop_firmware()
+            if self._sim_task is not None:
+                self._sim_task.cancel()
+                (outcome,) = await asyncio.gather(self._sim_task, return_exceptions=True)
+                if not isinstance(outcome, asyncio.CancelledError | type(None)):
+                    raise RuntimeError(f"the simulated plant failed: {outcome!r}") from outcome
+        finally:
+            for ptys in self._ptys:
+                ptys.close()

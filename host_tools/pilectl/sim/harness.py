@@ -27,6 +27,7 @@ class PtyPair:
         self.a, self.b = str(a), str(b)
         self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.a}",
                                        f"pty,raw,echo=0,link={self.b}"],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while not (os.path.exists(self.a) and os.path.exists(self.b)):

@@ -1,0 +1,120 @@
+"""Latency on the virtual bench, measured where the converter sees it: on the Modbus bus.
+
+    python bench/latency_bench.py [trials]     (or `make bench-latency`)
+
+1. Setpoint: from a SETPOINT frame written to the link (TCP) to the first Modbus
+   write carrying that setpoint, as the simulated converter receives it.
+2. Safety cut: from the moment the simulated battery crosses its cutoff temperature
+   (the registers change) to the first Modbus write that cuts the power.
+
+Goals (docs/performance.md): setpoint p99 <= 1 tick + 1 bus transaction; safety cut
+p99 <= 1 tick. Trials start at random phases of the 250 ms tick.
+"""
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pilectl import wire
+from pilectl.vbench import VirtualBench
+
+SCENARIO = {"name": "latency", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
+            "load_w": [[0, 3000]],
+            "config": {"site_import_limit_w": 16000, "site_export_limit_w": 11000,
+                       "ramp_w_per_s": 1000000, "telemetry_period_s": 1},
+            "oracle": {"site_import_limit_w": 16000, "site_export_limit_w": 11000}}
+SETPOINT_REGISTER = 256
+
+
+def watch_writes(plant):
+    """Record (time, setpoint W) for every control-block write the converter receives."""
+    writes = []
+    original = plant.converter.on_write
+
+    def on_write(address, values):
+        original(address, values)
+        if address == SETPOINT_REGISTER:
+            value = values[0] << 16 | values[1]
+            writes.append((time.monotonic(), value - (1 << 32) if value & 0x80000000 else value))
+
+    plant.converter.on_write = on_write
+    return writes
+
+
+async def first_write(writes, since, condition, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for at, value in writes:
+            if at >= since and condition(value):
+                return at - since
+        await asyncio.sleep(0.002)
+    raise TimeoutError("no matching Modbus write")
+
+
+async def setpoint_trials(bench, client, writes, trials):
+    results = []
+    for i in range(trials):
+        await asyncio.sleep(random.uniform(0.05, 0.3))
+        power = -3000 - 100 * (i % 20)
+        client.seq += 1
+        data = wire.frame(client.sign({0: 3, 1: client.seq, 2: power, 3: 30}))
+        sent = time.monotonic()
+        client._writer.write(data)
+        await client._writer.drain()
+        results.append(await first_write(writes, sent, lambda v, p=power: v == p))
+        await client._reply(wire.ACK)
+    return results
+
+
+async def cut_trials(bench, client, writes, trials):
+    plant = bench.sim.plant
+    results = []
+    await client.setpoint(-4000, 3600)
+    for _ in range(trials):
+        while plant.power_w != -4000:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(random.uniform(0.05, 0.3))
+        plant.battery_temp_c = 56.0  # over the 55 degC cutoff
+        plant._publish()  # the registers change now
+        crossed = time.monotonic()
+        results.append(await first_write(writes, crossed, lambda v: v == 0))
+        plant.battery_temp_c = 30.0  # below the 50 degC resume threshold
+    return results
+
+
+def figures(samples):
+    ms = sorted(s * 1000 for s in samples)
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1),
+            "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 1), "max_ms": round(ms[-1], 1)}
+
+
+async def main(trials):
+    with tempfile.TemporaryDirectory() as directory:
+        bench = VirtualBench(Path(directory), SCENARIO)
+        await bench.start()
+        try:
+            client = await bench.tcp()
+            writes = watch_writes(bench.sim.plant)
+            setpoint = figures(await setpoint_trials(bench, client, writes, trials))
+            cut = figures(await cut_trials(bench, client, writes, trials))
+            await client.close()
+        finally:
+            await bench.stop()
+    tick_ms = 250
+    transaction_ms = 3.0  # one function-23 transaction on the pty (bench/bus_bench.py)
+    print(f"tick {tick_ms} ms, one bus transaction ~{transaction_ms} ms on the pty")
+    print(f"setpoint -> Modbus write: median {setpoint['median_ms']} ms, p99 "
+          f"{setpoint['p99_ms']} ms, max {setpoint['max_ms']} ms (goal p99 <= "
+          f"{tick_ms + transaction_ms:.0f} ms) over {setpoint['n']} trials")
+    print(f"cutoff crossing -> cutting write: median {cut['median_ms']} ms, p99 "
+          f"{cut['p99_ms']} ms, max {cut['max_ms']} ms (goal p99 <= {tick_ms} ms) over "
+          f"{cut['n']} trials")
+    print(json.dumps({"setpoint": setpoint, "safety_cut": cut, "tick_ms": tick_ms}))
+
+
+asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
