@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 BOARDS = sorted((ROOT / "boards").glob("*.json"))
 

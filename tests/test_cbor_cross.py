@@ -13,7 +13,7 @@ import math
 import struct
 
 import cbor2
-from conftest import WorkerError
+from helpers import WorkerError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

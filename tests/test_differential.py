@@ -7,7 +7,7 @@ must match exactly.
 
 import json
 
-from conftest import FIRMWARE, FW_TESTS
+from helpers import FIRMWARE, FW_TESTS
 from hypothesis import HealthCheck, given, settings
 from replay import replay
 from strategies import scenarios

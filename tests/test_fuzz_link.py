@@ -6,7 +6,7 @@ See tests/mp/fuzz_link.py for the input kinds. FUZZ_SEED picks another run.
 import json
 import os
 
-from conftest import ROOT
+from helpers import ROOT
 
 FRAMES = 100_000
 SEED = os.environ.get("FUZZ_SEED", "2026")

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import BIN, FIRMWARE, ROOT
+from helpers import BIN, FIRMWARE, ROOT
 
 PORTS = ("esp32", "rp2")
 

@@ -5,7 +5,7 @@ libraries, so agreement here means both implementations follow the standards.
 """
 
 import cbor2
-from conftest import WorkerError
+from helpers import WorkerError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pilectl import wire
@@ -45,7 +45,7 @@ def test_pycose_signed_verifies_in_the_firmware_and_tampering_fails(mp_worker, k
 def test_cose_wg_examples_verify_in_pycose_too():
     import json
 
-    from conftest import FW_TESTS
+    from helpers import FW_TESTS
 
     for name in ("HMac-enc-05.json", "CWT-A_4.json"):
         case = json.loads((FW_TESTS / "data" / "cose" / name).read_text())

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import FIRMWARE, MICROPYTHON, ROOT
+from helpers import FIRMWARE, MICROPYTHON, ROOT
 from pilectl.client import Client, LinkError, PileError
 from pilectl.sim.harness import PtyPair
 

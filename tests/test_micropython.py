@@ -3,7 +3,7 @@
 import ast
 
 import pytest
-from conftest import FIRMWARE, FW_TESTS, ROOT
+from helpers import FIRMWARE, FW_TESTS, ROOT
 
 MODULES = sorted(p.stem for p in FW_TESTS.glob("test_*.py"))
 

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import FIRMWARE, MICROPYTHON, ROOT
+from helpers import FIRMWARE, MICROPYTHON, ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pile.crc import crc16

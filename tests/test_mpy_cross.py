@@ -3,7 +3,7 @@
 import subprocess
 
 import pytest
-from conftest import BIN, FIRMWARE
+from helpers import BIN, FIRMWARE
 
 SOURCES = sorted(FIRMWARE.rglob("*.py"))
 

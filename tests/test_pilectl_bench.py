@@ -5,7 +5,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import BIN
+from helpers import BIN
 from pile import limits
 
 

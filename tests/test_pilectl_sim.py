@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARE, MICROPYTHON, ROOT
+from helpers import FIRMWARE, MICROPYTHON, ROOT
 from pilectl.sim.harness import PtyPair
 
 PILECTL = Path(sys.executable).parent / "pilectl"

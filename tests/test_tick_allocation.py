@@ -4,7 +4,7 @@ Allocation counts are deterministic, unlike timings, so this is a test; the
 timing figures live in `make bench-perf`.
 """
 
-from conftest import FIRMWARE, ROOT
+from helpers import FIRMWARE, ROOT
 
 
 def test_control_tick_allocates_no_heap(micropython):
