@@ -101,9 +101,8 @@ class BoardPile(PileUnderTest):
         self.sim = Simulation(scenario)
         self._sim_task = asyncio.create_task(self.sim.run(bus, duration_s=86400))
         self.port = port
-        wired = await Client.serial(port, key=None)
-        if wired.hello is not None and wired.key is None:
-            await wired.provision_key(key)
+        wired = await Client.serial(port, key=None)  # a board without a key (see README)
+        await wired.provision_key(key)
         self.key = key
         self.client = wired
         await wired.config_set(scenario["config"])

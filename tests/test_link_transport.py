@@ -6,7 +6,6 @@ firmware's unix HAL (raw termios), the other by pyserial in the host client.
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 
@@ -14,16 +13,11 @@ import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
 from pilectl.client import Client, LinkError, PileError
 from pilectl.sim.harness import PtyPair
+from pilectl.vbench import free_port
 
 KEY = bytes(range(32))
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
                                 reason="socat is missing: run `make setup` (apt-get install socat)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
