@@ -1,36 +1,33 @@
 """Shared paths and runners for the host-side tests (fixtures are in conftest.py)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from pilectl import MICROPYTHON, micropython_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 FW_TESTS = ROOT / "tests" / "fw"
 BIN = Path(sys.executable).parent
-MICROPYTHON = BIN / "micropython"
 
 sys.path.insert(0, str(FW_TESTS))  # host tests reuse the firmware test helpers (replay, fwtest)
 
 
 def run_micropython(script, *args, paths=(FIRMWARE,), input=None, timeout=120):
     """Run `script` on the MicroPython unix port with `paths` as its sys.path."""
-    # ".frozen" keeps the port's built-in modules (asyncio) importable.
-    env = dict(os.environ, MICROPYPATH=":".join([".frozen", *(str(p) for p in paths)]))
-    return subprocess.run([str(MICROPYTHON), str(script), *args], input=input, env=env,
+    return subprocess.run([str(MICROPYTHON), str(script), *args], input=input,
+                          env=micropython_env(*paths),
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
 
 
 class MicroPythonWorker:
     """tests/mp/worker.py under the unix port: firmware codecs on call, one process per session."""
 
     def __init__(self):
-        env = dict(os.environ, MICROPYPATH=":".join([".frozen", str(FIRMWARE)]))
         self.proc = subprocess.Popen([str(MICROPYTHON), str(ROOT / "tests" / "mp" / "worker.py")],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env, cwd=ROOT)
+                                     env=micropython_env(FIRMWARE), cwd=ROOT)
 
     def call(self, command, *args):
         """Run `command` on byte-string args; return bytes, or raise WorkerError."""

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from pilectl import micropython_env
 from pilectl.client import Client, LinkError, PileError
 from pilectl.sim.harness import PtyPair
 from pilectl.vbench import free_port
@@ -30,10 +31,10 @@ def pty_pair(tmp_path):
 class LinkServer:
     def __init__(self, serial="-", key=None, insecure=False):
         self.port = free_port()
-        env = {"MICROPYPATH": f".frozen:{FIRMWARE}"}
         args = [serial, str(self.port), key.hex() if key else "-", "1" if insecure else "0"]
         self.proc = subprocess.Popen([str(MICROPYTHON), "tests/mp/link_server.py", *args],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                                     cwd=ROOT, env=micropython_env(FIRMWARE),
+                                     stdout=subprocess.PIPE, text=True)
         self.lines = [self.proc.stdout.readline().strip()]
         assert self.lines[0] == "ready", self.lines
 

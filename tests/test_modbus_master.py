@@ -7,7 +7,6 @@ injected in the server: silence, exception codes, corrupted CRC, noise, another 
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pile.crc import crc16
+from pilectl import micropython_env
 from pilectl.sim.bus import Device, Faults, start_server
 from pilectl.sim.harness import PtyPair
 from pymodbus.framer import FramerRTU
@@ -57,10 +57,10 @@ class Bench:
 
         threading.Thread(target=serve, daemon=True).start()
         assert started.wait(5), "pymodbus server did not start"
-        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
         self.worker = subprocess.Popen(
             [str(MICROPYTHON), "tests/mp/modbus_worker.py", self.master_end, str(BAUD)],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            cwd=ROOT, env=micropython_env(FIRMWARE), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
 
     def call(self, line):
         self.worker.stdin.write(line + "\n")

@@ -1,7 +1,6 @@
 """`pilectl sim` as a technician runs it: a scenario on a bus, the oracle's verdict, errors."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from pilectl import micropython_env
 from pilectl.sim.harness import PtyPair
 
 PILECTL = Path(sys.executable).parent / "pilectl"
@@ -49,10 +49,10 @@ def test_fault_tour_against_the_firmware_drivers(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=ROOT)
         time.sleep(1.5)
-        env = dict(os.environ, MICROPYPATH=f".frozen:{FIRMWARE}")
         firmware = subprocess.run([str(MICROPYTHON), "tests/mp/drive_plant.py", str(pile),
                                    "115200", "generic-v2g", "sdm630", "150", "-4000"],
-                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+                                  cwd=ROOT, env=micropython_env(FIRMWARE),
+                                  capture_output=True, text=True, timeout=90)
         out, err = sim.communicate(timeout=60)
     finally:
         ptys.close()

@@ -41,9 +41,6 @@ class Pile:
     def now(self):
         return ticks_ms()
 
-    def site_power(self):
-        return self.site_w
-
     def _log(self, code, value=0):
         self.events.add(self.ctl.uptime_s, code, value)
 

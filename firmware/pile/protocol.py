@@ -87,7 +87,7 @@ class Session:
         fields = {2: ctl.state, 3: tel.power, 4: tel.soc, 5: tel.battery_temp,
                   6: tel.converter_temp, 7: env.max_charge, 8: env.max_discharge,
                   9: ctl.reasons, 10: ctl.applied, 11: ctl.ttl_left_s(pile.now()),
-                  12: pile.site_power(), 13: tel.fault_code, 14: ctl.uptime_s,
+                  12: pile.site_w, 13: tel.fault_code, 14: ctl.uptime_s,
                   15: tel.energy_in, 16: tel.energy_out}
         return self._send(TELEMETRY, fields)
 

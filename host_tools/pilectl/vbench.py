@@ -8,19 +8,15 @@ and by the HIL suite (hil_tests/) when no real board is given.
 
 import asyncio
 import json
-import os
 import secrets
 import shutil
 import socket
-import sys
 from pathlib import Path
 
-from pilectl import REPO
+from pilectl import MICROPYTHON, REPO, micropython_env
 from pilectl.client import Client, LinkError
 from pilectl.sim.harness import PtyPair
 from pilectl.sim.run import Simulation
-
-MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 def free_port():
@@ -88,9 +84,9 @@ class VirtualBench:
         args = [str(MICROPYTHON)]
         if self.heapsize:
             args += ["-X", f"heapsize={self.heapsize}"]
-        env = dict(os.environ, MICROPYPATH=f".frozen:{self.firmware_dir}")
         self.firmware = await asyncio.create_subprocess_exec(
-            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=REPO, env=env,
+            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=REPO,
+            env=micropython_env(self.firmware_dir),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)
         self.firmware_output.append(line.decode().rstrip())

@@ -87,8 +87,6 @@ class NoWatchdog:
 class Board:
     """The unix port's wiring from a board file: devices by path (DESIGN section 3)."""
 
-    profiles = "profiles"
-
     def __init__(self, spec, root="."):
         self.spec = spec
         self.profiles = root + "/profiles"

@@ -15,7 +15,8 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 
-HOLDING_FUNCTIONS = {3, 6, 16, 23}
+from pilectl.wire import crc_bytes
+
 INPUT_FUNCTIONS = {4}
 
 
@@ -30,7 +31,6 @@ class Faults:
     noise: bytes = b""  # sent ahead of each reply
     claim_unit: int | None = None  # reply as if from this unit
     no_function_23: bool = False  # a device without read/write-multiple
-    replies: int = 0  # replies sent so far
     received: list = field(default_factory=list)  # raw request frames, as on the wire
     requests: list = field(default_factory=list)  # (unit, function, address, count or values)
 
@@ -121,11 +121,8 @@ def tamper(faults):
         if not sending:
             faults.received.append(bytes(data))
             return data
-        faults.replies += 1
         data = bytearray(data)
         if faults.claim_unit is not None:
-            from pilectl.wire import crc_bytes
-
             data[0] = faults.claim_unit
             data[-2:] = crc_bytes(bytes(data[:-2]))
         if faults.corrupt_crc:

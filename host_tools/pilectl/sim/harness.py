@@ -9,15 +9,11 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-from pilectl import REPO
+from pilectl import MICROPYTHON, REPO, micropython_env
 from pilectl.sim.run import Simulation
-
-MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 class PtyPair:
@@ -66,9 +62,9 @@ class PlantBench:
         self.thread.start()
         assert started.wait(5)
         time.sleep(0.3)  # the server opens its end of the pty
-        env = dict(os.environ, MICROPYPATH=f".frozen:{REPO / 'firmware'}")
         self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=REPO,
-                                     env=env, stdout=subprocess.PIPE, text=True)
+                                     env=micropython_env(REPO / "firmware"),
+                                     stdout=subprocess.PIPE, text=True)
 
     def ticks(self):
         for line in self.proc.stdout:
