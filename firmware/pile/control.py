@@ -90,13 +90,17 @@ class Controller:
         return max(0, (self._ttl_ms - ticks_diff(now, self._setpoint_at) + 999) // 1000)
 
     def stop(self):
+        """Latch the stop; the ACK already reports 0 W, written at the next tick."""
         self.stopped = True
+        self.target = 0
+        self.reasons |= limits.STOPPED
 
     def release(self):
         """Release the stop latch; refused (False) while the E-stop input is active."""
         if self.estop:
             return False
         self.stopped = False
+        self.reasons &= ~limits.STOPPED  # so the ACK no longer reports it
         return True
 
     # -- the control tick -------------------------------------------------------

@@ -162,11 +162,14 @@ def test_stop_latches_until_released():
     run.setpoint(3000)
     run.ticks(4)
     run.ctl.stop()
+    assert run.ctl.target == 0  # what the COMMAND's ACK reports, before the next tick
+    assert run.ctl.reasons & limits.STOPPED
     assert run.tick() == 0
     assert run.ctl.state == control.STOPPED
     run.setpoint(3000)
     assert run.ticks(4) == 0
     assert run.ctl.release()
+    assert not run.ctl.reasons & limits.STOPPED
     assert run.tick() == 1250
 
 
