@@ -15,6 +15,7 @@ from micropython import const
 from pile import profile
 from pile.app import Pile
 from pile.clock import ticks_diff, ticks_ms
+from pile.control import FAULT, NO_EV, STOPPED
 from pile.converter import Converter
 from pile.link import Link
 from pile.loop import ControlLoop
@@ -64,14 +65,38 @@ class Firmware:
         self.link = Link(self.pile, insecure=board.get("insecure", False))
         self.link_stream = hal.link_stream()
         self.tcp_port = link.get("tcp_port")
-        self.supervisor = Supervisor(hal.watchdog(_WATCHDOG_MS))
+        self.hal = hal
+        self.wdt = hal.watchdog(_WATCHDOG_MS)
+        self.supervisor = Supervisor(self.wdt)
+        self.wifi = hal.wifi()
+        self.contactor = hal.output("contactor_pin")
+        self.led = hal.output("status_led_pin")
+
+    def show(self, state, tick):
+        """Contactor closed unless stopped, faulted or without an EV (opened after the tick's
+        0 W write); the status LED blinks while all is well and stays lit otherwise."""
+        held = state in (STOPPED, FAULT, NO_EV)
+        if self.contactor is not None:
+            self.contactor.value(0 if held else 1)
+        if self.led is not None:
+            self.led.value(1 if state in (STOPPED, FAULT) else tick & 1)
+
+    def service_mode(self):
+        """Stopped at the REPL: converter held by its own heartbeat watchdog, contactor
+        open, the board's watchdog fed by a timer until the next reset."""
+        if self.contactor is not None:
+            self.contactor.value(0)
+        self.hal.service_mode(self.wdt)
 
     async def control(self):
         token = self.supervisor.task()
         pile = self.pile
+        ticks = 0
         while True:
             started = ticks_ms()
             await self.loop.tick()
+            ticks = (ticks + 1) & 0xFF
+            self.show(pile.ctl.state, ticks)
             self.supervisor.check_in(token)
             if pile.reboot_requested:
                 await asyncio.sleep_ms(_REBOOT_DELAY_MS)
@@ -94,6 +119,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.link.serve_serial(stream, stream)))
         if self.tcp_port is not None:
             tasks.append(asyncio.create_task(self.link.run_tcp(self.tcp_port, on_refused=say)))
+        if self.wifi is not None:  # not supervised: a missing access point is no hang
+            tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         await asyncio.gather(*tasks)
 
@@ -115,4 +142,9 @@ def main(root):
     path = sys.argv[1] if len(sys.argv) > 1 else "/board.json"
     firmware = Firmware(load_board(path), root)
     gc.collect()  # start the loop with only what stays
-    asyncio.run(firmware.run())
+    try:
+        asyncio.run(firmware.run())
+    except KeyboardInterrupt:  # Ctrl-C on the USB REPL: a technician or `pilectl deploy`
+        firmware.service_mode()
+        say("firmware stopped; at the REPL until reset")
+        raise

@@ -6,6 +6,8 @@ from pile.hal.mcu import Board
 
 _WDT_MAX_MS = const(3600000)  # the task watchdog accepts long timeouts; an hour is plenty
 
+_SERVICE_TIMER = const(0)  # hardware timer 0: the ESP32 has no virtual timers
+
 
 def board(spec):
-    return Board(spec, _WDT_MAX_MS)
+    return Board(spec, _WDT_MAX_MS, _SERVICE_TIMER)

@@ -7,9 +7,10 @@ for the frame and lowered once its last bit has left the shift register.
 import asyncio
 import time
 
-from machine import UART, WDT, Pin
+from machine import UART, WDT, Pin, Timer
 
 from pile.debounce import Debounced
+from pile.wifi import Station
 
 
 class RS485:
@@ -44,9 +45,11 @@ class Board:
 
     profiles = "/profiles"
 
-    def __init__(self, spec: dict, wdt_max_ms: int):
+    def __init__(self, spec: dict, wdt_max_ms: int, timer_id: int):
         self.spec = spec
         self._wdt_max_ms = wdt_max_ms
+        self._timer_id = timer_id
+        self._service_timer = None
 
     def link_stream(self):
         """An asyncio stream on the host-link UART, or None when the board has none."""
@@ -67,6 +70,29 @@ class Board:
     def watchdog(self, timeout_ms: int) -> WDT:
         """The hardware watchdog; the timeout is clipped to what the chip supports."""
         return WDT(timeout=min(timeout_ms, self._wdt_max_ms))
+
+    def service_mode(self, wdt: WDT) -> None:
+        """The firmware was stopped at the REPL (Ctrl-C, e.g. by `pilectl deploy`). A started
+        watchdog cannot be stopped on either chip, so a timer feeds it until the next reset."""
+        self._service_timer = Timer(self._timer_id, period=1000,
+                                    callback=lambda _timer: wdt.feed())
+
+    def wifi(self) -> Station | None:
+        """The Wi-Fi station keeping the board on the site network, or None without "wifi"."""
+        spec = self.spec.get("wifi")
+        if not spec:
+            return None
+        import network
+
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        return Station(wlan, spec["ssid"], spec.get("password"))
+
+    def output(self, name: str) -> Pin | None:
+        """An output named in the board file ("contactor_pin", "status_led_pin"), low at
+        start, or None when the board has none."""
+        pin = self.spec.get(name)
+        return None if pin is None else Pin(pin, Pin.OUT, value=0)
 
     def estop(self) -> Debounced | None:
         """The debounced E-stop input, or None when the board has none."""

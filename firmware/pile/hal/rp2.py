@@ -6,6 +6,8 @@ from pile.hal.mcu import Board
 
 _WDT_MAX_MS = const(8388)  # the RP2040 watchdog counter cannot count longer
 
+_SERVICE_TIMER = const(-1)  # a virtual timer
+
 
 def board(spec):
-    return Board(spec, _WDT_MAX_MS)
+    return Board(spec, _WDT_MAX_MS, _SERVICE_TIMER)

@@ -105,6 +105,15 @@ class Board:
     def watchdog(self, timeout_ms):
         return NoWatchdog()
 
+    def service_mode(self, wdt):
+        """Nothing to keep fed: the unix port has no hardware watchdog."""
+
+    def wifi(self):
+        return None  # the host's own network
+
+    def output(self, name):
+        return None  # no contactor or LED on a PC
+
     def estop(self):
         from pile.debounce import Debounced
 

@@ -1,0 +1,64 @@
+"""Keep a Wi-Fi station connected: reconnect when the link drops, backing off.
+
+Takes a WLAN-like object (`isconnected()`, `connect(ssid, key)`, `disconnect()`),
+a `network.WLAN(network.STA_IF)` on the boards. A failed attempt doubles the
+wait (1 s up to 60 s) so a site with no access point is not flooded with
+association attempts; a success resets it. The TCP link listens regardless:
+clients simply find the pile again once it is back on the network.
+"""
+
+import asyncio
+
+from micropython import const
+
+from pile.clock import ticks_diff, ticks_ms
+
+_FIRST_BACKOFF_MS = const(1000)
+_MAX_BACKOFF_MS = const(60000)
+_CONNECT_TIMEOUT_MS = const(15000)
+_POLL_S = 0.05
+_WATCH_S = 2
+
+
+class Station:
+    def __init__(self, wlan, ssid, key=None, timeout_ms=_CONNECT_TIMEOUT_MS,
+                 first_backoff_ms=_FIRST_BACKOFF_MS):
+        self.wlan = wlan
+        self.ssid = ssid
+        self.key = key
+        self.timeout_ms = timeout_ms
+        self.first_backoff_ms = first_backoff_ms
+        self.backoff_ms = first_backoff_ms
+        self.attempts = 0
+        self.connects = 0  # successful associations, for status
+
+    def next_backoff(self, connected):
+        """The wait after an attempt: reset by a success, doubled (capped) by a failure."""
+        if connected:
+            self.backoff_ms = self.first_backoff_ms
+            return 0
+        wait = self.backoff_ms
+        self.backoff_ms = min(2 * wait, _MAX_BACKOFF_MS)
+        return wait
+
+    async def _attempt(self):
+        self.attempts += 1
+        wlan = self.wlan
+        wlan.connect(self.ssid, self.key)
+        started = ticks_ms()
+        while ticks_diff(ticks_ms(), started) < self.timeout_ms:
+            if wlan.isconnected():
+                self.connects += 1
+                return True
+            await asyncio.sleep(_POLL_S)
+        wlan.disconnect()  # stop the driver's own retrying before ours waits
+        return False
+
+    async def keep_connected(self):
+        while True:
+            if self.wlan.isconnected():
+                await asyncio.sleep(_WATCH_S)
+                continue
+            wait = self.next_backoff(await self._attempt())
+            if wait:
+                await asyncio.sleep(wait / 1000)
