@@ -29,11 +29,17 @@ class LinkError(Exception):
     """The link itself failed: nothing answered, the stream closed, or the keys differ."""
 
 
+class KeyMismatch(wire.WireError):
+    """The pile's HELLO is signed with a key this tool does not have."""
+
+
 class Client:
-    def __init__(self, reader, writer, key=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, reader, writer, key=None, timeout=DEFAULT_TIMEOUT, keyring=None):
+        """`keyring(pile_id)` finds the key of a pile that signs its HELLO (see pilectl.keys)."""
         self._reader = reader
         self._writer = writer
         self.key = key
+        self.keyring = keyring
         self.timeout = timeout
         self.seq = 0  # the pile forgets our seq on each connect (and on our HELLO)
         self.hello = None
@@ -48,18 +54,18 @@ class Client:
         self._task = None
 
     @classmethod
-    async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT):
+    async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT, keyring=None):
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except (TimeoutError, OSError) as exc:
             raise LinkError(f"cannot reach the pile at {host}:{port} ({exc}): is it on the "
                             "network and is the port right?") from exc
-        return await cls(reader, writer, key, timeout)._start(ask_hello=False)
+        return await cls(reader, writer, key, timeout, keyring)._start(ask_hello=False)
 
     @classmethod
-    async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT):
+    async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT, keyring=None):
         reader, writer = await open_serial(path, baud)
-        return await cls(reader, writer, key, timeout)._start(ask_hello=True)
+        return await cls(reader, writer, key, timeout, keyring)._start(ask_hello=True)
 
     async def _start(self, ask_hello):
         self._task = asyncio.create_task(self._receive())
@@ -88,6 +94,8 @@ class Client:
                 except wire.WireError as exc:
                     self.rejected += 1
                     self.last_rejection = str(exc)
+                    if self.hello is None and isinstance(exc, KeyMismatch):
+                        await self._replies.put(LinkError(str(exc)))  # no use waiting
                     continue
                 if fields[wire.TYPE] == wire.TELEMETRY:
                     if self._telemetry.full():
@@ -109,11 +117,15 @@ class Client:
             if fields[wire.TYPE] == wire.HELLO:
                 self.nonce = fields.get(4, b"")  # signs our messages once a key is set
             return fields
-        candidates = [k for k in (self.key, *self._pending) if k is not None]
-        if not candidates:
-            raise wire.WireError("the pile signs its messages: give this tool the link key")
         unverified = wire.decode(self._payload(message))
         is_hello = unverified[wire.TYPE] == wire.HELLO
+        if is_hello and self.key is None and self.keyring is not None:
+            self.key = self.keyring(unverified.get(2))
+        candidates = [k for k in (self.key, *self._pending) if k is not None]
+        if not candidates:
+            raise KeyMismatch(f"pile {unverified.get(2, '?')} signs its messages and this tool "
+                              "has no key for it: give --key-file, or provision a key over "
+                              "USB serial (pilectl provision-key)")
         nonce = unverified.get(4, b"") if is_hello else self.nonce  # a HELLO brings its own
         for key in candidates:
             try:
@@ -125,6 +137,10 @@ class Client:
             if is_hello:
                 self.nonce = nonce
             return fields
+        if is_hello:
+            raise KeyMismatch(f"{failure}: use the key provisioned on pile "
+                              f"{unverified.get(2, '?')} (--key-file), or provision it again "
+                              "over USB serial")
         raise failure
 
     @staticmethod
@@ -153,6 +169,8 @@ class Client:
                     ": check the port, the cable and that the firmware runs")) from None
             if fields is None:
                 raise LinkError("the pile closed the link")
+            if isinstance(fields, LinkError):
+                raise fields
             if fields[wire.TYPE] != wire.HELLO or expected in (wire.HELLO, None):
                 break
             self.hello = fields  # an earlier greeting still in the line, or the pile rebooted

@@ -1,0 +1,193 @@
+"""The technician's commands over the pile link, and how their answers read.
+
+Each command connects (serial link or TCP), finds the pile's key by the pile id
+in its HELLO (pilectl.keys), does one thing and returns plain data; cli.py prints
+it as a table or as JSON. Config changes are checked here against the firmware's
+own schema before anything is sent.
+"""
+
+import asyncio
+import difflib
+from dataclasses import dataclass
+
+from pile.config import CHOICES, INTEGERS, Config, ConfigError, allowed
+
+from pilectl import keys, names, wire
+from pilectl.client import Client
+
+
+class FieldError(Exception):
+    """A command that cannot go ahead; the text says what to do instead."""
+
+
+@dataclass
+class Target:
+    """Where the pile is: `port` (the USB serial link) or `tcp` ("host" or "host:port")."""
+
+    port: str | None = None
+    tcp: str | None = None
+    baud: int = 115200
+    key_file: str | None = None
+    timeout: float = 5.0
+
+    def describe(self):
+        return f"serial {self.port}" if self.port else f"TCP {self.tcp}"
+
+
+_DEFAULT_TCP_PORT = 7700
+
+
+async def connect(target):
+    if not target.port and not target.tcp:
+        raise FieldError("say where the pile is: --port /dev/ttyUSB0 (its USB serial link) or "
+                         "--tcp HOST[:PORT] (Wi-Fi); or set PILECTL_PORT / PILECTL_TCP")
+    try:
+        key = keys.read(target.key_file) if target.key_file else None
+    except keys.KeyFileError as exc:
+        raise FieldError(str(exc)) from None
+    keyring = None if key else keys.lookup
+    if target.port:
+        return await Client.serial(target.port, key, target.baud, target.timeout, keyring)
+    host, _, port = target.tcp.partition(":")
+    return await Client.tcp(host, int(port or _DEFAULT_TCP_PORT), key, target.timeout, keyring)
+
+
+def readable_hello(hello):
+    return {name: hello.get(key) for key, name in wire.HELLO_FIELDS.items() if key != 4}
+
+
+def readable_telemetry(t):
+    """Telemetry in the units a technician reads: %, degC, W, names."""
+
+    def scaled(value, divisor):
+        return None if value is None else value / divisor
+
+    return {
+        "state": names.STATES.get(t["state"], t["state"]),
+        "power_w": t["power_w"],
+        "applied_w": t["applied_w"],
+        "soc_pct": scaled(t["soc_permille"], 10),
+        "battery_temp_c": scaled(t["battery_temp_dc"], 10),
+        "converter_temp_c": scaled(t["converter_temp_dc"], 10),
+        "max_charge_w": t["max_charge_w"],
+        "max_discharge_w": t["max_discharge_w"],
+        "reasons": names.reasons(t["reasons"] or 0),
+        "ttl_left_s": t["ttl_left_s"],
+        "site_w": t["site_w"],
+        "fault_code": t["fault_code"],
+        "uptime_s": t["uptime_s"],
+        "energy_in_wh": t["energy_in_wh"],
+        "energy_out_wh": t["energy_out_wh"],
+    }
+
+
+async def status(client):
+    telemetry = await client.telemetry()
+    return {"link": {"signed": client.key is not None,
+                     "key_id": wire.key_id(client.key).hex() if client.key else None},
+            **readable_hello(client.hello), **readable_telemetry(telemetry)}
+
+
+async def monitor(client, on_sample, count=None):
+    """Call `on_sample(readable telemetry)` for each TELEMETRY, `count` times or forever."""
+    seen = 0
+    while count is None or seen < count:
+        on_sample(readable_telemetry(await client.telemetry()))
+        seen += 1
+
+
+def parse_changes(assignments):
+    """KEY=VALUE texts to a dict of typed values, each checked on its own."""
+    changes = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep:
+            raise FieldError(f"{text!r}: write KEY=VALUE, e.g. min_soc=25")
+        if key not in INTEGERS and key not in CHOICES:
+            close = difflib.get_close_matches(key, [*INTEGERS, *CHOICES], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise FieldError(f"unknown config key {key!r}{hint}; `pilectl config get` lists them")
+        if key in INTEGERS:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise FieldError(f"{key}: {raw!r} is not an integer; allowed {allowed(key)}")\
+                    from None
+        else:
+            value = raw.strip()
+        changes[key] = value
+    return changes
+
+
+def check_changes(current, changes):
+    """Raise FieldError unless the pile would accept `changes` on top of `current`."""
+    try:
+        Config(current).update(changes)
+    except ConfigError as exc:
+        raise FieldError(f"not sent, nothing changed: {exc}") from None
+
+
+async def config_set(client, assignments):
+    changes = parse_changes(assignments)
+    before = await client.config_get()
+    check_changes(before, changes)
+    after = await client.config_set(changes)
+    return {key: {"before": before.get(key), "after": after.get(key)} for key in changes}
+
+
+def config_rows(values):
+    """(key, value, allowed, default) for every key the pile reported."""
+    rows = []
+    for key, value in values.items():
+        default = INTEGERS[key][0] if key in INTEGERS else CHOICES.get(key, (None,))[0]
+        rows.append({"key": key, "value": value, "allowed": allowed(key)
+                     if key in INTEGERS or key in CHOICES else "", "default": default})
+    return rows
+
+
+_EVENTS_PER_REPLY = 24  # the firmware's page size (pile/protocol.py)
+
+
+async def events(client, since=0):
+    """Every event from index `since` on, decoded."""
+    entries = []
+    while True:
+        page = await client.events(since)
+        entries += page
+        if len(page) < _EVENTS_PER_REPLY:
+            break
+        since = page[-1][0] + 1
+    return [{"index": index, "uptime_s": uptime, "event": names.EVENTS.get(code, f"code {code}"),
+             "value": value} for index, uptime, code, value in entries]
+
+
+async def provision_key(client, target, remove=False):
+    """A new random key to the pile over the serial link; saved before it is sent."""
+    pile_id = client.hello.get(2)
+    final = keys.path_for(pile_id) if not target.key_file else target.key_file
+    if remove:
+        await client.provision_key(None)
+        return {"pile_id": pile_id, "key_id": None, "key_file": None}
+    key = keys.new_key()
+    pending = keys.save(key, str(final) + ".pending")
+    try:
+        await client.provision_key(key)
+    except BaseException:
+        pending.unlink()
+        raise
+    path = keys.promote(pending, final)
+    return {"pile_id": pile_id, "key_id": wire.key_id(key).hex(), "key_file": str(path)}
+
+
+def run(target, action):
+    """Connect, run `action(client)`, close; returns what the action returned."""
+
+    async def main():
+        client = await connect(target)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
