@@ -89,3 +89,301 @@ def sim(bus, scenario, baud, duration, trace, as_json):
         console.print(view.summary_table(result))
     if result["violations"]:
         sys.exit(1)
+
+
+# -- technician commands over the pile link ---------------------------------------------
+
+def link_options(command):
+    """Where the pile is and how to sign: the same options on every link command."""
+    options = [
+        click.option("--port", envvar="PILECTL_PORT",
+                     help="The pile's USB serial link (e.g. /dev/ttyUSB0). [env PILECTL_PORT]"),
+        click.option("--tcp", envvar="PILECTL_TCP",
+                     help="The pile on the network: HOST or HOST:PORT (default port 7700). "
+                     "[env PILECTL_TCP]"),
+        click.option("--baud", default=115200, show_default=True),
+        click.option("--key-file", type=click.Path(dir_okay=False),
+                     help="The link key file (default: the one provision-key saved for the "
+                     "pile, under $PILECTL_HOME/keys)."),
+        click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for "
+                     "a reply."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _target(port, tcp, baud, key_file, timeout):
+    from pilectl.field import Target
+
+    return Target(port, tcp, baud, key_file, timeout)
+
+
+def _call(target, action):
+    """Run one link action; every failure becomes one line saying what to do next."""
+    from pilectl.client import LinkError, PileError
+    from pilectl.field import FieldError, run
+
+    try:
+        return run(target, action)
+    except (FieldError, LinkError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except PileError as exc:
+        hint = {4: " (use the key provisioned on this pile, --key-file, or provision it "
+                   "again over USB serial)",
+                5: " (another tool is using this seq: retry)"}.get(exc.code, "")
+        raise click.ClickException(f"{exc}{hint}") from None
+
+
+def _echo_json(data):
+    click.echo(json.dumps(data, default=str))
+
+
+def _table(title, rows, columns):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("—" if value is None else str(value) for value in row))
+    Console().print(table)
+
+
+@main.command()
+@link_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def status(as_json, **link):
+    """Who the pile is and what it is doing now: one table."""
+    from pilectl import field
+
+    data = _call(_target(**link), field.status)
+    if as_json:
+        return _echo_json(data)
+    data["reasons"] = ", ".join(data["reasons"]) or "none"
+    signed = data.pop("link")
+    data["link"] = f"signed, key id {signed['key_id']}" if signed["signed"] else "unsigned"
+    _table(f"pile {data['pile_id']}", data.items(), ["", "value"])
+
+
+@main.command()
+@link_options
+@click.option("--count", type=int, help="Stop after this many telemetry messages.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per telemetry message.")
+def monitor(count, as_json, **link):
+    """Live view of the pile's telemetry (Ctrl-C to stop)."""
+    from rich.live import Live
+    from rich.table import Table
+
+    from pilectl import field
+
+    def view(sample):
+        table = Table(title="pile telemetry (Ctrl-C to stop)")
+        table.add_column("")
+        table.add_column("value")
+        for key, value in sample.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            table.add_row(key, "—" if shown is None else str(shown))
+        return table
+
+    async def action(client):
+        if as_json:
+            return await field.monitor(client, _echo_json, count)
+        with Live(auto_refresh=False) as live:
+            await field.monitor(client, lambda s: live.update(view(s), refresh=True), count)
+
+    try:
+        _call(_target(**link), action)
+    except KeyboardInterrupt:
+        pass  # the technician is done watching
+
+
+@main.group()
+def config():
+    """Read or change the pile's configuration."""
+
+
+@config.command("get")
+@link_options
+@click.argument("keys", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def config_get(keys, as_json, **link):
+    """Show the configuration (all keys, or the KEYS named), with allowed ranges."""
+    from pilectl import field
+
+    values = _call(_target(**link), lambda c: c.config_get(list(keys) if keys else None))
+    if as_json:
+        return _echo_json(values)
+    rows = field.config_rows(values)
+    _table("pile configuration", [r.values() for r in rows], ["key", "value", "allowed",
+                                                              "default"])
+
+
+@config.command("set")
+@link_options
+@click.argument("assignments", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def config_set(assignments, as_json, **link):
+    """Change keys: KEY=VALUE ... Checked before sending; all or nothing."""
+    from pilectl import field
+
+    result = _call(_target(**link), lambda c: field.config_set(c, assignments))
+    if as_json:
+        return _echo_json(result)
+    _table("the pile's answer", [(k, v["before"], v["after"]) for k, v in result.items()],
+           ["key", "before", "now"])
+
+
+def _ack_out(ack, as_json):
+    from pilectl import names
+
+    if as_json:
+        return _echo_json({**ack, "reasons": names.reasons(ack["reasons"])})
+    limited = ", ".join(names.reasons(ack["reasons"])) or "nothing"
+    click.echo(f"accepted: target {ack['target_w']} W (limited by: {limited})")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})  # -3000 is a power
+@link_options
+@click.argument("power_w", type=int)
+@click.option("--ttl", type=int, required=True, help="Seconds the setpoint holds (1..3600).")
+@click.option("--departure", type=int, help="Seconds until the owner leaves.")
+@click.option("--reserve", type=int, help="SOC (%) the owner needs at departure.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def setpoint(power_w, ttl, departure, reserve, as_json, **link):
+    """Ask for POWER_W (W, + charge, - discharge) for --ttl seconds; shows what the pile
+    will apply."""
+    ack = _call(_target(**link), lambda c: c.setpoint(power_w, ttl, departure, reserve))
+    _ack_out(ack, as_json)
+
+
+def _command(name, doc):
+    @link_options
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+    def command(as_json, **link):
+        _ack_out(_call(_target(**link), lambda c: c.command(name)), as_json)
+
+    command.__doc__ = doc
+    main.command(name)(command)
+
+
+_command("stop", "Stop the pile (latched until `release`).")
+_command("release", "Release a stop (refused while the E-stop input is active).")
+_command("reset-fault", "Ask the converter to clear its fault.")
+_command("reboot", "Reboot the pile's controller.")
+
+
+@main.command()
+@link_options
+@click.option("--since", default=0, show_default=True, help="First event index to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def events(since, as_json, **link):
+    """The pile's event log, decoded."""
+    from pilectl import field
+
+    entries = _call(_target(**link), lambda c: field.events(c, since))
+    if as_json:
+        return _echo_json(entries)
+    _table("events", [(e["index"], e["uptime_s"], e["event"], e["value"]) for e in entries],
+           ["#", "uptime s", "event", "value"])
+
+
+@main.command("provision-key")
+@link_options
+@click.option("--remove", is_flag=True, help="Remove the pile's key (signing off).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def provision_key(remove, as_json, **link):
+    """Give the pile a new random link key over USB serial. The key is saved for this
+    tool (mode 0600) and never shown."""
+    from pilectl import field
+
+    target = _target(**link)
+    if not target.port:
+        raise click.ClickException("the link key is set over the USB serial link only: "
+                                   "connect with --port, not --tcp")
+    result = _call(target, lambda c: field.provision_key(c, target, remove))
+    if as_json:
+        return _echo_json(result)
+    if remove:
+        click.echo(f"pile {result['pile_id']}: link key removed; the link is unsigned now")
+    else:
+        click.echo(f"pile {result['pile_id']}: link key provisioned (key id "
+                   f"{result['key_id']}), saved to {result['key_file']}")
+
+
+# -- deploy --------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--board", "board_file", required=True, type=click.Path(dir_okay=False),
+              help="The board file (boards/*.json) with this pile's wiring and id.")
+@click.option("--port", required=True, envvar="PILECTL_USB",
+              help="The board's USB REPL port (e.g. /dev/ttyACM0). [env PILECTL_USB]")
+@click.option("--link", help="Wait for the pile's HELLO here: its serial link (a device) or "
+              "HOST:PORT. Without it, the firmware's start-up line on the USB console counts.")
+@click.option("--source", type=click.Path(file_okay=False), help="Another firmware tree "
+              "(default: this repository's firmware/).")
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the pile.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only.")
+def deploy(board_file, port, link, source, wait, as_json):
+    """Compile the firmware for the board's MicroPython, copy what changed, reset, and wait
+    until the pile answers."""
+    from rich.progress import Progress
+
+    from pilectl import deploy as deployer
+
+    console = Console(stderr=True, quiet=as_json)
+    done = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("copying", total=None)
+
+        def on_bytes(path, written):
+            done[path] = written
+            progress.update(task, completed=sum(done.values()), description=f"copying {path}")
+
+        try:
+            board, report = deployer.deploy(board_file, port, source, on_bytes)
+        except deployer.DeployError as exc:
+            raise click.ClickException(str(exc)) from None
+    if link:
+        board.transport.close()
+        hello = _wait_for_hello(link, wait)
+        report.update(firmware=hello["firmware"], answered_on=link)
+    else:
+        found = board.banner(wait)
+        if found is None:
+            raise click.ClickException(f"the firmware did not start within {wait:g} s: see what "
+                                       f"it says with `mpremote connect {port} repl`")
+        report.update(firmware=found[1], answered_on=f"console {port}")
+    if as_json:
+        return _echo_json(report)
+    console = Console()
+    console.print(f"copied {len(report['files_copied'])} of {report['files_total']} files "
+                  f"({report['bytes_copied']} bytes), removed {len(report['files_removed'])}, "
+                  f"in {report['seconds']} s")
+    console.print(f"pile {report['pile_id']} runs firmware {report['firmware']} "
+                  f"(answered on {report['answered_on']})")
+
+
+def _wait_for_hello(link, wait):
+    """The pile's HELLO on `link` (a serial device or HOST:PORT), retried until `wait` s."""
+    import time
+
+    from pilectl import field
+    from pilectl.client import LinkError
+
+    target = field.Target(tcp=link) if ":" in link and not Path(link).exists() else \
+        field.Target(port=link)
+    target.timeout = 2.0
+    deadline = time.monotonic() + wait
+
+    async def hello(client):
+        return field.readable_hello(client.hello)
+
+    while True:
+        try:
+            return field.run(target, hello)
+        except LinkError as exc:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"no HELLO on {link} within {wait:g} s ({exc}): is "
+                                           "the link in the board file the one given?") from None
+            time.sleep(0.5)

@@ -37,22 +37,20 @@ class PtyPair:
         self.socat.wait()
 
 
-class PlantBench:
-    def __init__(self, directory, scenario, script, *args, line_baud=None):
-        """Ptys in `directory`; `line_baud` delays replies by their wire time at that baud."""
-        self.ptys = PtyPair(directory / "pile", directory / "plant")
-        self.pile_end, self.plant_end = self.ptys.a, self.ptys.b
-        self.sim = Simulation(scenario)
-        self.sim.faults.line_baud = line_baud
-        self.result = None
+class PlantThread:
+    """The simulated plant on `plant_end`, in a thread with its own event loop, so the
+    caller may block (subprocesses, serial reads) while the plant answers."""
+
+    def __init__(self, sim, plant_end, duration_s=600):
+        self.sim = sim
         started = threading.Event()
 
         def run():
             async def main():
-                task = asyncio.create_task(self.sim.run(self.plant_end, duration_s=600))
-                started.set()
+                task = asyncio.create_task(sim.run(plant_end, duration_s=duration_s))
                 self.stop = asyncio.Event()
                 self._loop = asyncio.get_running_loop()
+                started.set()
                 await self.stop.wait()
                 task.cancel()
 
@@ -62,6 +60,21 @@ class PlantBench:
         self.thread.start()
         assert started.wait(5)
         time.sleep(0.3)  # the server opens its end of the pty
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(5)
+
+
+class PlantBench:
+    def __init__(self, directory, scenario, script, *args, line_baud=None):
+        """Ptys in `directory`; `line_baud` delays replies by their wire time at that baud."""
+        self.ptys = PtyPair(directory / "pile", directory / "plant")
+        self.pile_end, self.plant_end = self.ptys.a, self.ptys.b
+        self.sim = Simulation(scenario)
+        self.sim.faults.line_baud = line_baud
+        self.result = None
+        self.plant = PlantThread(self.sim, self.plant_end)
         self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=REPO,
                                      env=micropython_env(REPO / "firmware"),
                                      stdout=subprocess.PIPE, text=True)
@@ -73,6 +86,5 @@ class PlantBench:
     def close(self):
         self.proc.kill()
         self.proc.wait()
-        self._loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(5)
+        self.plant.close()
         self.ptys.close()

@@ -1,0 +1,96 @@
+"""A MicroPython "board" made of the unix port behind a pty, for deploys without hardware.
+
+It behaves like a board on its USB port: at boot it runs `main.py` (with
+`board.json`) from its flash directory, Ctrl-C drops to the REPL, mpremote's raw REPL
+works, and leaving the REPL (Ctrl-D) or the firmware's reboot boots it again.
+A fresh flash directory is a board with MicroPython and nothing else on it.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from pilectl import MICROPYTHON, micropython_env
+
+# Boot forever, like a board: main.py when there is one; exit status 3 is the firmware's
+# reboot (pile/firmware.py), anything else (Ctrl-C, a crash) leaves a REPL, as on a board.
+_BOOT_LOOP = ("trap true INT; while true; do if [ -f main.py ]; then {mp} main.py board.json; "
+              "[ $? = 3 ] || {mp}; else {mp}; fi; sleep 0.2; done")
+
+
+class UnixBoard:
+    """`UnixBoard(flash_dir, port_path)`; `port` is the pty a tool connects to."""
+
+    def __init__(self, flash, port):
+        self.flash = Path(flash)
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.port = str(port)
+        loop = _BOOT_LOOP.format(mp=shlex.quote(str(MICROPYTHON)))
+        # No `raw` on the board's side: Ctrl-C must raise KeyboardInterrupt in a running
+        # program, as on a board's USB REPL; the REPL sets its own terminal mode.
+        self.socat = subprocess.Popen(
+            ["socat", f"pty,raw,echo=0,link={self.port}",
+             f"system:{loop},pty,setsid,ctty,stderr,opost=0"],
+            cwd=self.flash, env=micropython_env("."), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while not os.path.exists(self.port):
+            if time.monotonic() > deadline or self.socat.poll() is not None:
+                self.close()
+                raise RuntimeError("socat made no board pty: is socat installed (make setup)?")
+            time.sleep(0.02)
+
+    def close(self):
+        """Power off: the boot loop and whatever it runs go with socat's session."""
+        if self.socat.poll() is None:
+            self.socat.terminate()
+            try:
+                self.socat.wait(5)
+            except subprocess.TimeoutExpired:
+                self.socat.kill()
+                self.socat.wait()
+
+
+class BoardBench:
+    """A fresh unix-port board wired like a pile: its Modbus port on the simulated plant
+    and its serial link on a pty (`link_host`), ready for `pilectl deploy`.
+
+    The board file (`board_file`) names the pile's ends of both ptys; `usb` is the REPL.
+    """
+
+    def __init__(self, directory, scenario, pile_id="field-001"):
+        from pilectl.sim.harness import PlantThread, PtyPair
+        from pilectl.sim.run import Simulation
+
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._parts = []
+        try:
+            bus = self._keep(PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"))
+            link = self._keep(PtyPair(self.dir / "link-pile", self.dir / "link-host"))
+            self.link_host = link.b
+            self.sim = Simulation(scenario)
+            self._keep(PlantThread(self.sim, bus.b, duration_s=86400))
+            self.board_file = self.dir / "board.json"
+            self.board_file.write_text(json.dumps({
+                "board": "unix_sim", "pile_id": pile_id,
+                "modbus": {"device": bus.a, "baud": 115200, "converter_unit": 1,
+                           "meter_unit": 2},
+                "link": {"device": link.a, "baud": 115200},
+                "state_dir": "state"}))
+            self.board = self._keep(UnixBoard(self.dir / "flash", self.dir / "usb"))
+            self.usb = self.board.port
+        except BaseException:
+            self.close()
+            raise
+
+    def _keep(self, part):
+        self._parts.append(part)
+        return part
+
+    def close(self):
+        for part in reversed(self._parts):
+            part.close()

@@ -1,0 +1,187 @@
+"""`pilectl` as a technician runs it: a subprocess against a fresh unix-port board it
+deployed over a pty, the plant simulated on the board's Modbus port."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+
+import pytest
+from helpers import BIN, FIRMWARE
+from pile import VERSION
+from pilectl.sim.run import load_scenario
+from pilectl.unixboard import BoardBench
+
+pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
+                                reason="socat is missing: run `make setup`")
+
+
+class Field:
+    def __init__(self, bench, home):
+        self.bench = bench
+        self.env = dict(os.environ, PILECTL_HOME=str(home))
+
+    def run(self, *args, home=None, link=True):
+        env = self.env if home is None else dict(self.env, PILECTL_HOME=str(home))
+        where = ["--port", self.bench.link_host] if link else []
+        return subprocess.run([str(BIN / "pilectl"), *args, *where], capture_output=True,
+                              text=True, env=env, timeout=60)
+
+    def json(self, *args, **kwargs):
+        result = self.run(*args, "--json", **kwargs)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def deploy(self, *extra):
+        return self.run("deploy", "--board", str(self.bench.board_file), "--port",
+                        self.bench.usb, *extra, link=False)
+
+    def until_up(self, seconds=20):
+        deadline = time.monotonic() + seconds
+        while True:
+            result = self.run("status", "--json")
+            if result.returncode == 0:
+                return json.loads(result.stdout)
+            assert time.monotonic() < deadline, result.stderr
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("field")
+    bench = BoardBench(directory, load_scenario("steady"))
+    try:
+        yield Field(bench, directory / "home")
+    finally:
+        assert bench.sim.oracle.violations == []
+        bench.close()
+
+
+def test_deploy_to_a_fresh_board_then_nothing_to_copy(field):
+    result = field.deploy("--link", field.bench.link_host, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["firmware"] == VERSION and report["pile_id"] == "field-001"
+    assert len(report["files_copied"]) == report["files_total"] >= 30
+    assert report["files_copied"][-1] == "main.py"  # the entry point goes in last
+    flash = field.bench.board.flash
+    assert (flash / "board.json").read_bytes() == field.bench.board_file.read_bytes()
+    assert {p.name for p in (flash / "pile").glob("*.mpy")} >= {"firmware.mpy", "limits.mpy"}
+    assert not list(flash.rglob("*.new"))
+
+    again = json.loads(field.deploy("--json").stdout)  # the console banner this time
+    assert again["files_copied"] == [] and again["bytes_copied"] == 0
+    assert again["firmware"] == VERSION
+
+
+def test_redeploy_copies_the_one_changed_module_and_drops_stale_ones(field, tmp_path):
+    source = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE, source)
+    with open(source / "pile" / "meter.py", "a") as f:
+        f.write("\n_CHANGED = 1\n")
+    stale = field.bench.board.flash / "pile" / "meter.py"  # would shadow meter.mpy
+    stale.write_text("raise ImportError('stale')\n")
+    report = json.loads(field.deploy("--source", str(source), "--json").stdout)
+    assert report["files_copied"] == ["pile/meter.mpy"]
+    assert report["files_removed"] == ["pile/meter.py"]
+    assert not stale.exists()
+    report = json.loads(field.deploy("--json").stdout)  # and back to this repository's
+    assert report["files_copied"] == ["pile/meter.mpy"]
+    field.until_up()
+
+
+def test_status_as_table_and_json(field):
+    data = field.until_up()
+    assert data["pile_id"] == "field-001" and data["firmware"] == VERSION
+    assert data["state"] in ("idle", "charging", "discharging")
+    assert 50 <= data["soc_pct"] <= 70
+    assert data["link"] == {"signed": False, "key_id": None}
+    table = field.run("status")
+    assert table.returncode == 0
+    assert "pile field-001" in table.stdout and "soc_pct" in table.stdout
+
+
+def test_config_set_refuses_an_invalid_value_and_changes_nothing(field):
+    before = field.json("config", "get")
+    result = field.run("config", "set", "battery_cutoff_c=99")
+    assert result.returncode == 1
+    assert "battery_cutoff_c: 99 is out of range 1..80 degC" in result.stderr
+    assert "nothing changed" in result.stderr
+    result = field.run("config", "set", "min_soc=30", "max_soc=25")  # fine alone, not together
+    assert result.returncode == 1 and "floor must be below the ceiling" in result.stderr
+    result = field.run("config", "set", "min_sco=30")
+    assert result.returncode == 1 and "did you mean min_soc?" in result.stderr
+    assert field.json("config", "get") == before
+
+
+def test_config_set_is_persisted_across_a_firmware_restart(field):
+    result = field.json("config", "set", "min_soc=25", "telemetry_period_s=2")
+    assert result == {"min_soc": {"before": 20, "after": 25},
+                      "telemetry_period_s": {"before": 1, "after": 2}}
+    uptime = field.until_up()["uptime_s"]
+    assert field.run("reboot").returncode == 0
+    time.sleep(1)
+    assert field.until_up()["uptime_s"] <= uptime  # a new boot
+    assert field.json("config", "get", "min_soc", "telemetry_period_s") == {
+        "min_soc": 25, "telemetry_period_s": 2}
+    field.json("config", "set", "telemetry_period_s=1")
+
+
+def test_setpoint_stop_and_release(field):
+    ack = field.json("setpoint", "-2000", "--ttl", "60")
+    assert -2000 <= ack["target_w"] <= 0
+    refused = field.run("setpoint", "1000", "--ttl", "0")
+    assert refused.returncode == 1 and "ttl must be 1..3600" in refused.stderr
+    stopped = field.json("stop")
+    assert stopped["target_w"] == 0 and "stopped" in stopped["reasons"]
+    assert field.until_up()["state"] == "stopped"
+    assert "stopped" not in field.json("release")["reasons"]
+    assert field.until_up()["state"] != "stopped"
+
+
+def test_monitor_streams_telemetry(field):
+    result = field.run("monitor", "--count", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(samples) == 2 and all("soc_pct" in s for s in samples)
+
+
+def test_events_decoded(field):
+    names = [e["event"] for e in field.json("events")]
+    assert names[0] == "boot"
+    assert {"stop", "release"} <= set(names)
+    table = field.run("events")
+    assert "release" in table.stdout
+
+
+def test_provision_key_then_an_unauthenticated_command_is_refused(field, tmp_path):
+    result = field.json("provision-key")
+    key_file = result["key_file"]
+    assert result["pile_id"] == "field-001" and len(result["key_id"]) == 8
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    key_hex = open(key_file).read().strip()
+    assert key_hex not in json.dumps(result)  # never shown
+    assert field.until_up()["link"] == {"signed": True, "key_id": result["key_id"]}
+
+    stranger = field.run("setpoint", "-3000", "--ttl", "60", home=tmp_path / "empty")
+    assert stranger.returncode == 1
+    assert "has no key for it" in stranger.stderr
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("ab" * 32)
+    refused = field.run("setpoint", "-3000", "--ttl", "60", "--key-file", str(wrong))
+    assert refused.returncode == 1 and "MAC mismatch" in refused.stderr
+    assert field.until_up()["applied_w"] > -3000  # nothing took effect
+    over_tcp = field.run("provision-key", "--tcp", "127.0.0.1:7700", link=False)
+    assert over_tcp.returncode == 1 and "USB serial link only" in over_tcp.stderr
+
+
+def test_errors_say_what_to_do(field, tmp_path):
+    result = field.run("status", "--port", str(tmp_path / "nothing"), link=False)
+    assert result.returncode == 1 and "Is the cable plugged in" in result.stderr
+    result = field.run("status", link=False)
+    assert result.returncode == 1 and "--port" in result.stderr
+    result = field.run("deploy", "--board", str(tmp_path / "none.json"), "--port",
+                       field.bench.usb, link=False)
+    assert result.returncode == 1 and "cannot read the board file" in result.stderr
