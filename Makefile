@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-deploy deploy hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -44,6 +44,11 @@ hil: setup
 	@test -n "$(PORT)" -a -n "$(BUS)" || { echo "usage: make hil PORT=/dev/ttyACM0 BUS=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/pytest -q hil_tests --port $(PORT) --bus $(BUS)
 
+# Put the firmware on a board over its USB REPL: BOARD names a file in boards/ (or a path).
+deploy: setup
+	@test -n "$(BOARD)" -a -n "$(PORT)" || { echo "usage: make deploy BOARD=esp32_devkitc PORT=/dev/ttyUSB0"; exit 2; }
+	$(BIN)/pilectl deploy --board $$( [ -f "$(BOARD)" ] && echo "$(BOARD)" || echo "boards/$(BOARD).json" ) --port $(PORT)
+
 # Speed and memory figures (see docs/performance.md).
 bench-perf: setup
 	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
@@ -57,6 +62,10 @@ bench-latency: setup
 # The smallest -X heapsize the firmware survives the evening scenario with (about 10 minutes).
 bench-heap: setup
 	$(BIN)/python bench/heap_bench.py 64 128
+
+# Seconds and bytes of a first deploy and of a one-module redeploy (unix-port board on a pty).
+bench-deploy: setup
+	$(BIN)/python bench/deploy_bench.py
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache

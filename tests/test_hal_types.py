@@ -35,7 +35,8 @@ def pyright(port, files, tmp_path):
 @pytest.mark.parametrize("port", PORTS)
 def test_hal_type_checks_against_port_stubs(port, tmp_path):
     hal = FIRMWARE / "pile" / "hal"
-    code, output = pyright(port, [hal / "mcu.py", hal / (port + ".py")], tmp_path)
+    code, output = pyright(port, [hal / "mcu.py", hal / (port + ".py"),
+                                  FIRMWARE / "pile" / "wifi.py"], tmp_path)
     assert code == 0, output
     assert "0 errors" in output
 
