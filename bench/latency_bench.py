@@ -76,14 +76,16 @@ async def cut_trials(bench, client, writes, trials):
     results = []
     await client.setpoint(-4000, 3600)
     for _ in range(trials):
-        while plant.power_w != -4000:
-            await asyncio.sleep(0.02)
+        # Discharging again, as commanded: the plant's own power_w lags its next step, so
+        # only a write of -4000 after the restore shows the pile has not cut already.
+        await first_write(writes, time.monotonic(), lambda v: v == -4000)
         await asyncio.sleep(random.uniform(0.05, 0.3))
         plant.battery_temp_c = 56.0  # over the 55 degC cutoff
         plant._publish()  # the registers change now
         crossed = time.monotonic()
         results.append(await first_write(writes, crossed, lambda v: v == 0))
         plant.battery_temp_c = 30.0  # below the 50 degC resume threshold
+        plant._publish()
     return results
 
 

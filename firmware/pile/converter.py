@@ -77,11 +77,24 @@ class Converter:
         except ModbusError as exc:
             self.last_error = exc
             return False
+        self._store(data)
+        return True
+
+    async def read(self):
+        """The status block alone (function 3), commanding nothing: the mid-tick look."""
+        try:
+            data = await self.master.read_holding(self.unit, self._read_address, self._read_count)
+        except ModbusError as exc:
+            self.last_error = exc
+            return False
+        self._store(data)
+        return True
+
+    def _store(self, data):
         tel = self.tel
         for name, offset, kind, scale in self._fields:
             setattr(tel, name, registers.decode(data, offset, kind) * scale)
         self.last_error = None
-        return True
 
     async def _exchange(self, buf):
         master = self.master

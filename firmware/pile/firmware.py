@@ -102,8 +102,10 @@ class Firmware:
                 await asyncio.sleep_ms(_REBOOT_DELAY_MS)
                 reboot()
             gc.collect()  # at a quiet point, so the heap never fragments into a failure
-            spent = ticks_diff(ticks_ms(), started)
-            await asyncio.sleep_ms(max(0, pile.cfg.tick_ms - spent))
+            period = pile.cfg.tick_ms
+            await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
+            await self.loop.watch()
+            await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
 
     async def telemetry(self):
         token = self.supervisor.task()

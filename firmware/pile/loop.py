@@ -4,7 +4,9 @@ Each tick the controller decides with the latest readings and the decision goes
 out in the tick's one function-23 transaction, which also brings fresh readings.
 If those fresh readings call for less power than was just written (a SOC floor
 reached, a temperature crossed, the EV unplugged), the cut is written straight
-away in a second transaction instead of waiting for the next tick.
+away in a second transaction instead of waiting for the next tick. Half a tick
+later `watch` reads the converter once more and cuts the same way, so a crossing
+waits at most half a tick to be seen.
 """
 
 from pile import events
@@ -53,11 +55,20 @@ class ControlLoop:
         self.converter_ok = await self.converter.poll(applied, applied != 0)
         self.commanded = applied if self.converter_ok else self.commanded
         if self.converter_ok:
-            again = self._decide(ticks_ms())  # the fresh readings, at once
-            if _is_cut(again, applied) and await self.converter.command(again, again != 0):
-                self.commanded = again
-                self.cuts += 1
+            await self._cut_if_needed()  # the fresh readings, at once
         await self._poll_meter()
+
+    async def watch(self):
+        """Mid-tick: read the converter alone; cut at once if its readings call for it.
+        Commands nothing otherwise: setpoints and ramps go out with the tick."""
+        if self.converter_ok and await self.converter.read():
+            await self._cut_if_needed()
+
+    async def _cut_if_needed(self):
+        again = self._decide(ticks_ms())
+        if _is_cut(again, self.commanded) and await self.converter.command(again, again != 0):
+            self.commanded = again
+            self.cuts += 1
 
     async def _poll_meter(self):
         meter = self.meter
