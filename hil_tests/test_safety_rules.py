@@ -4,6 +4,8 @@ The plant is changed the way the world would change it (SOC, temperatures, load)
 the pile is asked through the link; what counts is what the converter then does.
 """
 
+import asyncio
+
 from pile import limits
 
 IDLE, CHARGING, DISCHARGING = 1, 2, 3
@@ -50,6 +52,22 @@ async def test_battery_derates_when_hot_and_stops_at_cutoff(pile):
     pile.plant.battery_temp_c = 56.0
     await pile.until(lambda t: t["max_discharge_w"] == 0 and t["power_w"] == 0,
                      what="a stop at the cutoff")
+
+
+async def test_a_crossing_after_the_ticks_read_is_cut_by_the_mid_tick_read(pile):
+    await pile.client.setpoint(-8000, 60)
+    await pile.until(lambda t: t["applied_w"] == -8000)
+    requests = pile.faults.requests
+    mark = len(requests)
+    while not any(r[:2] == (1, 23) for r in requests[mark:]):  # a tick's transaction went by
+        await asyncio.sleep(0.002)
+    pile.plant.battery_temp_c = 56.0  # after that tick read the converter
+    pile.plant._publish()
+    await pile.until(lambda t: t["power_w"] == 0, what="the cut")
+    converter = [r for r in requests[mark:] if r[0] == 1]
+    cut = next(i for i, r in enumerate(converter) if r[1] in (16, 23) and r[3][:2] == [0, 0])
+    assert converter[cut][1] == 16, "cut by a tick, not at once"
+    assert converter[cut - 1][1] == 3, "the cut did not follow the mid-tick read"
 
 
 async def test_no_charging_below_zero_degrees(pile):
