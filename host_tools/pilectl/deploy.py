@@ -142,11 +142,13 @@ class Board:
         t = self.transport
         made = set()
         for path in paths:
-            parent = path.rpartition("/")[0]
+            parts = path.split("/")[:-1]
             try:
-                if parent and parent not in made:
-                    t.exec(f"import os\ntry:\n os.mkdir({parent!r})\nexcept OSError:\n pass")
-                    made.add(parent)
+                for depth in range(1, len(parts) + 1):
+                    folder = "/".join(parts[:depth])
+                    if folder not in made:  # an existing folder is fine: OSError EEXIST
+                        t.exec(f"import os\ntry:\n os.mkdir({folder!r})\nexcept OSError:\n pass")
+                        made.add(folder)
                 t.fs_writefile(path + ".new", image[path], chunk_size=_CHUNK,
                                progress_callback=lambda done, total, p=path: on_bytes(p, done))
             except (TransportError, OSError) as exc:
