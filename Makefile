@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-deploy deploy hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy deploy hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -62,6 +62,10 @@ bench-latency: setup
 # The smallest -X heapsize the firmware survives the evening scenario with (about 10 minutes).
 bench-heap: setup
 	$(BIN)/python bench/heap_bench.py 64 128
+
+# Heap taken by importing the firmware from .mpy files and from a ROMFS image.
+bench-romfs: setup
+	$(BIN)/python bench/romfs_bench.py
 
 # Seconds and bytes of a first deploy and of a one-module redeploy (unix-port board on a pty).
 bench-deploy: setup
