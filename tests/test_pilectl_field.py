@@ -92,6 +92,33 @@ def test_redeploy_copies_the_one_changed_module_and_drops_stale_ones(field, tmp_
     field.until_up()
 
 
+def test_a_deploy_cut_short_leaves_the_old_firmware_running(field, tmp_path):
+    source = tmp_path / "firmware"
+    shutil.copytree(FIRMWARE, source)
+    for module in (source / "pile").glob("*.py"):  # every module changes: a long copy
+        with open(module, "a") as f:
+            f.write("\n_CHANGED = 1\n")
+    flash = field.bench.board.flash
+    before = {p: p.read_bytes() for p in flash.rglob("*.mpy")}
+    deploy = subprocess.Popen([str(BIN / "pilectl"), "deploy", "--board",
+                               str(field.bench.board_file), "--port", field.bench.usb,
+                               "--source", str(source)], env=field.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not list(flash.rglob("*.new")):  # copying has begun: cut the power now
+        assert time.monotonic() < deadline and deploy.poll() is None
+        time.sleep(0.01)
+    field.bench.power_cycle()
+    deploy.kill()
+    deploy.wait()
+    assert {p: p.read_bytes() for p in flash.rglob("*.mpy")} == before  # nothing half-new
+    assert field.until_up()["firmware"] == VERSION  # the old firmware boots and answers
+    report = json.loads(field.deploy("--json").stdout)  # this repository's again
+    assert report["files_copied"] == [] and report["files_removed"]
+    assert all(p.endswith(".new") for p in report["files_removed"])
+    assert not list(flash.rglob("*.new"))
+
+
 def test_status_as_table_and_json(field):
     data = field.until_up()
     assert data["pile_id"] == "field-001" and data["firmware"] == VERSION

@@ -84,9 +84,11 @@ def board_mpy_version(mpy):
 
 
 def plan(local, remote):
-    """(to copy, to remove): files whose hash differs, and stale modules under pile/."""
+    """(to copy, to remove): files whose hash differs; stale modules under pile/ and the
+    `.new` files of a deploy that was cut short."""
     copy = [path for path, digest in local.items() if remote.get(path) != digest]
-    remove = sorted(path for path in remote if path.startswith("pile/") and path not in local)
+    remove = sorted(path for path in remote if path not in local and (
+        path.startswith("pile/") or path.endswith(".new")))
     return sorted(copy, key=lambda p: p == "main.py"), remove  # main.py last
 
 

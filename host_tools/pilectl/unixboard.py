@@ -87,6 +87,12 @@ class BoardBench:
             self.close()
             raise
 
+    def power_cycle(self):
+        """Cut the power and turn it on again: whatever runs dies, the flash stays."""
+        self._parts.remove(self.board)
+        self.board.close()
+        self.board = self._keep(UnixBoard(self.board.flash, self.usb))
+
     def _keep(self, part):
         self._parts.append(part)
         return part
