@@ -119,6 +119,15 @@ def test_a_deploy_cut_short_leaves_the_old_firmware_running(field, tmp_path):
     assert not list(flash.rglob("*.new"))
 
 
+def test_deploy_refuses_a_board_whose_mpy_version_differs(field, monkeypatch):
+    from pilectl import deploy as deployer
+
+    monkeypatch.setattr(deployer, "local_mpy_version", lambda: (7, 0))  # a future mpy-cross
+    with pytest.raises(deployer.DeployError, match=r"loads \.mpy v6\.\d, this mpy-cross emits v7"):
+        deployer.deploy(field.bench.board_file, field.bench.usb)
+    assert field.until_up()["firmware"] == VERSION  # the old firmware was restarted
+
+
 def test_status_as_table_and_json(field):
     data = field.until_up()
     assert data["pile_id"] == "field-001" and data["firmware"] == VERSION

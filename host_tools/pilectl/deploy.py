@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -170,6 +171,15 @@ class Board:
         self.transport.serial.read(self.transport.serial.in_waiting)
         self.transport.serial.write(b"\x04")
 
+    def restart_old(self):
+        """After a refused or failed deploy: boot what the board had, and let go of it."""
+        try:
+            self.reset()
+        except (TransportError, serial.SerialException, OSError) as exc:
+            print(f"could not restart the board's firmware ({exc}): power-cycle the board",
+                  file=sys.stderr)
+        self.transport.close()
+
     def banner(self, timeout):
         """The firmware's start-up line on the console: (pile id, version), or None."""
         port = self.transport.serial
@@ -207,7 +217,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
         board.write(image, copy, on_bytes)
         board.remove(remove)
     except BaseException:
-        board.transport.close()
+        board.restart_old()
         raise
     board.reset()
     return board, {"pile_id": board_spec["pile_id"], "platform": platform,
