@@ -49,7 +49,8 @@ class Field:
 
 
 @pytest.fixture(scope="module")
-def field(tmp_path_factory):
+def board(tmp_path_factory):
+    """One unix-port board for the module, fresh (MicroPython only) until deployed."""
     directory = tmp_path_factory.mktemp("field")
     bench = BoardBench(directory, load_scenario("steady"))
     try:
@@ -59,7 +60,16 @@ def field(tmp_path_factory):
         bench.close()
 
 
-def test_deploy_to_a_fresh_board_then_nothing_to_copy(field):
+@pytest.fixture
+def field(board):
+    """The board with the firmware on it (deployed here when a test runs on its own)."""
+    if not (board.bench.board.flash / "main.py").exists():
+        assert board.deploy().returncode == 0
+    return board
+
+
+def test_deploy_to_a_fresh_board_then_nothing_to_copy(board):
+    field = board
     result = field.deploy("--link", field.bench.link_host, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -182,6 +192,17 @@ def test_monitor_streams_telemetry(field):
     assert result.returncode == 0, result.stderr
     samples = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(samples) == 2 and all("soc_pct" in s for s in samples)
+    live = field.run("monitor", "--count", "1")
+    assert live.returncode == 0 and "pile telemetry" in live.stdout and "soc_pct" in live.stdout
+
+
+def test_config_get_shows_values_ranges_and_defaults(field):
+    table = field.run("config", "get")
+    assert table.returncode == 0
+    assert "battery_cutoff_c" in table.stdout and "1..80 degC" in table.stdout
+    assert field.json("config", "get", "fallback") == {"fallback": "idle"}
+    unknown = field.run("config", "get", "no_such_key")
+    assert unknown.returncode == 1 and "unknown config key" in unknown.stderr
 
 
 def test_events_decoded(field):
