@@ -86,6 +86,16 @@ def test_deploy_to_a_fresh_board_then_nothing_to_copy(board):
     assert again["firmware"] == VERSION
 
 
+def test_stopping_the_firmware_for_a_deploy_stops_the_converter(field):
+    assert field.json("setpoint", "-2000", "--ttl", "60")["target_w"] < 0
+    field.until_up()
+    requests = field.bench.sim.faults.requests
+    mark = len(requests)
+    assert field.deploy().returncode == 0  # Ctrl-C to the running firmware, then a reset
+    writes = [r[3] for r in requests[mark:] if r[:3] == (1, 16, 256)]
+    assert writes and writes[0][:3] == [0, 0, 0], "no stop (0 W, command 0) before the reset"
+
+
 def test_redeploy_copies_the_one_changed_module_and_drops_stale_ones(field, tmp_path):
     source = tmp_path / "firmware"
     shutil.copytree(FIRMWARE, source)

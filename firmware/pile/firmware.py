@@ -82,8 +82,10 @@ class Firmware:
             self.led.value(1 if state in (STOPPED, FAULT) else tick & 1)
 
     def service_mode(self):
-        """Stopped at the REPL: converter held by its own heartbeat watchdog, contactor
-        open, the board's watchdog fed by a timer until the next reset."""
+        """Stopped at the REPL: the converter told to stop (its own heartbeat watchdog
+        would stop it within 5 s anyway), the contactor open, the board's watchdog fed by
+        a timer until the next reset."""
+        asyncio.run(self.converter.command(0, False))
         if self.contactor is not None:
             self.contactor.value(0)
         self.hal.service_mode(self.wdt)
