@@ -29,12 +29,25 @@ class ControlLoop:
         self._meter_fresh = None  # unknown until the first reading or the first stale period
         self._ev = False
         self._live = False
+        self._power_at_reading = 0  # W, the converter's power when the meter was last read
+        self._load = None  # W, the household load that reading showed
+        self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
 
     def _meter_inputs(self, now):
+        """The site power to decide with, and the reading's age.
+
+        The meter is read about once a second; the converter's power changes every tick.
+        So the reading is moved on by the converter's change since it was taken (the
+        household load it shows, reading less converter power then, stays put), and, while
+        that load is falling, by its last fall once more. Deciding with the raw reading
+        instead would take each change of the pile's own power for a change of the load and
+        ratchet: discharge rising until a reading shows export, then collapsing.
+        """
         meter = self.meter
         if meter is None:
             return 0, 1 << 29  # no meter: always "lost" (docs/decisions.md)
-        return meter.site_w, meter.age_ms(now)
+        moved = meter.site_w + self.pile.tel.power - self._power_at_reading
+        return moved + self._load_fall, meter.age_ms(now)
 
     def _decide(self, now):
         pile = self.pile
@@ -42,7 +55,7 @@ class ControlLoop:
         pressed = self.estop.update(now) if self.estop is not None else False
         applied = pile.ctl.tick(now, pile.tel, self.converter_ok, site_w, age, pressed)
         fresh = age < pile.cfg.meter_stale_s * 1000
-        pile.site_w = site_w if fresh else None
+        pile.site_w = self.meter.site_w if fresh else None
         self._log_changes(pile.ctl)  # after every decision: a state can last one decision only
         return applied
 
@@ -59,8 +72,8 @@ class ControlLoop:
         await self._poll_meter()
 
     async def watch(self):
-        """Mid-tick: read the converter alone; cut at once if its readings call for it.
-        Commands nothing otherwise: setpoints and ramps go out with the tick."""
+        """Mid-tick: read the converter alone and cut at once if its fresh readings call for
+        it. Commands nothing otherwise: setpoints and ramps go out with the tick."""
         if self.converter_ok and await self.converter.read():
             await self._cut_if_needed()
 
@@ -78,7 +91,13 @@ class ControlLoop:
         period = self.pile.cfg.meter_period_ms
         if self._meter_at is None or ticks_diff(now, self._meter_at) >= period:
             self._meter_at = now
-            await meter.poll(now)
+            power = self.pile.tel.power  # the converter's, read this tick
+            if await meter.poll(now):
+                load = meter.site_w - power
+                if self._load is not None:
+                    self._load_fall = min(0, load - self._load)
+                self._load = load
+                self._power_at_reading = power
 
     def _log_changes(self, ctl):
         pile = self.pile
