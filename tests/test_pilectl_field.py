@@ -240,6 +240,11 @@ def test_provision_key_then_an_unauthenticated_command_is_refused(field, tmp_pat
     refused = field.run("setpoint", "-3000", "--ttl", "60", "--key-file", str(wrong))
     assert refused.returncode == 1 and "MAC mismatch" in refused.stderr
     assert field.until_up()["applied_w"] > -3000  # nothing took effect
+    damaged = tmp_path / "damaged"
+    (damaged / "keys").mkdir(parents=True)
+    (damaged / "keys" / "field-001.key").write_text("not hex\n")
+    result = field.run("status", home=damaged)
+    assert result.returncode == 1 and "is not a key file" in result.stderr
     over_tcp = field.run("provision-key", "--tcp", "127.0.0.1:7700", link=False)
     assert over_tcp.returncode == 1 and "USB serial link only" in over_tcp.stderr
 

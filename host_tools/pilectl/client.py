@@ -120,7 +120,10 @@ class Client:
         unverified = wire.decode(self._payload(message))
         is_hello = unverified[wire.TYPE] == wire.HELLO
         if is_hello and self.key is None and self.keyring is not None:
-            self.key = self.keyring(unverified.get(2))
+            try:
+                self.key = self.keyring(unverified.get(2))
+            except ValueError as exc:  # a damaged key file: say so instead of timing out
+                raise KeyMismatch(str(exc)) from exc
         candidates = [k for k in (self.key, *self._pending) if k is not None]
         if not candidates:
             raise KeyMismatch(f"pile {unverified.get(2, '?')} signs its messages and this tool "
