@@ -139,15 +139,25 @@ def _echo_json(data):
     click.echo(json.dumps(data, default=str))
 
 
-def _table(title, rows, columns):
+def _rich_table(title, rows, columns):
+    """A table of `rows`; None shows as a dash, a list as its items joined."""
     from rich.table import Table
+
+    def shown(value):
+        if value is None:
+            return "—"
+        return ", ".join(value) if isinstance(value, list) else str(value)
 
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("—" if value is None else str(value) for value in row))
-    Console().print(table)
+        table.add_row(*(shown(value) for value in row))
+    return table
+
+
+def _table(title, rows, columns):
+    Console().print(_rich_table(title, rows, columns))
 
 
 @main.command()
@@ -160,7 +170,7 @@ def status(as_json, **link):
     data = _call(_target(**link), field.status)
     if as_json:
         return _echo_json(data)
-    data["reasons"] = ", ".join(data["reasons"]) or "none"
+    data["reasons"] = data["reasons"] or "none"
     signed = data.pop("link")
     data["link"] = f"signed, key id {signed['key_id']}" if signed["signed"] else "unsigned"
     _table(f"pile {data['pile_id']}", data.items(), ["", "value"])
@@ -173,18 +183,11 @@ def status(as_json, **link):
 def monitor(count, as_json, **link):
     """Live view of the pile's telemetry (Ctrl-C to stop)."""
     from rich.live import Live
-    from rich.table import Table
 
     from pilectl import field
 
     def view(sample):
-        table = Table(title="pile telemetry (Ctrl-C to stop)")
-        table.add_column("")
-        table.add_column("value")
-        for key, value in sample.items():
-            shown = ", ".join(value) if isinstance(value, list) else value
-            table.add_row(key, "—" if shown is None else str(shown))
-        return table
+        return _rich_table("pile telemetry (Ctrl-C to stop)", sample.items(), ["", "value"])
 
     async def action(client):
         if as_json:

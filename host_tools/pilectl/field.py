@@ -30,9 +30,6 @@ class Target:
     key_file: str | None = None
     timeout: float = 5.0
 
-    def describe(self):
-        return f"serial {self.port}" if self.port else f"TCP {self.tcp}"
-
 
 _DEFAULT_TCP_PORT = 7700
 
@@ -146,17 +143,12 @@ def config_rows(values):
     return rows
 
 
-_EVENTS_PER_REPLY = 24  # the firmware's page size (pile/protocol.py)
-
-
 async def events(client, since=0):
-    """Every event from index `since` on, decoded."""
+    """Every event from index `since` on, decoded; pages are asked for until one comes
+    back empty, whatever page size the firmware uses."""
     entries = []
-    while True:
-        page = await client.events(since)
+    while page := await client.events(since):
         entries += page
-        if len(page) < _EVENTS_PER_REPLY:
-            break
         since = page[-1][0] + 1
     return [{"index": index, "uptime_s": uptime, "event": names.EVENTS.get(code, f"code {code}"),
              "value": value} for index, uptime, code, value in entries]

@@ -7,13 +7,12 @@ A fresh flash directory is a board with MicroPython and nothing else on it.
 """
 
 import json
-import os
 import shlex
 import subprocess
-import time
 from pathlib import Path
 
 from pilectl import MICROPYTHON, micropython_env
+from pilectl.sim.harness import await_ptys
 
 # Boot forever, like a board: main.py when there is one; exit status 3 is the firmware's
 # reboot (pile/firmware.py), anything else (Ctrl-C, a crash) leaves a REPL, as on a board.
@@ -36,12 +35,7 @@ class UnixBoard:
              f"system:{loop},pty,setsid,ctty,stderr,opost=0"],
             cwd=self.flash, env=micropython_env("."), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not os.path.exists(self.port):
-            if time.monotonic() > deadline or self.socat.poll() is not None:
-                self.close()
-                raise RuntimeError("socat made no board pty: is socat installed (make setup)?")
-            time.sleep(0.02)
+        await_ptys(self.socat, (self.port,), self)
 
     def close(self):
         """Power off: the boot loop and whatever it runs go with socat's session."""

@@ -16,6 +16,16 @@ from pilectl import MICROPYTHON, REPO, micropython_env
 from pilectl.sim.run import Simulation
 
 
+def await_ptys(socat, paths, owner):
+    """Wait until `socat` has made the pty links `paths`; else close `owner` and fail."""
+    deadline = time.monotonic() + 5
+    while not all(os.path.exists(path) for path in paths):
+        if time.monotonic() > deadline or socat.poll() is not None:
+            owner.close()
+            raise RuntimeError("socat made no pty: is socat installed (make setup)?")
+        time.sleep(0.02)
+
+
 class PtyPair:
     """Two linked ptys from socat, `a` and `b`: a serial cable with nothing in between."""
 
@@ -25,12 +35,7 @@ class PtyPair:
                                        f"pty,raw,echo=0,link={self.b}"],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
-        while not (os.path.exists(self.a) and os.path.exists(self.b)):
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("socat made no pty pair: is socat installed (make setup)?")
-            time.sleep(0.02)
+        await_ptys(self.socat, (self.a, self.b), self)
 
     def close(self):
         self.socat.kill()
