@@ -169,6 +169,15 @@ def test_a_late_reply_is_flushed_before_the_next_request(bench):
     assert bench.call("rh 1 3 2")["data"] == words(9, 12)
 
 
+def test_stale_bytes_are_dropped_without_allocating(bench):
+    bench.faults.delay_s = 0.7
+    assert bench.call("rh 1 0 2")["error"] == "Timeout"
+    bench.faults.delay_s = 0
+    time.sleep(1.0)  # two late replies wait in the line
+    assert bench.call("drain") == {"data": ""}  # done with the heap locked
+    assert bench.call("rh 1 3 2")["data"] == words(9, 12)
+
+
 REQUESTS = st.one_of(
     st.tuples(st.just("rh"), st.integers(0, 250), st.integers(1, 12)),
     st.tuples(st.just("ws"), st.integers(0, 261), st.integers(0, 0xFFFF)),

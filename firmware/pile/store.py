@@ -21,12 +21,12 @@ class Store:
         """The saved value, None when never saved; raises ValueError if damaged (moved aside)."""
         path = self._path(name)
         try:
-            with open(path) as f:
-                text = f.read()
+            f = open(path)
         except OSError:
             return None
         try:
-            return json.loads(text)
+            with f:
+                return json.load(f)
         except ValueError:
             os.rename(path, path + ".bad")
             raise ValueError("%s was damaged; kept as %s.bad" % (name, name))
@@ -34,7 +34,7 @@ class Store:
     def save(self, name, value):
         path = self._path(name)
         with open(path + ".tmp", "w") as f:
-            f.write(json.dumps(value))
+            json.dump(value, f)  # written as it is encoded: no copy of the whole text
         os.rename(path + ".tmp", path)
 
     def remove(self, name):

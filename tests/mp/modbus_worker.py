@@ -3,7 +3,8 @@
     modbus_worker.py DEVICE BAUD
 
 Each stdin line is one request: `rh|ri UNIT ADDR COUNT`, `ws UNIT ADDR VALUE`,
-`wm UNIT ADDR HEX`, `rw UNIT RADDR RCOUNT WADDR HEX`, or `stats`. Each answer is
+`wm UNIT ADDR HEX`, `rw UNIT RADDR RCOUNT WADDR HEX`, `stats`, or `drain` (drop the
+bytes waiting on the line with the heap locked, so any allocation fails). Each answer is
 one JSON line: {"data": hex} or {"error": kind, "code": n, "message": text}.
 """
 
@@ -12,6 +13,7 @@ import json
 import sys
 from binascii import hexlify, unhexlify
 
+import micropython
 from pile.hal.unix import SerialPort
 from pile.modbus import DeviceException, Master, ModbusError
 
@@ -47,6 +49,17 @@ async def main():
             print(json.dumps({k: getattr(master, k) for k in (
                 "transactions", "failures", "timeouts", "bad_replies", "exceptions",
                 "bytes_out", "bytes_in")}))
+            continue
+        if words[0] == "drain":
+            failed = None
+            micropython.heap_lock()
+            try:
+                master.port.drain_input()
+            except MemoryError as exc:
+                failed = exc
+            finally:
+                micropython.heap_unlock()
+            print(json.dumps({"error": "MemoryError"} if failed else {"data": ""}))
             continue
         try:
             data = await request(words)

@@ -12,6 +12,8 @@ from machine import UART, WDT, Pin, Timer
 from pile.debounce import Debounced
 from pile.wifi import Station
 
+_STALE = bytearray(32)  # stale input is read into this and dropped
+
 
 class RS485:
     """A half-duplex UART: `send()` drives DE around the frame, `readinto()` receives."""
@@ -37,7 +39,7 @@ class RS485:
     def drain_input(self) -> None:
         """Drop stale bytes (a late reply, line noise) before the next request."""
         while self.uart.any():
-            self.uart.read()
+            self.uart.readinto(_STALE)
 
 
 class Board:

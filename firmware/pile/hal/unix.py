@@ -14,6 +14,7 @@ _VMIN = const(6)
 _SPEED_IN = const(4)
 _SPEED_OUT = const(5)
 _CC = const(6)
+_STALE = bytearray(32)  # stale input is read into this and dropped
 
 
 def open_serial(path, baud=None):
@@ -54,7 +55,7 @@ class SerialPort:
                 await asyncio.sleep_ms(1)
 
     def drain_input(self):
-        while self.file.read(256):
+        while self.file.readinto(_STALE):
             pass
 
 
