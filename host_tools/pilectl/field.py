@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pile.config import CHOICES, INTEGERS, Config, ConfigError, allowed
 
 from pilectl import keys, names, wire
-from pilectl.client import Client
+from pilectl.client import Client, LinkError, PileError
 
 
 class FieldError(Exception):
@@ -165,9 +165,12 @@ async def provision_key(client, target, remove=False):
     pending = keys.save(key, str(final) + ".pending")
     try:
         await client.provision_key(key)
-    except BaseException:
+    except PileError:  # refused: the pile keeps its old key
         pending.unlink()
         raise
+    except LinkError as exc:  # no answer: the pile may have taken the key, so it stays here
+        raise FieldError(f"{exc}. The pile may have the new key: it is kept in {pending}; if "
+                         f"commands now report a key mismatch, give --key-file {pending}") from None
     path = keys.promote(pending, final)
     return {"pile_id": pile_id, "key_id": wire.key_id(key).hex(), "key_file": str(path)}
 
