@@ -12,7 +12,9 @@ import subprocess
 from pathlib import Path
 
 from pilectl import MICROPYTHON, micropython_env
-from pilectl.sim.harness import await_ptys
+from pilectl.sim.harness import PlantThread, PtyPair, await_ptys
+from pilectl.sim.run import Simulation
+from pilectl.vbench import unix_board
 
 # Boot forever, like a board: main.py when there is one; exit status 3 is the firmware's
 # reboot (pile/firmware.py), anything else (Ctrl-C, a crash) leaves a REPL, as on a board.
@@ -56,9 +58,6 @@ class BoardBench:
     """
 
     def __init__(self, directory, scenario, pile_id="field-001"):
-        from pilectl.sim.harness import PlantThread, PtyPair
-        from pilectl.sim.run import Simulation
-
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._parts = []
@@ -69,12 +68,8 @@ class BoardBench:
             self.sim = Simulation(scenario)
             self._keep(PlantThread(self.sim, bus.b, duration_s=86400))
             self.board_file = self.dir / "board.json"
-            self.board_file.write_text(json.dumps({
-                "board": "unix_sim", "pile_id": pile_id,
-                "modbus": {"device": bus.a, "baud": 115200, "converter_unit": 1,
-                           "meter_unit": 2},
-                "link": {"device": link.a, "baud": 115200},
-                "state_dir": "state"}))
+            self.board_file.write_text(json.dumps(unix_board(pile_id, bus.a, link.a,
+                                                             state_dir="state")))
             self.board = self._keep(UnixBoard(self.dir / "flash", self.dir / "usb"))
             self.usb = self.board.port
         except BaseException:

@@ -25,6 +25,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def unix_board(pile_id, bus, link, tcp_port=None, **more):
+    """A unix-port board file: the pile's ends of the bus and link ptys, the plant's units."""
+    board = {"board": "unix_sim", "pile_id": pile_id,
+             "modbus": {"device": bus, "baud": 115200, "converter_unit": 1, "meter_unit": 2},
+             "link": {"device": link, "baud": 115200}, **more}
+    if tcp_port is not None:
+        board["link"]["tcp_port"] = tcp_port
+    return board
+
+
 class VirtualBench:
     """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key."""
 
@@ -48,12 +58,9 @@ class VirtualBench:
 
     def board(self):
         bus, link = self._ptys
-        board = {"board": "unix_sim", "pile_id": "bench-001",
-                 "modbus": {"device": bus.a, "baud": 115200, "converter_unit": 1,
-                            "meter_unit": 2},
-                 "link": {"device": link.a, "baud": 115200, "tcp_port": self.tcp_port},
-                 "estop_file": str(self.dir / "estop"),
-                 "state_dir": str(self.dir / "state")}
+        board = unix_board("bench-001", bus.a, link.a, tcp_port=self.tcp_port,
+                           estop_file=str(self.dir / "estop"),
+                           state_dir=str(self.dir / "state"))
         board.update(self.scenario.get("board", {}))
         return board
 
