@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pilectl import REPO
+from pilectl import FIRMWARE
 from pilectl import deploy as deployer
 from pilectl.sim.run import load_scenario
 from pilectl.unixboard import BoardBench
@@ -31,7 +31,7 @@ def one(bench, source=None):
 def main():
     work = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
     changed = work / "firmware"
-    shutil.copytree(REPO / "firmware", changed)
+    shutil.copytree(FIRMWARE, changed)
     with open(changed / "pile" / "meter.py", "a") as f:
         f.write("\n_CHANGED = 1\n")
     bench = BoardBench(work / "bench", load_scenario("steady"))

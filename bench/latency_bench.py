@@ -62,12 +62,11 @@ async def setpoint_trials(bench, client, writes, trials):
         await asyncio.sleep(random.uniform(0.05, 0.3))
         power = -3000 - 100 * (i % 20)
         client.seq += 1
-        data = wire.frame(client.sign({0: 3, 1: client.seq, 2: power, 3: 30}))
+        data = client.sign({wire.TYPE: wire.SETPOINT, wire.SEQ: client.seq,
+                            wire.SETPOINT_POWER: power, wire.SETPOINT_TTL: 30})
         sent = time.monotonic()
-        client._writer.write(data)
-        await client._writer.drain()
+        await client.exchange_raw(data)  # the ACK; the Modbus write follows within a tick
         results.append(await first_write(writes, sent, lambda v, p=power: v == p))
-        await client._reply(wire.ACK)
     return results
 
 
@@ -81,11 +80,11 @@ async def cut_trials(bench, client, writes, trials):
         await first_write(writes, time.monotonic(), lambda v: v == -4000)
         await asyncio.sleep(random.uniform(0.05, 0.3))
         plant.battery_temp_c = 56.0  # over the 55 degC cutoff
-        plant._publish()  # the registers change now
+        plant.publish()  # the registers change now
         crossed = time.monotonic()
         results.append(await first_write(writes, crossed, lambda v: v == 0))
         plant.battery_temp_c = 30.0  # below the 50 degC resume threshold
-        plant._publish()
+        plant.publish()
     return results
 
 

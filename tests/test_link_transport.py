@@ -5,20 +5,19 @@ firmware's unix HAL (raw termios), the other by pyserial in the host client.
 """
 
 import asyncio
-import shutil
+import json
 import subprocess
-import time
 
 import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
-from pilectl import micropython_env
+from pile.events import EVENT_STOP
+from pilectl import micropython_env, wire
 from pilectl.client import Client, LinkError, PileError
 from pilectl.sim.harness import PtyPair
-from pilectl.vbench import free_port
+from pilectl.vbench import free_port, unix_board
 
 KEY = bytes(range(32))
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
-                                reason="socat is missing: run `make setup` (apt-get install socat)")
+pytestmark = pytest.mark.usefixtures("socat")
 
 
 @pytest.fixture
@@ -29,10 +28,16 @@ def pty_pair(tmp_path):
 
 
 class LinkServer:
-    def __init__(self, serial="-", key=None, insecure=False):
+    """tests/mp/link_only.py: the firmware's link as `build_link` makes it from a board file."""
+
+    def __init__(self, directory, serial=None, key=None, insecure=False):
         self.port = free_port()
-        args = [serial, str(self.port), key.hex() if key else "-", "1" if insecure else "0"]
-        self.proc = subprocess.Popen([str(MICROPYTHON), "tests/mp/link_server.py", *args],
+        board = unix_board("link-test", "unused", serial, tcp_port=self.port,
+                           state_dir=str(directory / "state"), insecure=insecure)
+        board_file = directory / "board.json"
+        board_file.write_text(json.dumps(board))
+        self.proc = subprocess.Popen([str(MICROPYTHON), "tests/mp/link_only.py", str(board_file),
+                                      key.hex() if key else "-"],
                                      cwd=ROOT, env=micropython_env(FIRMWARE),
                                      stdout=subprocess.PIPE, text=True)
         self.lines = [self.proc.stdout.readline().strip()]
@@ -41,8 +46,6 @@ class LinkServer:
     def wait_for(self, line):
         self.lines.append(self.proc.stdout.readline().strip())
         assert self.lines[-1].startswith(line), self.lines
-        if line == "tcp up":
-            time.sleep(0.05)
 
     def stop(self):
         self.proc.kill()
@@ -50,11 +53,13 @@ class LinkServer:
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
     started = []
 
     def start(**kwargs):
-        started.append(LinkServer(**kwargs))
+        directory = tmp_path / f"pile-{len(started)}"
+        directory.mkdir()
+        started.append(LinkServer(directory, **kwargs))
         return started[-1]
 
     yield start
@@ -80,7 +85,7 @@ def test_tcp_session_with_key(server):
             assert tel["ttl_left_s"] in (29, 30)
             with pytest.raises(PileError) as refused:
                 await client.config_set({"min_soc": 101})
-            assert refused.value.code == 6 and "0..100" in refused.value.detail
+            assert refused.value.code == wire.ERR_OUT_OF_RANGE and "0..100" in refused.value.detail
             assert (await client.config_set({"min_soc": 25}))["min_soc"] == 25
             assert (await client.config_get(["min_soc"])) == {"min_soc": 25}
             assert client.rejected == 0
@@ -108,12 +113,12 @@ def test_at_most_two_tcp_clients(server):
         second = await Client.tcp("127.0.0.1", srv.port, key=KEY)
         with pytest.raises(PileError) as busy:
             await Client.tcp("127.0.0.1", srv.port, key=KEY)
-        assert busy.value.code == 7
+        assert busy.value.code == wire.ERR_BUSY
         await first.close()
         await asyncio.sleep(0.2)
         third = await Client.tcp("127.0.0.1", srv.port, key=KEY)  # a place came free
         assert (await second.command("stop"))["target_w"] == 0
-        assert (await third.events())[-1][2] == 4  # the stop, seen from the other client
+        assert (await third.events())[-1][2] == EVENT_STOP  # seen from the other client
         await second.close()
         await third.close()
 
@@ -140,7 +145,8 @@ def test_tcp_waits_for_a_key_unless_insecure(server, pty_pair):
         assert (await client.config_get(["min_soc"])) == {"min_soc": 20}
         with pytest.raises(PileError) as refused:
             await client.provision_key(bytes(32))
-        assert refused.value.code == 4 and "USB serial link only" in refused.value.detail
+        assert refused.value.code == wire.ERR_AUTH
+        assert "USB serial link only" in refused.value.detail
         await client.close()
 
     run(over_tcp())

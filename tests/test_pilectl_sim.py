@@ -1,7 +1,6 @@
 """`pilectl sim` as a technician runs it: a scenario on a bus, the oracle's verdict, errors."""
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -11,10 +10,10 @@ import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
 from pilectl import micropython_env
 from pilectl.sim.harness import PtyPair
+from pilectl.vbench import unix_board
+from plant_bench import CONFIG
 
 PILECTL = Path(sys.executable).parent / "pilectl"
-needs_socat = pytest.mark.skipif(shutil.which("socat") is None,
-                                 reason="socat is missing: run `make setup`")
 
 
 def pilectl(*args, timeout=120):
@@ -35,13 +34,13 @@ def test_missing_bus_says_how_to_make_one():
     assert result.returncode != 0 and "socat" in result.stderr
 
 
-@needs_socat
-def test_fault_tour_against_the_firmware_drivers(tmp_path):
+@pytest.mark.usefixtures("socat")
+def test_fault_tour_against_the_firmware_loop(tmp_path):
     ptys = PtyPair(tmp_path / "pile", tmp_path / "plant")
     pile, plant = ptys.a, ptys.b
     try:
         scenario = json.loads((ROOT / "host_tools/pilectl/scenarios/fault-tour.json").read_text())
-        scenario["oracle"] = {"site_export_limit_w": 11000}  # what drive_plant.py configures
+        scenario["oracle"] = {"site_export_limit_w": CONFIG["site_export_limit_w"]}
         path = tmp_path / "tour.json"
         path.write_text(json.dumps(scenario))
         sim = subprocess.Popen([str(PILECTL), "sim", "--bus", str(plant), "--scenario",
@@ -49,18 +48,20 @@ def test_fault_tour_against_the_firmware_drivers(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=ROOT)
         time.sleep(1.5)
-        firmware = subprocess.run([str(MICROPYTHON), "tests/mp/drive_plant.py", str(pile),
-                                   "115200", "generic-v2g", "sdm630", "150", "-4000"],
+        board = tmp_path / "board.json"
+        board.write_text(json.dumps(unix_board("tour-001", pile, state_dir=str(tmp_path))))
+        firmware = subprocess.run([str(MICROPYTHON), "tests/mp/run_loop.py", str(board), "150",
+                                   "-4000", json.dumps(CONFIG)],
                                   cwd=ROOT, env=micropython_env(FIRMWARE),
                                   capture_output=True, text=True, timeout=90)
         out, err = sim.communicate(timeout=60)
     finally:
         ptys.close()
-    ticks = [json.loads(line) for line in firmware.stdout.splitlines()]
+    periods = [json.loads(line) for line in firmware.stdout.splitlines()]
     result = json.loads(out)
     assert sim.returncode == 0, err
     assert result["violations"] == []
     assert {name for _, name, _ in result["events"]} >= {"silence", "crc", "unplug", "fault"}
     assert result["energy_out_wh"] > 0
-    assert any(not t["ok"] for t in ticks) and ticks[-1]["ok"]
+    assert any(not p["ok"] for p in periods) and periods[-1]["ok"]
     assert len((tmp_path / "trace.jsonl").read_text().splitlines()) > 100

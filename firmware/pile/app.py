@@ -8,11 +8,16 @@ tests); with a Store the config and the link key survive a reboot.
 import os
 from hashlib import sha256
 
+from micropython import const
+
 from pile import VERSION, events
 from pile.clock import ticks_ms
 from pile.config import Config, ConfigError
 from pile.control import Controller
 from pile.telemetry import Telemetry
+
+ACTION_RESET_FAULT = const(1 << 0)  # write the converter's fault-reset register
+ACTION_REBOOT = const(1 << 1)  # reboot once the request's reply has gone out
 
 _CONFIG = "config.json"
 _KEY = "link_key.json"
@@ -25,13 +30,13 @@ class Pile:
         self.nonce = os.urandom(8)  # new every boot: old signed messages never verify again
         self.store = store
         self.events = events.EventLog()
-        self.events.add(0, events.BOOT)
+        self.events.add(0, events.EVENT_BOOT)
         self.cfg = Config(self._load_config())
         self.ctl = Controller(self.cfg)
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
-        self.reboot_requested = False
-        self.fault_reset_requested = False
+        self.actions = 0  # ACTION_* bits for the control loop
+        self.diagnostics = _no_diagnostics  # the firmware's counters, once it is wired
         self.key = None
         self.kid = None
         saved = self._load(_KEY)
@@ -50,7 +55,7 @@ class Pile:
         try:
             return self.store.load(name)
         except ValueError:
-            self.events.add(0, events.STORE_DAMAGED)
+            self.events.add(0, events.EVENT_STORE_DAMAGED)
             return None
 
     def _load_config(self):
@@ -60,7 +65,7 @@ class Pile:
         try:
             Config(saved)
         except ConfigError:
-            self.events.add(0, events.STORE_DAMAGED, 1)
+            self.events.add(0, events.EVENT_STORE_DAMAGED, 1)
             return None
         return saved
 
@@ -71,7 +76,7 @@ class Pile:
         self.cfg.update(changes)
         if self.store is not None:
             self.store.save(_CONFIG, self.cfg.values)
-        self._log(events.CONFIG_CHANGED, len(changes))
+        self._log(events.EVENT_CONFIG_CHANGED, len(changes))
 
     def set_key(self, key):
         """Provision (bytes) or remove (None) the link key; it is never read back."""
@@ -81,29 +86,47 @@ class Pile:
             else:
                 self.store.save(_KEY, key.hex())
         self._use_key(key)
-        self._log(events.KEY_PROVISIONED, 0 if key is None else 1)
+        self._log(events.EVENT_KEY_PROVISIONED, 0 if key is None else 1)
 
     def _use_key(self, key):
         self.key = key
         self.kid = None if key is None else key_id(key)
 
+    def setpoint(self, power, ttl_s, departure_s=None, reserve_soc=None):
+        """Ask for `power` W for `ttl_s`; return (target W, reasons) against the envelope.
+
+        Raises ValueError, changing nothing, when a field is out of range. Not logged:
+        an aggregator renews its setpoint every few seconds and would flush the log.
+        """
+        return self.ctl.set_setpoint(power, ttl_s, self.now(), departure_s, reserve_soc)
+
     def stop(self):
         self.ctl.stop()
-        self._log(events.STOP, 1)
+        self._log(events.EVENT_STOP, 1)
 
     def release(self):
         released = self.ctl.release()
         if released:
-            self._log(events.RELEASE)
+            self._log(events.EVENT_RELEASE)
         return released
 
     def reset_fault(self):
-        self.fault_reset_requested = True  # the converter driver writes register 260
-        self._log(events.FAULT_RESET_REQUESTED)
+        self.actions |= ACTION_RESET_FAULT
+        self._log(events.EVENT_FAULT_RESET_REQUESTED)
 
     def request_reboot(self):
-        self.reboot_requested = True  # main.py reboots once the reply has gone out
-        self._log(events.REBOOT_REQUESTED)
+        self.actions |= ACTION_REBOOT
+        self._log(events.EVENT_REBOOT_REQUESTED)
+
+    def take_actions(self):
+        """The pending ACTION_* bits, cleared: the control loop carries them out."""
+        actions = self.actions
+        self.actions = 0
+        return actions
+
+
+def _no_diagnostics():
+    return {}
 
 
 def key_id(key):

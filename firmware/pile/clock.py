@@ -1,4 +1,4 @@
-"""Wrapping millisecond ticks: MicroPython's own, or the same arithmetic on CPython.
+"""Wrapping ticks (ms, us): MicroPython's own, or the same arithmetic on CPython.
 
 Tiny shim (microdot style) so pure modules and their tests run on both
 interpreters. The CPython version wraps at 2**30 like the boards do, so
@@ -6,7 +6,7 @@ wrap-around is exercised in host tests too.
 """
 
 try:
-    from time import ticks_add, ticks_diff, ticks_ms
+    from time import ticks_add, ticks_diff, ticks_ms, ticks_us
 except ImportError:  # CPython: host tools and tests
     import time as _time
 
@@ -16,6 +16,9 @@ except ImportError:  # CPython: host tools and tests
     def ticks_ms():
         return int(_time.monotonic() * 1000) % _PERIOD
 
+    def ticks_us():
+        return int(_time.monotonic() * 1000000) % _PERIOD
+
     def ticks_add(ticks, delta):
         return (ticks + delta) % _PERIOD
 
@@ -23,4 +26,4 @@ except ImportError:  # CPython: host tools and tests
         return ((a - b + _HALF) % _PERIOD) - _HALF
 
 
-__all__ = ("ticks_add", "ticks_diff", "ticks_ms")
+__all__ = ("ticks_add", "ticks_diff", "ticks_ms", "ticks_us")

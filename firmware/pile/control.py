@@ -1,9 +1,11 @@
-"""Setpoint arbitration and the pile state machine, one call per control tick.
+"""Setpoint arbitration and the pile state machine: one `decide` per decision point.
 
 The aggregator only ever asks: its setpoint is clamped into the safety envelope,
 increases in magnitude are ramped at `ramp_w_per_s`, decreases and safety cuts
-apply in the same tick, and a setpoint dies after its ttl, leaving the fallback.
-Time comes in as a ticks_ms value on every call, so tests drive the clock.
+apply in the same decision, and a setpoint dies after its ttl, leaving the fallback.
+`ControlLoop` (pile/loop.py) calls `decide` at up to three points a control period:
+before the tick's converter transaction, after its fresh readings, and after the
+mid-tick read. Time comes in as a ticks_ms value on every call, so tests drive the clock.
 """
 
 from micropython import const
@@ -11,13 +13,13 @@ from micropython import const
 from pile import limits
 from pile.clock import ticks_diff
 
-BOOT = const(0)
-IDLE = const(1)
-CHARGING = const(2)
-DISCHARGING = const(3)
-FAULT = const(4)
-STOPPED = const(5)
-NO_EV = const(6)
+STATE_BOOT = const(0)
+STATE_IDLE = const(1)
+STATE_CHARGING = const(2)
+STATE_DISCHARGING = const(3)
+STATE_FAULT = const(4)
+STATE_STOPPED = const(5)
+STATE_NO_EV = const(6)
 
 MAX_TTL_S = const(3600)
 MAX_DEPARTURE_S = const(604800)  # one week
@@ -28,13 +30,13 @@ class Controller:
     def __init__(self, cfg):
         self.cfg = cfg
         self.env = limits.Envelope()
-        self.state = BOOT
+        self.state = STATE_BOOT
         self.applied = 0  # W, what the converter is told this tick
         self.target = 0  # W, the request clamped into the envelope, before ramping
         self.reasons = 0
         self.setpoint = 0
         self.setpoint_live = False
-        self.reserve_x10 = limits.NO_DEPARTURE
+        self.inputs = limits.Inputs()
         self.stopped = False
         self.estop = False
         self.failed_polls = 0
@@ -63,7 +65,7 @@ class Controller:
         if reserve_soc is not None:
             if not _within(reserve_soc, 0, 100):
                 raise ValueError("reserve SOC must be 0..100 %")
-            if departure_s is None and self.reserve_x10 == limits.NO_DEPARTURE:
+            if departure_s is None and self.inputs.reserve_x10 == limits.NO_DEPARTURE:
                 raise ValueError("a reserve SOC needs a departure time")
         self.setpoint = power
         self.setpoint_live = True
@@ -74,14 +76,15 @@ class Controller:
             if reserve_soc is None:
                 reserve_soc = self.cfg.reserve_soc
         if reserve_soc is not None:
-            self.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
+            self.inputs.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
         target = self._arbitrate(power)
         reasons = self.env.reasons
-        if target < 0 and self._tel is not None and self.reserve_x10 != limits.NO_DEPARTURE \
-                and self._tel.soc <= self.reserve_x10:
+        reserve_x10 = self.inputs.reserve_x10
+        if target < 0 and self._tel is not None and reserve_x10 != limits.NO_DEPARTURE \
+                and self._tel.soc <= reserve_x10:
             # a new reserve already forbids this discharge: the ACK must not promise it
             target = 0
-            reasons |= limits.DEPARTURE_RESERVE
+            reasons |= limits.REASON_DEPARTURE_RESERVE
         return target, reasons
 
     def ttl_left_s(self, now):
@@ -93,20 +96,20 @@ class Controller:
         """Latch the stop; the ACK already reports 0 W, written at the next tick."""
         self.stopped = True
         self.target = 0
-        self.reasons |= limits.STOPPED
+        self.reasons |= limits.REASON_STOPPED
 
     def release(self):
         """Release the stop latch; refused (False) while the E-stop input is active."""
         if self.estop:
             return False
         self.stopped = False
-        self.reasons &= ~limits.STOPPED  # so the ACK no longer reports it
+        self.reasons &= ~limits.REASON_STOPPED  # so the ACK no longer reports it
         return True
 
-    # -- the control tick -------------------------------------------------------
+    # -- a decision point -------------------------------------------------------
 
-    def tick(self, now, tel, converter_ok, site_w, meter_age_ms, estop=False):
-        """Run one control tick; return the power to write to the converter (W)."""
+    def decide(self, now, tel, converter_ok, site_w, meter_age_ms, estop=False):
+        """Decide with the latest readings; return the power to write to the converter (W)."""
         dt = 0 if self._last is None else ticks_diff(now, self._last)
         self._last = now
         self._ms += dt
@@ -125,20 +128,16 @@ class Controller:
             self.failed_polls += 1
         lost = self.failed_polls >= self.cfg.converter_fault_polls
 
+        inputs = self.inputs
+        inputs.site_w = site_w
+        inputs.meter_age_ms = meter_age_ms
+        inputs.departure_left_s = self._departure_at_s - self.uptime_s
+        inputs.stopped = self.stopped
+        inputs.converter_lost = lost
         env = self.env
-        limits.compute(
-            env,
-            tel,
-            self.cfg,
-            site_w,
-            meter_age_ms,
-            self.reserve_x10,
-            self._departure_at_s - self.uptime_s,
-            self.stopped,
-            lost,
-        )
-        if env.reasons & limits.NO_EV:
-            self.reserve_x10 = limits.NO_DEPARTURE  # the departure belonged to that plug-in
+        limits.compute(env, tel, self.cfg, inputs)
+        if env.reasons & limits.REASON_NO_EV:
+            self.inputs.reserve_x10 = limits.NO_DEPARTURE  # the departure belonged to that plug-in
 
         if self.setpoint_live and ticks_diff(now, self._setpoint_at) >= self._ttl_ms:
             self.setpoint_live = False
@@ -155,9 +154,9 @@ class Controller:
 
         reasons = env.reasons
         if not self.setpoint_live:
-            reasons |= limits.SETPOINT_EXPIRED
+            reasons |= limits.REASON_SETPOINT_EXPIRED
         if self.applied != target:
-            reasons |= limits.RAMPING
+            reasons |= limits.REASON_RAMPING
         self.reasons = reasons
         self.state = self._next_state(lost)
         return self.applied
@@ -174,20 +173,20 @@ class Controller:
 
     def _next_state(self, lost):
         if self.stopped:
-            return STOPPED
+            return STATE_STOPPED
         if lost:
-            return FAULT
+            return STATE_FAULT
         if not self._seen_converter:
-            return BOOT
-        if self.env.reasons & limits.CONVERTER_FAULT:
-            return FAULT
-        if self.env.reasons & limits.NO_EV:
-            return NO_EV
+            return STATE_BOOT
+        if self.env.reasons & limits.REASON_CONVERTER_FAULT:
+            return STATE_FAULT
+        if self.env.reasons & limits.REASON_NO_EV:
+            return STATE_NO_EV
         if self.applied > 0:
-            return CHARGING
+            return STATE_CHARGING
         if self.applied < 0:
-            return DISCHARGING
-        return IDLE
+            return STATE_DISCHARGING
+        return STATE_IDLE
 
 
 def _within(value, low, high):

@@ -8,21 +8,21 @@ from array import array
 
 from micropython import const
 
-BOOT = const(1)
-FAULT = const(2)  # value: converter fault code, or 0 when the converter went silent
-FAULT_CLEARED = const(3)
-STOP = const(4)  # value: 1 COMMAND, 2 E-stop input
-RELEASE = const(5)
-SETPOINT_EXPIRED = const(6)
-CONFIG_CHANGED = const(7)  # value: number of keys changed
-METER_LOST = const(8)
-METER_BACK = const(9)
-KEY_PROVISIONED = const(10)  # value: 1 set, 0 removed
-REBOOT_REQUESTED = const(11)
-EV_PLUGGED = const(12)
-EV_UNPLUGGED = const(13)
-FAULT_RESET_REQUESTED = const(14)
-STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
+EVENT_BOOT = const(1)
+EVENT_FAULT = const(2)  # value: converter fault code, or 0 when the converter went silent
+EVENT_FAULT_CLEARED = const(3)
+EVENT_STOP = const(4)  # value: 1 COMMAND, 2 E-stop input
+EVENT_RELEASE = const(5)
+EVENT_SETPOINT_EXPIRED = const(6)
+EVENT_CONFIG_CHANGED = const(7)  # value: number of keys changed
+EVENT_METER_LOST = const(8)
+EVENT_METER_BACK = const(9)
+EVENT_KEY_PROVISIONED = const(10)  # value: 1 set, 0 removed
+EVENT_REBOOT_REQUESTED = const(11)
+EVENT_EV_PLUGGED = const(12)
+EVENT_EV_UNPLUGGED = const(13)
+EVENT_FAULT_RESET_REQUESTED = const(14)
+EVENT_STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
 
 _CAPACITY = const(64)
 

@@ -11,27 +11,40 @@ direction below the converter rating this tick, binding or not.
 
 from micropython import const
 
-from pile.telemetry import ANY_FAULT, EV_CONNECTED
+from pile.telemetry import STATUS_ANY_FAULT, STATUS_EV_CONNECTED
 
-SOC_FLOOR = const(1 << 0)
-SOC_CEILING = const(1 << 1)
-DEPARTURE_RESERVE = const(1 << 2)
-BATTERY_HOT = const(1 << 3)
-BATTERY_COLD = const(1 << 4)
-CONVERTER_HOT = const(1 << 5)
-SITE_IMPORT_CAP = const(1 << 6)
-SITE_EXPORT_CAP = const(1 << 7)
-METER_LOST = const(1 << 8)
-EV_LIMIT = const(1 << 9)
-CONVERTER_FAULT = const(1 << 10)
-STOPPED = const(1 << 11)
-SETPOINT_EXPIRED = const(1 << 12)
-RAMPING = const(1 << 13)
-NO_EV = const(1 << 14)
+REASON_SOC_FLOOR = const(1 << 0)
+REASON_SOC_CEILING = const(1 << 1)
+REASON_DEPARTURE_RESERVE = const(1 << 2)
+REASON_BATTERY_HOT = const(1 << 3)
+REASON_BATTERY_COLD = const(1 << 4)
+REASON_CONVERTER_HOT = const(1 << 5)
+REASON_SITE_IMPORT_CAP = const(1 << 6)
+REASON_SITE_EXPORT_CAP = const(1 << 7)
+REASON_METER_LOST = const(1 << 8)
+REASON_EV_LIMIT = const(1 << 9)
+REASON_CONVERTER_FAULT = const(1 << 10)
+REASON_STOPPED = const(1 << 11)
+REASON_SETPOINT_EXPIRED = const(1 << 12)
+REASON_RAMPING = const(1 << 13)
+REASON_NO_EV = const(1 << 14)
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)
 _LONG_S = const(1209600)  # two weeks: any longer charge time means "charge now"
+
+
+class Inputs:
+    """What the envelope depends on besides telemetry and config, updated in place each
+    decision so computing it allocates nothing."""
+
+    def __init__(self):
+        self.site_w = None  # W, + import; None without a meter reading
+        self.meter_age_ms = 0  # age of that reading
+        self.reserve_x10 = NO_DEPARTURE  # departure reserve SOC in permille
+        self.departure_left_s = 0  # seconds to departure; negative once passed
+        self.stopped = False  # the stop latch
+        self.converter_lost = False  # the converter stopped answering
 
 
 class Envelope:
@@ -58,14 +71,10 @@ def _derated(rating, temp, start, end):
     return rating * (end - temp) // (end - start)
 
 
-def compute(env, tel, cfg, site_w, meter_age_ms, reserve_x10, departure_left_s, stopped, lost):
-    """Fill `env` from converter telemetry `tel`, config `cfg` and the site meter.
-
-    site_w: site power (W, + import) or None when there is no meter reading;
-    meter_age_ms: age of that reading; reserve_x10: departure reserve SOC in
-    permille or NO_DEPARTURE; departure_left_s: seconds to departure (may be
-    negative once passed); stopped: the stop latch; lost: converter not answering.
-    """
+def compute(env, tel, cfg, inputs):
+    """Fill `env` from converter telemetry `tel`, config `cfg` and the other `inputs`."""
+    site_w = inputs.site_w
+    reserve_x10 = inputs.reserve_x10
     rated_c = _bounded(tel.rated_charge)
     rated_d = _bounded(tel.rated_discharge)
     charge = rated_c
@@ -73,26 +82,26 @@ def compute(env, tel, cfg, site_w, meter_age_ms, reserve_x10, departure_left_s, 
     reasons = 0
     soc = tel.soc
 
-    if stopped:
-        reasons |= STOPPED
-    if lost or tel.status & ANY_FAULT or tel.fault_code:
-        reasons |= CONVERTER_FAULT
-    if not tel.status & EV_CONNECTED:
-        reasons |= NO_EV
+    if inputs.stopped:
+        reasons |= REASON_STOPPED
+    if inputs.converter_lost or tel.status & STATUS_ANY_FAULT or tel.fault_code:
+        reasons |= REASON_CONVERTER_FAULT
+    if not tel.status & STATUS_EV_CONNECTED:
+        reasons |= REASON_NO_EV
     if reasons:
         charge = discharge = 0
 
     if soc <= cfg.min_soc_x10:
         discharge = 0
-        reasons |= SOC_FLOOR
+        reasons |= REASON_SOC_FLOOR
     if soc >= cfg.max_soc_x10:
         charge = 0
-        reasons |= SOC_CEILING
+        reasons |= REASON_SOC_CEILING
 
     ev_c = _bounded(tel.ev_max_charge)
     ev_d = _bounded(tel.ev_max_discharge)
     if ev_c < rated_c or ev_d < rated_d:
-        reasons |= EV_LIMIT
+        reasons |= REASON_EV_LIMIT
     charge = min(charge, ev_c)
     discharge = min(discharge, ev_d)
 
@@ -103,16 +112,16 @@ def compute(env, tel, cfg, site_w, meter_age_ms, reserve_x10, departure_left_s, 
         env.battery_hot = temp >= cfg.battery_cutoff_c_x10
     if env.battery_hot:
         charge = discharge = 0
-        reasons |= BATTERY_HOT
+        reasons |= REASON_BATTERY_HOT
     elif temp > cfg.battery_derate_c_x10:
         start = cfg.battery_derate_c_x10
         end = cfg.battery_cutoff_c_x10
         charge = min(charge, _derated(rated_c, temp, start, end))
         discharge = min(discharge, _derated(rated_d, temp, start, end))
-        reasons |= BATTERY_HOT
+        reasons |= REASON_BATTERY_HOT
     if temp < cfg.battery_min_charge_c_x10:
         charge = 0
-        reasons |= BATTERY_COLD
+        reasons |= REASON_BATTERY_COLD
 
     temp = tel.converter_temp
     if temp > cfg.converter_derate_c_x10:
@@ -120,29 +129,30 @@ def compute(env, tel, cfg, site_w, meter_age_ms, reserve_x10, departure_left_s, 
         end = cfg.converter_cutoff_c_x10
         charge = min(charge, _derated(rated_c, temp, start, end))
         discharge = min(discharge, _derated(rated_d, temp, start, end))
-        reasons |= CONVERTER_HOT
+        reasons |= REASON_CONVERTER_HOT
 
-    if site_w is None or meter_age_ms > cfg.meter_stale_s * 1000:
+    if site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000:
         discharge = 0
         charge = min(charge, cfg.no_meter_charge_w)
-        reasons |= METER_LOST
+        reasons |= REASON_METER_LOST
     else:
         other_load = site_w - tel.power  # what the site draws without the pile
         cap = _bounded(cfg.site_import_limit_w - other_load)
         if cap < rated_c:
-            reasons |= SITE_IMPORT_CAP
+            reasons |= REASON_SITE_IMPORT_CAP
         charge = min(charge, cap)
         cap = _bounded(other_load + cfg.site_export_limit_w)
         if cap < rated_d:
-            reasons |= SITE_EXPORT_CAP
+            reasons |= REASON_SITE_EXPORT_CAP
         discharge = min(discharge, cap)
 
     env.must_charge = False
     if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
         discharge = 0
-        reasons |= DEPARTURE_RESERVE
+        reasons |= REASON_DEPARTURE_RESERVE
         if soc < reserve_x10:
-            env.must_charge = departure_left_s <= _charge_time_s(soc, reserve_x10, charge, cfg)
+            needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)
+            env.must_charge = inputs.departure_left_s <= needed_s
 
     env.max_charge = charge
     env.max_discharge = discharge

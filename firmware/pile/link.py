@@ -11,7 +11,7 @@ from micropython import const
 
 from pile.cbor import dumps
 from pile.crc import crc16
-from pile.protocol import BUSY, ERROR, Session
+from pile.protocol import ERR_BUSY, ERROR, Session
 
 MAX_FRAME = const(512)  # message + CRC, before COBS
 _MAX_ENCODED = const(515)  # MAX_FRAME plus one COBS code byte per 254 data bytes, rounded up
@@ -150,58 +150,96 @@ class Connection:
         self.writer.write(frame(message))
         await self.writer.drain()
 
-    async def serve(self, still_allowed, lasting=False):
+    async def receive(self, data, still_allowed=None):
+        """Deframe `data` and answer every message in it while `still_allowed()` holds;
+        return False once it does not (the TCP link lost its key)."""
+        inbox = self._inbox
+        self.deframer.feed(data, inbox.append)
+        while inbox:
+            if still_allowed is not None and not still_allowed():
+                inbox.clear()
+                return False
+            await self.send(self.session.handle(inbox.pop(0)))
+        return True
+
+    async def serve(self, still_allowed=None, lasting=False):
         """Greet, then answer every message until EOF or `still_allowed()` turns False.
 
         A `lasting` line (the serial link) outlives a hang-up: it waits and reads on.
         """
         await self.send(self.session.hello())
-        inbox = self._inbox
         while True:
             data = await self.reader.read(256)
-            if not data:
-                if not lasting:
-                    return  # EOF: the TCP client left
-                await asyncio.sleep_ms(_IDLE_MS)
-                continue
-            self.deframer.feed(data, inbox.append)
-            while inbox:
-                if not still_allowed():
+            if data:
+                if not await self.receive(data, still_allowed):
                     return
-                await self.send(self.session.handle(inbox.pop(0)))
+            elif lasting:
+                await asyncio.sleep_ms(_IDLE_MS)
+            else:
+                return  # EOF: the TCP client left
 
 
 class Link:
-    """Every open connection of the pile: the UART, and at most two TCP clients."""
+    """Every open connection of the pile: the serial line, and at most two TCP clients.
 
-    def __init__(self, pile, insecure=False):
+    `serial` is an asyncio stream (or None); `tcp_port` None serves no TCP.
+    `on_refused(reason)` hears once why TCP waits (no key and not `insecure`).
+    """
+
+    def __init__(self, pile, serial=None, tcp_port=None, tcp_host="0.0.0.0", insecure=False,
+                 on_refused=None):
         self.pile = pile
+        self.serial = serial
+        self.tcp_port = tcp_port
+        self.tcp_host = tcp_host
         self.insecure = insecure
+        self.on_refused = on_refused
         self.connections = []
+        self.tcp_server = None  # once listening
         self.tcp_refused = 0
         self.send_failures = 0
+        self._closed = [0, 0]  # frames dropped and requests refused by closed connections
 
     def tcp_allowed(self):
         return self.pile.key is not None or self.insecure
 
+    def servers(self):
+        """The coroutines that serve this link's transports, for the firmware to run."""
+        found = []
+        if self.serial is not None:
+            found.append(self.serve_serial(self.serial, self.serial))
+        if self.tcp_port is not None:
+            found.append(self.run_tcp())
+        return found
+
+    def open(self, reader, writer, name, may_provision=False):
+        """A new connection on this link, counted among `connections` until closed."""
+        conn = Connection(reader, writer, Session(self.pile, may_provision), name)
+        self.connections.append(conn)
+        return conn
+
+    def close(self, conn):
+        self.connections.remove(conn)
+        self._closed[0] += conn.deframer.dropped()
+        self._closed[1] += conn.session.refused()
+
     async def serve_serial(self, reader, writer):
         """The wired link: always on, and the only one that may provision the key."""
-        conn = Connection(reader, writer, Session(self.pile, may_provision=True), "serial")
-        self.connections.append(conn)
-        await conn.serve(_always, lasting=True)
+        await self.open(reader, writer, "serial", may_provision=True).serve(lasting=True)
 
-    async def run_tcp(self, port, host="0.0.0.0", on_refused=None):
+    async def run_tcp(self):
         """Serve TCP once it is allowed: with a link key, or on an insecure bench.
 
         Without a key the pile waits (the key may be provisioned over serial meanwhile),
         calling `on_refused(reason)` once so the refusal is seen, not silent.
         """
         if not self.tcp_allowed():
-            if on_refused is not None:
-                on_refused(_NEEDS_KEY)
+            if self.on_refused is not None:
+                self.on_refused(_NEEDS_KEY)
             while not self.tcp_allowed():
                 await asyncio.sleep_ms(_KEY_POLL_MS)
-        return await asyncio.start_server(self._tcp_client, host, port)
+        self.tcp_server = await asyncio.start_server(self._tcp_client, self.tcp_host,
+                                                     self.tcp_port)
 
     async def _tcp_client(self, reader, writer):
         tcp = [c for c in self.connections if c.name == "tcp"]
@@ -209,16 +247,15 @@ class Link:
             if len(tcp) >= _MAX_TCP_CLIENTS or not self.tcp_allowed():
                 self.tcp_refused += 1
                 # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.
-                busy = {0: ERROR, 1: 1, 2: 0, 3: BUSY, 4: "at most 2 TCP clients at once"}
+                busy = {0: ERROR, 1: 1, 2: 0, 3: ERR_BUSY, 4: "at most 2 TCP clients at once"}
                 writer.write(frame(dumps(busy)))
                 await writer.drain()
                 return
-            conn = Connection(reader, writer, Session(self.pile), "tcp")
-            self.connections.append(conn)
+            conn = self.open(reader, writer, "tcp")
             try:
                 await conn.serve(self.tcp_allowed)
             finally:
-                self.connections.remove(conn)
+                self.close(conn)
         finally:
             writer.close()
             await writer.wait_closed()
@@ -230,6 +267,18 @@ class Link:
             except OSError:  # the peer vanished mid-write; its serve loop ends on EOF
                 self.send_failures += 1
 
+    async def run_telemetry(self, check_in=None):
+        """TELEMETRY to every connection each `telemetry_period_s`; `check_in()` after each
+        round tells the supervisor this task still runs."""
+        while True:
+            await asyncio.sleep_ms(self.pile.cfg.telemetry_period_s * 1000)
+            await self.broadcast_telemetry()
+            if check_in is not None:
+                check_in()
 
-def _always():
-    return True
+    def diagnostics(self):
+        live = self.connections
+        return {"link_connections": len(live), "tcp_refused": self.tcp_refused,
+                "link_send_failures": self.send_failures,
+                "frames_dropped": self._closed[0] + sum(c.deframer.dropped() for c in live),
+                "requests_refused": self._closed[1] + sum(c.session.refused() for c in live)}

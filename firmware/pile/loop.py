@@ -1,29 +1,50 @@
-"""The control tick: decide, command the converter, read it back, cut at once if needed.
+"""The control loop: once a period, decide, command the converter, read it back, cut at
+once if needed; half a period later, look again.
 
 Each tick the controller decides with the latest readings and the decision goes
 out in the tick's one function-23 transaction, which also brings fresh readings.
 If those fresh readings call for less power than was just written (a SOC floor
 reached, a temperature crossed, the EV unplugged), the cut is written straight
-away in a second transaction instead of waiting for the next tick. Half a tick
+away in a second transaction instead of waiting for the next tick. Half a period
 later `watch` reads the converter once more and cuts the same way, so a crossing
-waits at most half a tick to be seen.
+waits at most half a period to be seen. The loop is the only caller of
+`Controller.decide`, and it carries out the actions requests leave on the Pile.
 """
 
+import asyncio
+import gc
+
+from micropython import const
+
 from pile import events
-from pile.clock import ticks_diff, ticks_ms
-from pile.control import FAULT, STOPPED
-from pile.telemetry import EV_CONNECTED
+from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT
+from pile.clock import ticks_diff, ticks_ms, ticks_us
+from pile.control import STATE_FAULT, STATE_NO_EV, STATE_STOPPED
+from pile.telemetry import STATUS_EV_CONNECTED
+
+_REBOOT_DELAY_MS = const(300)  # lets the reply to the reboot request leave first
 
 
 class ControlLoop:
-    def __init__(self, pile, converter, meter=None, estop=None):
+    """`period()` is the whole schedule; main.py's control task runs it forever.
+
+    `contactor` and `led` are optional output pins, `reset` the HAL's reboot.
+    """
+
+    def __init__(self, pile, converter, meter=None, estop=None, contactor=None, led=None,
+                 reset=None):
         self.pile = pile
         self.converter = converter
         self.meter = meter
         self.estop = estop
+        self.contactor = contactor
+        self.led = led
+        self.reset = reset
         self.converter_ok = False
         self.commanded = 0  # W last written to the converter
+        self.periods = 0
         self.cuts = 0  # immediate safety writes
+        self.poll_us = 0  # how long the last tick's converter transaction took
         self._meter_at = None
         self._state = None
         self._meter_fresh = None  # unknown until the first reading or the first stale period
@@ -53,23 +74,72 @@ class ControlLoop:
         pile = self.pile
         site_w, age = self._meter_inputs(now)
         pressed = self.estop.update(now) if self.estop is not None else False
-        applied = pile.ctl.tick(now, pile.tel, self.converter_ok, site_w, age, pressed)
+        applied = pile.ctl.decide(now, pile.tel, self.converter_ok, site_w, age, pressed)
         fresh = age < pile.cfg.meter_stale_s * 1000
         pile.site_w = self.meter.site_w if fresh else None
         self._log_changes(pile.ctl)  # after every decision: a state can last one decision only
         return applied
 
+    async def period(self):
+        """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
+        period later. The collection runs in the gap, so the heap never fragments into a
+        failure at a busy moment."""
+        started = ticks_ms()
+        await self.tick()
+        self.show(self.pile.ctl.state)
+        gc.collect()
+        period = self.pile.cfg.tick_ms
+        await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
+        await self.watch()
+        await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
+        self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever
+
     async def tick(self):
-        pile = self.pile
-        if pile.fault_reset_requested:
-            pile.fault_reset_requested = False
+        """Carry out pending actions, decide, and one converter transaction (plus a cut and
+        the meter when due)."""
+        actions = self.pile.take_actions()
+        if actions & ACTION_RESET_FAULT:
             await self.converter.reset_fault()
+        if actions & ACTION_REBOOT:
+            await self._reboot()
         applied = self._decide(ticks_ms())
+        started = ticks_us()
         self.converter_ok = await self.converter.poll(applied, applied != 0)
+        self.poll_us = ticks_diff(ticks_us(), started)
         self.commanded = applied if self.converter_ok else self.commanded
         if self.converter_ok:
             await self._cut_if_needed()  # the fresh readings, at once
         await self._poll_meter()
+
+    async def _reboot(self):
+        await asyncio.sleep_ms(_REBOOT_DELAY_MS)
+        await self.converter.command(0, False)  # stopped, not left to its heartbeat watchdog
+        if self.reset is not None:
+            self.reset()
+
+    def diagnostics(self):
+        """Counters for the DIAGNOSTICS message: the loop's, the bus master's, the devices'."""
+        converter = self.converter
+        master = converter.master
+        found = {"periods": self.periods, "safety_cuts": self.cuts,
+                 "converter_poll_us": self.poll_us,
+                 "converter_error": _describe(converter.last_error),
+                 "modbus_transactions": master.transactions, "modbus_failures": master.failures,
+                 "modbus_timeouts": master.timeouts, "modbus_bad_replies": master.bad_replies,
+                 "modbus_exceptions": master.exceptions, "modbus_bytes_out": master.bytes_out,
+                 "modbus_bytes_in": master.bytes_in}
+        if self.meter is not None:
+            found["meter_failures"] = self.meter.failures
+            found["meter_error"] = _describe(self.meter.last_error)
+        return found
+
+    def show(self, state):
+        """Contactor closed unless stopped, faulted or without an EV (opened after the
+        tick's 0 W write); the status LED blinks while all is well and stays lit otherwise."""
+        if self.contactor is not None:
+            self.contactor.value(0 if state in (STATE_STOPPED, STATE_FAULT, STATE_NO_EV) else 1)
+        if self.led is not None:
+            self.led.value(1 if state in (STATE_STOPPED, STATE_FAULT) else self.periods & 1)
 
     async def watch(self):
         """Mid-tick: read the converter alone and cut at once if its fresh readings call for
@@ -105,26 +175,26 @@ class ControlLoop:
         up = ctl.uptime_s
         state = ctl.state
         if state != self._state:
-            if state == FAULT:
-                log(up, events.FAULT, pile.tel.fault_code)
-            elif self._state == FAULT:
-                log(up, events.FAULT_CLEARED)
-            if state == STOPPED and ctl.estop:
-                log(up, events.STOP, 2)
+            if state == STATE_FAULT:
+                log(up, events.EVENT_FAULT, pile.tel.fault_code)
+            elif self._state == STATE_FAULT:
+                log(up, events.EVENT_FAULT_CLEARED)
+            if state == STATE_STOPPED and ctl.estop:
+                log(up, events.EVENT_STOP, 2)
             self._state = state
         fresh = pile.site_w is not None
         if self.meter is not None and fresh != self._meter_fresh:
             if self._meter_fresh is not None or not fresh and up >= pile.cfg.meter_stale_s:
-                log(up, events.METER_BACK if fresh else events.METER_LOST)
+                log(up, events.EVENT_METER_BACK if fresh else events.EVENT_METER_LOST)
                 self._meter_fresh = fresh
             elif fresh:
                 self._meter_fresh = True  # the first reading after boot: nothing to report
-        ev = bool(pile.tel.status & EV_CONNECTED)
+        ev = bool(pile.tel.status & STATUS_EV_CONNECTED)
         if ev != self._ev:
-            log(up, events.EV_PLUGGED if ev else events.EV_UNPLUGGED)
+            log(up, events.EVENT_EV_PLUGGED if ev else events.EVENT_EV_UNPLUGGED)
             self._ev = ev
         if self._live and not ctl.setpoint_live:
-            log(up, events.SETPOINT_EXPIRED)
+            log(up, events.EVENT_SETPOINT_EXPIRED)
         self._live = ctl.setpoint_live
 
 
@@ -135,3 +205,12 @@ def _is_cut(new, old):
     if old < 0:
         return new > old
     return False
+
+
+def _describe(error):
+    """A device's last error in a few bytes (its kind, and a Modbus exception's code), or
+    None while it answers: the DIAGNOSTICS reply must fit one frame."""
+    if error is None:
+        return None
+    code = getattr(error, "code", None)
+    return type(error).__name__ if code is None else "%s %d" % (type(error).__name__, code)

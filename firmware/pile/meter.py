@@ -38,6 +38,7 @@ class Meter:
         value = registers.decode(data, 0, self._kind) * self._scale * self._sign
         self.site_w = int(value)
         self._read_at = now
+        self.last_error = None
         return True
 
     def age_ms(self, now):

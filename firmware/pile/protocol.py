@@ -13,7 +13,7 @@ from pile.cbor import CBORError, Tag, dumps, loads
 from pile.config import CHOICES, INTEGERS, ConfigError
 from pile.cose import CoseError, mac0_sign, mac0_verify
 
-VERSION = const(1)
+PROTOCOL_VERSION = const(1)
 
 HELLO = const(1)
 TELEMETRY = const(2)
@@ -26,19 +26,21 @@ EVENTS_GET = const(8)
 EVENTS = const(9)
 COMMAND = const(10)
 ERROR = const(11)
+DIAGNOSTICS_GET = const(12)  # extension: host asks for the firmware's counters
+DIAGNOSTICS = const(13)  # extension: 2 map of counter name to value
 
-MALFORMED = const(1)
-UNKNOWN_TYPE = const(2)
-BAD_FIELD = const(3)
-AUTH = const(4)
-REPLAY = const(5)
-OUT_OF_RANGE = const(6)
-BUSY = const(7)
+ERR_MALFORMED = const(1)
+ERR_UNKNOWN_TYPE = const(2)
+ERR_BAD_FIELD = const(3)
+ERR_AUTH = const(4)
+ERR_REPLAY = const(5)
+ERR_OUT_OF_RANGE = const(6)
+ERR_BUSY = const(7)
 
-RESET_FAULT = const(1)
-REBOOT = const(2)
-STOP = const(3)
-RELEASE = const(4)
+CMD_RESET_FAULT = const(1)
+CMD_REBOOT = const(2)
+CMD_STOP = const(3)
+CMD_RELEASE = const(4)
 
 KEY = "link_key"  # the write-only secret in CONFIG_SET
 _KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
@@ -76,7 +78,7 @@ class Session:
         pile = self.pile
         tel = pile.tel
         fields = {2: pile.pile_id, 3: pile.version, 4: pile.nonce, 5: tel.rated_charge,
-                  6: tel.rated_discharge, 7: VERSION, _NEXT_SEQ: self.peer_seq + 1}
+                  6: tel.rated_discharge, 7: PROTOCOL_VERSION, _NEXT_SEQ: self.peer_seq + 1}
         return self._send(HELLO, fields)
 
     def telemetry(self):
@@ -114,9 +116,9 @@ class Session:
                 self.accepted += 1
                 return self.hello()
             if not authentic:
-                raise Refused(AUTH, "this pile has a link key: sign with it")
+                raise Refused(ERR_AUTH, "this pile has a link key: sign with it")
             if seq <= self.peer_seq:
-                raise Refused(REPLAY, "seq %d is not above %d" % (seq, self.peer_seq))
+                raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, self.peer_seq))
             self.peer_seq = seq
             reply = self._dispatch(mtype, seq, msg)
         except Refused as refusal:
@@ -137,20 +139,20 @@ class Session:
             try:
                 data = mac0_verify(key, data, self.pile.nonce)
             except CoseError as exc:
-                raise Refused(AUTH, "not authenticated: %s" % exc)
+                raise Refused(ERR_AUTH, "not authenticated: %s" % exc)
             authentic = True
         try:
             msg = loads(data)
         except CBORError as exc:
-            raise Refused(MALFORMED, "not CBOR: %s" % exc)
+            raise Refused(ERR_MALFORMED, "not CBOR: %s" % exc)
         if key is None and isinstance(msg, Tag) and msg.tag == _COSE_MAC0:
-            raise Refused(AUTH, "signed, but this pile has no link key: provision one first")
+            raise Refused(ERR_AUTH, "signed, but this pile has no link key: provision one first")
         if type(msg) is not dict:
-            raise Refused(MALFORMED, "a message is a CBOR map")
+            raise Refused(ERR_MALFORMED, "a message is a CBOR map")
         mtype = msg.get(0)
         seq = msg.get(1)
         if type(mtype) is not int or type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
-            raise Refused(MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
+            raise Refused(ERR_MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
         return msg, authentic
 
     def _dispatch(self, mtype, seq, msg):
@@ -165,7 +167,9 @@ class Session:
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"))
-        raise Refused(UNKNOWN_TYPE, "type %d is not a request" % mtype)
+        if mtype == DIAGNOSTICS_GET:
+            return self._send(DIAGNOSTICS, {2: self.pile.diagnostics()})
+        raise Refused(ERR_UNKNOWN_TYPE, "type %d is not a request" % mtype)
 
     def _ack(self, seq, target, reasons):
         return self._send(ACK, {2: seq, 3: target, 4: reasons})
@@ -175,11 +179,10 @@ class Session:
         ttl = _field(msg, 3, "ttl")
         departure = _field(msg, 4, "departure", optional=True)
         reserve = _field(msg, 5, "reserve SOC", optional=True)
-        pile = self.pile
         try:
-            target, reasons = pile.ctl.set_setpoint(power, ttl, pile.now(), departure, reserve)
+            target, reasons = self.pile.setpoint(power, ttl, departure, reserve)
         except ValueError as exc:
-            raise Refused(OUT_OF_RANGE, str(exc))
+            raise Refused(ERR_OUT_OF_RANGE, str(exc))
         return self._ack(seq, target, reasons)
 
     def _config_get(self, keys):
@@ -187,54 +190,54 @@ class Session:
         if keys is None:
             return self._send(CONFIG, {2: dict(values)})
         if type(keys) is not list:
-            raise Refused(BAD_FIELD, "field 2 must be a list of keys")
+            raise Refused(ERR_BAD_FIELD, "field 2 must be a list of keys")
         for key in keys:
             if key not in values:  # also refuses the link key: it is never read back
-                raise Refused(BAD_FIELD, "unknown config key %r" % (key,))
+                raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
         return self._send(CONFIG, {2: {key: values[key] for key in keys}})
 
     def _config_set(self, changes):
         if type(changes) is not dict or not changes:
-            raise Refused(BAD_FIELD, "field 2 must be a non-empty map of key to value")
+            raise Refused(ERR_BAD_FIELD, "field 2 must be a non-empty map of key to value")
         if KEY in changes:
             return self._provision(changes)
         for key, value in changes.items():
             kind = int if key in INTEGERS else str if key in CHOICES else None
             if kind is None:
-                raise Refused(BAD_FIELD, "unknown config key %r" % (key,))
+                raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
             if type(value) is not kind:
-                raise Refused(BAD_FIELD, "%s must be %s" % (key, "an integer" if kind is int
+                raise Refused(ERR_BAD_FIELD, "%s must be %s" % (key, "an integer" if kind is int
                                                                else "a text string"))
         try:
             self.pile.set_config(changes)
         except ConfigError as exc:
-            raise Refused(OUT_OF_RANGE, str(exc))
+            raise Refused(ERR_OUT_OF_RANGE, str(exc))
         return self._send(CONFIG, {2: dict(self.pile.cfg.values)})
 
     def _provision(self, changes):
         if not self.may_provision:
-            raise Refused(AUTH, "the link key is set over the USB serial link only")
+            raise Refused(ERR_AUTH, "the link key is set over the USB serial link only")
         if len(changes) != 1:
-            raise Refused(BAD_FIELD, "set the link key on its own")
+            raise Refused(ERR_BAD_FIELD, "set the link key on its own")
         key = changes[KEY]
         if key is not None and (type(key) is not bytes or len(key) not in _KEY_LENGTHS):
-            raise Refused(OUT_OF_RANGE, "link key: 16, 24 or 32 bytes, or null to remove")
+            raise Refused(ERR_OUT_OF_RANGE, "link key: 16, 24 or 32 bytes, or null to remove")
         self.pile.set_key(key)
         return self._send(CONFIG, {2: {}})  # signed with the new key: proof it took
 
     def _command(self, seq, code):
         pile = self.pile
-        if code == RESET_FAULT:
+        if code == CMD_RESET_FAULT:
             pile.reset_fault()
-        elif code == REBOOT:
+        elif code == CMD_REBOOT:
             pile.request_reboot()
-        elif code == STOP:
+        elif code == CMD_STOP:
             pile.stop()
-        elif code == RELEASE:
+        elif code == CMD_RELEASE:
             if not pile.release():
-                raise Refused(BUSY, "the E-stop input is still active: clear it, then release")
+                raise Refused(ERR_BUSY, "the E-stop input is still active: clear it, then release")
         else:
-            raise Refused(OUT_OF_RANGE, "command code must be 1..4")
+            raise Refused(ERR_OUT_OF_RANGE, "command code must be 1..4")
         return self._ack(seq, pile.ctl.target, pile.ctl.reasons)
 
 
@@ -243,5 +246,5 @@ def _field(msg, key, name, optional=False):
     if value is None and optional:
         return None
     if type(value) is not int:
-        raise Refused(BAD_FIELD, "field %d (%s) must be an integer" % (key, name))
+        raise Refused(ERR_BAD_FIELD, "field %d (%s) must be an integer" % (key, name))
     return value

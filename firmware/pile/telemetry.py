@@ -8,14 +8,14 @@ are 0.1 degC; `ev_max_*` are already scaled from 10 W registers to W.
 from micropython import const
 
 # status bits (register 0)
-READY = const(1 << 0)
-RUNNING = const(1 << 1)
-FAULT = const(1 << 2)
-DERATING = const(1 << 3)
-EV_CONNECTED = const(1 << 4)
-CONTACTOR = const(1 << 5)
-INSULATION_FAULT = const(1 << 6)
-ANY_FAULT = const(FAULT | INSULATION_FAULT)
+STATUS_READY = const(1 << 0)
+STATUS_RUNNING = const(1 << 1)
+STATUS_FAULT = const(1 << 2)
+STATUS_DERATING = const(1 << 3)
+STATUS_EV_CONNECTED = const(1 << 4)
+STATUS_CONTACTOR = const(1 << 5)
+STATUS_INSULATION_FAULT = const(1 << 6)
+STATUS_ANY_FAULT = const(STATUS_FAULT | STATUS_INSULATION_FAULT)
 
 
 class Telemetry:

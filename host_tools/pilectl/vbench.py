@@ -13,7 +13,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from pilectl import MICROPYTHON, REPO, micropython_env
+from pilectl import FIRMWARE, MICROPYTHON, firmware_path, micropython_env
 from pilectl.client import Client, LinkError
 from pilectl.sim.harness import PtyPair
 from pilectl.sim.run import Simulation
@@ -25,13 +25,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def unix_board(pile_id, bus, link, tcp_port=None, **more):
-    """A unix-port board file: the pile's ends of the bus and link ptys, the plant's units."""
+def unix_board(pile_id, bus, link=None, tcp_port=None, **more):
+    """A unix-port board file: the pile's ends of the bus and link ptys, the plant's units.
+
+    TCP, when asked for, listens on 127.0.0.1 only: a bench never serves the network.
+    """
     board = {"board": "unix_sim", "pile_id": pile_id,
              "modbus": {"device": bus, "baud": 115200, "converter_unit": 1, "meter_unit": 2},
-             "link": {"device": link, "baud": 115200}, **more}
+             "link": {}, **more}
+    if link is not None:
+        board["link"].update(device=link, baud=115200)
     if tcp_port is not None:
-        board["link"]["tcp_port"] = tcp_port
+        board["link"].update(tcp_port=tcp_port, tcp_host="127.0.0.1")
     return board
 
 
@@ -40,13 +45,14 @@ class VirtualBench:
 
     def __init__(self, directory, scenario, key=True, heapsize=None, firmware=None):
         """`firmware` is a directory with main.py, pile/ and profiles/ (default: the
-        sources; pilectl.build makes the .mpy build a board gets)."""
+        firmware sources pilectl came with; pilectl.build makes the .mpy build a board
+        gets)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.key = secrets.token_bytes(32) if key is True else key
         self.heapsize = heapsize
-        self.firmware_dir = Path(firmware) if firmware else REPO / "firmware"
+        self.firmware_dir = Path(firmware) if firmware else FIRMWARE
         self.sim = Simulation(scenario)
         self.tcp_port = free_port()
         self.board_path = self.dir / "board.json"
@@ -92,8 +98,8 @@ class VirtualBench:
         if self.heapsize:
             args += ["-X", f"heapsize={self.heapsize}"]
         self.firmware = await asyncio.create_subprocess_exec(
-            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=REPO,
-            env=micropython_env(self.firmware_dir),
+            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=self.dir,
+            env=micropython_env(*firmware_path(self.firmware_dir)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)
         self.firmware_output.append(line.decode().rstrip())

@@ -2,7 +2,7 @@
 
 from pile import limits
 from pile.config import Config
-from pile.telemetry import EV_CONNECTED, READY, Telemetry
+from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY, Telemetry
 
 RATED = 11000
 
@@ -10,7 +10,7 @@ RATED = 11000
 def telemetry(**fields):
     """A healthy, plugged-in EV at 60 % and 25 degC unless `fields` say otherwise."""
     tel = Telemetry()
-    tel.status = READY | EV_CONNECTED
+    tel.status = STATUS_READY | STATUS_EV_CONNECTED
     tel.soc = 600
     tel.battery_temp = 250
     tel.converter_temp = 400
@@ -37,8 +37,12 @@ def envelope(tel=None, cfg=None, site_w=5000, meter_age_ms=0, reserve_x10=limits
              departure_left_s=0, stopped=False, lost=False, env=None):
     """Compute an envelope; the default site imports 5 kW with the pile idle."""
     env = env or limits.Envelope()
-    limits.compute(env, tel or telemetry(), cfg or config(), site_w, meter_age_ms,
-                   reserve_x10, departure_left_s, stopped, lost)
+    inputs = limits.Inputs()
+    named = {"site_w": site_w, "meter_age_ms": meter_age_ms, "reserve_x10": reserve_x10,
+             "departure_left_s": departure_left_s, "stopped": stopped, "converter_lost": lost}
+    for name, value in named.items():
+        setattr(inputs, name, value)
+    limits.compute(env, tel or telemetry(), cfg or config(), inputs)
     return env
 
 
@@ -59,3 +63,87 @@ class raises:
             return False
         self.value = value
         return True
+
+
+class RecordingPin:
+    """An output pin that remembers its level."""
+
+    def __init__(self):
+        self.level = None
+
+    def value(self, level):
+        self.level = level
+
+
+class SilentBus:
+    """An RS485 port with nothing on it; tests that use it send nothing."""
+
+    def readinto(self, buf):
+        return None
+
+    async def send(self, frame):
+        pass
+
+    def drain_input(self):
+        pass
+
+
+class QuietWlan:
+    def isconnected(self):
+        return True
+
+
+class CountingWatchdog:
+    def __init__(self):
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+class RecordingHal:
+    """A HAL with nothing behind it, for the firmware's own factories in tests: the bus is
+    silent, outputs record their level, resets are counted."""
+
+    profiles = __file__.rsplit("/", 1)[0] + "/../../firmware/profiles"
+
+    def __init__(self):
+        self.outputs = {}
+        self.resets = 0
+
+    def rs485(self, name="modbus"):
+        return SilentBus()
+
+    def link_stream(self):
+        return None
+
+    def estop(self):
+        return None
+
+    def output(self, name):
+        self.outputs[name] = RecordingPin()
+        return self.outputs[name]
+
+    def watchdog(self, timeout_ms):
+        return CountingWatchdog()
+
+    def wifi(self):
+        from pile.wifi import Station
+
+        return Station(QuietWlan(), "test-site")
+
+    def service_mode(self, wdt):
+        pass
+
+    def reset(self):
+        self.resets += 1
+
+
+def recording_board(pile_id="test-001"):
+    """A board file for RecordingHal; its state lives in a fresh folder under /tmp."""
+    from binascii import hexlify
+    from os import urandom
+
+    return {"board": "test", "pile_id": pile_id,
+            "modbus": {"baud": 9600, "converter_unit": 1, "meter_unit": 2},
+            "link": {}, "state_dir": "/tmp/pile-fwtest-" + hexlify(urandom(6)).decode()}

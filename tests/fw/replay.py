@@ -35,7 +35,7 @@ def replay(scenario):
                 ack = [target, reasons]
             except ValueError:
                 ack = "refused"
-        applied = ctl.tick(now, tel, step["ok"], step["site"], step["age"], step["estop"])
+        applied = ctl.decide(now, tel, step["ok"], step["site"], step["age"], step["estop"])
         env = ctl.env
         rows.append([applied, ctl.target, ctl.reasons, ctl.state, env.max_charge,
                      env.max_discharge, env.must_charge, ack])

@@ -4,10 +4,35 @@ import os
 
 from fwtest import RATED, raises
 from pile import events
-from pile.app import Pile, key_id
+from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, Pile, key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign, mac0_verify
-from pile.protocol import KEY, Session
+from pile.protocol import (
+    ACK,
+    CMD_REBOOT,
+    CMD_RELEASE,
+    CMD_RESET_FAULT,
+    CMD_STOP,
+    COMMAND,
+    CONFIG,
+    CONFIG_GET,
+    CONFIG_SET,
+    ERR_AUTH,
+    ERR_BAD_FIELD,
+    ERR_BUSY,
+    ERR_MALFORMED,
+    ERR_OUT_OF_RANGE,
+    ERR_REPLAY,
+    ERR_UNKNOWN_TYPE,
+    ERROR,
+    EVENTS_GET,
+    HELLO,
+    KEY,
+    PROTOCOL_VERSION,
+    SETPOINT,
+    TELEMETRY,
+    Session,
+)
 from pile.store import Store
 
 KEY_BYTES = b"K" * 32
@@ -52,21 +77,21 @@ def pile_with_ev():
     tel.converter_temp = 400
     tel.ev_max_charge = tel.ev_max_discharge = RATED
     tel.rated_charge = tel.rated_discharge = RATED
-    pile.ctl.tick(pile.now(), tel, True, 5000, 0)
+    pile.ctl.decide(pile.now(), tel, True, 5000, 0)
     return pile
 
 
 def snapshot(pile):
     ctl = pile.ctl
     return (dict(pile.cfg.values), ctl.setpoint, ctl.setpoint_live, ctl.stopped, pile.key,
-            pile.events.next_index, pile.reboot_requested, pile.fault_reset_requested)
+            pile.events.next_index, pile.actions)
 
 
 def test_hello_carries_identity_nonce_and_next_seq():
     pile = Pile("test-001")
     hello = loads(Session(pile).hello())
-    assert hello[0] == 1 and hello[1] == 1
-    assert hello[2] == "test-001" and hello[3] == pile.version and hello[7] == 1
+    assert hello[0] == HELLO and hello[1] == 1
+    assert hello[2] == "test-001" and hello[3] == pile.version and hello[7] == PROTOCOL_VERSION
     assert type(hello[4]) is bytes and len(hello[4]) == 8
     assert hello[8] == 0
     assert Pile("test-002").nonce != pile.nonce
@@ -74,10 +99,10 @@ def test_hello_carries_identity_nonce_and_next_seq():
 
 def test_setpoint_is_acked_with_the_clamped_target():
     host = Host(pile_with_ev())
-    ack = host.send(3, {2: -7000, 3: 60})
-    assert ack[0] == 4 and ack[2] == 1 and ack[3] == -5000  # export cap 0: covers the 5 kW load
+    ack = host.send(SETPOINT, {2: -7000, 3: 60})
+    assert ack[0] == ACK and ack[2] == 1 and ack[3] == -5000  # export cap 0: covers the 5 kW load
     assert host.pile.ctl.setpoint == -7000 and host.pile.ctl.setpoint_live
-    ack = host.send(3, {2: 50000, 3: 60, 4: 3600, 5: 80})
+    ack = host.send(SETPOINT, {2: 50000, 3: 60, 4: 3600, 5: 80})
     assert ack[3] == 6000  # 11 kW import cap less the 5 kW load
 
 
@@ -89,8 +114,8 @@ def test_setpoint_refusals_change_nothing():
                          ({2: "1000", 3: 60}, 3), ({2: 1000, 3: 60.0}, 3),
                          ({2: 2000000, 3: 60}, 6), ({2: 1000, 3: 60, 5: 50}, 6),
                          ({2: True, 3: 60}, 3)):
-        error = host.send(3, fields)
-        assert error[0] == 11 and error[3] == code, (fields, error)
+        error = host.send(SETPOINT, fields)
+        assert error[0] == ERROR and error[3] == code, (fields, error)
         assert error[2] == host.seq and type(error[4]) is str
     assert snapshot(pile) == before
 
@@ -100,70 +125,71 @@ def test_malformed_and_unknown_messages():
     for data in (b"\xff", b"\x01", dumps([3, 1]), dumps({0: 3}), dumps({1: 5}),
                  dumps({0: 3, 1: -1}), dumps({0: "3", 1: 1}), b""):
         error = host.raw(data)
-        assert error[0] == 11 and error[3] == 1, data
-    assert host.send(99)[3] == 2
-    assert host.send(2)[3] == 2  # TELEMETRY is not a request
-    assert host.session.errors[1] == 8 and host.session.errors[2] == 2
+        assert error[0] == ERROR and error[3] == ERR_MALFORMED, data
+    assert host.send(99)[3] == ERR_UNKNOWN_TYPE
+    assert host.send(TELEMETRY)[3] == ERR_UNKNOWN_TYPE  # TELEMETRY is not a request
+    assert host.session.errors[ERR_MALFORMED] == 8 and host.session.errors[ERR_UNKNOWN_TYPE] == 2
     assert host.session.refused() == 10
 
 
 def test_replay_and_seq_order():
     host = Host(pile_with_ev())
-    assert host.send(3, {2: 1000, 3: 60}, seq=10)[0] == 4
+    assert host.send(SETPOINT, {2: 1000, 3: 60}, seq=10)[0] == ACK
     for seq in (10, 9, 0):
-        error = host.send(3, {2: -1000, 3: 60}, seq=seq)
-        assert error[3] == 5 and error[2] == seq
+        error = host.send(SETPOINT, {2: -1000, 3: 60}, seq=seq)
+        assert error[3] == ERR_REPLAY and error[2] == seq
     assert host.pile.ctl.setpoint == 1000
-    assert host.send(3, {2: 2000, 3: 60}, seq=11)[0] == 4
+    assert host.send(SETPOINT, {2: 2000, 3: 60}, seq=11)[0] == ACK
     assert loads(host.session.hello())[8] == 12  # a restarted host resumes above 11
 
 
 def test_config_get_set_all_or_nothing():
     pile = Pile("test-001")
     host = Host(pile)
-    assert host.send(5)[2] == pile.cfg.values
-    assert host.send(5, {2: ["min_soc", "fallback"]})[2] == {"min_soc": 20, "fallback": "idle"}
-    assert host.send(5, {2: ["nope"]})[3] == 3
-    assert host.send(5, {2: "min_soc"})[3] == 3
+    assert host.send(CONFIG_GET)[2] == pile.cfg.values
+    wanted = host.send(CONFIG_GET, {2: ["min_soc", "fallback"]})[2]
+    assert wanted == {"min_soc": 20, "fallback": "idle"}
+    assert host.send(CONFIG_GET, {2: ["nope"]})[3] == ERR_BAD_FIELD
+    assert host.send(CONFIG_GET, {2: "min_soc"})[3] == ERR_BAD_FIELD
     before = snapshot(pile)
-    assert host.send(6, {2: {"min_soc": 30, "max_soc": 101}})[3] == 6
-    assert host.send(6, {2: {"min_soc": 30, "max_soc": "high"}})[3] == 3
-    assert host.send(6, {2: {"min_soc": 30, "bogus": 1}})[3] == 3
-    assert host.send(6, {2: {"min_soc": 90, "max_soc": 80}})[3] == 6
-    assert host.send(6, {2: {}})[3] == 3
-    assert host.send(6, {2: {"fallback": "hold"}})[3] == 6
+    assert host.send(CONFIG_SET, {2: {"min_soc": 30, "max_soc": 101}})[3] == ERR_OUT_OF_RANGE
+    assert host.send(CONFIG_SET, {2: {"min_soc": 30, "max_soc": "high"}})[3] == ERR_BAD_FIELD
+    assert host.send(CONFIG_SET, {2: {"min_soc": 30, "bogus": 1}})[3] == ERR_BAD_FIELD
+    assert host.send(CONFIG_SET, {2: {"min_soc": 90, "max_soc": 80}})[3] == ERR_OUT_OF_RANGE
+    assert host.send(CONFIG_SET, {2: {}})[3] == ERR_BAD_FIELD
+    assert host.send(CONFIG_SET, {2: {"fallback": "hold"}})[3] == ERR_OUT_OF_RANGE
     assert snapshot(pile) == before
-    reply = host.send(6, {2: {"min_soc": 30, "fallback": "charge"}})
-    assert reply[0] == 7 and reply[2]["min_soc"] == 30 and pile.cfg.fallback == "charge"
-    assert pile.events.since(0, 10)[-1][2:] == [events.CONFIG_CHANGED, 2]
+    reply = host.send(CONFIG_SET, {2: {"min_soc": 30, "fallback": "charge"}})
+    assert reply[0] == CONFIG and reply[2]["min_soc"] == 30 and pile.cfg.fallback == "charge"
+    assert pile.events.since(0, 10)[-1][2:] == [events.EVENT_CONFIG_CHANGED, 2]
 
 
 def test_events_from_an_index():
     pile = Pile("test-001")
     host = Host(pile)
     for _ in range(30):
-        host.send(10, {2: 3})
-    first = host.send(8, {2: 0})[2]
-    assert first[0] == [0, 0, events.BOOT, 0] and len(first) == 24
-    assert [e[0] for e in host.send(8, {2: 25})[2]] == [25, 26, 27, 28, 29, 30]
-    assert host.send(8, {2: 1000})[2] == []
-    assert host.send(8, {2: "x"})[3] == 3
+        host.send(COMMAND, {2: CMD_STOP})
+    first = host.send(EVENTS_GET, {2: 0})[2]
+    assert first[0] == [0, 0, events.EVENT_BOOT, 0] and len(first) == 24
+    assert [e[0] for e in host.send(EVENTS_GET, {2: 25})[2]] == [25, 26, 27, 28, 29, 30]
+    assert host.send(EVENTS_GET, {2: 1000})[2] == []
+    assert host.send(EVENTS_GET, {2: "x"})[3] == ERR_BAD_FIELD
 
 
 def test_commands_and_the_stop_latch():
     pile = pile_with_ev()
     host = Host(pile)
-    assert host.send(10, {2: 3})[0] == 4 and pile.ctl.stopped
+    assert host.send(COMMAND, {2: CMD_STOP})[0] == ACK and pile.ctl.stopped
     pile.ctl.estop = True
-    error = host.send(10, {2: 4})
-    assert error[3] == 7 and pile.ctl.stopped
+    error = host.send(COMMAND, {2: CMD_RELEASE})
+    assert error[3] == ERR_BUSY and pile.ctl.stopped
     pile.ctl.estop = False
-    assert host.send(10, {2: 4})[0] == 4 and not pile.ctl.stopped
-    host.send(10, {2: 1})
-    host.send(10, {2: 2})
-    assert pile.fault_reset_requested and pile.reboot_requested
-    assert host.send(10, {2: 5})[3] == 6
-    assert host.send(10)[3] == 3
+    assert host.send(COMMAND, {2: CMD_RELEASE})[0] == ACK and not pile.ctl.stopped
+    host.send(COMMAND, {2: CMD_RESET_FAULT})
+    host.send(COMMAND, {2: CMD_REBOOT})
+    assert pile.take_actions() == ACTION_RESET_FAULT | ACTION_REBOOT
+    assert host.send(COMMAND, {2: 5})[3] == ERR_OUT_OF_RANGE
+    assert host.send(COMMAND)[3] == ERR_BAD_FIELD
 
 
 def test_with_a_key_only_signed_fresh_messages_count():
@@ -171,44 +197,44 @@ def test_with_a_key_only_signed_fresh_messages_count():
     pile.set_key(KEY_BYTES)
     host = Host(pile, KEY_BYTES)
     before = snapshot(pile)
-    assert host.send(3, {2: 1000, 3: 60}, sign=False)[3] == 4  # unsigned
+    assert host.send(SETPOINT, {2: 1000, 3: 60}, sign=False)[3] == ERR_AUTH  # unsigned
     other = Host(pile, b"X" * 32)
-    assert other.send(3, {2: 1000, 3: 60})[3] == 4  # wrong key
+    assert other.send(SETPOINT, {2: 1000, 3: 60})[3] == ERR_AUTH  # wrong key
     signed = mac0_sign(KEY_BYTES, dumps({0: 3, 1: 1, 2: 1000, 3: 60}), b"\x00" * 8)
-    assert host.raw(signed)[3] == 4  # signed over another boot's nonce
+    assert host.raw(signed)[3] == ERR_AUTH  # signed over another boot's nonce
     assert snapshot(pile) == before
     good = mac0_sign(KEY_BYTES, dumps({0: 3, 1: 1, 2: 1000, 3: 60}), pile.nonce)
-    assert host.raw(good)[0] == 4
-    assert host.raw(good)[3] == 5  # replayed
-    hello = host.send(1, sign=False)  # anyone may ask who this is; the answer is signed
-    assert hello[0] == 1 and hello[8] == 2
+    assert host.raw(good)[0] == ACK
+    assert host.raw(good)[3] == ERR_REPLAY  # replayed
+    hello = host.send(HELLO, sign=False)  # anyone may ask who this is; the answer is signed
+    assert hello[0] == HELLO and hello[8] == 2
     assert host.session.refused() == 3 and other.session.refused() == 1
 
 
 def test_signed_message_to_a_pile_without_key_is_refused():
     pile = Pile("test-001")
     host = Host(pile, KEY_BYTES)
-    error = host.send(5)
-    assert error[3] == 4 and "no link key" in error[4]
+    error = host.send(CONFIG_GET)
+    assert error[3] == ERR_AUTH and "no link key" in error[4]
 
 
 def test_key_is_write_only_and_serial_only():
     pile = Pile("test-001")
     tcp = Host(pile, may_provision=False)
-    assert tcp.send(6, {2: {KEY: KEY_BYTES}})[3] == 4
+    assert tcp.send(CONFIG_SET, {2: {KEY: KEY_BYTES}})[3] == ERR_AUTH
     serial = Host(pile)
-    assert serial.send(6, {2: {KEY: b"short"}})[3] == 6
-    assert serial.send(6, {2: {KEY: KEY_BYTES + b"!"}})[3] == 6
-    assert serial.send(6, {2: {KEY: KEY_BYTES, "min_soc": 30}})[3] == 3
+    assert serial.send(CONFIG_SET, {2: {KEY: b"short"}})[3] == ERR_OUT_OF_RANGE
+    assert serial.send(CONFIG_SET, {2: {KEY: KEY_BYTES + b"!"}})[3] == ERR_OUT_OF_RANGE
+    assert serial.send(CONFIG_SET, {2: {KEY: KEY_BYTES, "min_soc": 30}})[3] == ERR_BAD_FIELD
     assert pile.key is None
-    assert serial.send(6, {2: {KEY: KEY_BYTES}})[2] == {}  # opened with the new key
+    assert serial.send(CONFIG_SET, {2: {KEY: KEY_BYTES}})[2] == {}  # opened with the new key
     assert pile.key == KEY_BYTES and pile.kid == key_id(KEY_BYTES)
     serial.key = KEY_BYTES
-    assert KEY not in serial.send(5)[2]
-    assert serial.send(5, {2: [KEY]})[3] == 3
+    assert KEY not in serial.send(CONFIG_GET)[2]
+    assert serial.send(CONFIG_GET, {2: [KEY]})[3] == ERR_BAD_FIELD
     for reply in serial.replies + tcp.replies:
         assert KEY_BYTES not in reply
-    assert serial.send(6, {2: {KEY: None}})[0] == 7 and pile.key is None
+    assert serial.send(CONFIG_SET, {2: {KEY: None}})[0] == CONFIG and pile.key is None
 
 
 def _rmtree(path):
@@ -230,7 +256,7 @@ def test_config_and_key_survive_a_reboot_and_damage_is_reported():
             f.write('{"min_soc": 3')  # cut short, as by a power loss outside the rename
         damaged = Pile("test-001", Store(state))
         assert damaged.cfg.min_soc == 20
-        assert damaged.events.since(0, 5)[1][2] == events.STORE_DAMAGED
+        assert damaged.events.since(0, 5)[1][2] == events.EVENT_STORE_DAMAGED
         assert "config.json.bad" in os.listdir(state)
         with open(state + "/config.json", "w") as f:
             f.write('{"min_soc": 500}')  # readable, but no longer valid
@@ -243,10 +269,10 @@ def test_telemetry_fields():
     pile = pile_with_ev()
     pile.site_w = 4200
     host = Host(pile)
-    host.send(3, {2: -3000, 3: 60})
-    pile.ctl.tick(pile.now() + 1000, pile.tel, True, 4200, 0)  # one second: ramped all the way
+    host.send(SETPOINT, {2: -3000, 3: 60})
+    pile.ctl.decide(pile.now() + 1000, pile.tel, True, 4200, 0)  # one second: ramped all the way
     tel = loads(host.session.telemetry())
-    assert tel[0] == 2 and sorted(tel) == list(range(17))
+    assert tel[0] == TELEMETRY and sorted(tel) == list(range(17))
     assert tel[4] == 600 and tel[5] == 250 and tel[12] == 4200 and tel[11] == 60
     assert tel[7] == 6800 and tel[8] == 4200 and tel[10] == -3000  # other load 4.2 kW
     pile.site_w = None

@@ -3,16 +3,9 @@
 The watchdog and the pin are stand-ins: real GPIO and a real WDT cannot run here.
 """
 
+from fwtest import CountingWatchdog
 from pile.debounce import Debounced
 from pile.supervisor import Supervisor
-
-
-class CountingWatchdog:
-    def __init__(self):
-        self.feeds = 0
-
-    def feed(self):
-        self.feeds += 1
 
 
 class LevelPin:

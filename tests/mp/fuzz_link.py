@@ -1,5 +1,7 @@
 """Fuzz the frame -> message path under MicroPython: `fuzz_link.py SEED FRAMES`.
 
+The link is the firmware's own (`build_link`), and every input goes into its serial
+connection as bytes read from the line would; the replies are what it writes back.
 A pile with a link key gets a warm-up of valid signed requests, then FRAMES
 random and mutated inputs: raw noise, framed noise, mutated signed messages,
 mutated frames, exact replays, forged requests (unsigned, or signed with another
@@ -9,14 +11,17 @@ the counters; the host test checks:
 nothing escaped, every frame was dropped or answered, and no pile state changed.
 """
 
+import asyncio
 import json
 import sys
 
 from pile.app import Pile, key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign
+from pile.firmware import build_link
+from pile.hal import select
 from pile.link import Deframer, frame
-from pile.protocol import Session
+from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 
 KEY = b"fuzz-key-0123456789abcdef-012345"
 _state = int(sys.argv[1]) or 1
@@ -40,24 +45,42 @@ def noise(n):
 
 pile = Pile("fuzz-001")
 tel = pile.tel
-tel.status = 1 | 16
+tel.status = STATUS_READY | STATUS_EV_CONNECTED
 tel.soc = 600
 tel.battery_temp = 250
 tel.converter_temp = 400
 tel.ev_max_charge = tel.ev_max_discharge = tel.rated_charge = tel.rated_discharge = 11000
-pile.ctl.tick(pile.now(), tel, True, 3000, 0)
+pile.ctl.decide(pile.now(), tel, True, 3000, 0)  # an open envelope to ask within
 pile.set_key(KEY)
-session = Session(pile, may_provision=True)
-deframer = Deframer()
+BOARD = {"board": "unix_sim", "pile_id": "fuzz-001", "modbus": {"device": "unused"}}
 replies = 0
 reply_types = {}
 
 
-def on_message(message):
+def on_reply(message):
     global replies
-    reply = loads(loads(session.handle(message)).value[2])  # signed: the payload's type
+    reply = loads(loads(message).value[2])  # signed: the payload's type
     reply_types[reply[0]] = reply_types.get(reply[0], 0) + 1
     replies += 1
+
+
+class Line:
+    """The host's end of the serial line: what the pile writes is deframed and counted."""
+
+    def __init__(self):
+        self.deframer = Deframer()
+
+    def write(self, data):
+        self.deframer.feed(data, on_reply)
+
+    async def drain(self):
+        pass
+
+
+link = build_link(pile, select(BOARD), BOARD)
+conn = link.open(None, Line(), "serial", may_provision=True)
+session = conn.session
+deframer = conn.deframer
 
 
 seq = 0
@@ -81,18 +104,23 @@ WARM_UP = [
     {0: 1},
 ]
 corpus = []
-for fields in WARM_UP:
-    message = signed(fields)
-    corpus.append(message)
-    deframer.feed(frame(message), on_message)
+
+
+async def warm_up():
+    for fields in WARM_UP:
+        message = signed(fields)
+        corpus.append(message)
+        await conn.receive(frame(message))
+
+
+asyncio.run(warm_up())
 frames_of_corpus = [frame(m) for m in corpus]
 
 
 def snapshot():
     ctl = pile.ctl
     return repr((sorted(pile.cfg.values.items()), ctl.setpoint, ctl.setpoint_live, ctl.stopped,
-                 ctl.reserve_x10, pile.key, pile.events.next_index, pile.reboot_requested,
-                 pile.fault_reset_requested))
+                 ctl.inputs.reserve_x10, pile.key, pile.events.next_index, pile.actions))
 
 
 before = snapshot()
@@ -147,31 +175,37 @@ def forged():
 expected_frames = 0
 modes = [0] * 7  # how often each kind of input was sent
 escaped = 0
-for _ in range(FRAMES):
-    mode = rand(7)
-    modes[mode] += 1
-    if mode == 0:
-        data = noise(rand(600))
-    elif mode == 1:
-        data = frame(noise(1 + rand(300)))
-    elif mode == 2:
-        data = frame(mutate(corpus[rand(len(corpus))]))
-    elif mode == 3:
-        data = mutate(frames_of_corpus[rand(len(corpus))])
-    elif mode == 4:
-        data = frames_of_corpus[rand(len(corpus))]
-    elif mode == 5:
-        data = frame(forged())
-    else:
-        data = frame(bad_request())
-    data = b"\x00" + data + b"\x00"
-    expected_frames += sum(1 for part in data.split(b"\x00") if part)
-    try:
-        deframer.feed(data, on_message)
-    except Exception as exc:  # counted and reported: the host test fails on any
-        escaped += 1
-        print("ESCAPED", repr(exc))
 
+
+async def fuzz():
+    global expected_frames, escaped
+    for _ in range(FRAMES):
+        mode = rand(7)
+        modes[mode] += 1
+        if mode == 0:
+            data = noise(rand(600))
+        elif mode == 1:
+            data = frame(noise(1 + rand(300)))
+        elif mode == 2:
+            data = frame(mutate(corpus[rand(len(corpus))]))
+        elif mode == 3:
+            data = mutate(frames_of_corpus[rand(len(corpus))])
+        elif mode == 4:
+            data = frames_of_corpus[rand(len(corpus))]
+        elif mode == 5:
+            data = frame(forged())
+        else:
+            data = frame(bad_request())
+        data = b"\x00" + data + b"\x00"
+        expected_frames += sum(1 for part in data.split(b"\x00") if part)
+        try:
+            await conn.receive(data)
+        except Exception as exc:  # counted and reported: the host test fails on any
+            escaped += 1
+            print("ESCAPED", repr(exc))
+
+
+asyncio.run(fuzz())
 print(json.dumps({
     "inputs": FRAMES,
     "modes": modes,

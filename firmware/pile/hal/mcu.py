@@ -1,4 +1,4 @@
-"""Board pieces shared by the ESP32 and RP2040 ports, built from the board file.
+"""The HAL shared by the ESP32 and RP2040 ports, built from the board file.
 
 Neither port has a hardware RS485 mode, so the driver-enable (DE) pin is raised
 for the frame and lowered once its last bit has left the shift register.
@@ -7,6 +7,7 @@ for the frame and lowered once its last bit has left the shift register.
 import asyncio
 import time
 
+import machine
 from machine import UART, WDT, Pin, Timer
 
 from pile.debounce import Debounced
@@ -42,8 +43,8 @@ class RS485:
             self.uart.readinto(_STALE)
 
 
-class Board:
-    """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop."""
+class McuHal:
+    """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop, reset."""
 
     profiles = "/profiles"
 
@@ -68,6 +69,10 @@ class Board:
         uart = UART(wiring["uart"], baudrate=baud, tx=Pin(wiring["tx"]), rx=Pin(wiring["rx"]),
                     timeout=0)
         return RS485(uart, Pin(wiring["de"], Pin.OUT), baud)
+
+    def reset(self) -> None:
+        """Reboot the board (COMMAND reboot)."""
+        machine.reset()
 
     def watchdog(self, timeout_ms: int) -> WDT:
         """The hardware watchdog; the timeout is clipped to what the chip supports."""

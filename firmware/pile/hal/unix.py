@@ -5,6 +5,7 @@ an asyncio stream awaits data without blocking the loop or busy-waiting.
 """
 
 import asyncio
+import sys
 import termios
 
 from micropython import const
@@ -85,7 +86,7 @@ class NoWatchdog:
         pass
 
 
-class Board:
+class UnixHal:
     """The unix port's wiring from a board file: devices by path (DESIGN section 3)."""
 
     def __init__(self, spec, root="."):
@@ -102,6 +103,11 @@ class Board:
         if device is None:
             return None
         return asyncio.StreamReader(open_serial(device))
+
+    def reset(self):
+        """The unix port cannot reset itself: exit status 3 asks the bench (or
+        `pilectl.unixboard`'s boot loop) to start the firmware again."""
+        sys.exit(3)
 
     def watchdog(self, timeout_ms):
         return NoWatchdog()

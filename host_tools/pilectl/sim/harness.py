@@ -1,19 +1,14 @@
-"""A pty pair with the simulated plant on one end and a MicroPython script on the other.
+"""Pty pairs, and the simulated plant in a thread of its own, for benches and tests.
 
-Used by the driver tests and the bus benchmark: the plant runs in a thread with
-its own event loop; the script's JSON lines are read one tick at a time so a test
-can inject faults at known ticks.
+The plant runs with its own event loop so the caller may block (subprocesses, serial
+reads) while it answers.
 """
 
 import asyncio
-import json
 import os
 import subprocess
 import threading
 import time
-
-from pilectl import MICROPYTHON, REPO, micropython_env
-from pilectl.sim.run import Simulation
 
 
 def await_ptys(socat, paths, owner):
@@ -63,33 +58,10 @@ class PlantThread:
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
-        assert started.wait(5)
+        if not started.wait(5):
+            raise RuntimeError("the simulated plant did not start within 5 s")
         time.sleep(0.3)  # the server opens its end of the pty
 
     def close(self):
         self._loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(5)
-
-
-class PlantBench:
-    def __init__(self, directory, scenario, script, *args, line_baud=None):
-        """Ptys in `directory`; `line_baud` delays replies by their wire time at that baud."""
-        self.ptys = PtyPair(directory / "pile", directory / "plant")
-        self.pile_end, self.plant_end = self.ptys.a, self.ptys.b
-        self.sim = Simulation(scenario)
-        self.sim.faults.line_baud = line_baud
-        self.result = None
-        self.plant = PlantThread(self.sim, self.plant_end)
-        self.proc = subprocess.Popen([str(MICROPYTHON), script, self.pile_end, *args], cwd=REPO,
-                                     env=micropython_env(REPO / "firmware"),
-                                     stdout=subprocess.PIPE, text=True)
-
-    def ticks(self):
-        for line in self.proc.stdout:
-            yield json.loads(line)
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.plant.close()
-        self.ptys.close()

@@ -134,7 +134,7 @@ class Plant:
         self.converter.on_write = self._written
         self.devices = {converter_unit: self.converter, meter_unit: self.meter}
         self._heartbeat = None
-        self._publish()
+        self.publish()
 
     # -- what the firmware writes -------------------------------------------------------
 
@@ -193,9 +193,11 @@ class Plant:
         self.converter_temp_c += dt * (p.converter_heat_c_per_kws * kw
                                        - (self.converter_temp_c - p.ambient_c) / p.converter_tau_s)
         self.site_w = self.load_w(self.t) + power
-        self._publish()
+        self.publish()
 
-    def _publish(self):
+    def publish(self):
+        """Put the plant's state into the registers now; every step does, and a test that
+        changes the state between steps calls it so the change shows at once."""
         p = self.p
         status = READY
         if self.power_w:

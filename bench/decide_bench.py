@@ -1,10 +1,11 @@
-"""One control tick (envelope + arbitration) on the MicroPython unix port.
+"""One controller decision (`Controller.decide`: envelope, arbitration, ramp) on the
+MicroPython unix port.
 
-    MICROPYPATH=firmware micropython bench/tick_bench.py [ticks]
+    MICROPYPATH=firmware micropython bench/decide_bench.py [decisions]
 
-Prints microseconds per tick and heap bytes allocated per tick after warm-up,
-measured with gc disabled around the whole run (the goal is 0 bytes: the
-boards' heap must not fragment at 4 Hz for months). The inputs cycle through
+Prints microseconds per decision and heap bytes allocated per decision after warm-up,
+measured with gc disabled around the whole run (the goal is 0 bytes: the boards' heap
+must not fragment at up to 12 decisions a second for months). The inputs cycle through
 derating, site caps, the SOC floor and ramps so every branch is timed.
 """
 
@@ -14,19 +15,19 @@ import time
 
 from pile.config import Config
 from pile.control import Controller
-from pile.telemetry import EV_CONNECTED, READY, Telemetry
+from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY, Telemetry
 
-TICK_MS = 250
+PERIOD_MS = 250
 BATTERY_TEMPS = (250, 470, 520, 560, 490, 300)
 SITE_W = (4000, 9000, -2000, 12000, None)
 SOCS = (600, 199, 700, 1000)
 
 
 def main():
-    ticks = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    decisions = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
     ctl = Controller(Config({"site_import_limit_w": 16000}))
     tel = Telemetry()
-    tel.status = READY | EV_CONNECTED
+    tel.status = STATUS_READY | STATUS_EV_CONNECTED
     tel.rated_charge = tel.rated_discharge = 11000
     tel.ev_max_charge = tel.ev_max_discharge = 11000
     tel.converter_temp = 400
@@ -35,11 +36,11 @@ def main():
 
     def run(count, now):
         for i in range(count):
-            now += TICK_MS
+            now += PERIOD_MS
             tel.battery_temp = BATTERY_TEMPS[i % 6]
             tel.soc = SOCS[(i >> 3) & 3]
             tel.power = ctl.applied
-            ctl.tick(now, tel, True, SITE_W[i % 5], 0)
+            ctl.decide(now, tel, True, SITE_W[i % 5], 0)
         return now
 
     now = run(200, now)  # warm-up: first-time attribute and dict growth
@@ -47,13 +48,14 @@ def main():
     gc.disable()
     before = gc.mem_alloc()
     start = time.ticks_us()
-    now = run(ticks, now)
+    now = run(decisions, now)
     elapsed = time.ticks_diff(time.ticks_us(), start)
     allocated = gc.mem_alloc() - before
     gc.enable()
-    print("ticks: %d" % ticks)
-    print("time per tick: %.1f us" % (elapsed / ticks))
-    print("heap allocated per tick: %d bytes (%d in total)" % (allocated // ticks, allocated))
+    print("decisions: %d" % decisions)
+    print("time per decision: %.1f us" % (elapsed / decisions))
+    print("heap allocated per decision: %d bytes (%d in total)" % (allocated // decisions,
+                                                                    allocated))
 
 
 main()
