@@ -1,6 +1,6 @@
 # Two commands for a newcomer: `make bench` (the main job) and `make test`.
-# Both set up what they need: .venv with the pinned packages, the MicroPython
-# port stubs, and socat (apt) when it is missing.
+# Both set up what they need: .venv with the packages pinned in constraints.txt, the
+# MicroPython port stubs, and socat (apt) when it is missing.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,14 +13,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP) $(STUBS) socat
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 # Both stub packages define `machine`, so each port gets its own directory.
-$(VENV)/stubs/%/.installed: $(STAMP)
+$(VENV)/stubs/%/.installed: | $(STAMP)
 	$(BIN)/pip install --quiet --target $(VENV)/stubs/$* micropython-$*-stubs==1.29.0.post1
 	touch $@
 
@@ -51,7 +51,7 @@ deploy: setup
 
 # Speed and memory figures (see docs/performance.md).
 bench-perf: setup
-	MICROPYPATH=firmware $(BIN)/micropython bench/tick_bench.py
+	MICROPYPATH=firmware $(BIN)/micropython bench/decide_bench.py
 	MICROPYPATH=.frozen:firmware $(BIN)/micropython bench/protocol_bench.py
 	$(BIN)/python bench/bus_bench.py
 

@@ -1,7 +1,10 @@
 """Shared paths and runners for the host-side tests (fixtures are in conftest.py)."""
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pilectl import MICROPYTHON, micropython_env
@@ -49,3 +52,38 @@ class MicroPythonWorker:
 
 class WorkerError(Exception):
     """The firmware code under MicroPython raised; the message names the exception."""
+
+
+class Field:
+    """`pilectl` as a technician runs it, against a `pilectl.unixboard.BoardBench`.
+
+    `pilectl` is the command (by default this environment's), `env` more variables."""
+
+    def __init__(self, bench, home, pilectl=None, **env):
+        self.bench = bench
+        self.pilectl = str(pilectl or BIN / "pilectl")
+        self.env = dict(os.environ, PILECTL_HOME=str(home), **env)
+
+    def run(self, *args, home=None, link=True):
+        env = self.env if home is None else dict(self.env, PILECTL_HOME=str(home))
+        where = ["--port", self.bench.link_host] if link else []
+        return subprocess.run([self.pilectl, *args, *where], capture_output=True, text=True,
+                              env=env, timeout=60, cwd=self.bench.dir)
+
+    def json(self, *args, **kwargs):
+        result = self.run(*args, "--json", **kwargs)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def deploy(self, *extra):
+        return self.run("deploy", "--board", str(self.bench.board_file), "--port",
+                        self.bench.usb, *extra, link=False)
+
+    def until_up(self, seconds=20):
+        deadline = time.monotonic() + seconds
+        while True:
+            result = self.run("status", "--json")
+            if result.returncode == 0:
+                return json.loads(result.stdout)
+            assert time.monotonic() < deadline, result.stderr
+            time.sleep(0.5)

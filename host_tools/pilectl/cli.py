@@ -121,6 +121,7 @@ def _target(port, tcp, baud, key_file, timeout):
 
 def _call(target, action):
     """Run one link action; every failure becomes one line saying what to do next."""
+    from pilectl import wire
     from pilectl.client import LinkError, PileError
     from pilectl.field import FieldError, run
 
@@ -129,9 +130,9 @@ def _call(target, action):
     except (FieldError, LinkError) as exc:
         raise click.ClickException(str(exc)) from None
     except PileError as exc:
-        hint = {4: " (use the key provisioned on this pile, --key-file, or provision it "
-                   "again over USB serial)",
-                5: " (another tool is using this seq: retry)"}.get(exc.code, "")
+        hint = {wire.ERR_AUTH: " (use the key provisioned on this pile, --key-file, or "
+                               "provision it again over USB serial)",
+                wire.ERR_REPLAY: " (another tool is using this seq: retry)"}.get(exc.code, "")
         raise click.ClickException(f"{exc}{hint}") from None
 
 
@@ -173,7 +174,11 @@ def status(as_json, **link):
     data["reasons"] = data["reasons"] or "none"
     signed = data.pop("link")
     data["link"] = f"signed, key id {signed['key_id']}" if signed["signed"] else "unsigned"
+    diagnostics = data.pop("diagnostics")
     _table(f"pile {data['pile_id']}", data.items(), ["", "value"])
+    if diagnostics:
+        _table("diagnostics (counted since boot)", sorted(diagnostics.items()),
+               ["counter", "value"])
 
 
 @main.command()

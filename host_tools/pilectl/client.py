@@ -76,10 +76,13 @@ class Client:
         except LinkError:
             await self.close()
             raise
-        self.seq = max(self.seq, self.hello.get(8, 0) - 1)  # resume above what the pile saw
-        if self.hello.get(7) != 1:
+        # resume above what the pile saw
+        self.seq = max(self.seq, self.hello.get(wire.HELLO_NEXT_SEQ, 0) - 1)
+        protocol = self.hello.get(wire.HELLO_PROTOCOL)
+        if protocol != wire.PROTOCOL_VERSION:
             await self.close()
-            raise LinkError(f"the pile speaks protocol {self.hello.get(7)}, this tool speaks 1")
+            raise LinkError(f"the pile speaks protocol {protocol}, this tool speaks "
+                            f"{wire.PROTOCOL_VERSION}")
         return self
 
     async def _receive(self):
@@ -115,21 +118,23 @@ class Client:
                 raise wire.WireError("the pile sent an unsigned message but this tool has a "
                                      "key: provision the key on the pile")
             if fields[wire.TYPE] == wire.HELLO:
-                self.nonce = fields.get(4, b"")  # signs our messages once a key is set
+                self.nonce = fields.get(wire.HELLO_NONCE, b"")  # signs ours once keyed
             return fields
         unverified = wire.decode(self._payload(message))
         is_hello = unverified[wire.TYPE] == wire.HELLO
         if is_hello and self.key is None and self.keyring is not None:
             try:
-                self.key = self.keyring(unverified.get(2))
+                self.key = self.keyring(unverified.get(wire.HELLO_PILE_ID))
             except ValueError as exc:  # a damaged key file: say so instead of timing out
                 raise KeyMismatch(str(exc)) from exc
         candidates = [k for k in (self.key, *self._pending) if k is not None]
+        pile_id = unverified.get(wire.HELLO_PILE_ID, "?")
         if not candidates:
-            raise KeyMismatch(f"pile {unverified.get(2, '?')} signs its messages and this tool "
-                              "has no key for it: give --key-file, or provision a key over "
-                              "USB serial (pilectl provision-key)")
-        nonce = unverified.get(4, b"") if is_hello else self.nonce  # a HELLO brings its own
+            raise KeyMismatch(f"pile {pile_id} signs its messages and this tool has no key for "
+                              "it: give --key-file, or provision a key over USB serial "
+                              "(pilectl provision-key)")
+        # a HELLO brings its own nonce
+        nonce = unverified.get(wire.HELLO_NONCE, b"") if is_hello else self.nonce
         for key in candidates:
             try:
                 fields = wire.decode(wire.verify(key, message, nonce))
@@ -141,15 +146,14 @@ class Client:
                 self.nonce = nonce
             return fields
         if is_hello:
-            raise KeyMismatch(f"{failure}: use the key provisioned on pile "
-                              f"{unverified.get(2, '?')} (--key-file), or provision it again "
-                              "over USB serial")
+            raise KeyMismatch(f"{failure}: use the key provisioned on pile {pile_id} "
+                              "(--key-file), or provision it again over USB serial")
         raise failure
 
     @staticmethod
     def _payload(message):
         try:
-            return cbor2.loads(message).value[2]
+            return cbor2.loads(message).value[2]  # [protected, unprotected, payload, tag]
         except Exception as exc:  # anything malformed is a rejection
             raise wire.WireError(f"not a COSE_Mac0: {exc}") from exc
 
@@ -178,7 +182,7 @@ class Client:
                 break
             self.hello = fields  # an earlier greeting still in the line, or the pile rebooted
         if fields[wire.TYPE] == wire.ERROR:
-            raise PileError(fields.get(3), fields.get(4, ""))
+            raise PileError(fields.get(wire.ERROR_CODE), fields.get(wire.ERROR_DETAIL, ""))
         if expected is not None and fields[wire.TYPE] != expected:
             raise LinkError(f"expected message type {expected}, got {fields[wire.TYPE]}")
         return fields
@@ -190,15 +194,23 @@ class Client:
             await self._writer.drain()
             return await self._reply(expected)
 
-    async def exchange_raw(self, data, frame=True):
-        """Send `data` as it is (framed unless frame=False) and return the pile's next reply.
+    async def send_raw(self, data, frame=True):
+        """Send `data` as it is (framed unless frame=False), waiting for no reply.
 
-        For benches and fault finding: malformed, unsigned or replayed messages included.
-        An ERROR reply raises PileError like any other.
+        For benches and fault finding: garbage, malformed, unsigned or replayed messages.
         """
         async with self._lock:
-            self._writer.write(wire.frame(data) if frame else data)
-            await self._writer.drain()
+            await self._send_raw(data, frame)
+
+    async def _send_raw(self, data, frame):
+        self._writer.write(wire.frame(data) if frame else data)
+        await self._writer.drain()
+
+    async def exchange_raw(self, data, frame=True):
+        """Send `data` as `send_raw` does and return the pile's next reply; an ERROR reply
+        raises PileError like any other."""
+        async with self._lock:
+            await self._send_raw(data, frame)
             return await self._reply(None)
 
     def sign(self, fields):
@@ -207,35 +219,39 @@ class Client:
         return wire.sign(self.key, message, self.nonce) if self.key is not None else message
 
     async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None):
-        fields = {2: power_w, 3: ttl_s}
+        fields = {wire.SETPOINT_POWER: power_w, wire.SETPOINT_TTL: ttl_s}
         if departure_s is not None:
-            fields[4] = departure_s
+            fields[wire.SETPOINT_DEPARTURE] = departure_s
         if reserve_soc is not None:
-            fields[5] = reserve_soc
-        ack = await self.request(wire.SETPOINT, fields, wire.ACK)
-        return {"target_w": ack[3], "reasons": ack[4]}
+            fields[wire.SETPOINT_RESERVE] = reserve_soc
+        return _ack(await self.request(wire.SETPOINT, fields, wire.ACK))
 
     async def config_get(self, keys=None):
-        fields = {} if keys is None else {2: list(keys)}
-        return (await self.request(wire.CONFIG_GET, fields, wire.CONFIG))[2]
+        fields = {} if keys is None else {wire.BODY: list(keys)}
+        return (await self.request(wire.CONFIG_GET, fields, wire.CONFIG))[wire.BODY]
 
     async def config_set(self, changes):
-        return (await self.request(wire.CONFIG_SET, {2: changes}, wire.CONFIG))[2]
+        return (await self.request(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG))[wire.BODY]
 
     async def provision_key(self, key):
         """Set (bytes) or remove (None) the pile's link key; the reply proves the new key."""
         self._pending = (key,)  # the reply comes under the new key, a refusal under the old
         try:
-            return await self.request(wire.CONFIG_SET, {2: {"link_key": key}}, wire.CONFIG)
+            return await self.request(wire.CONFIG_SET, {wire.BODY: {wire.LINK_KEY: key}},
+                                      wire.CONFIG)
         finally:
             self._pending = ()
 
     async def events(self, first=0):
-        return (await self.request(wire.EVENTS_GET, {2: first}, wire.EVENTS))[2]
+        return (await self.request(wire.EVENTS_GET, {wire.BODY: first}, wire.EVENTS))[wire.BODY]
+
+    async def diagnostics(self):
+        """The firmware's counters (bus, devices, link), by name."""
+        reply = await self.request(wire.DIAGNOSTICS_GET, {}, wire.DIAGNOSTICS)
+        return reply[wire.BODY]
 
     async def command(self, name):
-        ack = await self.request(wire.COMMAND, {2: wire.COMMANDS[name]}, wire.ACK)
-        return {"target_w": ack[3], "reasons": ack[4]}
+        return _ack(await self.request(wire.COMMAND, {wire.BODY: wire.COMMANDS[name]}, wire.ACK))
 
     async def telemetry(self):
         """The next TELEMETRY message, as a dict of field names."""
@@ -250,6 +266,10 @@ class Client:
             await self._writer.wait_closed()
         except OSError:
             pass  # the far end is already gone: closing is all we wanted
+
+
+def _ack(ack):
+    return {"target_w": ack[wire.ACK_TARGET], "reasons": ack[wire.ACK_REASONS]}
 
 
 async def open_serial(path, baud=115200):

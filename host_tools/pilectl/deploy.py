@@ -115,7 +115,7 @@ def build_image(board_file, source=None):
     return board, image
 
 
-class Board:
+class RawRepl:
     """A MicroPython board on a serial port, in the raw REPL while open."""
 
     def __init__(self, port):
@@ -198,12 +198,12 @@ class Board:
 
 
 def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
-    """Deploy and reset; returns the Board (for its console `banner`) and a report (files,
+    """Deploy and reset; returns the RawRepl (for its console `banner`) and a report (files,
     bytes, seconds). Waiting for HELLO is the caller's, which knows the link."""
     started = time.monotonic()
     board_spec, image = build_image(board_file, source)
     local_major = local_mpy_version()[0]
-    board = Board(port)
+    board = RawRepl(port)
     try:
         mpy, platform, remote = board.inventory()
         version = board_mpy_version(mpy)

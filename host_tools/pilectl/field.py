@@ -50,7 +50,8 @@ async def connect(target):
 
 
 def readable_hello(hello):
-    return {name: hello.get(key) for key, name in wire.HELLO_FIELDS.items() if key != 4}
+    return {name: hello.get(key) for key, name in wire.HELLO_FIELDS.items()
+            if key != wire.HELLO_NONCE}
 
 
 def readable_telemetry(t):
@@ -79,10 +80,19 @@ def readable_telemetry(t):
 
 
 async def status(client):
+    """Who the pile is, its latest telemetry, and its diagnostic counters (None from a
+    firmware too old to have them)."""
     telemetry = await client.telemetry()
+    try:
+        diagnostics = await client.diagnostics()
+    except PileError as exc:
+        if exc.code != wire.ERR_UNKNOWN_TYPE:
+            raise
+        diagnostics = None
     return {"link": {"signed": client.key is not None,
                      "key_id": wire.key_id(client.key).hex() if client.key else None},
-            **readable_hello(client.hello), **readable_telemetry(telemetry)}
+            **readable_hello(client.hello), **readable_telemetry(telemetry),
+            "diagnostics": diagnostics}
 
 
 async def monitor(client, on_sample, count=None):
@@ -156,7 +166,7 @@ async def events(client, since=0):
 
 async def provision_key(client, target, remove=False):
     """A new random key to the pile over the serial link; saved before it is sent."""
-    pile_id = client.hello.get(2)
+    pile_id = client.hello.get(wire.HELLO_PILE_ID)
     final = keys.path_for(pile_id) if not target.key_file else target.key_file
     if remove:
         await client.provision_key(None)

@@ -1,7 +1,7 @@
 """Link protocol v1 on the host (DESIGN section 5), built on independent libraries.
 
-Framing uses the `cobs` package and pymodbus's CRC, messages use cbor2 and the
-authentication pycose, so every host test also cross-checks the firmware's own
+Framing uses the `cobs` package and fastcrc's CRC-16/MODBUS, messages use cbor2 and
+the authentication pycose, so every host test also cross-checks the firmware's own
 codec, COBS, CRC and HMAC instead of agreeing with itself.
 """
 
@@ -9,27 +9,41 @@ import hashlib
 
 import cbor2
 from cobs import cobs
+from fastcrc import crc16
 from pycose.algorithms import HMAC25664
 from pycose.headers import KID, Algorithm
 from pycose.keys import SymmetricKey
 from pycose.messages import CoseMessage, Mac0Message
-from pymodbus.framer import FramerRTU
 
 MAX_FRAME = 512  # message + CRC, before COBS
+PROTOCOL_VERSION = 1
 
+# The host's one table of protocol v1 numbers; tests/test_wire_contract.py holds it
+# against the firmware, which is written independently.
 HELLO, TELEMETRY, SETPOINT, ACK, CONFIG_GET, CONFIG_SET = 1, 2, 3, 4, 5, 6
 CONFIG, EVENTS_GET, EVENTS, COMMAND, ERROR = 7, 8, 9, 10, 11
+DIAGNOSTICS_GET, DIAGNOSTICS = 12, 13  # extension: the firmware's counters
 TYPE, SEQ = 0, 1
+BODY = 2  # the one field of CONFIG_GET/SET, CONFIG, EVENTS_GET, EVENTS, COMMAND, DIAGNOSTICS
 
-ERRORS = {1: "malformed", 2: "unknown type", 3: "bad field", 4: "auth", 5: "replay",
-          6: "out of range", 7: "busy"}
+SETPOINT_POWER, SETPOINT_TTL, SETPOINT_DEPARTURE, SETPOINT_RESERVE = 2, 3, 4, 5
+ACK_SEQ, ACK_TARGET, ACK_REASONS = 2, 3, 4
+ERROR_SEQ, ERROR_CODE, ERROR_DETAIL = 2, 3, 4
+HELLO_PILE_ID, HELLO_FIRMWARE, HELLO_NONCE, HELLO_PROTOCOL, HELLO_NEXT_SEQ = 2, 3, 4, 7, 8
+
+ERR_MALFORMED, ERR_UNKNOWN_TYPE, ERR_BAD_FIELD, ERR_AUTH = 1, 2, 3, 4
+ERR_REPLAY, ERR_OUT_OF_RANGE, ERR_BUSY = 5, 6, 7
+ERRORS = {ERR_MALFORMED: "malformed", ERR_UNKNOWN_TYPE: "unknown type",
+          ERR_BAD_FIELD: "bad field", ERR_AUTH: "auth", ERR_REPLAY: "replay",
+          ERR_OUT_OF_RANGE: "out of range", ERR_BUSY: "busy"}
 COMMANDS = {"reset-fault": 1, "reboot": 2, "stop": 3, "release": 4}
 TELEMETRY_FIELDS = {2: "state", 3: "power_w", 4: "soc_permille", 5: "battery_temp_dc",
                     6: "converter_temp_dc", 7: "max_charge_w", 8: "max_discharge_w",
                     9: "reasons", 10: "applied_w", 11: "ttl_left_s", 12: "site_w",
                     13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh"}
-HELLO_FIELDS = {2: "pile_id", 3: "firmware", 4: "nonce", 5: "rated_charge_w",
-                6: "rated_discharge_w", 7: "protocol"}
+HELLO_FIELDS = {HELLO_PILE_ID: "pile_id", HELLO_FIRMWARE: "firmware", HELLO_NONCE: "nonce",
+                5: "rated_charge_w", 6: "rated_discharge_w", HELLO_PROTOCOL: "protocol"}
+LINK_KEY = "link_key"  # the write-only config key that provisions the key
 
 
 class WireError(ValueError):
@@ -37,8 +51,8 @@ class WireError(ValueError):
 
 
 def crc_bytes(message):
-    """CRC-16/MODBUS, little-endian: pymodbus returns it already in wire byte order."""
-    return FramerRTU.compute_CRC(message).to_bytes(2, "big")
+    """CRC-16/MODBUS, little-endian as on the wire."""
+    return crc16.modbus(bytes(message)).to_bytes(2, "little")
 
 
 def frame(message):

@@ -1,0 +1,55 @@
+"""pilectl installed from its wheel (not the editable checkout), run from another directory.
+
+A technician's install has no repository beside it: the firmware it deploys is the copy
+installed with it (package data), and `--help`, `status` and `deploy` must work.
+The wheel goes into a folder of its own (pip --target, no dependencies: those are this
+environment's), which comes first on the path, so nothing is imported from the checkout.
+"""
+
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, Field
+from pile import VERSION
+from pilectl.sim.run import load_scenario
+from pilectl.unixboard import BoardBench
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    target = tmp_path_factory.mktemp("installed")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                             "--no-build-isolation", "--target", str(target), str(ROOT)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+def test_the_installed_copy_is_what_runs(installed, tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import pile, pilectl; print(pilectl.FIRMWARE,"
+                             " pile.__file__)"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(installed)})
+    firmware, pile = result.stdout.split()
+    assert firmware == str(installed / "pilectl" / "firmware") and pile.startswith(str(installed))
+    assert (installed / "pilectl" / "firmware" / "profiles" / "generic-v2g.json").exists()
+    assert not (installed / "micropython.py").exists()  # the const() shim is inside `pile`
+
+
+def test_help_deploy_and_status_from_another_directory(installed, tmp_path, socat):
+    bench = BoardBench(tmp_path / "board", load_scenario("steady"))
+    field = Field(bench, tmp_path / "home", pilectl=installed / "bin" / "pilectl",
+                  PYTHONPATH=str(installed))
+    try:
+        helped = field.run("--help", link=False)
+        assert helped.returncode == 0 and "deploy" in helped.stdout
+        deployed = field.json("deploy", "--board", str(bench.board_file), "--port", bench.usb,
+                              "--link", bench.link_host, link=False)
+        assert deployed["firmware"] == VERSION and len(deployed["files_copied"]) > 20
+        assert "profiles/generic-v2g.json" in deployed["files_copied"]
+        assert "pile/_cpython.mpy" not in deployed["files_copied"]  # host-only shim
+        status = field.json("status")
+        assert status["pile_id"] == "field-001" and status["diagnostics"]["periods"] > 0
+    finally:
+        bench.close()
+    assert bench.sim.oracle.violations == []

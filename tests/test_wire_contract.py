@@ -1,0 +1,77 @@
+"""The host's protocol table (pilectl.wire) against the firmware's (pile.protocol).
+
+The two sides are written independently on purpose; this holds them together: every
+number the host names is the firmware's, and the fields the host reads out of HELLO
+and TELEMETRY carry what the firmware put there.
+"""
+
+import cbor2
+from pile import protocol
+from pile.app import Pile
+from pilectl import wire
+
+MESSAGE_TYPES = ("HELLO", "TELEMETRY", "SETPOINT", "ACK", "CONFIG_GET", "CONFIG_SET", "CONFIG",
+                 "EVENTS_GET", "EVENTS", "COMMAND", "ERROR", "DIAGNOSTICS_GET", "DIAGNOSTICS")
+
+
+def test_message_types_error_codes_and_commands_are_the_firmwares():
+    for name in MESSAGE_TYPES:
+        assert getattr(wire, name) == getattr(protocol, name), name
+    errors = {getattr(protocol, k): k for k in vars(protocol) if k.startswith("ERR_")}
+    assert set(wire.ERRORS) == set(errors)
+    for name in errors.values():
+        assert getattr(wire, name) == getattr(protocol, name), name
+    commands = {k: getattr(protocol, k) for k in vars(protocol) if k.startswith("CMD_")}
+    assert {"CMD_" + k.upper().replace("-", "_"): v for k, v in wire.COMMANDS.items()} == commands
+    assert wire.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
+    assert wire.LINK_KEY == protocol.KEY
+
+
+def pile_with_readings():
+    pile = Pile("contract-001")
+    tel = pile.tel
+    for value, name in enumerate(("power", "soc", "battery_temp", "converter_temp",
+                                  "fault_code", "energy_in", "energy_out", "rated_charge",
+                                  "rated_discharge"), start=101):
+        setattr(tel, name, value)
+    pile.site_w = 4321
+    return pile
+
+
+def test_hello_fields_read_what_the_firmware_sent():
+    pile = pile_with_readings()
+    hello = cbor2.loads(protocol.Session(pile).hello())
+    named = {name: hello[key] for key, name in wire.HELLO_FIELDS.items()}
+    assert named == {"pile_id": "contract-001", "firmware": pile.version, "nonce": pile.nonce,
+                     "rated_charge_w": 108, "rated_discharge_w": 109,
+                     "protocol": wire.PROTOCOL_VERSION}
+    assert hello[wire.HELLO_NEXT_SEQ] == 0
+
+
+def test_telemetry_fields_read_what_the_firmware_sent():
+    pile = pile_with_readings()
+    tel = cbor2.loads(protocol.Session(pile).telemetry())
+    assert tel[wire.TYPE] == wire.TELEMETRY and tel[wire.SEQ] == 1
+    named = {name: tel[key] for key, name in wire.TELEMETRY_FIELDS.items()}
+    ctl = pile.ctl
+    assert named == {"state": ctl.state, "power_w": 101, "soc_permille": 102,
+                     "battery_temp_dc": 103, "converter_temp_dc": 104,
+                     "max_charge_w": ctl.env.max_charge, "max_discharge_w": ctl.env.max_discharge,
+                     "reasons": ctl.reasons, "applied_w": ctl.applied, "ttl_left_s": 0,
+                     "site_w": 4321, "fault_code": 105, "uptime_s": ctl.uptime_s,
+                     "energy_in_wh": 106, "energy_out_wh": 107}
+    assert set(tel) == {wire.TYPE, wire.SEQ, *wire.TELEMETRY_FIELDS}
+
+
+def test_ack_and_error_fields_read_what_the_firmware_sent():
+    pile = pile_with_readings()
+    session = protocol.Session(pile)
+    request = {wire.TYPE: wire.SETPOINT, wire.SEQ: 7, wire.SETPOINT_POWER: 1000,
+               wire.SETPOINT_TTL: 60}
+    ack = cbor2.loads(session.handle(wire.encode(request)))
+    assert ack[wire.TYPE] == wire.ACK and ack[wire.ACK_SEQ] == 7
+    assert ack[wire.ACK_TARGET] == 0  # nothing read from the converter yet: a closed envelope
+    assert ack[wire.ACK_REASONS] == pile.ctl.env.reasons
+    error = cbor2.loads(session.handle(wire.encode({**request, wire.SETPOINT_TTL: 0})))
+    assert error[wire.TYPE] == wire.ERROR and error[wire.ERROR_SEQ] == 7
+    assert error[wire.ERROR_CODE] == wire.ERR_REPLAY and "seq" in error[wire.ERROR_DETAIL]
