@@ -2,6 +2,7 @@
 
 import asyncio
 
+from pile.control import STATE_IDLE
 from pilectl.client import Client
 from pilectl.sim.run import Simulation
 from pilectl.vbench import VirtualBench
@@ -57,7 +58,7 @@ class VirtualPile(PileUnderTest):
         await self.bench.start()
         self.sim = self.bench.sim
         self.client = await self.bench.tcp()
-        await self.until(lambda t: t["state"] == 1 and t["site_w"] is not None,
+        await self.until(lambda t: t["state"] == STATE_IDLE and t["site_w"] is not None,
                          what="the pile settling idle with a meter reading")
         return self
 

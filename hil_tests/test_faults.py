@@ -4,33 +4,42 @@ import asyncio
 
 import pytest
 from pile import limits
+from pile.control import STATE_DISCHARGING, STATE_FAULT, STATE_IDLE, STATE_NO_EV, STATE_STOPPED
+from pile.events import (
+    EVENT_EV_PLUGGED,
+    EVENT_EV_UNPLUGGED,
+    EVENT_FAULT,
+    EVENT_FAULT_CLEARED,
+    EVENT_METER_BACK,
+    EVENT_METER_LOST,
+    EVENT_STOP,
+)
+from pilectl import wire
 from pilectl.client import PileError
-
-IDLE, DISCHARGING, FAULT, STOPPED, NO_EV = 1, 3, 4, 5, 6
 
 
 async def test_silent_converter_faults_then_recovers(pile):
     await pile.client.setpoint(-4000, 60)
     await pile.until(lambda t: t["applied_w"] == -4000)
     pile.faults.silent = True
-    tel = await pile.until(lambda t: t["state"] == FAULT, what="FAULT after 3 failed polls")
-    assert tel["reasons"] & limits.CONVERTER_FAULT and tel["applied_w"] == 0
+    tel = await pile.until(lambda t: t["state"] == STATE_FAULT, what="a fault after 3 failed polls")
+    assert tel["reasons"] & limits.REASON_CONVERTER_FAULT and tel["applied_w"] == 0
     pile.faults.silent = False
-    await pile.until(lambda t: t["state"] == DISCHARGING and t["applied_w"] == -4000,
+    await pile.until(lambda t: t["state"] == STATE_DISCHARGING and t["applied_w"] == -4000,
                      what="the setpoint re-applied after recovery")
     events = [e[2] for e in await pile.client.events()]
-    assert 2 in events and 3 in events  # fault, fault cleared
+    assert EVENT_FAULT in events and EVENT_FAULT_CLEARED in events
 
 
 async def test_expired_setpoint_is_not_reapplied_after_recovery(pile):
     await pile.client.setpoint(-4000, 3)
     await pile.until(lambda t: t["applied_w"] == -4000)
     pile.faults.silent = True
-    await pile.until(lambda t: t["state"] == FAULT)
+    await pile.until(lambda t: t["state"] == STATE_FAULT)
     await asyncio.sleep(3)
     pile.faults.silent = False
-    tel = await pile.until(lambda t: t["state"] == IDLE, what="idle, not discharging, after")
-    assert tel["applied_w"] == 0 and tel["reasons"] & limits.SETPOINT_EXPIRED
+    tel = await pile.until(lambda t: t["state"] == STATE_IDLE, what="idle, not discharging, after")
+    assert tel["applied_w"] == 0 and tel["reasons"] & limits.REASON_SETPOINT_EXPIRED
 
 
 async def test_crc_noise_on_the_bus_is_ridden_out(pile):
@@ -43,9 +52,9 @@ async def test_crc_noise_on_the_bus_is_ridden_out(pile):
     await asyncio.sleep(1.5)
     pile.faults.noise = b""
     tel = await pile.until(lambda t: t["applied_w"] == -3000)
-    assert tel["state"] == DISCHARGING
+    assert tel["state"] == STATE_DISCHARGING
     events = [e[2] for e in await pile.client.events()]
-    assert 2 not in events  # no fault logged
+    assert EVENT_FAULT not in events
 
 
 async def test_meter_lost_and_back_is_logged(pile):
@@ -54,7 +63,7 @@ async def test_meter_lost_and_back_is_logged(pile):
     pile.faults.silent_units.discard(2)
     await pile.until(lambda t: t["site_w"] is not None)
     codes = [e[2] for e in await pile.client.events()]
-    assert codes[-2:] == [8, 9]  # meter lost, then back
+    assert codes[-2:] == [EVENT_METER_LOST, EVENT_METER_BACK]
 
 
 async def test_host_link_lost_means_expiry_then_fallback(pile):
@@ -65,33 +74,33 @@ async def test_host_link_lost_means_expiry_then_fallback(pile):
     assert pile.plant.power_w == 0 and pile.plant.commanded_w == 0
     pile.client = await pile.tcp()
     tel = await pile.until(lambda t: True)
-    assert tel["reasons"] & limits.SETPOINT_EXPIRED and tel["applied_w"] == 0
+    assert tel["reasons"] & limits.REASON_SETPOINT_EXPIRED and tel["applied_w"] == 0
 
 
 async def test_ev_unplugged_stops_and_forgets_the_departure(pile):
     await pile.client.setpoint(-4000, 60, departure_s=7200, reserve_soc=40)
     await pile.until(lambda t: t["applied_w"] == -4000)
     pile.plant.ev_connected = False
-    tel = await pile.until(lambda t: t["state"] == NO_EV)
-    assert tel["applied_w"] == 0 and tel["reasons"] & limits.NO_EV
+    tel = await pile.until(lambda t: t["state"] == STATE_NO_EV)
+    assert tel["applied_w"] == 0 and tel["reasons"] & limits.REASON_NO_EV
     pile.plant.ev_connected = True
     pile.plant.soc = 0.45  # the next car, with no departure given
     await pile.client.setpoint(-3000, 60)
     await pile.until(lambda t: t["applied_w"] == -3000
-                     and not t["reasons"] & limits.DEPARTURE_RESERVE)
+                     and not t["reasons"] & limits.REASON_DEPARTURE_RESERVE)
     codes = [e[2] for e in await pile.client.events()]
-    assert 13 in codes and codes.count(12) >= 2  # unplugged, plugged in (twice)
+    assert EVENT_EV_UNPLUGGED in codes and codes.count(EVENT_EV_PLUGGED) >= 2  # twice
 
 
 async def test_command_stop_latches_until_released(pile):
     await pile.client.setpoint(-4000, 60)
     await pile.until(lambda t: t["applied_w"] == -4000)
     await pile.client.command("stop")
-    tel = await pile.until(lambda t: t["state"] == STOPPED)
-    assert tel["applied_w"] == 0 and tel["reasons"] & limits.STOPPED
+    tel = await pile.until(lambda t: t["state"] == STATE_STOPPED)
+    assert tel["applied_w"] == 0 and tel["reasons"] & limits.REASON_STOPPED
     await pile.client.setpoint(-4000, 60)  # a new setpoint does not undo the stop
     tel = await pile.until(lambda t: t["ttl_left_s"] >= 59)
-    assert tel["state"] == STOPPED and tel["applied_w"] == 0
+    assert tel["state"] == STATE_STOPPED and tel["applied_w"] == 0
     await pile.client.command("release")
     await pile.until(lambda t: t["applied_w"] == -4000, what="power back after release")
 
@@ -101,25 +110,25 @@ async def test_estop_latches_and_release_waits_for_the_input(pile):
     await pile.client.setpoint(-4000, 60)
     await pile.until(lambda t: t["applied_w"] == -4000)
     pile.press_estop()
-    tel = await pile.until(lambda t: t["state"] == STOPPED)
+    tel = await pile.until(lambda t: t["state"] == STATE_STOPPED)
     assert tel["applied_w"] == 0
     with pytest.raises(PileError) as busy:
         await pile.client.command("release")
-    assert busy.value.code == 7
+    assert busy.value.code == wire.ERR_BUSY
     pile.press_estop(False)
     await asyncio.sleep(0.5)
     tel = await pile.until(lambda t: True)
-    assert tel["state"] == STOPPED  # the latch holds after the input clears
+    assert tel["state"] == STATE_STOPPED  # the latch holds after the input clears
     await pile.client.command("release")
     await pile.until(lambda t: t["applied_w"] == -4000)
-    stops = [e for e in await pile.client.events() if e[2] == 4]
+    stops = [e for e in await pile.client.events() if e[2] == EVENT_STOP]
     assert stops and stops[0][3] == 2  # logged as an E-stop
 
 
 async def test_converter_fault_bit_then_reset(pile):
     pile.plant.fault_code = 17
-    tel = await pile.until(lambda t: t["state"] == FAULT)
-    assert tel["fault_code"] == 17 and tel["reasons"] & limits.CONVERTER_FAULT
+    tel = await pile.until(lambda t: t["state"] == STATE_FAULT)
+    assert tel["fault_code"] == 17 and tel["reasons"] & limits.REASON_CONVERTER_FAULT
     await pile.client.command("reset-fault")
-    await pile.until(lambda t: t["state"] == IDLE and t["fault_code"] == 0,
+    await pile.until(lambda t: t["state"] == STATE_IDLE and t["fault_code"] == 0,
                      what="the fault cleared by COMMAND 1")

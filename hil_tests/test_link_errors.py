@@ -1,6 +1,7 @@
 """One test per protocol error, on the live link: each is refused and changes nothing."""
 
 import pytest
+from pile.control import STATE_STOPPED
 from pilectl import wire
 from pilectl.client import PileError
 
@@ -17,10 +18,13 @@ async def refused(pile, make, code):
 
 async def test_malformed_frames_are_dropped_and_bad_messages_refused(pile):
     garbage = b"\x13\x37\xff\xfe\x00"  # not a frame: dropped, the link resynchronises
-    pile.client._writer.write(garbage)
-    error = await refused(pile, lambda: b"\xff\xff not cbor", 1)
+    await pile.client.send_raw(garbage, frame=False)
+    error = await refused(pile, lambda: b"\xff\xff not cbor", wire.ERR_MALFORMED)
     assert "CBOR" in error.detail
     assert (await pile.client.config_get(["min_soc"])) == {"min_soc": 20}
+
+
+SETPOINT = {wire.TYPE: wire.SETPOINT, wire.SETPOINT_POWER: -4000, wire.SETPOINT_TTL: 60}
 
 
 def signed(pile, fields):
@@ -30,12 +34,13 @@ def signed(pile, fields):
 
 
 async def test_unknown_type_is_refused(pile):
-    await refused(pile, lambda: signed(pile, {wire.TYPE: 99}), 2)
+    await refused(pile, lambda: signed(pile, {wire.TYPE: 99}), wire.ERR_UNKNOWN_TYPE)
 
 
 async def test_out_of_range_setpoint_is_refused(pile):
     for ttl in (0, 3601):
-        error = await refused(pile, lambda ttl=ttl: signed(pile, {0: 3, 2: -4000, 3: ttl}), 6)
+        request = {**SETPOINT, wire.SETPOINT_TTL: ttl}
+        error = await refused(pile, lambda r=request: signed(pile, r), wire.ERR_OUT_OF_RANGE)
         assert "ttl" in error.detail
     tel = await pile.until(lambda t: True)
     assert tel["applied_w"] == 0 and tel["ttl_left_s"] == 0
@@ -44,28 +49,29 @@ async def test_out_of_range_setpoint_is_refused(pile):
 async def test_out_of_range_config_is_refused_with_the_allowed_range(pile):
     with pytest.raises(PileError) as error:
         await pile.client.config_set({"min_soc": 20, "site_import_limit_w": 5000000})
-    assert error.value.code == 6 and "0..1000000 W" in error.value.detail
+    assert error.value.code == wire.ERR_OUT_OF_RANGE and "0..1000000 W" in error.value.detail
     assert (await pile.client.config_get(["site_import_limit_w"]))["site_import_limit_w"] == 16000
 
 
 async def test_bad_mac_is_refused(pile):
     def tampered():
-        data = bytearray(signed(pile, {0: 3, 2: -4000, 3: 60}))
+        data = bytearray(signed(pile, SETPOINT))
         data[-1] ^= 0x01
         return bytes(data)
 
-    error = await refused(pile, tampered, 4)
+    error = await refused(pile, tampered, wire.ERR_AUTH)
     assert "MAC" in error.detail
-    await refused(pile, lambda: wire.encode({0: 3, 1: pile.client.seq + 1, 2: -4000, 3: 60}), 4)
+    unsigned = {**SETPOINT, wire.SEQ: pile.client.seq + 1}
+    await refused(pile, lambda: wire.encode(unsigned), wire.ERR_AUTH)
     tel = await pile.until(lambda t: True)
     assert tel["applied_w"] == 0
 
 
 async def test_replay_is_refused(pile):
-    data = signed(pile, {0: 10, 2: 3})  # COMMAND stop
+    data = signed(pile, {wire.TYPE: wire.COMMAND, wire.BODY: wire.COMMANDS["stop"]})
     reply = await pile.client.exchange_raw(data)
     assert reply[wire.TYPE] == wire.ACK
     await pile.client.command("release")
-    await refused(pile, lambda: data, 5)
+    await refused(pile, lambda: data, wire.ERR_REPLAY)
     tel = await pile.until(lambda t: True)
-    assert tel["state"] != 5  # the replayed stop did not latch again
+    assert tel["state"] != STATE_STOPPED  # the replayed stop did not latch again

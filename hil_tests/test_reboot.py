@@ -1,6 +1,7 @@
 """A reboot keeps the config and the key, and starts a new boot nonce."""
 
 import pytest
+from pile.events import EVENT_BOOT, EVENT_REBOOT_REQUESTED
 
 
 @pytest.mark.virtual_only("the board test reconnects over USB after its own reset")
@@ -12,4 +13,5 @@ async def test_reboot_keeps_config_and_key(pile):
     assert await pile.client.config_get(["min_soc", "ramp_w_per_s"]) == {
         "min_soc": 33, "ramp_w_per_s": 4000}
     events = [e[2] for e in await pile.client.events()]
-    assert events[0] == 1 and 11 not in events  # a new boot: the log starts again
+    # a new boot: the log starts again
+    assert events[0] == EVENT_BOOT and EVENT_REBOOT_REQUESTED not in events

@@ -1,5 +1,7 @@
 """Fixtures for the host-side tests; shared paths and runners live in helpers.py."""
 
+import shutil
+
 import pytest
 from helpers import MICROPYTHON, MicroPythonWorker, run_micropython
 
@@ -16,3 +18,10 @@ def mp_worker(micropython):
     worker = MicroPythonWorker()
     yield worker
     worker.close()
+
+
+@pytest.fixture(scope="session")
+def socat():
+    """Pty pairs need socat; like every tool `make setup` installs, its absence fails."""
+    if shutil.which("socat") is None:
+        pytest.fail("socat is not installed: run `make setup` (it installs socat with apt-get)")

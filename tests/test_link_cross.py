@@ -1,4 +1,4 @@
-"""Firmware COSE and framing under MicroPython, against pycose, the cobs package and pymodbus.
+"""Firmware COSE and framing under MicroPython, against pycose, the cobs package and fastcrc.
 
 The host side (host_tools/pilectl/wire.py) is built on those independent
 libraries, so agreement here means both implementations follow the standards.

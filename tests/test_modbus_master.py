@@ -7,7 +7,6 @@ injected in the server: silence, exception codes, corrupted CRC, noise, another 
 
 import asyncio
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -30,8 +29,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("socat") is None,
-                                reason="socat is missing: run `make setup` (apt-get install socat)")
+pytestmark = pytest.mark.usefixtures("socat")
 BAUD = 115200
 
 

@@ -1,7 +1,6 @@
 """`pilectl bench` as a newcomer runs it: the whole pile on the virtual bench, one minute."""
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -9,7 +8,7 @@ from helpers import BIN
 from pile import limits
 
 
-@pytest.mark.skipif(shutil.which("socat") is None, reason="socat is missing: run `make setup`")
+@pytest.mark.usefixtures("socat")
 def test_bench_plays_the_evening_with_zero_violations(tmp_path):
     out = tmp_path / "bench-out"
     result = subprocess.run([str(BIN / "pilectl"), "bench", "--json", "--out", str(out)],
@@ -33,14 +32,15 @@ def test_bench_plays_the_evening_with_zero_violations(tmp_path):
     # the first second of a discharge (the plant's power still rising from 0) aside.
     following = [r["load_w"] + r["plant_power_w"]
                  for before, r in zip(rows, rows[1:], strict=False)
-                 if r["reasons"] & limits.SITE_EXPORT_CAP and r["applied_w"] < 0
+                 if r["reasons"] & limits.REASON_SITE_EXPORT_CAP and r["applied_w"] < 0
                  and r["power_w"] < 0 and before["power_w"] < 0
-                 and not r["reasons"] & (limits.RAMPING | limits.DEPARTURE_RESERVE)]
+                 and not r["reasons"] & (limits.REASON_RAMPING | limits.REASON_DEPARTURE_RESERVE)]
     assert len(following) >= 10
     assert -300 <= min(following) and max(following) <= 600, "discharge see-saws around the load"
     reasons = 0
     for row in rows:
         reasons |= row["reasons"]
-    for bit in (limits.DEPARTURE_RESERVE, limits.BATTERY_HOT, limits.SITE_EXPORT_CAP):
+    for bit in (limits.REASON_DEPARTURE_RESERVE, limits.REASON_BATTERY_HOT,
+                limits.REASON_SITE_EXPORT_CAP):
         assert reasons & bit, f"the scenario never showed reason bit {bit}"
     assert any(r["applied_w"] < 0 for r in rows) and any(r["applied_w"] > 0 for r in rows)
