@@ -11,8 +11,9 @@ from pile import limits
 @pytest.mark.usefixtures("socat")
 def test_bench_plays_the_evening_with_zero_violations(tmp_path):
     out = tmp_path / "bench-out"
-    result = subprocess.run([str(BIN / "pilectl"), "bench", "--json", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    # as `make bench` runs it: the output folder relative to where the command runs
+    result = subprocess.run([str(BIN / "pilectl"), "bench", "--json", "--out", "bench-out"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["violations"] == []

@@ -47,7 +47,7 @@ class VirtualBench:
         """`firmware` is a directory with main.py, pile/ and profiles/ (default: the
         firmware sources pilectl came with; pilectl.build makes the .mpy build a board
         gets)."""
-        self.dir = Path(directory)
+        self.dir = Path(directory).resolve()  # the firmware runs in it
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.key = secrets.token_bytes(32) if key is True else key
