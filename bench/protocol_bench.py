@@ -136,7 +136,7 @@ def main():
         print("%-10s %5d %10d %7d %5d %12s %15.1f %15.1f" % (
             row["message"], row["cbor"], row["cose_mac0"], row["framed"], row["json"],
             row.get("ocpp21_json", "-"), row["encode_decode_us"], row["sign_verify_us"]))
-    print("signed SETPOINT handled end to end (deframe, verify, apply, signed ACK): "
+    print("signed SETPOINT handled end to end (deframe, verify, apply, signed and framed ACK): "
           "%.1f us, %d heap bytes per request" % (per_request_us, per_request_bytes))
     print(json.dumps({"rows": rows, "request_us": per_request_us,
                       "request_heap_bytes": per_request_bytes}))

@@ -31,7 +31,7 @@ class Controller:
         self.cfg = cfg
         self.env = limits.Envelope()
         self.state = STATE_BOOT
-        self.applied = 0  # W, what the converter is told this tick
+        self.applied = 0  # W, what the converter is told after this decision
         self.target = 0  # W, the request clamped into the envelope, before ramping
         self.reasons = 0
         self.setpoint = 0
@@ -47,7 +47,7 @@ class Controller:
         self._ttl_ms = 0
         self._departure_at_s = 0
         self._seen_converter = False
-        self._tel = None  # the readings of the last tick
+        self._tel = None  # the readings of the last decision
 
     # -- requests from the host -------------------------------------------------
 

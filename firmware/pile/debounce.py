@@ -1,7 +1,7 @@
 """A digital input (E-stop, door switch) that only changes state after a stable period.
 
 Takes any object with `value()` (a machine.Pin on the boards), sampled every
-control tick: contact bounce cannot toggle the stop latch.
+decision of the control loop: contact bounce cannot toggle the stop latch.
 """
 
 from pile.clock import ticks_diff

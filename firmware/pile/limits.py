@@ -1,12 +1,12 @@
 """The safety envelope: the most the pile may charge and discharge right now.
 
 Pure integer arithmetic (W, permille SOC, 0.1 degC), no I/O, no allocation: the
-caller owns one Envelope and passes it back every tick, which also carries the
+caller owns one Envelope and passes it back every decision, which also carries the
 battery-hot latch that gives the derating its hysteresis. Every intermediate
 value stays below 2**30 so it remains a small int on the 32-bit boards.
 
 A reasons bit (DESIGN section 5) is set whenever its rule limits either
-direction below the converter rating this tick, binding or not.
+direction below the converter rating at this decision, binding or not.
 """
 
 from micropython import const

@@ -1,6 +1,6 @@
 """The converter's latest readings, in the units of the register map (DESIGN section 4).
 
-One instance lives for the whole run and is updated in place, so a control tick
+One instance lives for the whole run and is updated in place, so reading the converter
 allocates nothing. Power values are W, `soc` is permille (0.1 %), temperatures
 are 0.1 degC; `ev_max_*` are already scaled from 10 W registers to W.
 """
