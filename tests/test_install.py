@@ -53,3 +53,17 @@ def test_help_deploy_and_status_from_another_directory(installed, tmp_path, soca
     finally:
         bench.close()
     assert bench.sim.oracle.violations == []
+
+
+def test_the_bench_commands_name_the_extra_they_need(installed, tmp_path):
+    """A technician's install has no pymodbus; here a stand-in that fails to import hides
+    this environment's, as a laptop without the extra would."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "pymodbus.py").write_text('raise ImportError("not here", name="pymodbus")\n')
+    env = {"PYTHONPATH": f"{hidden}:{installed}", "PATH": "/usr/bin:/bin"}
+    for command in (["bench"], ["sim", "--bus", str(tmp_path)]):
+        result = subprocess.run([str(installed / "bin" / "pilectl"), *command],
+                                capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "pip install 'pilectl[bench]'" in result.stderr and "pymodbus" in result.stderr

@@ -13,6 +13,22 @@ def main():
     """Field and bench tool for the V2G pile edge controller."""
 
 
+def _needs_bench_extra(command, unix_port=False):
+    """The bench commands need the `bench` extra; without it, say how to get it."""
+    hint = "install it with: pip install 'pilectl[bench]' (or `make setup` in a checkout)"
+    try:
+        import matplotlib  # noqa: F401
+        import pymodbus  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(f"`pilectl {command}` needs the bench extra ({exc.name} is "
+                                   f"not installed): {hint}") from None
+    from pilectl import MICROPYTHON
+
+    if unix_port and not MICROPYTHON.exists():
+        raise click.ClickException(f"`pilectl {command}` runs the firmware on the MicroPython "
+                                   f"unix port, which is not installed: {hint}")
+
+
 @main.command()
 @click.option("--scenario", default="evening", show_default=True,
               help="A scenario name (host_tools/pilectl/scenarios) or a JSON file.")
@@ -27,6 +43,7 @@ def bench(scenario, out_dir, heapsize, mpy, as_json):
 
     Exits 1 when the plant's safety oracle recorded a violation.
     """
+    _needs_bench_extra("bench", unix_port=True)
     from pilectl import benchplay
     from pilectl.sim.run import ScenarioError, load_scenario
 
@@ -70,6 +87,7 @@ def sim(bus, scenario, baud, duration, trace, as_json):
 
     Exits 1 when the oracle recorded a violation.
     """
+    _needs_bench_extra("sim")
     from pilectl.sim import view
     from pilectl.sim.run import ScenarioError, load_scenario
 
