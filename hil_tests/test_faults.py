@@ -12,6 +12,7 @@ from pile.events import (
     EVENT_FAULT_CLEARED,
     EVENT_METER_BACK,
     EVENT_METER_LOST,
+    EVENT_SESSION_ENDED,
     EVENT_STOP,
 )
 from pilectl import wire
@@ -132,3 +133,33 @@ async def test_converter_fault_bit_then_reset(pile):
     await pile.client.command("reset-fault")
     await pile.until(lambda t: t["state"] == STATE_IDLE and t["fault_code"] == 0,
                      what="the fault cleared by COMMAND 1")
+
+
+async def test_the_next_car_inherits_nothing_from_the_last(pile):
+    await pile.client.setpoint(-3000, 600, departure_s=7200, reserve_soc=30)
+    await pile.until(lambda t: t["applied_w"] == -3000)
+    pile.plant.ev_connected = False
+    await pile.until(lambda t: t["state"] == STATE_NO_EV)
+    pile.plant.soc = 0.35  # a different car, which the last one's setpoint would discharge
+    pile.plant.ev_connected = True
+    clock = asyncio.get_running_loop()
+    watched_until = clock.time() + 6
+    while clock.time() < watched_until:
+        tel = await pile.client.telemetry()
+        assert tel["applied_w"] == 0 and tel["power_w"] == 0, tel
+    assert tel["state"] == STATE_IDLE and tel["ttl_left_s"] == 0
+    codes = [e[2] for e in await pile.client.events()]
+    assert EVENT_SESSION_ENDED in codes[codes.index(EVENT_EV_UNPLUGGED):]
+    await pile.client.setpoint(-2000, 60)  # the host asks again: the new session starts
+    await pile.until(lambda t: t["applied_w"] == -2000)
+
+
+async def test_a_setpoint_before_the_first_converter_reading_is_busy(pile):
+    pile.faults.silent = True
+    await pile.reboot_and_reconnect()
+    with pytest.raises(PileError) as busy:
+        await pile.client.setpoint(-2000, 60)
+    assert busy.value.code == wire.ERR_BUSY
+    pile.faults.silent = False
+    await pile.until(lambda t: t["state"] == STATE_IDLE, what="the first reading")
+    assert (await pile.client.setpoint(-2000, 60))["target_w"] == -2000

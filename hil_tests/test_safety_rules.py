@@ -38,9 +38,11 @@ async def test_departure_reserve_refuses_discharge_below_it(pile):
 async def test_departure_reserve_charges_when_time_is_short(pile):
     await pile.client.config_set({"battery_capacity_wh": 60000})
     # 60 % to 80 % of 60 kWh at 11 kW takes 65 min: a 60 min departure means charge now
-    await pile.client.setpoint(-5000, 60, departure_s=3600, reserve_soc=80)
+    ack = await pile.client.setpoint(-5000, 60, departure_s=3600, reserve_soc=80)
+    assert ack["target_w"] > 5000, ack  # the ACK tells the charge that will come
     await pile.until(lambda t: t["state"] == CHARGING and t["power_w"] > 5000,
                      what="charging regardless of the discharge request")
+    await pile.until(lambda t: t["applied_w"] == ack["target_w"], what="the charge acked")
 
 
 async def test_battery_derates_when_hot_and_stops_at_cutoff(pile):

@@ -35,6 +35,7 @@ def pile_with_readings():
                                   "rated_discharge"), start=101):
         setattr(tel, name, value)
     pile.site_w = 4321
+    pile.ctl.decide(pile.now(), tel, True, 4321, 0)  # the converter was read: ready
     return pile
 
 
@@ -70,7 +71,7 @@ def test_ack_and_error_fields_read_what_the_firmware_sent():
                wire.SETPOINT_TTL: 60}
     ack = cbor2.loads(session.handle(wire.encode(request)))
     assert ack[wire.TYPE] == wire.ACK and ack[wire.ACK_SEQ] == 7
-    assert ack[wire.ACK_TARGET] == 0  # nothing read from the converter yet: a closed envelope
+    assert ack[wire.ACK_TARGET] == 0  # no EV in these readings: a closed envelope
     assert ack[wire.ACK_REASONS] == pile.ctl.env.reasons
     error = cbor2.loads(session.handle(wire.encode({**request, wire.SETPOINT_TTL: 0})))
     assert error[wire.TYPE] == wire.ERROR and error[wire.ERROR_SEQ] == 7

@@ -26,6 +26,10 @@ MAX_DEPARTURE_S = const(604800)  # one week
 _MAX_RAMP_DT_MS = const(1000)  # a stalled loop does not earn a bigger ramp step
 
 
+class NotReady(Exception):
+    """No converter reading yet: the envelope is unknown, so no setpoint can be answered."""
+
+
 class Controller:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -40,6 +44,7 @@ class Controller:
         self.stopped = False
         self.estop = False
         self.failed_polls = 0
+        self.sessions_ended = 0  # unplugs that dropped a live setpoint or a departure
         self.uptime_s = 0
         self._ms = 0
         self._last = None
@@ -52,9 +57,11 @@ class Controller:
     # -- requests from the host -------------------------------------------------
 
     def set_setpoint(self, power, ttl_s, now, departure_s=None, reserve_soc=None):
-        """Accept a setpoint; return (target, reasons) against the current envelope.
+        """Accept a setpoint; return (target, reasons): what the pile will do, clamped into
+        the envelope with this setpoint's own departure and reserve, before ramping.
 
-        Raises ValueError, changing nothing, when a field is out of range.
+        Raises ValueError, changing nothing, when a field is out of range, and NotReady
+        before the converter has been read.
         """
         if not _within(power, -limits.MAX_POWER_W, limits.MAX_POWER_W):
             raise ValueError("power must be an integer within +-%d W" % limits.MAX_POWER_W)
@@ -67,6 +74,8 @@ class Controller:
                 raise ValueError("reserve SOC must be 0..100 %")
             if departure_s is None and self.inputs.reserve_x10 == limits.NO_DEPARTURE:
                 raise ValueError("a reserve SOC needs a departure time")
+        if not self._seen_converter:
+            raise NotReady("no converter reading yet: ask again in a moment")
         self.setpoint = power
         self.setpoint_live = True
         self._setpoint_at = now
@@ -75,17 +84,14 @@ class Controller:
             self._departure_at_s = self.uptime_s + departure_s
             if reserve_soc is None:
                 reserve_soc = self.cfg.reserve_soc
+        inputs = self.inputs
         if reserve_soc is not None:
-            self.inputs.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
-        target = self._arbitrate(power)
-        reasons = self.env.reasons
-        reserve_x10 = self.inputs.reserve_x10
-        if target < 0 and self._tel is not None and reserve_x10 != limits.NO_DEPARTURE \
-                and self._tel.soc <= reserve_x10:
-            # a new reserve already forbids this discharge: the ACK must not promise it
-            target = 0
-            reasons |= limits.REASON_DEPARTURE_RESERVE
-        return target, reasons
+            inputs.reserve_x10 = max(reserve_soc * 10, self.cfg.min_soc_x10)
+        # the envelope again with this departure: a reserve may forbid discharge or force a
+        # charge from now on, and the ACK must say so
+        inputs.departure_left_s = self._departure_at_s - self.uptime_s
+        limits.compute(self.env, self._tel, self.cfg, inputs)
+        return self._arbitrate(power), self.env.reasons
 
     def ttl_left_s(self, now):
         if not self.setpoint_live:
@@ -136,8 +142,11 @@ class Controller:
         inputs.converter_lost = lost
         env = self.env
         limits.compute(env, tel, self.cfg, inputs)
-        if env.reasons & limits.REASON_NO_EV:
-            self.inputs.reserve_x10 = limits.NO_DEPARTURE  # the departure belonged to that plug-in
+        if env.reasons & limits.REASON_NO_EV:  # an unplug ends the session: the next car
+            if self.setpoint_live or inputs.reserve_x10 != limits.NO_DEPARTURE:  # starts idle
+                self.sessions_ended += 1
+            self.setpoint_live = False
+            inputs.reserve_x10 = limits.NO_DEPARTURE
 
         if self.setpoint_live and ticks_diff(now, self._setpoint_at) >= self._ttl_ms:
             self.setpoint_live = False

@@ -23,6 +23,7 @@ EVENT_EV_PLUGGED = const(12)
 EVENT_EV_UNPLUGGED = const(13)
 EVENT_FAULT_RESET_REQUESTED = const(14)
 EVENT_STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
+EVENT_SESSION_ENDED = const(16)  # an unplug dropped the setpoint, departure and reserve
 
 _CAPACITY = const(64)
 

@@ -49,6 +49,7 @@ class ControlLoop:
         self._state = None
         self._meter_fresh = None  # unknown until the first reading or the first stale period
         self._ev = False
+        self._sessions_ended = 0
         self._live = False
         self._power_at_reading = 0  # W, the converter's power when the meter was last read
         self._load = None  # W, the household load that reading showed
@@ -193,6 +194,9 @@ class ControlLoop:
         if ev != self._ev:
             log(up, events.EVENT_EV_PLUGGED if ev else events.EVENT_EV_UNPLUGGED)
             self._ev = ev
+        if ctl.sessions_ended != self._sessions_ended:
+            log(up, events.EVENT_SESSION_ENDED)
+            self._sessions_ended = ctl.sessions_ended
         if self._live and not ctl.setpoint_live:
             log(up, events.EVENT_SETPOINT_EXPIRED)
         self._live = ctl.setpoint_live

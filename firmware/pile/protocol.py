@@ -11,6 +11,7 @@ from micropython import const
 
 from pile.cbor import CBORError, Tag, dumps, loads
 from pile.config import CHOICES, INTEGERS, ConfigError
+from pile.control import NotReady
 from pile.cose import CoseError, mac0_sign, mac0_verify
 
 PROTOCOL_VERSION = const(1)
@@ -183,6 +184,8 @@ class Session:
             target, reasons = self.pile.setpoint(power, ttl, departure, reserve)
         except ValueError as exc:
             raise Refused(ERR_OUT_OF_RANGE, str(exc))
+        except NotReady as exc:
+            raise Refused(ERR_BUSY, str(exc))
         return self._ack(seq, target, reasons)
 
     def _config_get(self, keys):

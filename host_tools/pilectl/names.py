@@ -52,4 +52,5 @@ EVENTS = {
     events.EVENT_EV_UNPLUGGED: "EV unplugged",
     events.EVENT_FAULT_RESET_REQUESTED: "fault reset requested",
     events.EVENT_STORE_DAMAGED: "settings file damaged",
+    events.EVENT_SESSION_ENDED: "session ended (setpoint and departure dropped)",
 }

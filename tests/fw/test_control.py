@@ -196,6 +196,40 @@ def test_no_ev_state_and_departure_forgotten_on_unplug():
     assert run.ctl.inputs.reserve_x10 == limits.NO_DEPARTURE
 
 
+def test_an_unplug_ends_the_session_and_the_next_car_starts_idle():
+    run = Run()
+    run.setpoint(-3000, ttl_s=600, departure_s=7200, reserve_soc=40)
+    assert run.steps(4) == -3000
+    run.tel.status = STATUS_READY  # unplugged
+    assert run.step() == 0 and run.ctl.sessions_ended == 1
+    assert not run.ctl.setpoint_live and run.ctl.inputs.reserve_x10 == limits.NO_DEPARTURE
+    run.tel.status = STATUS_READY | STATUS_EV_CONNECTED  # the next car, at 35 %
+    run.tel.soc = 350
+    assert run.steps(20) == 0  # nothing inherited: idle until the host asks again
+    assert run.ctl.state == control.STATE_IDLE and run.ctl.ttl_left_s(run.now) == 0
+    assert run.ctl.reasons & limits.REASON_SETPOINT_EXPIRED
+    run.tel.status = STATUS_READY
+    run.step()
+    assert run.ctl.sessions_ended == 1  # no session, nothing ended
+
+
+def test_the_ack_tells_a_charge_that_a_departure_forces():
+    run = Run(soc=400)
+    target, reasons = run.setpoint(-5000, departure_s=3000, reserve_soc=60)
+    assert target == RATED and reasons & limits.REASON_DEPARTURE_RESERVE
+    assert run.step() == 1250 and run.ctl.target == RATED  # and it does: ramping to it
+
+
+def test_no_setpoint_before_the_converter_was_read():
+    ctl = control.Controller(config())
+    with raises(control.NotReady):
+        ctl.set_setpoint(1000, 60, 0)
+    assert not ctl.setpoint_live
+    ctl.decide(0, telemetry(), False, 5000, 0)  # the first poll failed: still nothing known
+    with raises(control.NotReady):
+        ctl.set_setpoint(1000, 60, 0)
+
+
 def test_departure_reserve_forces_charge_over_a_discharge_request():
     run = Run(soc=400)
     run.setpoint(-5000, departure_s=7200, reserve_soc=60)  # 12 kWh needs ~3930 s at 11 kW

@@ -106,6 +106,13 @@ def test_setpoint_is_acked_with_the_clamped_target():
     assert ack[3] == 6000  # 11 kW import cap less the 5 kW load
 
 
+def test_setpoint_before_the_first_reading_is_busy():
+    host = Host(Pile("test-001"))
+    error = host.send(SETPOINT, {2: 1000, 3: 60})
+    assert error[0] == ERROR and error[3] == ERR_BUSY and "reading" in error[4]
+    assert not host.pile.ctl.setpoint_live
+
+
 def test_setpoint_refusals_change_nothing():
     pile = pile_with_ev()
     host = Host(pile)
