@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy deploy hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood deploy hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -66,6 +66,10 @@ bench-heap: setup
 # Heap taken by importing the firmware from .mpy files and from a ROMFS image.
 bench-romfs: setup
 	$(BIN)/python bench/romfs_bench.py
+
+# The control period while the serial link and a TCP client flood the pile (about 1 minute).
+bench-flood: setup
+	$(BIN)/python bench/flood_bench.py 15
 
 # Seconds and bytes of a first deploy and of a one-module redeploy (unix-port board on a pty).
 bench-deploy: setup

@@ -32,6 +32,7 @@ def main():
     tel.ev_max_charge = tel.ev_max_discharge = 11000
     tel.converter_temp = 400
     now = 0
+    ctl.decide(now, tel, True, SITE_W[0], 0)  # the converter was read: ready
     ctl.set_setpoint(-7000, 3600, now, 36000, 40)
 
     def run(count, now):

@@ -57,7 +57,7 @@ class VirtualPile(PileUnderTest):
         self.bench = VirtualBench(directory, scenario)
         await self.bench.start()
         self.sim = self.bench.sim
-        self.client = await self.bench.tcp()
+        self.client = await self.bench.tcp(technician=True)
         await self.until(lambda t: t["state"] == STATE_IDLE and t["site_w"] is not None,
                          what="the pile settling idle with a meter reading")
         return self
@@ -69,8 +69,11 @@ class VirtualPile(PileUnderTest):
     async def tcp(self, key=None):
         return await self.bench.tcp(key=key)
 
-    async def serial(self, key=None):
-        return await self.bench.serial(key=key if key is not None else self.bench.key)
+    async def serial(self, key=None, technician=True):
+        """A client on the wired link, the technician's unless `technician` is False."""
+        return await self.bench.serial(key=key if key is not None else self.bench.key,
+                                       technician_key=self.bench.technician_key
+                                       if technician else None)
 
     def press_estop(self, pressed=True):
         path = self.bench.dir / "estop"
@@ -86,7 +89,7 @@ class VirtualPile(PileUnderTest):
         assert code == 3, f"the firmware exited with {code}, not 3 (reboot)"
         await self.client.close()
         await self.bench.start_firmware()
-        self.client = await self.bench.tcp()
+        self.client = await self.bench.tcp(technician=True)
 
     async def close(self):
         await self.client.close()

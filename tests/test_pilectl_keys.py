@@ -18,7 +18,7 @@ class Pile:
         self.hello = {2: "field-009"}
         self.failure = failure
 
-    async def provision_key(self, key):
+    async def provision_key(self, key, technician=False):
         raise self.failure
 
 

@@ -34,6 +34,8 @@ class Oracle:
         self.prev = 0
         self.prev_env = (0, 0)
         self.first = True
+        self.seen_converter = False  # busy until the converter was read once
+        self.plugged = False  # an EV at the last step
 
     def check(self, step, row):
         cfg = self.cfg
@@ -49,7 +51,9 @@ class Oracle:
             self.stopped = False
         elif isinstance(action, list | tuple):
             power, ttl, departure, reserve = action
-            if ack != "refused":
+            if ack == "busy":
+                assert not self.seen_converter, "a setpoint refused as busy after a reading"
+            elif ack != "refused":
                 lo, hi = self.prev_env
                 assert -lo <= ack[0] <= hi, "ACK target outside the envelope"
                 self.setpoint = (power, self.clock, ttl * 1000)
@@ -64,6 +68,7 @@ class Oracle:
             self.stopped = True
         self.last_estop = step["estop"]
         self.failed = 0 if step["ok"] else self.failed + 1
+        self.seen_converter = self.seen_converter or step["ok"]
 
         assert max_c >= 0 and max_d >= 0
         assert -max_d <= applied <= max_c, "applied power outside the envelope"
@@ -102,8 +107,11 @@ class Oracle:
 
         if self.reserve is not None and soc <= self.reserve:
             assert applied >= 0, "discharge below the departure reserve"
-        if not tel["status"] & _EV:
+        plugged = bool(tel["status"] & _EV)
+        if self.plugged and not plugged:  # an unplug ends the session
             self.reserve = None
+            self.setpoint = None
+        self.plugged = plugged
 
         step_w = 0 if self.first else cfg.ramp_w_per_s * min(step["dt"], 1000) // 1000
         if applied > 0:

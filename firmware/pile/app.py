@@ -19,29 +19,50 @@ from pile.telemetry import Telemetry
 ACTION_RESET_FAULT = const(1 << 0)  # write the converter's fault-reset register
 ACTION_REBOOT = const(1 << 1)  # reboot once the request's reply has gone out
 
+# Key slots, and the seq window of each for the whole boot (docs/protocol.md): a signed
+# message is accepted at most once per boot, whatever the connection or transport.
+SLOT_UNSIGNED = const(0)  # no key provisioned: the wired link only, or an insecure bench
+SLOT_LINK = const(1)  # the link key: the aggregator's, and what the pile signs with
+SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, release, reboot
+
 _CONFIG = "config.json"
-_KEY = "link_key.json"
+_KEY_FILES = (None, "link_key.json", "technician_key.json")
 
 
 class Pile:
-    def __init__(self, pile_id, store=None):
+    def __init__(self, pile_id, store=None, bounds=None):
+        """`bounds` are the pile maker's hard limits on config keys (the board's `limits`)."""
         self.pile_id = pile_id
         self.version = VERSION
         self.nonce = os.urandom(8)  # new every boot: old signed messages never verify again
         self.store = store
         self.events = events.EventLog()
         self.events.add(0, events.EVENT_BOOT)
-        self.cfg = Config(self._load_config())
+        self.bounds = bounds
+        self.cfg = Config(self._load_config(), bounds)
         self.ctl = Controller(self.cfg)
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # the firmware's counters, once it is wired
-        self.key = None
-        self.kid = None
-        saved = self._load(_KEY)
-        if saved:
-            self._use_key(bytes.fromhex(saved))
+        self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
+        self.kids = [None, None, None]
+        self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
+        for slot in (SLOT_LINK, SLOT_TECHNICIAN):
+            saved = self._load(_KEY_FILES[slot])
+            if saved:
+                self._use_key(slot, bytes.fromhex(saved))
+
+    @property
+    def key(self):
+        """The key the pile signs with: the link key, else the technician's, else None."""
+        keys = self.keys
+        return keys[SLOT_LINK] if keys[SLOT_LINK] is not None else keys[SLOT_TECHNICIAN]
+
+    @property
+    def kid(self):
+        kids = self.kids
+        return kids[SLOT_LINK] if kids[SLOT_LINK] is not None else kids[SLOT_TECHNICIAN]
 
     def now(self):
         return ticks_ms()
@@ -63,7 +84,7 @@ class Pile:
         if saved is None:
             return None
         try:
-            Config(saved)
+            Config(saved, self.bounds)
         except ConfigError:
             self.events.add(0, events.EVENT_STORE_DAMAGED, 1)
             return None
@@ -78,19 +99,21 @@ class Pile:
             self.store.save(_CONFIG, self.cfg.values)
         self._log(events.EVENT_CONFIG_CHANGED, len(changes))
 
-    def set_key(self, key):
-        """Provision (bytes) or remove (None) the link key; it is never read back."""
+    def set_key(self, key, slot=SLOT_LINK):
+        """Provision (bytes) or remove (None) the key of `slot`; it is never read back.
+        Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key)."""
+        name = _KEY_FILES[slot]
         if self.store is not None:
             if key is None:
-                self.store.remove(_KEY)
+                self.store.remove(name)
             else:
-                self.store.save(_KEY, key.hex())
-        self._use_key(key)
-        self._log(events.EVENT_KEY_PROVISIONED, 0 if key is None else 1)
+                self.store.save(name, key.hex())
+        self._use_key(slot, key)
+        self._log(events.EVENT_KEY_PROVISIONED, (0 if key is None else 1) + 2 * (slot - 1))
 
-    def _use_key(self, key):
-        self.key = key
-        self.kid = None if key is None else key_id(key)
+    def _use_key(self, slot, key):
+        self.keys[slot] = key
+        self.kids[slot] = None if key is None else key_id(key)
 
     def setpoint(self, power, ttl_s, departure_s=None, reserve_soc=None):
         """Ask for `power` W for `ttl_s`; return (target W, reasons) against the envelope.

@@ -4,6 +4,10 @@ A change is all-or-nothing: every key is checked, then the merged result is
 checked as a whole (floor below ceiling, derate below cutoff...), and only then
 applied. Errors name the key and the allowed range so a technician knows what
 to send instead. The host tool imports this same schema to validate before sending.
+
+The pile maker narrows the ranges for one pile with the board file's `limits`
+(`{"battery_cutoff_c": [1, 50], ...}`): the battery's and converter's physical limits,
+which no message can pass. A default outside them is moved to the nearest bound.
 """
 
 # key: (default, low, high, unit) for integers; SOC in %, temperatures in degC.
@@ -66,22 +70,26 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def allowed(key):
+def allowed(key, bounds=None):
     """The allowed values of `key` as a technician would read them."""
     if key in INTEGERS:
         _, low, high, unit = INTEGERS[key]
+        if bounds and key in bounds:
+            low, high = bounds[key]
         return "%d..%d %s" % (low, high, unit)
     return "one of " + ", ".join(CHOICES[key][1])
 
 
-def check_value(key, value):
-    """Raise ConfigError unless `value` is valid for `key` on its own."""
+def check_value(key, value, bounds=None):
+    """Raise ConfigError unless `value` is valid for `key` on its own (within `bounds`)."""
     if key in INTEGERS:
         _, low, high, _ = INTEGERS[key]
+        if bounds and key in bounds:
+            low, high = bounds[key]
         if type(value) is not int:
-            raise ConfigError(key, "must be an integer, " + allowed(key))
+            raise ConfigError(key, "must be an integer, " + allowed(key, bounds))
         if not low <= value <= high:
-            raise ConfigError(key, "%r is out of range %s" % (value, allowed(key)))
+            raise ConfigError(key, "%r is out of range %s" % (value, allowed(key, bounds)))
     elif key in CHOICES:
         if value not in CHOICES[key][1]:
             raise ConfigError(key, "%r is not allowed, %s" % (value, allowed(key)))
@@ -89,18 +97,38 @@ def check_value(key, value):
         raise ConfigError(key, "unknown key")
 
 
-def defaults():
+def check_bounds(bounds):
+    """Raise ConfigError unless the board file's `limits` narrow integer keys' ranges."""
+    if not isinstance(bounds, dict):
+        raise ConfigError("limits", "must be a map of config key to [low, high]")
+    for key, pair in bounds.items():
+        if key not in INTEGERS:
+            raise ConfigError(key, "limits name integer config keys only")
+        _, low, high, unit = INTEGERS[key]
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not int \
+                or type(pair[1]) is not int or not low <= pair[0] <= pair[1] <= high:
+            raise ConfigError(key, "limits must be [low, high] within %d..%d %s" % (low, high,
+                                                                                   unit))
+
+
+def defaults(bounds=None):
     values = {key: spec[0] for key, spec in INTEGERS.items()}
     for key, spec in CHOICES.items():
         values[key] = spec[0]
+    for key, pair in (bounds or {}).items():
+        values[key] = min(max(values[key], pair[0]), pair[1])
     return values
 
 
 class Config:
     """Validated values, also exposed as attributes (and `*_x10` scaled ones) for the tick."""
 
-    def __init__(self, values=None):
-        self.values = defaults()
+    def __init__(self, values=None, bounds=None):
+        if bounds is not None:
+            check_bounds(bounds)
+        self.bounds = bounds
+        self.values = defaults(bounds)
+        self._check(self.values, self.values)
         self._apply()
         if values:
             self.update(values)
@@ -110,9 +138,15 @@ class Config:
         if not isinstance(changes, dict):
             raise ConfigError(None, "a config change must be a map of key to value")
         for key, value in changes.items():
-            check_value(key, value)
+            check_value(key, value, self.bounds)
         merged = dict(self.values)
         merged.update(changes)
+        self._check(merged, changes)
+        self.values = merged
+        self._apply()
+
+    def _check(self, merged, changes):
+        """Raise ConfigError unless `merged` keeps every rule between keys."""
         for low, high, rule in _ORDER:
             if merged[low] >= merged[high]:
                 key = low if low in changes else high
@@ -122,8 +156,6 @@ class Config:
             raise ConfigError("reserve_soc", "must lie between min_soc and max_soc")
         if merged["meter_stale_s"] * 1000 < 2 * merged["meter_period_ms"]:
             raise ConfigError("meter_stale_s", "must cover at least two meter polls")
-        self.values = merged
-        self._apply()
 
     def _apply(self):
         for key, value in self.values.items():

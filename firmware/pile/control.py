@@ -52,6 +52,7 @@ class Controller:
         self._ttl_ms = 0
         self._departure_at_s = 0
         self._seen_converter = False
+        self._plugged = False  # an EV was connected at the last decision
         self._tel = None  # the readings of the last decision
 
     # -- requests from the host -------------------------------------------------
@@ -142,11 +143,13 @@ class Controller:
         inputs.converter_lost = lost
         env = self.env
         limits.compute(env, tel, self.cfg, inputs)
-        if env.reasons & limits.REASON_NO_EV:  # an unplug ends the session: the next car
-            if self.setpoint_live or inputs.reserve_x10 != limits.NO_DEPARTURE:  # starts idle
+        plugged = not env.reasons & limits.REASON_NO_EV
+        if self._plugged and not plugged:  # an unplug ends the session: the next car starts
+            if self.setpoint_live or inputs.reserve_x10 != limits.NO_DEPARTURE:  # idle
                 self.sessions_ended += 1
             self.setpoint_live = False
             inputs.reserve_x10 = limits.NO_DEPARTURE
+        self._plugged = plugged
 
         if self.setpoint_live and ticks_diff(now, self._setpoint_at) >= self._ttl_ms:
             self.setpoint_live = False

@@ -53,6 +53,11 @@ def mac0_sign(key, payload, external_aad=b"", kid=None):
 
 def mac0_verify(key, data, external_aad=b""):
     """Return the payload of a COSE_Mac0 made with `key`; raise CoseError on any mismatch."""
+    return mac0_open((key,), data, external_aad)[0]
+
+
+def mac0_open(keys, data, external_aad=b""):
+    """(payload, index in `keys` of the key that made it); CoseError when none did."""
     try:
         msg = loads(data)
     except CBORError as exc:
@@ -73,10 +78,10 @@ def mac0_verify(key, data, external_aad=b""):
         raise CoseError("protected header is not CBOR: %s" % exc)
     if protected != {1: _ALG_HMAC_256_64}:
         raise CoseError("protected header must be {1: 4} (HMAC 256/64)")
-    expected = _tag(key, protected_bytes, external_aad, payload)
-    if not equal(expected, tag):
-        raise CoseError("MAC mismatch")
-    return payload
+    for index in range(len(keys)):
+        if equal(_tag(keys[index], protected_bytes, external_aad, payload), tag):
+            return payload, index
+    raise CoseError("MAC mismatch")
 
 
 def equal(a, b):

@@ -32,8 +32,9 @@ def load_board(path):
 
 
 def build_pile(board):
-    """The pile's state: its id, and config and key kept in the board's `state_dir`."""
-    return Pile(board["pile_id"], Store(board.get("state_dir", "state")))
+    """The pile's state: its id, config and keys kept in the board's `state_dir`, and the
+    pile maker's hard limits on config (`limits`), which no message can pass."""
+    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"))
 
 
 def build_loop(pile, hal, board):

@@ -10,16 +10,24 @@ import asyncio
 from micropython import const
 
 from pile.cbor import dumps
+from pile.clock import ticks_diff, ticks_ms
 from pile.crc import crc16
 from pile.protocol import ERR_BUSY, ERROR, Session
 
 MAX_FRAME = const(512)  # message + CRC, before COBS
 _MAX_ENCODED = const(515)  # MAX_FRAME plus one COBS code byte per 254 data bytes, rounded up
-_MAX_TCP_CLIENTS = const(2)  # the aggregator and a technician
+_MAX_TCP_CLIENTS = const(2)  # authenticated: the aggregator and a technician
+_MAX_TCP = const(4)  # TCP sockets in all, authenticated or not yet
+_AUTH_MS = const(5000)  # a TCP client's first accepted request comes within this
+_IDLE_TCP_MS = const(60000)  # a TCP client silent this long is gone (pilectl pings at 20 s)
+_WATCH_MS = const(1000)
+_OUTBOX = const(4)  # frames waiting to go out, per connection
+_REQUESTS_PER_S = const(20)  # per connection; a board spends ~5-10 ms on a signed request
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _KEY_POLL_MS = const(1000)
 _NEEDS_KEY = ("the TCP link needs a link key: provision one over USB serial, "
               'or set "insecure": true in the board file')
+_TOO_MANY = "too many TCP connections: close one, or wait a few seconds"
 
 
 class FrameError(ValueError):
@@ -136,19 +144,79 @@ class Deframer:
 
 
 class Connection:
-    """One stream (the UART, or one TCP client) with its own deframer and Session."""
+    """One stream (the UART, or one TCP client) with its own deframer, Session and outbox.
 
-    def __init__(self, reader, writer, session, name):
+    Replies and telemetry wait in a small outbox that a writer task of the connection
+    drains, so a host that never reads stalls nothing but its own replies: when the
+    outbox is full, telemetry is dropped first (it is only ever the latest), then
+    replies, all counted. Requests are handled at most `requests_per_s` a second (0: no
+    limit), with a yield after each, so a flood never delays the control loop.
+    """
+
+    def __init__(self, reader, writer, session, name, requests_per_s=0):
         self.reader = reader
         self.writer = writer
         self.session = session
         self.name = name
         self.deframer = Deframer()
+        self.outbox = []
+        self.dropped_out = 0  # frames the outbox had no room for
+        self.write_errors = 0
+        self.shed = 0  # requests over the budget, dropped unanswered
+        self.opened_at = self.heard_at = ticks_ms()
+        self.closed = False
+        self.admitted = False  # counted among the authenticated clients
+        self.on_admitted = None  # called once its first request is accepted under a key
         self._inbox = []
+        self._ready = asyncio.Event()
+        self._rate = requests_per_s
+        self._tokens = requests_per_s
+        self._refilled_at = self.opened_at
 
-    async def send(self, message):
-        self.writer.write(frame(message))
-        await self.writer.drain()
+    def send(self, message, droppable=False):
+        """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
+        outbox = self.outbox
+        if len(outbox) >= _OUTBOX or (droppable and outbox):
+            self.dropped_out += 1
+            return
+        outbox.append(frame(message))
+        self._ready.set()
+
+    async def write_out(self):
+        """The connection's writer task: the outbox onto the stream, frame by frame. A
+        write that fails (the peer is gone) ends it; the reader then sees the end too."""
+        while not self.closed:
+            if not self.outbox:
+                self._ready.clear()
+                await self._ready.wait()
+            try:
+                await self.flush()
+            except OSError:
+                self.write_errors += 1
+                self.closed = True
+
+    async def flush(self):
+        """Write out what waits in the outbox, frame by frame."""
+        outbox = self.outbox
+        while outbox:
+            self.writer.write(outbox.pop(0))
+            await self.writer.drain()
+
+    def _admit(self):
+        """One request's worth of the budget, or False to shed it."""
+        rate = self._rate
+        if not rate:
+            return True
+        now = ticks_ms()
+        earned = ticks_diff(now, self._refilled_at) * rate // 1000
+        if earned:
+            self._tokens = min(rate, self._tokens + earned)
+            self._refilled_at = now
+        if not self._tokens:
+            self.shed += 1
+            return False
+        self._tokens -= 1
+        return True
 
     async def receive(self, data, still_allowed=None):
         """Deframe `data` and answer every message in it while `still_allowed()` holds;
@@ -159,7 +227,15 @@ class Connection:
             if still_allowed is not None and not still_allowed():
                 inbox.clear()
                 return False
-            await self.send(self.session.handle(inbox.pop(0)))
+            message = inbox.pop(0)
+            self.heard_at = ticks_ms()
+            if self._admit():
+                self.send(self.session.handle(message))
+                if not self.admitted and self.session.verified:
+                    self.admitted = True
+                    if self.on_admitted is not None:
+                        self.on_admitted(self)
+                await asyncio.sleep_ms(0)  # the control loop goes first if it is due
         return True
 
     async def serve(self, still_allowed=None, lasting=False):
@@ -167,38 +243,54 @@ class Connection:
 
         A `lasting` line (the serial link) outlives a hang-up: it waits and reads on.
         """
-        await self.send(self.session.hello())
-        while True:
-            data = await self.reader.read(256)
-            if data:
-                if not await self.receive(data, still_allowed):
+        writer = asyncio.create_task(self.write_out())
+        self.send(self.session.hello())
+        try:
+            while not self.closed:
+                try:
+                    data = await self.reader.read(256)
+                except OSError:  # reset by the peer, or closed by `Link.close`
                     return
-            elif lasting:
-                await asyncio.sleep_ms(_IDLE_MS)
-            else:
-                return  # EOF: the TCP client left
+                if data:
+                    if not await self.receive(data, still_allowed):
+                        return
+                elif lasting:
+                    await asyncio.sleep_ms(_IDLE_MS)
+                else:
+                    return  # EOF: the TCP client left
+        finally:
+            self.closed = True
+            writer.cancel()
 
 
 class Link:
-    """Every open connection of the pile: the serial line, and at most two TCP clients.
+    """Every open connection of the pile: the serial line, and TCP clients.
 
-    `serial` is an asyncio stream (or None); `tcp_port` None serves no TCP.
-    `on_refused(reason)` hears once why TCP waits (no key and not `insecure`).
+    `serial` is a (reader, writer) pair of asyncio streams, or None; `tcp_port` None
+    serves no TCP. `on_refused(reason)` hears once why TCP waits (no key and not
+    `insecure`). TCP keeps at most two authenticated clients (the aggregator and a
+    technician) and `_MAX_TCP` sockets in all: a client that has not made one accepted
+    request within `_AUTH_MS`, or says nothing for `_IDLE_TCP_MS`, is closed; a new
+    connection over the cap closes the oldest unauthenticated one; one that
+    authenticates while two others are, closes the one silent the longest. So idle,
+    slow or half-open connections never lock an aggregator out.
     """
 
     def __init__(self, pile, serial=None, tcp_port=None, tcp_host="0.0.0.0", insecure=False,
-                 on_refused=None):
+                 on_refused=None, requests_per_s=_REQUESTS_PER_S):
         self.pile = pile
         self.serial = serial
         self.tcp_port = tcp_port
         self.tcp_host = tcp_host
         self.insecure = insecure
         self.on_refused = on_refused
+        self.requests_per_s = requests_per_s
         self.connections = []
         self.tcp_server = None  # once listening
         self.tcp_refused = 0
+        self.tcp_closed_idle = 0  # closed for not authenticating, or for silence
         self.send_failures = 0
-        self._closed = [0, 0]  # frames dropped and requests refused by closed connections
+        self._closed = [0, 0, 0, 0]  # dropped in, refused, dropped out, shed: closed conns
 
     def tcp_allowed(self):
         return self.pile.key is not None or self.insecure
@@ -207,31 +299,41 @@ class Link:
         """The coroutines that serve this link's transports, for the firmware to run."""
         found = []
         if self.serial is not None:
-            found.append(self.serve_serial(self.serial, self.serial))
+            found.append(self.serve_serial(*self.serial))
         if self.tcp_port is not None:
             found.append(self.run_tcp())
         return found
 
     def open(self, reader, writer, name, may_provision=False):
         """A new connection on this link, counted among `connections` until closed."""
-        conn = Connection(reader, writer, Session(self.pile, may_provision), name)
+        conn = Connection(reader, writer, Session(self.pile, may_provision), name,
+                          self.requests_per_s)
         self.connections.append(conn)
         return conn
 
     def close(self, conn):
-        self.connections.remove(conn)
-        self._closed[0] += conn.deframer.dropped()
-        self._closed[1] += conn.session.refused()
+        if conn in self.connections:
+            self.connections.remove(conn)
+            closed = self._closed
+            closed[0] += conn.deframer.dropped()
+            closed[1] += conn.session.refused()
+            closed[2] += conn.dropped_out
+            closed[3] += conn.shed
+            self.send_failures += conn.write_errors
+        if not conn.closed:
+            conn.closed = True
+            asyncio.create_task(_shut(conn.writer))
 
     async def serve_serial(self, reader, writer):
-        """The wired link: always on, and the only one that may provision the key."""
+        """The wired link: always on, and the only one that may provision keys."""
         await self.open(reader, writer, "serial", may_provision=True).serve(lasting=True)
 
     async def run_tcp(self):
         """Serve TCP once it is allowed: with a link key, or on an insecure bench.
 
         Without a key the pile waits (the key may be provisioned over serial meanwhile),
-        calling `on_refused(reason)` once so the refusal is seen, not silent.
+        calling `on_refused(reason)` once so the refusal is seen, not silent. Then it
+        watches its TCP clients for ever (see the class).
         """
         if not self.tcp_allowed():
             if self.on_refused is not None:
@@ -240,45 +342,88 @@ class Link:
                 await asyncio.sleep_ms(_KEY_POLL_MS)
         self.tcp_server = await asyncio.start_server(self._tcp_client, self.tcp_host,
                                                      self.tcp_port)
+        while True:
+            await asyncio.sleep_ms(_WATCH_MS)
+            self._watch_tcp(ticks_ms())
+
+    def _tcp(self):
+        return [c for c in self.connections if c.name == "tcp"]
+
+    def _watch_tcp(self, now):
+        """Close TCP clients that never authenticated in time, or fell silent."""
+        for conn in self._tcp():
+            silent = ticks_diff(now, conn.heard_at)
+            if not conn.admitted and ticks_diff(now, conn.opened_at) > _AUTH_MS \
+                    or silent > _IDLE_TCP_MS:
+                self.tcp_closed_idle += 1
+                self.close(conn)
+
+    def _make_room(self, conn):
+        """After `conn` authenticated: at most two authenticated TCP clients stay."""
+        verified = [c for c in self._tcp() if c.admitted and c is not conn]
+        if len(verified) >= _MAX_TCP_CLIENTS:
+            oldest = verified[0]
+            for other in verified:
+                if ticks_diff(oldest.heard_at, other.heard_at) > 0:
+                    oldest = other
+            self.tcp_closed_idle += 1
+            self.close(oldest)
 
     async def _tcp_client(self, reader, writer):
-        tcp = [c for c in self.connections if c.name == "tcp"]
-        try:
-            if len(tcp) >= _MAX_TCP_CLIENTS or not self.tcp_allowed():
-                self.tcp_refused += 1
-                # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.
-                busy = {0: ERROR, 1: 1, 2: 0, 3: ERR_BUSY, 4: "at most 2 TCP clients at once"}
-                writer.write(frame(dumps(busy)))
+        tcp = self._tcp()
+        if len(tcp) >= _MAX_TCP:  # the oldest client that has not authenticated gives way
+            waiting = [c for c in tcp if not c.admitted]
+            if waiting:
+                self.close(waiting[0])
+        if len(self._tcp()) >= _MAX_TCP or not self.tcp_allowed():
+            self.tcp_refused += 1
+            detail = _TOO_MANY if self.tcp_allowed() else _NEEDS_KEY
+            # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.
+            writer.write(frame(dumps({0: ERROR, 1: 1, 2: 0, 3: ERR_BUSY, 4: detail})))
+            try:
                 await writer.drain()
-                return
-            conn = self.open(reader, writer, "tcp")
-            try:
-                await conn.serve(self.tcp_allowed)
-            finally:
-                self.close(conn)
-        finally:
-            writer.close()
-            await writer.wait_closed()
-
-    async def broadcast_telemetry(self):
-        for conn in list(self.connections):
-            try:
-                await conn.send(conn.session.telemetry())
-            except OSError:  # the peer vanished mid-write; its serve loop ends on EOF
+            except OSError:  # gone already: it was being sent away anyway
                 self.send_failures += 1
+            await _shut(writer)
+            return
+        conn = self.open(reader, writer, "tcp")
+        conn.on_admitted = self._make_room
+        try:
+            await conn.serve(self.tcp_allowed)
+        finally:
+            self.close(conn)
+
+    def broadcast_telemetry(self):
+        for conn in self.connections:
+            if conn.admitted or conn.name == "serial":
+                conn.send(conn.session.telemetry(), droppable=True)
 
     async def run_telemetry(self, check_in=None):
         """TELEMETRY to every connection each `telemetry_period_s`; `check_in()` after each
         round tells the supervisor this task still runs."""
         while True:
             await asyncio.sleep_ms(self.pile.cfg.telemetry_period_s * 1000)
-            await self.broadcast_telemetry()
+            self.broadcast_telemetry()
             if check_in is not None:
                 check_in()
 
     def diagnostics(self):
         live = self.connections
+        closed = self._closed
         return {"link_connections": len(live), "tcp_refused": self.tcp_refused,
-                "link_send_failures": self.send_failures,
-                "frames_dropped": self._closed[0] + sum(c.deframer.dropped() for c in live),
-                "requests_refused": self._closed[1] + sum(c.session.refused() for c in live)}
+                "tcp_closed_idle": self.tcp_closed_idle,
+                "link_send_failures": self.send_failures + sum(c.write_errors for c in live),
+                "frames_dropped": closed[0] + sum(c.deframer.dropped() for c in live),
+                "requests_refused": closed[1] + sum(c.session.refused() for c in live),
+                "replies_dropped": closed[2] + sum(c.dropped_out for c in live),
+                "requests_shed": closed[3] + sum(c.shed for c in live)}
+
+
+async def _shut(writer):
+    """Close a TCP client's socket (MicroPython closes it in `wait_closed`); the client's
+    read then ends, and so does its serve task."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:  # the peer was gone already: closed is what was wanted
+        return

@@ -1,18 +1,25 @@
-"""Host link protocol v1 (DESIGN section 5): messages, seq tracking, authentication.
+"""Host link protocol v1 (DESIGN section 5): messages, seq tracking, authentication, roles.
 
 One Session per connection. `handle(data)` takes one deframed message and
 returns the one reply to send; nothing the host sends raises out of it, and a
-refused message changes nothing but the counters. With a link key every message
-in both directions is a COSE_Mac0 over the boot nonce. The pile-side state
-lives in a `pile.app.Pile`.
+refused message changes nothing but the counters. With a key every message in
+both directions is a COSE_Mac0 over the boot nonce. Seqs are tracked per key for
+the whole boot (on the Pile), not per connection, so a signed message is
+accepted at most once whatever the connection or transport; and only request
+types are accepted, so the pile's own messages reflected back change nothing.
+The link key makes an aggregator (setpoints, reads, stop); the technician's key
+(or the USB serial link while the pile has none) makes a technician, who alone
+may change config and keys, release a stop, reset a fault or reboot.
+docs/protocol.md has the design and its threat model.
 """
 
 from micropython import const
 
+from pile.app import SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.cbor import CBORError, Tag, dumps, loads
 from pile.config import CHOICES, INTEGERS, ConfigError
 from pile.control import NotReady
-from pile.cose import CoseError, mac0_sign, mac0_verify
+from pile.cose import CoseError, mac0_open, mac0_sign
 
 PROTOCOL_VERSION = const(1)
 
@@ -43,7 +50,12 @@ CMD_REBOOT = const(2)
 CMD_STOP = const(3)
 CMD_RELEASE = const(4)
 
-KEY = "link_key"  # the write-only secret in CONFIG_SET
+KEY = "link_key"  # the write-only secrets in CONFIG_SET: the aggregator's key
+TECHNICIAN_KEY = "technician_key"  # and the technician's
+_KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN}
+_REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET)
+_NEEDS_TECHNICIAN = ("needs the technician's key (pilectl provision-key --technician, over "
+                     "USB), or the USB serial link while the pile has none")
 _KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _COSE_MAC0 = const(17)
 _DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v1 readers)
@@ -64,10 +76,10 @@ class Session:
 
     def __init__(self, pile, may_provision=False):
         self.pile = pile
-        self.may_provision = may_provision  # only the wired serial link may set the key
+        self.may_provision = may_provision  # only the wired serial link may set keys
         self.seq = 0
-        self.peer_seq = -1
         self.accepted = 0
+        self.verified = False  # a request of this connection was accepted under a key
         self.errors = [0] * 8  # ERROR replies by code (index 0 unused)
 
     def refused(self):
@@ -79,7 +91,7 @@ class Session:
         pile = self.pile
         tel = pile.tel
         fields = {2: pile.pile_id, 3: pile.version, 4: pile.nonce, 5: tel.rated_charge,
-                  6: tel.rated_discharge, 7: PROTOCOL_VERSION, _NEXT_SEQ: self.peer_seq + 1}
+                  6: tel.rated_discharge, 7: PROTOCOL_VERSION, _NEXT_SEQ: max(pile.seqs) + 1}
         return self._send(HELLO, fields)
 
     def telemetry(self):
@@ -110,22 +122,31 @@ class Session:
         """The reply (wire bytes) to one message from the host."""
         seq = 0
         try:
-            msg, authentic = self._open(data)
+            msg, slot = self._open(data)
             seq = msg[1]
             mtype = msg[0]
             if mtype == HELLO:  # a serial line has no connect event: the host asks
                 self.accepted += 1
                 return self.hello()
-            if not authentic:
+            if mtype not in _REQUESTS:  # before anything counts: reflections change nothing
+                raise Refused(ERR_UNKNOWN_TYPE, "type %d is not a request" % mtype)
+            if slot is None:
                 raise Refused(ERR_AUTH, "this pile has a link key: sign with it")
-            if seq <= self.peer_seq:
-                raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, self.peer_seq))
-            self.peer_seq = seq
-            reply = self._dispatch(mtype, seq, msg)
+            seqs = self.pile.seqs
+            if seq <= seqs[slot]:
+                raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, seqs[slot]))
+            seqs[slot] = seq
+            self.verified = True
+            reply = self._dispatch(mtype, seq, msg, self._is_technician(slot))
         except Refused as refusal:
             return self.refusal(seq, refusal.code, refusal.detail)
         self.accepted += 1
         return reply
+
+    def _is_technician(self, slot):
+        """The technician's key, or the wired link while the pile has no technician key."""
+        return slot == SLOT_TECHNICIAN or (
+            self.may_provision and self.pile.keys[SLOT_TECHNICIAN] is None)
 
     def refusal(self, seq, code, detail):
         """An ERROR reply, counted."""
@@ -133,20 +154,22 @@ class Session:
         return self._send(ERROR, {2: seq, 3: code, _DETAIL: detail})
 
     def _open(self, data):
-        """Verify and decode; return (message map, authenticated)."""
-        key = self.pile.key
-        authentic = key is None
-        if key is not None and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
+        """Verify and decode; return (message map, the key slot it was made with, or None
+        when the pile has keys and the message is unsigned)."""
+        pile = self.pile
+        slots = [slot for slot in (SLOT_LINK, SLOT_TECHNICIAN) if pile.keys[slot] is not None]
+        slot = SLOT_UNSIGNED if not slots else None
+        if slots and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
             try:
-                data = mac0_verify(key, data, self.pile.nonce)
+                data, index = mac0_open([pile.keys[s] for s in slots], data, pile.nonce)
             except CoseError as exc:
                 raise Refused(ERR_AUTH, "not authenticated: %s" % exc)
-            authentic = True
+            slot = slots[index]
         try:
             msg = loads(data)
         except CBORError as exc:
             raise Refused(ERR_MALFORMED, "not CBOR: %s" % exc)
-        if key is None and isinstance(msg, Tag) and msg.tag == _COSE_MAC0:
+        if not slots and isinstance(msg, Tag) and msg.tag == _COSE_MAC0:
             raise Refused(ERR_AUTH, "signed, but this pile has no link key: provision one first")
         if type(msg) is not dict:
             raise Refused(ERR_MALFORMED, "a message is a CBOR map")
@@ -154,20 +177,20 @@ class Session:
         seq = msg.get(1)
         if type(mtype) is not int or type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
             raise Refused(ERR_MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
-        return msg, authentic
+        return msg, slot
 
-    def _dispatch(self, mtype, seq, msg):
+    def _dispatch(self, mtype, seq, msg, technician):
         if mtype == SETPOINT:
             return self._setpoint(seq, msg)
         if mtype == CONFIG_GET:
             return self._config_get(msg.get(2))
         if mtype == CONFIG_SET:
-            return self._config_set(msg.get(2))
+            return self._config_set(msg.get(2), technician)
         if mtype == EVENTS_GET:
             first = _field(msg, 2, "first index", optional=True) or 0
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
-            return self._command(seq, _field(msg, 2, "command code"))
+            return self._command(seq, _field(msg, 2, "command code"), technician)
         if mtype == DIAGNOSTICS_GET:
             return self._send(DIAGNOSTICS, {2: self.pile.diagnostics()})
         raise Refused(ERR_UNKNOWN_TYPE, "type %d is not a request" % mtype)
@@ -199,48 +222,54 @@ class Session:
                 raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
         return self._send(CONFIG, {2: {key: values[key] for key in keys}})
 
-    def _config_set(self, changes):
+    def _config_set(self, changes, technician):
         if type(changes) is not dict or not changes:
             raise Refused(ERR_BAD_FIELD, "field 2 must be a non-empty map of key to value")
-        if KEY in changes:
-            return self._provision(changes)
+        for key in _KEY_SLOTS:
+            if key in changes:
+                if not self.may_provision:
+                    raise Refused(ERR_AUTH, "keys are set over the USB serial link only")
+                if not technician:
+                    raise Refused(ERR_AUTH, "a key change " + _NEEDS_TECHNICIAN)
+                return self._provision(changes, key)
+        if not technician:
+            raise Refused(ERR_AUTH, "CONFIG_SET " + _NEEDS_TECHNICIAN)
         for key, value in changes.items():
             kind = int if key in INTEGERS else str if key in CHOICES else None
             if kind is None:
                 raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
             if type(value) is not kind:
                 raise Refused(ERR_BAD_FIELD, "%s must be %s" % (key, "an integer" if kind is int
-                                                               else "a text string"))
+                                                                   else "a text string"))
         try:
             self.pile.set_config(changes)
         except ConfigError as exc:
             raise Refused(ERR_OUT_OF_RANGE, str(exc))
         return self._send(CONFIG, {2: dict(self.pile.cfg.values)})
 
-    def _provision(self, changes):
-        if not self.may_provision:
-            raise Refused(ERR_AUTH, "the link key is set over the USB serial link only")
+    def _provision(self, changes, name):
         if len(changes) != 1:
-            raise Refused(ERR_BAD_FIELD, "set the link key on its own")
-        key = changes[KEY]
+            raise Refused(ERR_BAD_FIELD, "set a key on its own")
+        key = changes[name]
         if key is not None and (type(key) is not bytes or len(key) not in _KEY_LENGTHS):
-            raise Refused(ERR_OUT_OF_RANGE, "link key: 16, 24 or 32 bytes, or null to remove")
-        self.pile.set_key(key)
-        return self._send(CONFIG, {2: {}})  # signed with the new key: proof it took
+            raise Refused(ERR_OUT_OF_RANGE, "%s: 16, 24 or 32 bytes, or null to remove" % name)
+        self.pile.set_key(key, _KEY_SLOTS[name])
+        return self._send(CONFIG, {2: {}})  # signed with the pile's key now: proof it took
 
-    def _command(self, seq, code):
+    def _command(self, seq, code, technician):
         pile = self.pile
-        if code == CMD_RESET_FAULT:
+        if code == CMD_STOP:  # anyone who may ask for power may ask for none
+            pile.stop()
+        elif code not in (CMD_RESET_FAULT, CMD_REBOOT, CMD_RELEASE):
+            raise Refused(ERR_OUT_OF_RANGE, "command code must be 1..4")
+        elif not technician:
+            raise Refused(ERR_AUTH, "COMMAND %d %s" % (code, _NEEDS_TECHNICIAN))
+        elif code == CMD_RESET_FAULT:
             pile.reset_fault()
         elif code == CMD_REBOOT:
             pile.request_reboot()
-        elif code == CMD_STOP:
-            pile.stop()
-        elif code == CMD_RELEASE:
-            if not pile.release():
-                raise Refused(ERR_BUSY, "the E-stop input is still active: clear it, then release")
-        else:
-            raise Refused(ERR_OUT_OF_RANGE, "command code must be 1..4")
+        elif not pile.release():
+            raise Refused(ERR_BUSY, "the E-stop input is still active: clear it, then release")
         return self._ack(seq, pile.ctl.target, pile.ctl.reasons)
 
 

@@ -123,6 +123,10 @@ def link_options(command):
         click.option("--key-file", type=click.Path(dir_okay=False),
                      help="The link key file (default: the one provision-key saved for the "
                      "pile, under $PILECTL_HOME/keys)."),
+        click.option("--technician-key-file", type=click.Path(dir_okay=False),
+                     help="The technician's key file (default: the one provision-key "
+                     "--technician saved for the pile); needed for config set, release, "
+                     "reset-fault and reboot once the pile has a technician's key."),
         click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for "
                      "a reply."),
     ]
@@ -131,10 +135,10 @@ def link_options(command):
     return command
 
 
-def _target(port, tcp, baud, key_file, timeout):
+def _target(port, tcp, baud, key_file, timeout, technician_key_file):
     from pilectl.field import Target
 
-    return Target(port, tcp, baud, key_file, timeout)
+    return Target(port, tcp, baud, key_file, timeout, technician_key_file)
 
 
 def _call(target, action):
@@ -148,8 +152,9 @@ def _call(target, action):
     except (FieldError, LinkError) as exc:
         raise click.ClickException(str(exc)) from None
     except PileError as exc:
-        hint = {wire.ERR_AUTH: " (use the key provisioned on this pile, --key-file, or "
-                               "provision it again over USB serial)",
+        hint = {wire.ERR_AUTH: " (use the keys provisioned on this pile, --key-file and "
+                               "--technician-key-file, or provision them again over USB "
+                               "serial)",
                 wire.ERR_REPLAY: " (another tool is using this seq: retry)"}.get(exc.code, "")
         raise click.ClickException(f"{exc}{hint}") from None
 
@@ -317,23 +322,27 @@ def events(since, as_json, **link):
 @main.command("provision-key")
 @link_options
 @click.option("--remove", is_flag=True, help="Remove the pile's key (signing off).")
+@click.option("--technician", is_flag=True, help="The technician's key (config, keys, "
+              "release, reset-fault, reboot) instead of the link key (the aggregator's).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def provision_key(remove, as_json, **link):
-    """Give the pile a new random link key over USB serial. The key is saved for this
-    tool (mode 0600) and never shown."""
+def provision_key(remove, technician, as_json, **link):
+    """Give the pile a new random key over USB serial: its link key (which an aggregator
+    gets too), or with --technician the technician's. The key is saved for this tool
+    (mode 0600) and never shown."""
     from pilectl import field
 
     target = _target(**link)
     if not target.port:
         raise click.ClickException("the link key is set over the USB serial link only: "
                                    "connect with --port, not --tcp")
-    result = _call(target, lambda c: field.provision_key(c, target, remove))
+    result = _call(target, lambda c: field.provision_key(c, target, remove, technician))
     if as_json:
         return _echo_json(result)
+    which = "technician's key" if technician else "link key"
     if remove:
-        click.echo(f"pile {result['pile_id']}: link key removed; the link is unsigned now")
+        click.echo(f"pile {result['pile_id']}: {which} removed")
     else:
-        click.echo(f"pile {result['pile_id']}: link key provisioned (key id "
+        click.echo(f"pile {result['pile_id']}: {which} provisioned (key id "
                    f"{result['key_id']}), saved to {result['key_file']}")
 
 

@@ -13,6 +13,7 @@ import serial
 from pilectl import wire
 
 DEFAULT_TIMEOUT = 5.0
+KEEPALIVE_S = 20.0  # a pile closes a TCP client silent for 60 s
 
 
 class PileError(Exception):
@@ -34,11 +35,15 @@ class KeyMismatch(wire.WireError):
 
 
 class Client:
-    def __init__(self, reader, writer, key=None, timeout=DEFAULT_TIMEOUT, keyring=None):
-        """`keyring(pile_id)` finds the key of a pile that signs its HELLO (see pilectl.keys)."""
+    def __init__(self, reader, writer, key=None, timeout=DEFAULT_TIMEOUT, keyring=None,
+                 technician_key=None):
+        """`key` is the pile's link key (it signs with it), `technician_key` the technician's:
+        with it every request is the technician's (config, keys, release, reboot). A
+        `keyring` (see pilectl.keys) finds both by the pile id in a signed HELLO."""
         self._reader = reader
         self._writer = writer
         self.key = key
+        self.technician_key = technician_key
         self.keyring = keyring
         self.timeout = timeout
         self.seq = 0  # the pile forgets our seq on each connect (and on our HELLO)
@@ -52,20 +57,26 @@ class Client:
         self._telemetry = asyncio.Queue(maxsize=100)
         self._lock = asyncio.Lock()
         self._task = None
+        self._pinger = None
+        self._sent_at = 0.0  # loop time of the last write
 
     @classmethod
-    async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT, keyring=None):
+    async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT, keyring=None,
+                  technician_key=None):
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except (TimeoutError, OSError) as exc:
             raise LinkError(f"cannot reach the pile at {host}:{port} ({exc}): is it on the "
                             "network and is the port right?") from exc
-        return await cls(reader, writer, key, timeout, keyring)._start(ask_hello=False)
+        return await cls(reader, writer, key, timeout, keyring,
+                         technician_key)._start(ask_hello=False)
 
     @classmethod
-    async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT, keyring=None):
+    async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT, keyring=None,
+                     technician_key=None):
         reader, writer = await open_serial(path, baud)
-        return await cls(reader, writer, key, timeout, keyring)._start(ask_hello=True)
+        return await cls(reader, writer, key, timeout, keyring,
+                         technician_key)._start(ask_hello=True)
 
     async def _start(self, ask_hello):
         self._task = asyncio.create_task(self._receive())
@@ -83,7 +94,23 @@ class Client:
             await self.close()
             raise LinkError(f"the pile speaks protocol {protocol}, this tool speaks "
                             f"{wire.PROTOCOL_VERSION}")
+        if not ask_hello:  # TCP: a pile closes a client that does not authenticate within
+            try:           # seconds, or falls silent for a minute
+                await self.config_get([])
+            except (LinkError, PileError):
+                await self.close()
+                raise
+            self._pinger = asyncio.create_task(self._keep_alive())
         return self
+
+    async def _keep_alive(self):
+        """A HELLO when nothing else was sent for a while: the pile keeps the connection."""
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            if asyncio.get_running_loop().time() - self._sent_at >= KEEPALIVE_S:
+                async with self._lock:
+                    self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+                    await self._writer.drain()
 
     async def _receive(self):
         while True:
@@ -124,10 +151,12 @@ class Client:
         is_hello = unverified[wire.TYPE] == wire.HELLO
         if is_hello and self.key is None and self.keyring is not None:
             try:
-                self.key = self.keyring(unverified.get(wire.HELLO_PILE_ID))
+                self.key, found = self.keyring(unverified.get(wire.HELLO_PILE_ID))
             except ValueError as exc:  # a damaged key file: say so instead of timing out
                 raise KeyMismatch(str(exc)) from exc
-        candidates = [k for k in (self.key, *self._pending) if k is not None]
+            self.technician_key = self.technician_key or found
+        candidates = [k for k in (self.key, self.technician_key, *self._pending)
+                      if k is not None]
         pile_id = unverified.get(wire.HELLO_PILE_ID, "?")
         if not candidates:
             raise KeyMismatch(f"pile {pile_id} signs its messages and this tool has no key for "
@@ -141,7 +170,8 @@ class Client:
             except wire.WireError as exc:
                 failure = exc
                 continue
-            self.key = key  # a provisioned key takes over once the pile signs with it
+            if key is not self.technician_key:
+                self.key = key  # a provisioned key takes over once the pile signs with it
             if is_hello:
                 self.nonce = nonce
             return fields
@@ -164,6 +194,7 @@ class Client:
     def _write(self, fields, sign=True):
         message = self.sign(fields) if sign else wire.encode(fields)
         self._writer.write(wire.frame(message))
+        self._sent_at = asyncio.get_running_loop().time()
 
     async def _reply(self, expected):
         while True:
@@ -188,11 +219,27 @@ class Client:
         return fields
 
     async def request(self, mtype, fields, expected):
-        """Send one request; return the reply's fields, or raise PileError/LinkError."""
+        """Send one request; return the reply's fields, or raise PileError/LinkError.
+
+        A pile counts seqs per key for the whole boot, so another tool with the same key
+        may have used ours: on a replay refusal, ask for the next seq (HELLO) and retry once.
+        """
         async with self._lock:
-            self._write({wire.TYPE: mtype, wire.SEQ: self._next_seq(), **fields})
-            await self._writer.drain()
-            return await self._reply(expected)
+            for attempt in range(2):
+                self._write({wire.TYPE: mtype, wire.SEQ: self._next_seq(), **fields})
+                await self._writer.drain()
+                try:
+                    return await self._reply(expected)
+                except PileError as exc:
+                    if exc.code != wire.ERR_REPLAY or attempt:
+                        raise
+                await self._resync()
+
+    async def _resync(self):
+        self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+        await self._writer.drain()
+        hello = await self._reply(wire.HELLO)
+        self.seq = max(self.seq, hello.get(wire.HELLO_NEXT_SEQ, 0) - 1)
 
     async def send_raw(self, data, frame=True):
         """Send `data` as it is (framed unless frame=False), waiting for no reply.
@@ -214,9 +261,11 @@ class Client:
             return await self._reply(None)
 
     def sign(self, fields):
-        """The message bytes this client would send for `fields` (signed when it has a key)."""
+        """The message bytes this client would send for `fields`: signed with the
+        technician's key when it has one, else with the link key, else unsigned."""
         message = wire.encode(fields)
-        return wire.sign(self.key, message, self.nonce) if self.key is not None else message
+        key = self.technician_key or self.key
+        return wire.sign(key, message, self.nonce) if key is not None else message
 
     async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None):
         fields = {wire.SETPOINT_POWER: power_w, wire.SETPOINT_TTL: ttl_s}
@@ -233,14 +282,21 @@ class Client:
     async def config_set(self, changes):
         return (await self.request(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG))[wire.BODY]
 
-    async def provision_key(self, key):
-        """Set (bytes) or remove (None) the pile's link key; the reply proves the new key."""
-        self._pending = (key,)  # the reply comes under the new key, a refusal under the old
+    async def provision_key(self, key, technician=False):
+        """Set (bytes) or remove (None) the pile's link key, or the technician's; over the
+        USB serial link only. The reply to a new link key proves it (signed with it); a new
+        technician's key is proven by a request signed with it."""
+        name = wire.TECHNICIAN_KEY if technician else wire.LINK_KEY
+        self._pending = (key,)  # the reply may come under the new key, a refusal under the old
         try:
-            return await self.request(wire.CONFIG_SET, {wire.BODY: {wire.LINK_KEY: key}},
-                                      wire.CONFIG)
+            reply = await self.request(wire.CONFIG_SET, {wire.BODY: {name: key}}, wire.CONFIG)
         finally:
             self._pending = ()
+        if technician:
+            self.technician_key = key
+            if key is not None:
+                await self.config_get([])  # signed with the new key: refused unless it took
+        return reply
 
     async def events(self, first=0):
         return (await self.request(wire.EVENTS_GET, {wire.BODY: first}, wire.EVENTS))[wire.BODY]
@@ -259,8 +315,9 @@ class Client:
         return {name: fields.get(key) for key, name in wire.TELEMETRY_FIELDS.items()}
 
     async def close(self):
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._pinger):
+            if task is not None:
+                task.cancel()
         self._writer.close()
         try:
             await self._writer.wait_closed()

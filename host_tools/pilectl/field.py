@@ -29,6 +29,7 @@ class Target:
     baud: int = 115200
     key_file: str | None = None
     timeout: float = 5.0
+    technician_key_file: str | None = None
 
 
 _DEFAULT_TCP_PORT = 7700
@@ -40,13 +41,17 @@ async def connect(target):
                          "--tcp HOST[:PORT] (Wi-Fi); or set PILECTL_PORT / PILECTL_TCP")
     try:
         key = keys.read(target.key_file) if target.key_file else None
+        technician = keys.read(target.technician_key_file) if target.technician_key_file \
+            else None
     except keys.KeyFileError as exc:
         raise FieldError(str(exc)) from None
     keyring = None if key else keys.lookup
     if target.port:
-        return await Client.serial(target.port, key, target.baud, target.timeout, keyring)
+        return await Client.serial(target.port, key, target.baud, target.timeout, keyring,
+                                   technician)
     host, _, port = target.tcp.partition(":")
-    return await Client.tcp(host, int(port or _DEFAULT_TCP_PORT), key, target.timeout, keyring)
+    return await Client.tcp(host, int(port or _DEFAULT_TCP_PORT), key, target.timeout, keyring,
+                            technician)
 
 
 def readable_hello(hello):
@@ -164,23 +169,26 @@ async def events(client, since=0):
              "value": value} for index, uptime, code, value in entries]
 
 
-async def provision_key(client, target, remove=False):
-    """A new random key to the pile over the serial link; saved before it is sent."""
+async def provision_key(client, target, remove=False, technician=False):
+    """A new random key to the pile over the serial link, saved before it is sent: the
+    link key (the aggregator's too), or with `technician` the technician's."""
     pile_id = client.hello.get(wire.HELLO_PILE_ID)
-    final = keys.path_for(pile_id) if not target.key_file else target.key_file
+    given = target.technician_key_file if technician else target.key_file
+    final = given or keys.path_for(pile_id, technician)
     if remove:
-        await client.provision_key(None)
+        await client.provision_key(None, technician)
         return {"pile_id": pile_id, "key_id": None, "key_file": None}
     key = keys.new_key()
     pending = keys.save(key, str(final) + ".pending")
     try:
-        await client.provision_key(key)
+        await client.provision_key(key, technician)
     except PileError:  # refused: the pile keeps its old key
         pending.unlink()
         raise
     except LinkError as exc:  # no answer: the pile may have taken the key, so it stays here
         raise FieldError(f"{exc}. The pile may have the new key: it is kept in {pending}; if "
-                         f"commands now report a key mismatch, give --key-file {pending}") from None
+                         f"commands now report a key mismatch or are refused, give "
+                         f"--{'technician-' if technician else ''}key-file {pending}") from None
     path = keys.promote(pending, final)
     return {"pile_id": pile_id, "key_id": wire.key_id(key).hex(), "key_file": str(path)}
 

@@ -1,8 +1,9 @@
-"""The technician's link keys, one file per pile id, readable by the owner only.
+"""The technician's keys, one file per pile id and role, readable by the owner only.
 
 `provision-key` writes a new random key here and never shows it; every other
-command finds the key of the pile it talks to by the pile id in its HELLO.
-The directory is $PILECTL_HOME/keys (default ~/.config/pilectl/keys).
+command finds the keys of the pile it talks to by the pile id in its HELLO:
+`PILE_ID.key` the link key (the aggregator's too), `PILE_ID.technician.key` the
+technician's. The directory is $PILECTL_HOME/keys (default ~/.config/pilectl/keys).
 """
 
 import os
@@ -22,8 +23,9 @@ def home():
     return Path(os.environ.get("PILECTL_HOME") or Path.home() / ".config" / "pilectl")
 
 
-def path_for(pile_id):
-    return home() / "keys" / (_SAFE_ID.sub("_", str(pile_id)) + ".key")
+def path_for(pile_id, technician=False):
+    name = _SAFE_ID.sub("_", str(pile_id)) + (".technician.key" if technician else ".key")
+    return home() / "keys" / name
 
 
 def read(path):
@@ -41,9 +43,9 @@ def read(path):
 
 
 def lookup(pile_id):
-    """The saved key of `pile_id`, or None."""
-    path = path_for(pile_id)
-    return read(path) if path.exists() else None
+    """The saved (link key, technician's key) of `pile_id`, each None when there is none."""
+    paths = (path_for(pile_id), path_for(pile_id, technician=True))
+    return tuple(read(path) if path.exists() else None for path in paths)
 
 
 def new_key():

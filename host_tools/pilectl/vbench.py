@@ -41,7 +41,8 @@ def unix_board(pile_id, bus, link=None, tcp_port=None, **more):
 
 
 class VirtualBench:
-    """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key."""
+    """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key
+    (the aggregator's), `bench.technician_key` the technician's."""
 
     def __init__(self, directory, scenario, key=True, heapsize=None, firmware=None):
         """`firmware` is a directory with main.py, pile/ and profiles/ (default: the
@@ -51,6 +52,7 @@ class VirtualBench:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario
         self.key = secrets.token_bytes(32) if key is True else key
+        self.technician_key = secrets.token_bytes(32) if self.key is not None else None
         self.heapsize = heapsize
         self.firmware_dir = Path(firmware) if firmware else FIRMWARE
         self.sim = Simulation(scenario)
@@ -81,11 +83,12 @@ class VirtualBench:
             wired = await self.serial()
             try:
                 await wired.provision_key(self.key)
+                await wired.provision_key(self.technician_key, technician=True)
             finally:
                 await wired.close()
         config = self.scenario.get("config")
         if config:
-            client = await self.tcp()
+            client = await self.tcp(technician=True)
             try:
                 await client.config_set(config)
             finally:
@@ -119,15 +122,18 @@ class VirtualBench:
         if self._reader is not None:
             self._reader.cancel()
 
-    async def serial(self, key=None):
-        return await Client.serial(self._ptys[1].b, key=key)
+    async def serial(self, key=None, technician_key=None):
+        return await Client.serial(self._ptys[1].b, key=key, technician_key=technician_key)
 
-    async def tcp(self, key=None, wait_s=3.0):
-        """A TCP client; the pile opens TCP within a second of getting its key."""
+    async def tcp(self, key=None, wait_s=3.0, technician=False):
+        """A TCP client, the aggregator's (the link key), or with `technician` the
+        technician's too; the pile opens TCP within a second of getting its key."""
         deadline = asyncio.get_running_loop().time() + wait_s
+        tech = self.technician_key if technician else None
         while True:
             try:
-                return await Client.tcp("127.0.0.1", self.tcp_port, key=key or self.key)
+                return await Client.tcp("127.0.0.1", self.tcp_port, key=key or self.key,
+                                        technician_key=tech)
             except LinkError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise

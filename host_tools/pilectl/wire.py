@@ -43,7 +43,8 @@ TELEMETRY_FIELDS = {2: "state", 3: "power_w", 4: "soc_permille", 5: "battery_tem
                     13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh"}
 HELLO_FIELDS = {HELLO_PILE_ID: "pile_id", HELLO_FIRMWARE: "firmware", HELLO_NONCE: "nonce",
                 5: "rated_charge_w", 6: "rated_discharge_w", HELLO_PROTOCOL: "protocol"}
-LINK_KEY = "link_key"  # the write-only config key that provisions the key
+LINK_KEY = "link_key"  # the write-only config keys that provision the aggregator's key
+TECHNICIAN_KEY = "technician_key"  # and the technician's
 
 
 class WireError(ValueError):

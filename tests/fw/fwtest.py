@@ -1,7 +1,11 @@
 """Helpers for firmware tests that run under CPython (pytest) and MicroPython alike."""
 
 from pile import limits
+from pile.app import Pile, key_id
+from pile.cbor import dumps, loads
 from pile.config import Config
+from pile.cose import mac0_sign, mac0_verify
+from pile.protocol import Session
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY, Telemetry
 
 RATED = 11000
@@ -147,3 +151,55 @@ def recording_board(pile_id="test-001"):
     return {"board": "test", "pile_id": pile_id,
             "modbus": {"baud": 9600, "converter_unit": 1, "meter_unit": 2},
             "link": {}, "state_dir": "/tmp/pile-fwtest-" + hexlify(urandom(6)).decode()}
+
+
+class Host:
+    """Builds what a host sends and opens what the pile answers, on one Session (a new
+    one, serial unless `may_provision` is False, or `session`)."""
+
+    def __init__(self, pile, key=None, may_provision=True, session=None):
+        self.pile = pile
+        self.key = key
+        self.seq = 0
+        self.session = session or Session(pile, may_provision)
+        self.replies = []
+
+    def raw(self, data):
+        reply = self.session.handle(data)
+        self.replies.append(reply)
+        if self.pile.key is not None and reply[:1] == b"\xd1":
+            reply = mac0_verify(self.pile.key, reply, self.pile.nonce)
+        return loads(reply)
+
+    def request(self, mtype, fields=None, seq=None, key=None):
+        """The bytes of one request signed with `key` (unsigned when None), at `seq` or
+        above every seq this boot has seen, as HELLO key 8 tells a client."""
+        if seq is None:
+            self.seq = max(self.seq, max(self.pile.seqs)) + 1
+            seq = self.seq
+        message = {0: mtype, 1: seq}
+        message.update(fields or {})
+        data = dumps(message)
+        return data if key is None else mac0_sign(key, data, self.pile.nonce, key_id(key))
+
+    def send(self, mtype, fields=None, seq=None, sign=True):
+        return self.raw(self.request(mtype, fields, seq, self.key if sign else None))
+
+
+def pile_with_ev():
+    pile = Pile("test-001")
+    tel = pile.tel
+    tel.status = STATUS_READY | STATUS_EV_CONNECTED
+    tel.soc = 600
+    tel.battery_temp = 250
+    tel.converter_temp = 400
+    tel.ev_max_charge = tel.ev_max_discharge = RATED
+    tel.rated_charge = tel.rated_discharge = RATED
+    pile.ctl.decide(pile.now(), tel, True, 5000, 0)
+    return pile
+
+
+def snapshot(pile):
+    ctl = pile.ctl
+    return (dict(pile.cfg.values), ctl.setpoint, ctl.setpoint_live, ctl.stopped, pile.key,
+            pile.events.next_index, pile.actions)

@@ -4,12 +4,13 @@ Shared by the hypothesis properties (CPython) and the differential check that
 replays the same scenarios under MicroPython and compares tick by tick.
 Per tick it returns [applied, target, reasons, state, max_charge, max_discharge,
 must_charge, ack], ack being [target, reasons] for an accepted setpoint, the
-string "refused" for a refused one, or None without a setpoint that tick.
+string "refused" for a refused one, "busy" for one before the converter was first
+read, or None without a setpoint that tick.
 """
 
 from pile.clock import ticks_add
 from pile.config import Config
-from pile.control import Controller
+from pile.control import Controller, NotReady
 from pile.telemetry import Telemetry
 
 
@@ -20,8 +21,6 @@ def replay(scenario):
     rows = []
     for step in scenario["steps"]:
         now = ticks_add(now, step["dt"])
-        for name, value in step["tel"].items():
-            setattr(tel, name, value)
         ack = None
         action = step.get("action")
         if action == "stop":
@@ -35,6 +34,12 @@ def replay(scenario):
                 ack = [target, reasons]
             except ValueError:
                 ack = "refused"
+            except NotReady:  # before the first converter reading
+                ack = "busy"
+        # as on the pile: a request lands between decisions, the readings change with the
+        # converter transaction that comes right before the next decision
+        for name, value in step["tel"].items():
+            setattr(tel, name, value)
         applied = ctl.decide(now, tel, step["ok"], step["site"], step["age"], step["estop"])
         env = ctl.env
         rows.append([applied, ctl.target, ctl.reasons, ctl.state, env.max_charge,

@@ -53,11 +53,11 @@ def test_the_largest_reply_fits_one_frame():
     loop.periods = loop.cuts = loop.poll_us = loop.meter.failures = _BIG
     loop.converter.last_error = DeviceException(23, 255)
     loop.meter.last_error = DeviceException(4, 255)
-    link.tcp_refused = link.send_failures = wifi.connects = _BIG
+    link.tcp_refused = link.tcp_closed_idle = link.send_failures = wifi.connects = _BIG
     session = Session(pile)
     session.seq = _BIG
     reply, fields = ask(pile, session)
-    assert len(fields[2]) == 19
+    assert len(fields[2]) == 22
     assert len(reply) + 2 <= MAX_FRAME, len(reply)
 
 

@@ -2,11 +2,11 @@
 
 import os
 
-from fwtest import RATED, raises
+from fwtest import Host, pile_with_ev, raises, snapshot
 from pile import events
 from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, Pile, key_id
 from pile.cbor import dumps, loads
-from pile.cose import mac0_sign, mac0_verify
+from pile.cose import mac0_sign
 from pile.protocol import (
     ACK,
     CMD_REBOOT,
@@ -37,54 +37,6 @@ from pile.store import Store
 
 KEY_BYTES = b"K" * 32
 _HERE = __file__.rsplit("/", 1)[0]
-
-
-class Host:
-    """Builds what a host sends and opens what the pile answers."""
-
-    def __init__(self, pile, key=None, may_provision=True):
-        self.pile = pile
-        self.key = key
-        self.seq = 0
-        self.session = Session(pile, may_provision)
-        self.replies = []
-
-    def raw(self, data):
-        reply = self.session.handle(data)
-        self.replies.append(reply)
-        if self.pile.key is not None and reply[:1] == b"\xd1":
-            reply = mac0_verify(self.pile.key, reply, self.pile.nonce)
-        return loads(reply)
-
-    def send(self, mtype, fields=None, seq=None, sign=True):
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        message = {0: mtype, 1: seq}
-        message.update(fields or {})
-        data = dumps(message)
-        if sign and self.key is not None:
-            data = mac0_sign(self.key, data, self.pile.nonce, key_id(self.key))
-        return self.raw(data)
-
-
-def pile_with_ev():
-    pile = Pile("test-001")
-    tel = pile.tel
-    tel.status = 1 | 16  # ready, EV connected
-    tel.soc = 600
-    tel.battery_temp = 250
-    tel.converter_temp = 400
-    tel.ev_max_charge = tel.ev_max_discharge = RATED
-    tel.rated_charge = tel.rated_discharge = RATED
-    pile.ctl.decide(pile.now(), tel, True, 5000, 0)
-    return pile
-
-
-def snapshot(pile):
-    ctl = pile.ctl
-    return (dict(pile.cfg.values), ctl.setpoint, ctl.setpoint_live, ctl.stopped, pile.key,
-            pile.events.next_index, pile.actions)
 
 
 def test_hello_carries_identity_nonce_and_next_seq():

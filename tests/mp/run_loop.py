@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 
+from pile.control import NotReady
 from pile.firmware import build_loop, build_pile, load_board
 from pile.hal import select
 
@@ -26,8 +27,14 @@ converter, meter, master, tel, ctl = loop.converter, loop.meter, loop.converter.
 
 
 async def main():
-    pile.setpoint(setpoint, 3600)
+    asked = False
     for period in range(periods):
+        if not asked:
+            try:  # as a host would: the pile takes a setpoint once it has read the converter
+                pile.setpoint(setpoint, 3600)
+                asked = True
+            except NotReady:
+                pass
         before = (master.transactions, master.bytes_out, master.bytes_in)
         await loop.period()
         print(json.dumps({

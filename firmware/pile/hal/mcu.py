@@ -55,13 +55,15 @@ class McuHal:
         self._service_timer = None
 
     def link_stream(self):
-        """An asyncio stream on the host-link UART, or None when the board has none."""
+        """(reader, writer) on the host-link UART, or None when the board has none. A UART
+        never waits for its peer, so one asyncio stream serves both ways."""
         wiring = self.spec.get("link", {})
         if "uart" not in wiring:
             return None
         uart = UART(wiring["uart"], baudrate=wiring["baud"], tx=Pin(wiring["tx"]),
                     rx=Pin(wiring["rx"]), timeout=0)
-        return asyncio.StreamReader(uart)
+        stream = asyncio.StreamReader(uart)
+        return stream, stream
 
     def rs485(self, name: str = "modbus") -> RS485:
         wiring = self.spec[name]

@@ -4,6 +4,7 @@ DESIGN section 3: open unbuffered, make the line raw, then VMIN = VTIME = 0 so
 an asyncio stream awaits data without blocking the loop or busy-waiting.
 """
 
+import _thread
 import asyncio
 import sys
 import termios
@@ -16,6 +17,7 @@ _SPEED_IN = const(4)
 _SPEED_OUT = const(5)
 _CC = const(6)
 _STALE = bytearray(32)  # stale input is read into this and dropped
+_LINE_QUEUE = const(8)  # frames waiting for the line's writer thread
 
 
 def open_serial(path, baud=None):
@@ -60,6 +62,47 @@ class SerialPort:
             pass
 
 
+class LineWriter:
+    """Writes a serial line from a thread of its own, so that a peer that stops reading
+    (a pty holds only so much, and a blocked write would stop the whole process) never
+    stalls the firmware: like a UART, the line does not wait for its peer. What the
+    queue has no room for is dropped and counted."""
+
+    def __init__(self, file):
+        self._file = file
+        self._queue = []
+        self._lock = _thread.allocate_lock()
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self.dropped = 0
+        _thread.start_new_thread(self._run, ())
+
+    def write(self, data):
+        with self._lock:
+            if len(self._queue) >= _LINE_QUEUE:
+                self.dropped += 1
+                return
+            self._queue.append(bytes(data))
+        if self._wake.locked():
+            self._wake.release()
+
+    async def drain(self):
+        return None  # written by the thread; asyncio never waits on the line
+
+    def close(self):
+        return None  # the line stays open for the next host
+
+    def _run(self):
+        while True:
+            self._wake.acquire()
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        break
+                    data = self._queue.pop(0)
+                self._file.write(data)  # may block: only this thread waits
+
+
 class FilePin:
     """The unix port's stand-in for an input pin: active while the file exists.
 
@@ -98,11 +141,12 @@ class UnixHal:
         return SerialPort(wiring["device"], wiring.get("termios_baud"))
 
     def link_stream(self):
-        """An asyncio stream on the link's serial device, or None when the board has none."""
+        """(reader, writer) on the link's serial device, or None when the board has none."""
         device = self.spec.get("link", {}).get("device")
         if device is None:
             return None
-        return asyncio.StreamReader(open_serial(device))
+        line = open_serial(device)
+        return asyncio.StreamReader(line), LineWriter(line)
 
     def reset(self):
         """The unix port cannot reset itself: exit status 3 asks the bench (or
