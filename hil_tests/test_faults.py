@@ -1,6 +1,8 @@
 """One test per fault: the converter, the bus, the meter, the host link, the EV, the stops."""
 
 import asyncio
+import random
+import time
 
 import pytest
 from pile import limits
@@ -163,3 +165,23 @@ async def test_a_setpoint_before_the_first_converter_reading_is_busy(pile):
     pile.faults.silent = False
     await pile.until(lambda t: t["state"] == STATE_IDLE, what="the first reading")
     assert (await pile.client.setpoint(-2000, 60))["target_w"] == -2000
+
+
+@pytest.mark.virtual_only("pressing the E-stop needs the virtual bench's E-stop file")
+async def test_a_20_ms_estop_press_latches_and_cuts_within_one_transaction(pile):
+    await pile.client.setpoint(-4000, 60)
+    await pile.until(lambda t: t["applied_w"] == -4000)
+    writes = pile.control_writes()
+    await asyncio.sleep(random.uniform(0, 0.25))  # anywhere in the control period
+    pressed_at = time.monotonic()
+    pile.press_estop()
+    await asyncio.sleep(0.02)
+    pile.press_estop(False)
+    tel = await pile.until(lambda t: t["state"] == STATE_STOPPED, what="a 20 ms press latched")
+    assert tel["applied_w"] == 0
+    after = [(at, values) for at, values in writes if at >= pressed_at]
+    cut = next(i for i, (_, values) in enumerate(after) if values[:3] == [0, 0, 0])
+    assert cut <= 1, f"{cut} control writes went out before the cut"  # one under way, at most
+    assert after[cut][0] - pressed_at < 0.06, after[cut][0] - pressed_at
+    stops = [e for e in await pile.client.events() if e[2] == EVENT_STOP]
+    assert stops and stops[-1][3] == 2  # logged as an E-stop

@@ -12,16 +12,17 @@ class Debounced:
         self._pin = pin
         self._stable_ms = stable_ms
         self._active_low = active_low
-        self.active = self._read()
+        self.active = self.read()
         self._candidate = self.active
         self._since = 0
 
-    def _read(self):
+    def read(self):
+        """The input's level now, undebounced."""
         return bool(self._pin.value()) != self._active_low
 
     def update(self, now):
         """Sample the pin at ticks `now`; return the debounced state."""
-        level = self._read()
+        level = self.read()
         if level != self._candidate:
             self._candidate = level
             self._since = now

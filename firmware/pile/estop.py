@@ -38,10 +38,10 @@ class Estop:
         if self._interrupts:
             await self._flag.wait()
             return
-        was = self.level._read()
+        was = self.level.read()
         while True:
             await asyncio.sleep_ms(_POLL_MS)
-            now = self.level._read()
+            now = self.level.read()
             if now and not was:
                 self.press()
                 return

@@ -100,6 +100,8 @@ class Firmware:
                  asyncio.create_task(self.link.run_telemetry(
                      lambda: supervisor.check_in(telemetry)))]
         tasks += [asyncio.create_task(server) for server in self.link.servers()]
+        if self.loop.estop is not None:  # not supervised: it waits for a press
+            tasks.append(asyncio.create_task(self.loop.watch_estop()))
         if self.wifi is not None:  # not supervised: a missing access point is no hang
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))

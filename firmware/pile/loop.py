@@ -112,6 +112,17 @@ class ControlLoop:
             await self._cut_if_needed()  # the fresh readings, at once
         await self._poll_meter()
 
+    async def watch_estop(self):
+        """The E-stop task: on a press, the cut goes to the converter at once (the bus
+        master lets the transaction under way finish first); the next decision latches
+        the stop."""
+        estop = self.estop
+        while True:
+            await estop.wait_press()
+            if await self.converter.command(0, False):
+                self.commanded = 0
+                self.cuts += 1
+
     async def _reboot(self):
         await asyncio.sleep_ms(_REBOOT_DELAY_MS)
         await self.converter.command(0, False)  # stopped, not left to its heartbeat watchdog

@@ -93,6 +93,7 @@ class Master:
         self._rx = bytearray(_MAX_ADU)
         self._rxv = memoryview(self._rx)
         self._txv = memoryview(self._tx)
+        self.busy = False  # a transaction is under way: the E-stop task's cut waits for it
         self.transactions = 0
         self.failures = 0  # transactions that raised
         self.timeouts = 0
@@ -172,7 +173,18 @@ class Master:
         raise error
 
     async def _transact(self, n, unit, function):
-        """Send tx[:n]; return where the valid reply starts in rx. Retries, then raises."""
+        """Send tx[:n]; return where the valid reply starts in rx. Retries, then raises.
+
+        One transaction at a time: the control task and the E-stop task share the bus."""
+        while self.busy:
+            await asyncio.sleep_ms(_POLL_MS)
+        self.busy = True
+        try:
+            return await self._exchange(n, unit, function)
+        finally:
+            self.busy = False
+
+    async def _exchange(self, n, unit, function):
         self.transactions += 1
         error = None
         for _ in range(1 + self.retries):

@@ -10,7 +10,7 @@ import time
 import machine
 from machine import UART, WDT, Pin, Timer
 
-from pile.debounce import Debounced
+from pile.estop import Estop
 from pile.wifi import Station
 
 _STALE = bytearray(32)  # stale input is read into this and dropped
@@ -103,9 +103,13 @@ class McuHal:
         pin = self.spec.get(name)
         return None if pin is None else Pin(pin, Pin.OUT, value=0)
 
-    def estop(self) -> Debounced | None:
-        """The debounced E-stop input, or None when the board has none."""
-        pin = self.spec.get("estop_pin")
-        if pin is None:
+    def estop(self) -> Estop | None:
+        """The E-stop input, latched by its pin's interrupt on the press, or None when the
+        board has none."""
+        number = self.spec.get("estop_pin")
+        if number is None:
             return None
-        return Debounced(Pin(pin, Pin.IN, Pin.PULL_UP), active_low=True)
+        pin = Pin(number, Pin.IN, Pin.PULL_UP)
+        estop = Estop(pin, interrupts=True)
+        pin.irq(trigger=Pin.IRQ_FALLING, handler=estop.press)
+        return estop

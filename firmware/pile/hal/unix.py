@@ -166,7 +166,9 @@ class UnixHal:
         return None  # no contactor or LED on a PC
 
     def estop(self):
-        from pile.debounce import Debounced
+        """The E-stop stand-in: the file `estop_file` names is the pressed button, watched
+        every few milliseconds as a pin interrupt would be."""
+        from pile.estop import Estop
 
         path = self.spec.get("estop_file")
-        return None if path is None else Debounced(FilePin(path), active_low=True)
+        return None if path is None else Estop(FilePin(path))
