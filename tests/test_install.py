@@ -36,8 +36,10 @@ def test_the_installed_copy_is_what_runs(installed, tmp_path):
     assert not (installed / "micropython.py").exists()  # the const() shim is inside `pile`
 
 
-def test_help_deploy_and_status_from_another_directory(installed, tmp_path, socat):
-    bench = BoardBench(tmp_path / "board", load_scenario("steady"))
+def test_help_deploy_and_status_from_another_directory(installed, tmp_path, socat,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as the field guide's "Practise first": a relative folder
+    bench = BoardBench("board", load_scenario("steady"))
     field = Field(bench, tmp_path / "home", pilectl=installed / "bin" / "pilectl",
                   PYTHONPATH=str(installed))
     try:

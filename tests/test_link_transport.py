@@ -6,7 +6,10 @@ firmware's unix HAL (raw termios), the other by pyserial in the host client.
 
 import asyncio
 import json
+import socket
+import struct
 import subprocess
+import time
 
 import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
@@ -199,3 +202,25 @@ def test_serial_session_resumes_after_a_host_restart(server, pty_pair):
         await client.close()
 
     run(twice())
+
+
+def test_connections_reset_by_the_peer_leave_no_traceback(server):
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.recv(512)  # the HELLO
+        sock.send(b"\x05\x01\x02")  # half a frame
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, as after a dropped Wi-Fi
+    time.sleep(0.5)
+
+    async def still_serving():
+        client = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        assert await client.config_get(["min_soc"]) == {"min_soc": 20}
+        await client.close()
+
+    run(still_serving())
+    srv.stop()
+    printed = srv.proc.stdout.read()
+    assert "Traceback" not in printed and "exception" not in printed, printed

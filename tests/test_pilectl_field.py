@@ -230,3 +230,50 @@ def test_errors_say_what_to_do(field, tmp_path):
     result = field.run("deploy", "--board", str(tmp_path / "none.json"), "--port",
                        field.bench.usb, link=False)
     assert result.returncode == 1 and "cannot read the board file" in result.stderr
+
+
+def test_bad_tcp_addresses_are_explained(field):
+    for address, said in (("127.0.0.1:99999", "1 to 65535"), ("host:abc", "1 to 65535"),
+                          ("[::1", "[ADDRESS]"), (":7700", "no host")):
+        result = field.run("status", "--tcp", address, link=False)
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    result = field.run("status", "--tcp", "[::1]:1", "--timeout", "1", link=False)
+    assert result.returncode == 1 and "cannot reach the pile at ::1:1" in result.stderr
+
+
+def test_a_board_file_with_a_typo_is_refused_before_the_board_is_touched(field, tmp_path):
+    spec = json.loads(field.bench.board_file.read_text())
+    spec["modbus"]["baudd"] = spec["modbus"].pop("baud")
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps(spec))
+    started = time.monotonic()
+    result = field.run("deploy", "--board", str(typo), "--port", field.bench.usb, link=False)
+    assert result.returncode == 1 and "modbus.baudd" in result.stderr, result.stderr
+    assert "nothing was deployed" in result.stderr and time.monotonic() - started < 10
+    assert field.until_up()["firmware"] == VERSION  # still the old firmware, running
+
+
+def test_deploy_to_the_link_port_says_so_without_binary_noise(field):
+    result = field.run("deploy", "--board", str(field.bench.board_file), "--port",
+                       field.bench.link_host, link=False)
+    assert result.returncode == 1 and "USB REPL port, not its link" in result.stderr
+    assert len(result.stderr) < 600, result.stderr  # no kilobytes of the pile's frames
+
+
+def test_monitor_ends_with_a_sentence_when_the_cable_is_pulled(field):
+    monitor = subprocess.Popen([field.pilectl, "monitor", "--json", "--port",
+                                field.bench.link_host], env=field.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = monitor.stdout.readline()
+        assert first, monitor.stderr.read()
+        assert json.loads(first)["state"]  # running
+        field.bench.unplug_link()
+        _, err = monitor.communicate(timeout=30)
+    finally:
+        monitor.kill()
+        field.bench.plug_link()
+        field.bench.power_cycle()  # the firmware opens the new line at boot
+    assert monitor.returncode == 1 and "cable" in err and "Traceback" not in err, err
+    assert field.until_up()["firmware"] == VERSION

@@ -29,6 +29,17 @@ def test_unknown_scenario_lists_the_known_ones(tmp_path):
     assert "no scenario 'nope'" in result.stderr and "fault-tour" in result.stderr
 
 
+def test_scenario_mistakes_are_named_before_the_bus_is_looked_for(tmp_path):
+    for plant, said in (({"socc": 0.5}, "plant.socc is not a plant key (did you mean soc?)"),
+                        ({"soc": 50}, "plant.soc is a fraction from 0 to 1 (50 % is 0.5)"),
+                        ({"capacity_kwh": "big"}, "plant.capacity_kwh must be a number")):
+        path = tmp_path / "mine.json"
+        path.write_text(json.dumps({"name": "mine", "plant": plant}))
+        result = pilectl("sim", "--bus", "/dev/no-such-adapter", "--scenario", str(path))
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_missing_bus_says_how_to_make_one():
     result = pilectl("sim", "--bus", "/dev/no-such-adapter")
     assert result.returncode != 0 and "socat" in result.stderr

@@ -15,6 +15,7 @@ from micropython import const
 
 from pile import profile
 from pile.app import Pile
+from pile.board import BoardError, check
 from pile.converter import Converter
 from pile.link import Link
 from pile.loop import ControlLoop
@@ -27,8 +28,16 @@ _WATCHDOG_MS = const(8000)  # within the RP2040's 8.3 s; every task checks in fa
 
 
 def load_board(path):
-    with open(path) as f:
-        return json.load(f)
+    """The board file at `path`, checked (pile/board.py); BoardError says what is wrong."""
+    try:
+        with open(path) as f:
+            board = json.load(f)
+    except OSError:
+        raise BoardError("no board file %s: deploy one with pilectl deploy --board" % path)
+    except ValueError as exc:
+        raise BoardError("%s is not JSON: %s" % (path, exc))
+    check(board)
+    return board
 
 
 def build_pile(board):
@@ -117,8 +126,12 @@ def main(root):
     from pile.hal import select
 
     path = sys.argv[1] if len(sys.argv) > 1 else "/board.json"
-    board = load_board(path)
-    firmware = Firmware(board, select(board, root))
+    try:
+        board = load_board(path)
+        firmware = Firmware(board, select(board, root))
+    except (BoardError, OSError, ValueError) as exc:  # a wrong board file or wiring
+        say("pile cannot start: %s" % exc)
+        sys.exit(2)
     gc.collect()  # start the loop with only what stays
     try:
         asyncio.run(firmware.run())

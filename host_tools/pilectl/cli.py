@@ -34,7 +34,8 @@ def _needs_bench_extra(command, unix_port=False):
               help="A scenario name (host_tools/pilectl/scenarios) or a JSON file.")
 @click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(),
               help="Where the trace (JSONL) and plot (PNG) go.")
-@click.option("--heapsize", help="Run the firmware with `micropython -X heapsize=...` (e.g. 64K).")
+@click.option("--heapsize", help="Run the firmware with `micropython -X heapsize=...` (e.g. "
+              "128K); implies --mpy, since a board runs the precompiled build.")
 @click.option("--mpy", is_flag=True, help="Run the .mpy build a board gets (mpy-cross), not the "
               "sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
@@ -53,7 +54,7 @@ def bench(scenario, out_dir, heapsize, mpy, as_json):
         raise click.ClickException(str(exc)) from exc
     console = Console(stderr=as_json)
     firmware = None
-    if mpy:
+    if mpy or heapsize:
         from pilectl.build import build
 
         firmware = Path(out_dir) / "firmware-mpy"
@@ -91,14 +92,14 @@ def sim(bus, scenario, baud, duration, trace, as_json):
     from pilectl.sim import view
     from pilectl.sim.run import ScenarioError, load_scenario
 
+    try:  # the scenario first: its mistakes need no bus to be found
+        loaded = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
     if not Path(bus).exists():
         raise click.ClickException(
             f"no device {bus}: plug in the USB-RS485 adapter (ls /dev/ttyUSB*), or make a "
             "virtual bus with: socat pty,raw,echo=0,link=pile pty,raw,echo=0,link=plant")
-    try:
-        loaded = load_scenario(scenario)
-    except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from exc
     console = Console(stderr=as_json)
     result = view.run(bus, loaded, baud, duration, console, live=not as_json, trace=trace)
     if as_json:
@@ -417,6 +418,8 @@ def _wait_for_hello(link, wait):
     while True:
         try:
             return field.run(target, hello)
+        except field.FieldError as exc:
+            raise click.ClickException(str(exc)) from None
         except LinkError as exc:
             if time.monotonic() > deadline:
                 raise click.ClickException(f"no HELLO on {link} within {wait:g} s ({exc}): is "

@@ -80,7 +80,8 @@ class Client:
 
     async def _start(self, ask_hello):
         self._task = asyncio.create_task(self._receive())
-        if ask_hello:  # a serial line has no connect: ask for the HELLO
+        if ask_hello:  # a serial line has no connect: ask for the HELLO, after a delimiter
+            self._writer.write(b"\x00")  # that ends whatever the last user left half-sent
             self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
         try:
             self.hello = await self._reply(wire.HELLO)
@@ -149,6 +150,8 @@ class Client:
             return fields
         unverified = wire.decode(self._payload(message))
         is_hello = unverified[wire.TYPE] == wire.HELLO
+        if self.hello is None and not is_hello:  # e.g. telemetry already on the line: it
+            raise wire.WireError("a signed message before the HELLO")  # cannot be checked yet
         if is_hello and self.key is None and self.keyring is not None:
             try:
                 self.key, found = self.keyring(unverified.get(wire.HELLO_PILE_ID))
@@ -311,7 +314,11 @@ class Client:
 
     async def telemetry(self):
         """The next TELEMETRY message, as a dict of field names."""
-        fields = await asyncio.wait_for(self._telemetry.get(), self.timeout + 1)
+        try:
+            fields = await asyncio.wait_for(self._telemetry.get(), self.timeout + 1)
+        except TimeoutError:
+            raise LinkError(f"no telemetry from the pile for {self.timeout + 1:g} s: is the "
+                            "cable still plugged in and the firmware running?") from None
         return {name: fields.get(key) for key, name in wire.TELEMETRY_FIELDS.items()}
 
     async def close(self):

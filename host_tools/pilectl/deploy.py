@@ -22,6 +22,8 @@ from pathlib import Path
 import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
+from pile.board import BoardError
+from pile.board import check as check_board
 
 from pilectl import build as builder
 
@@ -102,9 +104,10 @@ def build_image(board_file, source=None):
         raise DeployError(f"cannot read the board file: {exc}") from None
     except ValueError as exc:
         raise DeployError(f"{board_file} is not valid JSON: {exc}") from None
-    missing = [key for key in ("board", "pile_id", "modbus") if key not in board]
-    if missing:
-        raise DeployError(f"{board_file} lacks {', '.join(missing)} (see boards/*.json)")
+    try:
+        check_board(board)  # the firmware's own check: a typo must not deploy
+    except BoardError as exc:
+        raise DeployError(f"{board_file}: {exc}; nothing was deployed") from None
     with tempfile.TemporaryDirectory() as out:
         try:
             written = builder.build(out, **({"source": Path(source)} if source else {}))
@@ -128,8 +131,10 @@ class RawRepl:
             self.transport.enter_raw_repl(soft_reset=False)
         except (TransportError, OSError) as exc:
             self.transport.close()
-            raise DeployError(f"no MicroPython REPL answers on {port} ({exc}): is MicroPython "
-                              "flashed (docs/field-guide.md) and no other program (a terminal, "
+            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc)
+            raise DeployError(f"no MicroPython REPL answers on {port} ({reason}): is it the "
+                              "board's USB REPL port, not its link; is MicroPython flashed "
+                              "(docs/field-guide.md); and no other program (a terminal, "
                               "mpremote) holding the port?") from None
 
     def inventory(self):

@@ -49,9 +49,28 @@ async def connect(target):
     if target.port:
         return await Client.serial(target.port, key, target.baud, target.timeout, keyring,
                                    technician)
-    host, _, port = target.tcp.partition(":")
-    return await Client.tcp(host, int(port or _DEFAULT_TCP_PORT), key, target.timeout, keyring,
-                            technician)
+    host, port = parse_tcp(target.tcp)
+    return await Client.tcp(host, port, key, target.timeout, keyring, technician)
+
+
+def parse_tcp(text):
+    """(host, port) from "HOST", "HOST:PORT", "[IPv6]" or "[IPv6]:PORT"; FieldError else."""
+    host, port = text, ""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest and not rest.startswith(":"):
+            raise FieldError(f"--tcp {text!r}: write an IPv6 address as [ADDRESS] or "
+                             "[ADDRESS]:PORT")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host:
+        raise FieldError(f"--tcp {text!r}: no host; write HOST or HOST:PORT")
+    if not port:
+        return host, _DEFAULT_TCP_PORT
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise FieldError(f"--tcp {text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
 
 
 def readable_hello(hello):

@@ -58,23 +58,34 @@ class BoardBench:
     """
 
     def __init__(self, directory, scenario, pile_id="field-001"):
-        self.dir = Path(directory)
+        self.dir = Path(directory).resolve()  # the board runs in its own folder
         self.dir.mkdir(parents=True, exist_ok=True)
         self._parts = []
         try:
             bus = self._keep(PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"))
-            link = self._keep(PtyPair(self.dir / "link-pile", self.dir / "link-host"))
-            self.link_host = link.b
+            self._link = self._keep(PtyPair(self.dir / "link-pile", self.dir / "link-host"))
+            self.link_host = self._link.b
             self.sim = Simulation(scenario)
             self._keep(PlantThread(self.sim, bus.b, duration_s=86400))
             self.board_file = self.dir / "board.json"
-            self.board_file.write_text(json.dumps(unix_board(pile_id, bus.a, link.a,
+            self.board_file.write_text(json.dumps(unix_board(pile_id, bus.a, self._link.a,
                                                              state_dir="state")))
             self.board = self._keep(UnixBoard(self.dir / "flash", self.dir / "usb"))
             self.usb = self.board.port
         except BaseException:
             self.close()
             raise
+
+    def unplug_link(self):
+        """Pull the serial link's cable: the host's end of it goes away."""
+        self._parts.remove(self._link)
+        self._link.close()
+
+    def plug_link(self):
+        """Plug it in again (the pile's end comes back too: the firmware reopens it at its
+        next boot)."""
+        if self._link not in self._parts:
+            self._link = self._keep(PtyPair(self.dir / "link-pile", self.dir / "link-host"))
 
     def power_cycle(self):
         """Cut the power and turn it on again: whatever runs dies, the flash stays."""

@@ -22,7 +22,10 @@ _LINE_QUEUE = const(8)  # frames waiting for the line's writer thread
 
 def open_serial(path, baud=None):
     """A raw, non-blocking serial line; `baud` is set on real adapters (a pty ignores it)."""
-    f = open(path, "r+b", buffering=0)
+    try:
+        f = open(path, "r+b", buffering=0)
+    except OSError as exc:
+        raise OSError("cannot open serial device %s (%s)" % (path, exc))
     fd = f.fileno()
     termios.setraw(fd)
     attrs = termios.tcgetattr(fd)

@@ -9,6 +9,8 @@ an optional "for" in seconds — and fault (code), battery_temp / converter_temp
 """
 
 import asyncio
+import dataclasses
+import difflib
 import json
 import time
 from pathlib import Path
@@ -37,11 +39,36 @@ def load_scenario(name_or_path):
         scenario = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ScenarioError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(scenario, dict):
+        raise ScenarioError(f"{path}: a scenario is a JSON object")
     for event in scenario.get("events", []):
         if event.get("do") not in BUS_FAULTS | PLANT_EVENTS:
             raise ScenarioError(f"{path}: unknown event {event.get('do')!r} (known: "
                                 f"{', '.join(sorted(BUS_FAULTS | PLANT_EVENTS))})")
+        if "soc" in event:
+            _fraction(path, f"event {event['do']!r} soc", event["soc"])
+    for part, params in (("plant", PlantParams), ("oracle", OracleLimits)):
+        known = {f.name: f.type for f in dataclasses.fields(params)}
+        for key, value in scenario.get(part, {}).items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ScenarioError(f"{path}: {part}.{key} is not a {part} key{hint}; known: "
+                                    f"{', '.join(sorted(known))}")
+            if not isinstance(value, int | float) or isinstance(value, bool) != (
+                    known[key] in (bool, "bool")):
+                raise ScenarioError(f"{path}: {part}.{key} must be a "
+                                    f"{'true/false' if known[key] in (bool, 'bool') else 'number'}"
+                                    f", not {value!r}")
+    if "soc" in scenario.get("plant", {}):
+        _fraction(path, "plant.soc", scenario["plant"]["soc"])
     return scenario
+
+
+def _fraction(path, what, value):
+    if not 0 <= value <= 1:
+        raise ScenarioError(f"{path}: {what} is a fraction from 0 to 1 ({value} % is "
+                            f"{value / 100:g}), not {value}")
 
 
 def piecewise(points, default=3000.0):

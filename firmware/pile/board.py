@@ -1,0 +1,86 @@
+"""The board file (DESIGN section 3), checked before anything is built from it.
+
+A typo must not deploy and then stop the pile at boot with a bare KeyError: `check`
+names the key and says what it should be. `pilectl deploy` runs the same check on
+the host before it touches the board.
+"""
+
+_INT = "an integer"
+_TEXT = "a text string"
+_FLAG = "true or false"
+_PIN = "a pin number or name"
+
+# key: what it must be; the required keys of each part are in _REQUIRED
+_TOP = {"board": _TEXT, "pile_id": _TEXT, "modbus": dict, "link": dict, "wifi": dict,
+        "estop_pin": _PIN, "estop_file": _TEXT, "contactor_pin": _PIN, "status_led_pin": _PIN,
+        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict}
+_MODBUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT,
+           "termios_baud": _INT, "converter_unit": _INT, "meter_unit": _INT,
+           "converter_profile": _TEXT, "meter_profile": _TEXT}
+_LINK = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "baud": _INT, "tcp_port": _INT,
+         "tcp_host": _TEXT}
+_WIFI = {"ssid": _TEXT, "password": _TEXT}
+_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI}
+
+
+class BoardError(ValueError):
+    pass
+
+
+def check(board):
+    """Raise BoardError naming the first key that is unknown, missing or of the wrong kind."""
+    if type(board) is not dict:
+        raise BoardError("a board file is a JSON object (see boards/*.json)")
+    _kinds(board, _TOP, "")
+    for key in ("board", "pile_id", "modbus"):
+        if key not in board:
+            raise BoardError("%s is missing (see boards/*.json)" % key)
+    for part, spec in _PARTS.items():
+        if part in board:
+            _kinds(board[part], spec, part + ".")
+    bus = board["modbus"]
+    if "baud" not in bus:
+        raise BoardError("modbus.baud is missing")
+    _wiring(bus, "modbus", ("uart", "tx", "rx", "de"))
+    link = board.get("link", {})
+    if "device" in link or "uart" in link:
+        if "baud" not in link:
+            raise BoardError("link.baud is missing")
+        _wiring(link, "link", ("uart", "tx", "rx"))
+    port = link.get("tcp_port")
+    if port is not None and not 1 <= port <= 65535:
+        raise BoardError("link.tcp_port %d is not a TCP port (1..65535)" % port)
+
+
+def _kinds(values, spec, prefix):
+    for key, value in values.items():
+        kind = spec.get(key)
+        if kind is None:
+            close = [k for k in spec if k[:3] == key[:3]]
+            hint = " (did you mean %s?)" % close[0] if close else ""
+            raise BoardError("%s%s is not a board file key%s" % (prefix, key, hint))
+        if not _is(value, kind):
+            what = "an object" if kind is dict else kind
+            raise BoardError("%s%s must be %s, not %r" % (prefix, key, what, value))
+
+
+def _is(value, kind):
+    if kind is dict:
+        return type(value) is dict
+    if kind == _INT:
+        return type(value) is int
+    if kind == _TEXT:
+        return type(value) is str
+    if kind == _FLAG:
+        return type(value) is bool
+    return type(value) in (int, str)  # a pin
+
+
+def _wiring(part, name, pins):
+    """A part is wired by `device` (the unix port) or by a UART and its pins (a board)."""
+    if "device" in part:
+        return
+    for pin in pins:
+        if pin not in part:
+            raise BoardError("%s.%s is missing (or give %s.device on the unix port)" % (
+                name, pin, name))

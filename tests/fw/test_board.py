@@ -1,0 +1,42 @@
+"""The board file is checked before anything is built from it (CPython and MicroPython)."""
+
+import json
+
+from fwtest import raises
+from pile.board import BoardError, check
+
+_BOARDS = __file__.rsplit("/", 1)[0] + "/../../boards/"
+
+
+def board(name):
+    with open(_BOARDS + name + ".json") as f:
+        return json.load(f)
+
+
+def test_the_reference_boards_pass():
+    for name in ("unix_sim", "esp32_devkitc", "pico_w"):
+        check(board(name))
+
+
+def test_a_typo_is_named_with_what_was_meant():
+    spec = board("unix_sim")
+    spec["modbus"]["baudd"] = spec["modbus"].pop("baud")
+    with raises(BoardError) as caught:
+        check(spec)
+    assert "modbus.baudd" in str(caught.value) and "baud" in str(caught.value)
+
+
+def test_missing_and_wrong_kinds_are_named():
+    cases = (({"board": "x", "pile_id": "p"}, "modbus is missing"),
+             ({"board": "x", "pile_id": 7, "modbus": {}}, "pile_id must be a text string"),
+             ({"board": "x", "pile_id": "p", "modbus": {"device": "/dev/x"}}, "modbus.baud"),
+             ({"board": "x", "pile_id": "p", "modbus": {"uart": 1, "baud": 9600}}, "modbus.tx"),
+             ({"board": "x", "pile_id": "p", "modbus": {"device": "d", "baud": 9600},
+               "link": {"tcp_port": 99999}}, "link.tcp_port"),
+             ({"board": "x", "pile_id": "p", "modbus": {"device": "d", "baud": 9600},
+               "insecure": "yes"}, "insecure must be true or false"),
+             ([], "JSON object"))
+    for spec, named in cases:
+        with raises(BoardError) as caught:
+            check(spec)
+        assert named in str(caught.value), (named, str(caught.value))
