@@ -4,9 +4,11 @@ aggregator's key reaching for technician powers, and the pile maker's hard limit
 Each test failed on the firmware before per-key seq windows, request-only types and roles."""
 
 import asyncio
+import time
 
 import cbor2
 import pytest
+import serial
 from pile.control import STATE_STOPPED
 from pile_under_test import SCENARIO, VirtualPile
 from pilectl import wire
@@ -157,3 +159,33 @@ async def _refusal(client, changes):
     with pytest.raises(PileError) as refused:
         await client.config_set(changes)
     return refused.value
+
+
+async def test_a_host_flooding_the_serial_link_without_reading_never_delays_the_tick(pile):
+    """Each reply is ~18 times its request: a host that writes and never reads fills the
+    line back to it. The control writes must go on at their period all the same."""
+    await pile.client.setpoint(-3000, 600)
+    await pile.until(lambda t: t["applied_w"] == -3000)
+    writes = pile.control_writes()
+    nonce, key = pile.client.nonce, pile.key
+    frames = [wire.frame(wire.sign(key, wire.encode(
+        {wire.TYPE: wire.CONFIG_GET, wire.SEQ: 10_000 + i}), nonce)) for i in range(4000)]
+    line = serial.Serial(str(pile.bench.dir / "link-host"), 115200, write_timeout=10)
+
+    def flood():
+        deadline = time.monotonic() + 4
+        sent = 0
+        while time.monotonic() < deadline:  # and never a read
+            line.write(frames[sent % len(frames)])
+            sent += 1
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(flood), 20)
+        await asyncio.sleep(1)
+    finally:
+        line.close()
+    times = [at for at, _ in writes]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) >= 16 and max(gaps) < 0.4, f"control writes stalled: {max(gaps):.2f} s"
+    counters = await pile.client.diagnostics()
+    assert counters["requests_shed"] > 0  # the budget held the flood off

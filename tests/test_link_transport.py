@@ -176,6 +176,16 @@ def test_tcp_waits_for_a_key_unless_insecure(server, pty_pair):
 
     run(over_tcp())
 
+    async def key_removed():  # a client that finds no key is told so, not "too many"
+        wired = await Client.serial(pty_pair[1], key=KEY)
+        await wired.provision_key(None)
+        await wired.close()
+        with pytest.raises(PileError) as refused:
+            await Client.tcp("127.0.0.1", srv.port, timeout=2)
+        assert refused.value.code == wire.ERR_BUSY and "needs a link key" in refused.value.detail
+
+    run(key_removed())
+
     insecure = server(insecure=True)
     insecure.wait_for("tcp up")
 
