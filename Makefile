@@ -61,7 +61,7 @@ bench-latency: setup
 
 # The smallest -X heapsize the firmware survives the evening scenario with (about 10 minutes).
 bench-heap: setup
-	$(BIN)/python bench/heap_bench.py 64 128
+	$(BIN)/python bench/heap_bench.py 96 192
 
 # Heap taken by importing the firmware from .mpy files and from a ROMFS image.
 bench-romfs: setup
