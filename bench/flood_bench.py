@@ -14,11 +14,12 @@ Ends with one JSON line.
 
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from stats import figures
 
 SCENARIO = {"name": "flood", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "load_w": [[0, 6000]],
@@ -62,12 +63,6 @@ def flood(kind, where, key_hex, seconds):
 def periods(writes, start, end):
     times = [t for t, address in writes if address == CONTROL_BLOCK and start <= t < end]
     return [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
-
-
-def figures(samples):
-    ms = sorted(samples)
-    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1),
-            "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 1), "max_ms": round(ms[-1], 1)}
 
 
 async def run(seconds):

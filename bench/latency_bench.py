@@ -14,7 +14,6 @@ p99 <= 1 tick. Trials start at random phases of the 250 ms tick.
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pilectl import wire
 from pilectl.vbench import VirtualBench
+from stats import figures
 
 SCENARIO = {"name": "latency", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "load_w": [[0, 3000]],
@@ -88,12 +88,6 @@ async def cut_trials(bench, client, writes, trials):
     return results
 
 
-def figures(samples):
-    ms = sorted(s * 1000 for s in samples)
-    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1),
-            "p99_ms": round(ms[max(0, int(len(ms) * 0.99) - 1)], 1), "max_ms": round(ms[-1], 1)}
-
-
 async def main(trials):
     with tempfile.TemporaryDirectory() as directory:
         bench = VirtualBench(Path(directory), SCENARIO)
@@ -101,8 +95,9 @@ async def main(trials):
         try:
             client = await bench.tcp()
             writes = watch_writes(bench.sim.plant)
-            setpoint = figures(await setpoint_trials(bench, client, writes, trials))
-            cut = figures(await cut_trials(bench, client, writes, trials))
+            setpoint = figures([s * 1000 for s in await setpoint_trials(bench, client, writes,
+                                                                        trials)])
+            cut = figures([s * 1000 for s in await cut_trials(bench, client, writes, trials)])
             await client.close()
         finally:
             await bench.stop()

@@ -6,14 +6,15 @@ See tests/mp/fuzz_link.py for the input kinds. FUZZ_SEED picks another run.
 import json
 import os
 
-from helpers import ROOT
+from helpers import FIRMWARE, FW_TESTS, ROOT
 
 FRAMES = 100_000
 SEED = os.environ.get("FUZZ_SEED", "2026")
 
 
 def test_fuzzed_frames_are_dropped_or_answered_and_change_nothing(micropython):
-    result = micropython(ROOT / "tests" / "mp" / "fuzz_link.py", SEED, str(FRAMES), timeout=600)
+    result = micropython(ROOT / "tests" / "mp" / "fuzz_link.py", SEED, str(FRAMES), timeout=600,
+                         paths=(FIRMWARE, FW_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["escaped"] == 0, result.stdout

@@ -15,13 +15,13 @@ import asyncio
 import json
 import sys
 
-from pile.app import Pile, key_id
+from fwtest import pile_with_ev
+from pile.app import key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign
 from pile.firmware import build_link
 from pile.hal import select
 from pile.link import Deframer, frame
-from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 
 KEY = b"fuzz-key-0123456789abcdef-012345"
 _state = int(sys.argv[1]) or 1
@@ -43,14 +43,7 @@ def noise(n):
     return bytes([rand(256) for _ in range(n)])
 
 
-pile = Pile("fuzz-001")
-tel = pile.tel
-tel.status = STATUS_READY | STATUS_EV_CONNECTED
-tel.soc = 600
-tel.battery_temp = 250
-tel.converter_temp = 400
-tel.ev_max_charge = tel.ev_max_discharge = tel.rated_charge = tel.rated_discharge = 11000
-pile.ctl.decide(pile.now(), tel, True, 3000, 0)  # an open envelope to ask within
+pile = pile_with_ev()  # an open envelope to ask within
 pile.set_key(KEY)
 BOARD = {"board": "unix_sim", "pile_id": "fuzz-001", "modbus": {"device": "unused"}}
 replies = 0
