@@ -25,6 +25,7 @@ SLOT_UNSIGNED = const(0)  # no key provisioned: the wired link only, or an insec
 SLOT_LINK = const(1)  # the link key: the aggregator's, and what the pile signs with
 SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, release, reboot
 
+KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
 _KEY_FILES = (None, "link_key.json", "technician_key.json")
 
@@ -39,6 +40,7 @@ class Pile:
         self.events = events.EventLog()
         self.events.add(0, events.EVENT_BOOT)
         self.bounds = bounds
+        self.problems = []  # what was wrong with the saved state, for the console at boot
         self.cfg = Config(self._load_config(), bounds)
         self.ctl = Controller(self.cfg)
         self.tel = Telemetry()
@@ -49,9 +51,26 @@ class Pile:
         self.kids = [None, None, None]
         self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
         for slot in (SLOT_LINK, SLOT_TECHNICIAN):
-            saved = self._load(_KEY_FILES[slot])
-            if saved:
-                self._use_key(slot, bytes.fromhex(saved))
+            self._load_key(slot)
+
+    def _load_key(self, slot):
+        """A damaged or wrong-length key file must not stop the boot: the pile starts
+        without that key (its TCP link stays closed without one), says so, and logs it."""
+        name = _KEY_FILES[slot]
+        saved = self._load(name)
+        if saved is None:
+            return
+        try:
+            key = bytes.fromhex(saved)
+        except (TypeError, ValueError):
+            key = b""
+        if len(key) not in KEY_LENGTHS:
+            self.store.set_aside(name)
+            self.events.add(0, events.EVENT_STORE_DAMAGED, 1 + slot)
+            self.problems.append("%s is damaged and was set aside as %s.bad: no key, provision "
+                                 "one over USB serial" % (name, name))
+            return
+        self._use_key(slot, key)
 
     @property
     def key(self):
@@ -75,8 +94,9 @@ class Pile:
             return None
         try:
             return self.store.load(name)
-        except ValueError:
+        except ValueError as exc:
             self.events.add(0, events.EVENT_STORE_DAMAGED)
+            self.problems.append(str(exc))
             return None
 
     def _load_config(self):

@@ -114,6 +114,8 @@ class Firmware:
         if self.wifi is not None:  # not supervised: a missing access point is no hang
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
+        for problem in self.pile.problems:  # after the start-up line, which tools wait for
+            say("pile %s: %s" % (self.pile.pile_id, problem))
         await asyncio.gather(*tasks)
 
 

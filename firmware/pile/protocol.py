@@ -15,7 +15,7 @@ docs/protocol.md has the design and its threat model.
 
 from micropython import const
 
-from pile.app import SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
+from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.cbor import CBORError, Tag, dumps, loads
 from pile.config import CHOICES, INTEGERS, ConfigError
 from pile.control import NotReady
@@ -56,7 +56,6 @@ _KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN}
 _REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET)
 _NEEDS_TECHNICIAN = ("needs the technician's key (pilectl provision-key --technician, over "
                      "USB), or the USB serial link while the pile has none")
-_KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _COSE_MAC0 = const(17)
 _DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v1 readers)
 _NEXT_SEQ = const(8)  # HELLO field: the lowest seq accepted next, so a restarted host resumes
@@ -251,7 +250,7 @@ class Session:
         if len(changes) != 1:
             raise Refused(ERR_BAD_FIELD, "set a key on its own")
         key = changes[name]
-        if key is not None and (type(key) is not bytes or len(key) not in _KEY_LENGTHS):
+        if key is not None and (type(key) is not bytes or len(key) not in KEY_LENGTHS):
             raise Refused(ERR_OUT_OF_RANGE, "%s: 16, 24 or 32 bytes, or null to remove" % name)
         self.pile.set_key(key, _KEY_SLOTS[name])
         return self._send(CONFIG, {2: {}})  # signed with the pile's key now: proof it took

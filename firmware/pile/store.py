@@ -28,8 +28,13 @@ class Store:
             with f:
                 return json.load(f)
         except ValueError:
-            os.rename(path, path + ".bad")
+            self.set_aside(name)
             raise ValueError("%s was damaged; kept as %s.bad" % (name, name))
+
+    def set_aside(self, name):
+        """Move a damaged `name` to `name.bad`, where a technician can look at it."""
+        path = self._path(name)
+        os.rename(path, path + ".bad")
 
     def save(self, name, value):
         path = self._path(name)

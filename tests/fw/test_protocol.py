@@ -224,6 +224,22 @@ def test_config_and_key_survive_a_reboot_and_damage_is_reported():
         _rmtree(state)
 
 
+def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
+    state = _HERE + "/.state-" + "".join("%02x" % b for b in os.urandom(4))
+    try:
+        store = Store(state)
+        for text in ('"not hex at all"', '"0011"', "17"):
+            with open(state + "/link_key.json", "w") as f:
+                f.write(text)
+            pile = Pile("test-001", store)  # boots
+            assert pile.key is None and "link_key.json is damaged" in pile.problems[0]
+            assert pile.events.since(0, 5)[1][2:] == [events.EVENT_STORE_DAMAGED, 2]
+            assert "link_key.json.bad" in os.listdir(state)
+            assert "link_key.json" not in os.listdir(state)
+    finally:
+        _rmtree(state)
+
+
 def test_telemetry_fields():
     pile = pile_with_ev()
     pile.site_w = 4200
