@@ -12,7 +12,7 @@ from micropython import const
 
 from pile import VERSION, events
 from pile.clock import ticks_ms
-from pile.config import Config, ConfigError
+from pile.config import CHOICES, INTEGERS, Config, ConfigError
 from pile.control import Controller
 from pile.telemetry import Telemetry
 
@@ -41,6 +41,7 @@ class Pile:
         self.events.add(0, events.EVENT_BOOT)
         self.bounds = bounds
         self.problems = []  # what was wrong with the saved state, for the console at boot
+        self.config_aside = {}  # saved keys of another firmware version, kept for it
         self.cfg = Config(self._load_config(), bounds)
         self.ctl = Controller(self.cfg)
         self.tel = Telemetry()
@@ -100,15 +101,38 @@ class Pile:
             return None
 
     def _load_config(self):
+        """The saved config, as much of it as is still valid. Keys this firmware does not
+        know (another version's) are kept aside and saved again with every change; a value
+        no longer valid is left out. Both are logged and said on the console."""
         saved = self._load(_CONFIG)
-        if saved is None:
+        if type(saved) is not dict:
             return None
+        known = {}
+        for key, value in saved.items():
+            if key in INTEGERS or key in CHOICES:
+                known[key] = value
+            else:
+                self.config_aside[key] = value
+        if self.config_aside:
+            self.events.add(0, events.EVENT_STORE_DAMAGED, 4)
+            self.problems.append("config keys this firmware does not know, kept aside: "
+                                 + ", ".join(sorted(self.config_aside)))
         try:
-            Config(saved, self.bounds)
+            Config(known, self.bounds)
+            return known
         except ConfigError:
-            self.events.add(0, events.EVENT_STORE_DAMAGED, 1)
-            return None
-        return saved
+            pass  # key by key below: one bad value must not cost the others
+        cfg = Config(None, self.bounds)
+        left_out = []
+        for key in sorted(known):
+            try:
+                cfg.update({key: known[key]})
+            except ConfigError:
+                left_out.append(key)
+        self.events.add(0, events.EVENT_STORE_DAMAGED, 1)
+        self.problems.append("saved config values no longer valid, defaults used: "
+                             + ", ".join(left_out))
+        return {key: known[key] for key in known if key not in left_out}
 
     # -- changes requested over the link ----------------------------------------------
 
@@ -116,7 +140,9 @@ class Pile:
         """Validate and apply all of `changes` or none (raises ConfigError), then persist."""
         self.cfg.update(changes)
         if self.store is not None:
-            self.store.save(_CONFIG, self.cfg.values)
+            saved = dict(self.config_aside)
+            saved.update(self.cfg.values)
+            self.store.save(_CONFIG, saved)
         self._log(events.EVENT_CONFIG_CHANGED, len(changes))
 
     def set_key(self, key, slot=SLOT_LINK):

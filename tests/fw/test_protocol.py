@@ -254,3 +254,22 @@ def test_telemetry_fields():
     assert loads(host.session.telemetry())[12] is None
     with raises(KeyError):
         tel[17]
+
+
+def test_a_config_from_another_version_keeps_what_it_can():
+    state = _HERE + "/.state-" + "".join("%02x" % b for b in os.urandom(4))
+    try:
+        store = Store(state)
+        with open(state + "/config.json", "w") as f:  # a newer firmware's key, one bad value
+            f.write('{"min_soc": 35, "ramp_w_per_s": 4000, "future_key": 7, "max_soc": 30}')
+        pile = Pile("test-001", store)
+        assert pile.cfg.min_soc == 35 and pile.cfg.ramp_w_per_s == 4000
+        assert pile.cfg.max_soc == 100  # 30 is below the floor: left out, not everything
+        assert "future_key" in pile.problems[0] and "max_soc" in pile.problems[1]
+        codes = [e[2:] for e in pile.events.since(0, 5)]
+        assert [events.EVENT_STORE_DAMAGED, 4] in codes and [events.EVENT_STORE_DAMAGED, 1] in codes
+        pile.set_config({"min_soc": 40})
+        again = Pile("test-001", store)
+        assert again.cfg.min_soc == 40 and again.config_aside == {"future_key": 7}
+    finally:
+        _rmtree(state)
