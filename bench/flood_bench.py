@@ -25,7 +25,6 @@ SCENARIO = {"name": "flood", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "load_w": [[0, 6000]],
             "config": {"site_import_limit_w": 16000, "site_export_limit_w": 11000},
             "oracle": {"site_import_limit_w": 16000, "site_export_limit_w": 11000}}
-CONTROL_BLOCK = 256
 
 
 def flood(kind, where, key_hex, seconds):
@@ -61,7 +60,7 @@ def flood(kind, where, key_hex, seconds):
 
 
 def periods(writes, start, end):
-    times = [t for t, address in writes if address == CONTROL_BLOCK and start <= t < end]
+    times = [t for t, _ in writes if start <= t < end]
     return [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
 
 
@@ -71,15 +70,7 @@ async def run(seconds):
     with tempfile.TemporaryDirectory() as directory:
         bench = VirtualBench(Path(directory), SCENARIO)
         await bench.start()
-        writes = []
-        plant = bench.sim.plant
-        original = plant.converter.on_write
-
-        def on_write(address, values):
-            original(address, values)
-            writes.append((time.monotonic(), address))
-
-        plant.converter.on_write = on_write
+        writes = bench.sim.plant.control_writes()  # one per tick
         try:
             aggregator = await bench.tcp()
             await aggregator.setpoint(-4000, 3600)

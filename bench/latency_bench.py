@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from pilectl import wire
+from pilectl.sim.plant import setpoint_w
 from pilectl.vbench import VirtualBench
 from stats import figures
 
@@ -28,29 +29,14 @@ SCENARIO = {"name": "latency", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "config": {"site_import_limit_w": 16000, "site_export_limit_w": 11000,
                        "ramp_w_per_s": 1000000, "telemetry_period_s": 1},
             "oracle": {"site_import_limit_w": 16000, "site_export_limit_w": 11000}}
-SETPOINT_REGISTER = 256
-
-
-def watch_writes(plant):
-    """Record (time, setpoint W) for every control-block write the converter receives."""
-    writes = []
-    original = plant.converter.on_write
-
-    def on_write(address, values):
-        original(address, values)
-        if address == SETPOINT_REGISTER:
-            value = values[0] << 16 | values[1]
-            writes.append((time.monotonic(), value - (1 << 32) if value & 0x80000000 else value))
-
-    plant.converter.on_write = on_write
-    return writes
 
 
 async def first_write(writes, since, condition, timeout=3.0):
+    """Seconds from `since` to the first control write whose setpoint (W) meets `condition`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for at, value in writes:
-            if at >= since and condition(value):
+        for at, registers in writes:
+            if at >= since and condition(setpoint_w(registers)):
                 return at - since
         await asyncio.sleep(0.002)
     raise TimeoutError("no matching Modbus write")
@@ -94,7 +80,7 @@ async def main(trials):
         await bench.start()
         try:
             client = await bench.tcp()
-            writes = watch_writes(bench.sim.plant)
+            writes = bench.sim.plant.control_writes()
             setpoint = figures([s * 1000 for s in await setpoint_trials(bench, client, writes,
                                                                         trials)])
             cut = figures([s * 1000 for s in await cut_trials(bench, client, writes, trials)])

@@ -1,7 +1,6 @@
 """What a HIL test holds: a pile (virtual or real), its plant, and authenticated clients."""
 
 import asyncio
-import time
 
 from pile.control import STATE_IDLE
 from pilectl.client import Client
@@ -18,7 +17,6 @@ SCENARIO = {
     "oracle": {"site_import_limit_w": 16000, "site_export_limit_w": 11000},
 }
 RATED = 11000
-CONTROL_BLOCK = 256  # setpoint (2 registers), command, heartbeat
 
 
 class PileUnderTest:
@@ -42,19 +40,8 @@ class PileUnderTest:
         self.plant.load_w = lambda t: watts
 
     def control_writes(self):
-        """From now on, (time, registers) of every write of the converter's control block
-        (setpoint, command, heartbeat), as the plant receives them."""
-        writes = []
-        converter = self.plant.converter
-        original = converter.on_write
-
-        def on_write(address, values):
-            original(address, values)
-            if address == CONTROL_BLOCK:
-                writes.append((time.monotonic(), list(values)))
-
-        converter.on_write = on_write
-        return writes
+        """From now on, (time, registers) of every control-block write, as the plant sees it."""
+        return self.plant.control_writes()
 
     async def until(self, condition, timeout=8.0, what="the condition"):
         """The first TELEMETRY (as a dict) for which `condition` holds; fails after `timeout`."""

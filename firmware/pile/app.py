@@ -73,16 +73,18 @@ class Pile:
             return
         self._use_key(slot, key)
 
+    def _signing_slot(self):
+        """The pile signs with the link key, else with the technician's."""
+        return SLOT_LINK if self.keys[SLOT_LINK] is not None else SLOT_TECHNICIAN
+
     @property
     def key(self):
-        """The key the pile signs with: the link key, else the technician's, else None."""
-        keys = self.keys
-        return keys[SLOT_LINK] if keys[SLOT_LINK] is not None else keys[SLOT_TECHNICIAN]
+        """The key the pile signs with, or None without any."""
+        return self.keys[self._signing_slot()]
 
     @property
     def kid(self):
-        kids = self.kids
-        return kids[SLOT_LINK] if kids[SLOT_LINK] is not None else kids[SLOT_TECHNICIAN]
+        return self.kids[self._signing_slot()]
 
     def now(self):
         return ticks_ms()

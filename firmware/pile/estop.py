@@ -23,14 +23,12 @@ class Estop:
     def __init__(self, pin, interrupts=False, active_low=True):
         self.level = Debounced(pin, active_low=active_low)
         self.latched = self.level.active  # held at boot counts as a press
-        self.presses = 0
         self._interrupts = interrupts
         self._flag = asyncio.ThreadSafeFlag()
 
     def press(self, _pin=None):
         """The pin's interrupt handler: latch, and wake the E-stop task."""
         self.latched = True
-        self.presses += 1
         self._flag.set()
 
     async def wait_press(self):

@@ -179,6 +179,7 @@ class Session:
         return msg, slot
 
     def _dispatch(self, mtype, seq, msg, technician):
+        """The reply to one of `_REQUESTS` (`handle` refused every other type)."""
         if mtype == SETPOINT:
             return self._setpoint(seq, msg)
         if mtype == CONFIG_GET:
@@ -190,9 +191,7 @@ class Session:
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"), technician)
-        if mtype == DIAGNOSTICS_GET:
-            return self._send(DIAGNOSTICS, {2: self.pile.diagnostics()})
-        raise Refused(ERR_UNKNOWN_TYPE, "type %d is not a request" % mtype)
+        return self._send(DIAGNOSTICS, {2: self.pile.diagnostics()})  # DIAGNOSTICS_GET
 
     def _ack(self, seq, target, reasons):
         return self._send(ACK, {2: seq, 3: target, 4: reasons})

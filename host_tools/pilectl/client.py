@@ -82,14 +82,13 @@ class Client:
         self._task = asyncio.create_task(self._receive())
         if ask_hello:  # a serial line has no connect: ask for the HELLO, after a delimiter
             self._writer.write(b"\x00")  # that ends whatever the last user left half-sent
-            self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+            self._ask_hello()
         try:
             self.hello = await self._reply(wire.HELLO)
         except LinkError:
             await self.close()
             raise
-        # resume above what the pile saw
-        self.seq = max(self.seq, self.hello.get(wire.HELLO_NEXT_SEQ, 0) - 1)
+        self._resume(self.hello)
         protocol = self.hello.get(wire.HELLO_PROTOCOL)
         if protocol != wire.PROTOCOL_VERSION:
             await self.close()
@@ -110,7 +109,7 @@ class Client:
             await asyncio.sleep(KEEPALIVE_S)
             if asyncio.get_running_loop().time() - self._sent_at >= KEEPALIVE_S:
                 async with self._lock:
-                    self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+                    self._ask_hello()
                     await self._writer.drain()
 
     async def _receive(self):
@@ -239,9 +238,16 @@ class Client:
                 await self._resync()
 
     async def _resync(self):
-        self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+        self._ask_hello()
         await self._writer.drain()
-        hello = await self._reply(wire.HELLO)
+        self._resume(await self._reply(wire.HELLO))
+
+    def _ask_hello(self):
+        """An unsigned HELLO: the pile answers with its own, nonce and next seq."""
+        self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
+
+    def _resume(self, hello):
+        """Go on above every seq the pile has seen (HELLO key 8)."""
         self.seq = max(self.seq, hello.get(wire.HELLO_NEXT_SEQ, 0) - 1)
 
     async def send_raw(self, data, frame=True):

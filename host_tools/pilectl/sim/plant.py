@@ -7,6 +7,7 @@ claims, and records every moment a safety rule of DESIGN section 6 is broken.
 """
 
 import struct
+import time
 from dataclasses import dataclass, field
 
 from pilectl.sim.bus import Device
@@ -150,8 +151,21 @@ class Plant:
 
     def _setpoint(self):
         hold = self.converter.holding
-        value = hold[SETPOINT] << 16 | hold[SETPOINT + 1]
-        return value - (1 << 32) if value & 0x80000000 else value
+        return setpoint_w([hold[SETPOINT], hold[SETPOINT + 1]])
+
+    def control_writes(self):
+        """From now on, (time.monotonic(), registers) of every write of the converter's
+        control block (setpoint, command, heartbeat): for latency and period measurements."""
+        writes = []
+        original = self.converter.on_write
+
+        def on_write(address, values):
+            original(address, values)
+            if address == SETPOINT:
+                writes.append((time.monotonic(), list(values)))
+
+        self.converter.on_write = on_write
+        return writes
 
     # -- limits the converter itself applies ---------------------------------------------
 
@@ -232,3 +246,9 @@ class Plant:
 def _put32(table, address, value):
     value &= 0xFFFFFFFF
     table[address], table[address + 1] = value >> 16, value & 0xFFFF
+
+
+def setpoint_w(registers):
+    """The signed setpoint (W) in the first two registers of a control-block write."""
+    value = registers[0] << 16 | registers[1]
+    return value - (1 << 32) if value & 0x80000000 else value
