@@ -5,8 +5,6 @@ VERSION = "0.1.0"
 try:
     import micropython  # noqa: F401  (the board's own; imported first by every module)
 except ImportError:  # CPython: host tools and tests import the firmware too
-    import sys
-
     from pile import _cpython
 
-    sys.modules["micropython"] = _cpython
+    _cpython.install()

@@ -1,10 +1,24 @@
-"""CPython stand-in for MicroPython's `micropython` module, installed by pile/__init__.py.
+"""CPython stand-ins for what MicroPython has built in, installed by pile/__init__.py.
 
 Firmware modules write `from micropython import const` (aioble style) so mpy-cross folds
 their constants; on CPython, where host tools and tests import them, const() is the
-identity. Never imported on a board.
+identity. `asyncio.sleep_ms` is MicroPython's; CPython gets it here, so the control loop
+and the link run unchanged in host processes and tests. Never imported on a board.
 """
+
+import asyncio
+import sys
 
 
 def const(value):
     return value
+
+
+def _sleep_ms(ms):
+    return asyncio.sleep(ms / 1000)
+
+
+def install():
+    sys.modules["micropython"] = sys.modules[__name__]
+    if not hasattr(asyncio, "sleep_ms"):
+        asyncio.sleep_ms = _sleep_ms

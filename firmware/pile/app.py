@@ -12,8 +12,9 @@ from micropython import const
 
 from pile import VERSION, events
 from pile.clock import ticks_ms
-from pile.config import CHOICES, INTEGERS, Config, ConfigError
+from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, Config, ConfigError
 from pile.control import Controller
+from pile.journal import Journal
 from pile.telemetry import Telemetry
 
 ACTION_RESET_FAULT = const(1 << 0)  # write the converter's fault-reset register
@@ -28,26 +29,41 @@ SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, releas
 KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
 _KEY_FILES = (None, "link_key.json", "technician_key.json")
+_RESET = "reset.json"  # why the pile is about to reset, for the next boot's EVENT_BOOT
+_AUTH_LOG_S = const(60)  # at most one EVENT_AUTH_FAILED a minute: no flash wear, no flush
 
 
 class Pile:
-    def __init__(self, pile_id, store=None, bounds=None):
-        """`bounds` are the pile maker's hard limits on config keys (the board's `limits`)."""
+    def __init__(self, pile_id, store=None, bounds=None, reset_cause=events.RESET_POWER_ON):
+        """`bounds` are the pile maker's hard limits on config keys (the board's `limits`);
+        `reset_cause` is the HAL's (events.RESET_*), unless the pile noted its own."""
         self.pile_id = pile_id
         self.version = VERSION
         self.nonce = os.urandom(8)  # new every boot: old signed messages never verify again
         self.store = store
         self.events = events.EventLog()
-        self.events.add(0, events.EVENT_BOOT)
         self.bounds = bounds
         self.problems = []  # what was wrong with the saved state, for the console at boot
         self.config_aside = {}  # saved keys of another firmware version, kept for it
+        if store is not None:
+            self.events.attach(Journal(store.directory, INTEGERS["event_log_bytes"][0]))
+            noted = self._load(_RESET)
+            if noted in (events.RESET_WATCHDOG, events.RESET_REQUESTED):
+                reset_cause = noted
+            store.remove(_RESET)
+        self.reset_cause = reset_cause
+        self.events.add(0, events.EVENT_BOOT, reset_cause)
         self.cfg = Config(self._load_config(), bounds)
+        if self.events.journal is not None:
+            self.events.journal.resize(self.cfg.event_log_bytes)
+        self._auth_failures = 0  # refusals not yet in the log
+        self._auth_logged_s = None  # uptime of the last EVENT_AUTH_FAILED
         self.ctl = Controller(self.cfg)
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
         self.actions = 0  # ACTION_* bits for the control loop
-        self.diagnostics = _no_diagnostics  # the firmware's counters, once it is wired
+        self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
+        self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
         self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
         self.kids = [None, None, None]
         self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
@@ -138,14 +154,39 @@ class Pile:
 
     # -- changes requested over the link ----------------------------------------------
 
-    def set_config(self, changes):
-        """Validate and apply all of `changes` or none (raises ConfigError), then persist."""
+    def set_config(self, changes, slot=SLOT_UNSIGNED):
+        """Validate and apply all of `changes` or none (raises ConfigError), then persist.
+        Logged: how many keys, then each key with the slot of the key that signed it."""
         self.cfg.update(changes)
         if self.store is not None:
             saved = dict(self.config_aside)
             saved.update(self.cfg.values)
             self.store.save(_CONFIG, saved)
+            self.events.journal.resize(self.cfg.event_log_bytes)
         self._log(events.EVENT_CONFIG_CHANGED, len(changes))
+        for key in changes:
+            number = KEY_NUMBERS.index(key) + 1 if key in KEY_NUMBERS else 0
+            self._log(events.EVENT_CONFIG_KEY, slot << 8 | number)
+
+    def auth_refused(self):
+        """A request refused as unauthenticated or replayed. Logged at most once a minute,
+        with the count since the last entry, so a flood neither wears the flash nor pushes
+        the log's other entries out."""
+        self._auth_failures += 1
+        up = self.ctl.uptime_s
+        if self._auth_logged_s is None or up - self._auth_logged_s >= _AUTH_LOG_S:
+            self._log(events.EVENT_AUTH_FAILED, self._auth_failures)
+            self._auth_failures = 0
+            self._auth_logged_s = up
+
+    def note_reset(self, cause):
+        """Say why the pile is about to reset (events.RESET_*), for the next boot's log.
+        Best effort: a flash that fails now must not keep the pile from resetting."""
+        if self.store is not None:
+            try:
+                self.store.save(_RESET, cause)
+            except OSError as exc:  # the boot will say power-on instead
+                self._log(events.EVENT_FLASH_ERROR, exc.errno)
 
     def set_key(self, key, slot=SLOT_LINK):
         """Provision (bytes) or remove (None) the key of `slot`; it is never read back.
@@ -196,7 +237,7 @@ class Pile:
         return actions
 
 
-def _no_diagnostics():
+def _no_diagnostics(part):
     return {}
 
 

@@ -32,7 +32,18 @@ INTEGERS = {
     "meter_period_ms": (1000, 250, 1000, "ms"),
     "meter_stale_s": (3, 1, 60, "s"),
     "converter_fault_polls": (3, 1, 20, "polls"),
+    "event_log_bytes": (16384, 2048, 32768, "B"),  # the event journal's share of flash
 }
+
+# Every key's number in the event log (EVENT_CONFIG_KEY: index + 1). Append only: a
+# number keeps its meaning across firmware versions.
+KEY_NUMBERS = ("min_soc", "max_soc", "reserve_soc", "battery_capacity_wh",
+               "departure_margin_pct", "battery_derate_c", "battery_cutoff_c",
+               "battery_resume_c", "battery_min_charge_c", "converter_derate_c",
+               "converter_cutoff_c", "site_import_limit_w", "site_export_limit_w",
+               "no_meter_charge_w", "ramp_w_per_s", "telemetry_period_s", "tick_ms",
+               "meter_period_ms", "meter_stale_s", "converter_fault_polls", "fallback",
+               "event_log_bytes")
 
 # key: (default, allowed values)
 CHOICES = {

@@ -1,20 +1,23 @@
-"""The event log: the last few things a technician wants to know about, in a ring.
+"""The event log: what a technician wants to know about, kept across reboots.
 
 Each entry is [index, uptime s, code, value]; indexes keep counting when old
-entries fall out of the ring, so a reader asks "from index N" and sees gaps.
+entries fall out of the ring (and across boots, with a journal on flash), so a
+reader asks "from index N" and sees gaps. Logging only fills a RAM ring; `flush()`,
+called by the control loop between ticks, copies what is new to the journal, so a
+tick never waits on flash.
 """
 
 from array import array
 
 from micropython import const
 
-EVENT_BOOT = const(1)
+EVENT_BOOT = const(1)  # value: RESET_* (why the pile booted)
 EVENT_FAULT = const(2)  # value: converter fault code, or 0 when the converter went silent
 EVENT_FAULT_CLEARED = const(3)
 EVENT_STOP = const(4)  # value: 1 COMMAND, 2 E-stop input
 EVENT_RELEASE = const(5)
 EVENT_SETPOINT_EXPIRED = const(6)
-EVENT_CONFIG_CHANGED = const(7)  # value: number of keys changed
+EVENT_CONFIG_CHANGED = const(7)  # value: number of keys changed (one EVENT_CONFIG_KEY each)
 EVENT_METER_LOST = const(8)
 EVENT_METER_BACK = const(9)
 EVENT_KEY_PROVISIONED = const(10)  # value: 1 set, 0 removed
@@ -24,6 +27,15 @@ EVENT_EV_UNPLUGGED = const(13)
 EVENT_FAULT_RESET_REQUESTED = const(14)
 EVENT_STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
 EVENT_SESSION_ENDED = const(16)  # an unplug dropped the setpoint, departure and reserve
+EVENT_CONFIG_KEY = const(17)  # value: key slot << 8 | config.KEY_NUMBERS index + 1
+EVENT_AUTH_FAILED = const(18)  # value: refusals (auth or replay) since the last entry
+EVENT_LIMITS = const(19)  # value: the envelope's limiting reasons bits, now (0: none)
+EVENT_FLASH_ERROR = const(20)  # the journal could not be written (entries wait); value: errno
+
+# EVENT_BOOT values
+RESET_POWER_ON = const(1)  # power on, or a process killed on the unix port
+RESET_WATCHDOG = const(2)
+RESET_REQUESTED = const(3)  # COMMAND reboot, or a soft reset at the REPL
 
 _CAPACITY = const(64)
 
@@ -36,6 +48,14 @@ class EventLog:
         self._capacity = capacity
         self._ring = array("i", bytes(4 * 3 * capacity))  # uptime, code, value per entry
         self.next_index = 0
+        self.journal = None
+        self.flushed = 0  # entries below this index are on flash
+        self.lost = 0  # entries that left the RAM ring before reaching flash
+
+    def attach(self, journal):
+        """Keep entries on flash from now on: indexes go on from the journal's."""
+        self.journal = journal
+        self.next_index = self.flushed = journal.next_index
 
     def add(self, uptime_s, code, value=0):
         at = 3 * (self.next_index % self._capacity)
@@ -45,13 +65,35 @@ class EventLog:
         ring[at + 2] = value
         self.next_index += 1
 
+    def flush(self):
+        """Copy the entries logged since the last flush to the journal; return how many.
+        An OSError from the flash leaves them pending for the next flush."""
+        if self.journal is None or self.flushed == self.next_index:
+            return 0
+        oldest = self.next_index - self._capacity
+        if self.flushed < oldest:  # the flash fell behind by more than the ring holds
+            self.lost += oldest - self.flushed
+            self.flushed = oldest
+        entries = self._entries(self.flushed, self.next_index)
+        self.journal.append(entries)
+        self.flushed = self.next_index
+        return len(entries)
+
     def since(self, first, limit):
-        """Up to `limit` entries with index >= first, oldest first."""
-        oldest = max(first, self.next_index - self._capacity, 0)
-        last = min(self.next_index, oldest + limit)
-        ring = self._ring
+        """Up to `limit` entries with index >= first, oldest first: from flash, then
+        what is still only in RAM."""
         entries = []
-        for index in range(oldest, last):
-            at = 3 * (index % self._capacity)
-            entries.append([index, ring[at], ring[at + 1], ring[at + 2]])
+        if self.journal is not None and first < self.flushed:
+            entries = self.journal.read(first, limit)
+            first = self.flushed
+        oldest = max(first, self.next_index - self._capacity, 0)
+        entries += self._entries(oldest, min(self.next_index, oldest + limit - len(entries)))
         return entries
+
+    def _entries(self, start, end):
+        ring = self._ring
+        found = []
+        for index in range(start, end):
+            at = 3 * (index % self._capacity)
+            found.append([index, ring[at], ring[at + 1], ring[at + 2]])
+        return found

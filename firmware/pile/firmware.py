@@ -13,7 +13,7 @@ import sys
 
 from micropython import const
 
-from pile import profile
+from pile import events, profile
 from pile.app import Pile
 from pile.board import BoardError, check
 from pile.converter import Converter
@@ -40,10 +40,12 @@ def load_board(path):
     return board
 
 
-def build_pile(board):
-    """The pile's state: its id, config and keys kept in the board's `state_dir`, and the
-    pile maker's hard limits on config (`limits`), which no message can pass."""
-    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"))
+def build_pile(board, reset_cause=events.RESET_POWER_ON):
+    """The pile's state: its id, config, keys and event journal kept in the board's
+    `state_dir`, and the pile maker's hard limits on config (`limits`), which no message
+    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry."""
+    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
+                reset_cause)
 
 
 def build_loop(pile, hal, board):
@@ -72,21 +74,34 @@ class Firmware:
     def __init__(self, board, hal):
         self.board = board
         self.hal = hal
-        self.pile = build_pile(board)
+        self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
-        self.wdt = hal.watchdog(_WATCHDOG_MS)
+        self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
         self.pile.diagnostics = self.diagnostics
+        self.pile.diagnostic_parts = 2
 
-    def diagnostics(self):
-        """The counters a technician reads with `pilectl status` (DIAGNOSTICS message)."""
-        found = self.loop.diagnostics()
-        found.update(self.link.diagnostics())
-        if self.wifi is not None:
-            found["wifi_connects"] = self.wifi.connects
-        return found
+    def _watchdog_fired(self):
+        """The unix port's watchdog, about to end the process: the next boot logs why."""
+        self.pile.note_reset(events.RESET_WATCHDOG)
+
+    def diagnostics(self, part):
+        """The counters a technician reads with `pilectl status` (DIAGNOSTICS message), in
+        parts that each fit one frame: 0 the loop, bus and link, 1 heap and flash."""
+        if part == 0:
+            found = self.loop.diagnostics()
+            found.update(self.link.diagnostics())
+            if self.wifi is not None:
+                found["wifi_connects"] = self.wifi.connects
+            return found
+        pile = self.pile
+        log = pile.events
+        return {"heap_free": gc.mem_free() if hasattr(gc, "mem_free") else None,  # CPython
+                "flash_writes": pile.store.writes + log.journal.writes,
+                "flash_errors": self.loop.flash_errors, "events_lost": log.lost,
+                "event_next": log.next_index, "reset_cause": pile.reset_cause}
 
     def service_mode(self):
         """Stopped at the REPL: the converter told to stop (its own heartbeat watchdog
@@ -108,6 +123,10 @@ class Firmware:
         tasks = [asyncio.create_task(self.control(control)),
                  asyncio.create_task(self.link.run_telemetry(
                      lambda: supervisor.check_in(telemetry)))]
+        if self.link.serial is not None:  # the technician's line: a write must not hang
+            serial = supervisor.task()
+            tasks.append(asyncio.create_task(self.link.watch_serial(
+                lambda: supervisor.check_in(serial))))
         tasks += [asyncio.create_task(server) for server in self.link.servers()]
         if self.loop.estop is not None:  # not supervised: it waits for a press
             tasks.append(asyncio.create_task(self.loop.watch_estop()))

@@ -21,6 +21,7 @@ _MAX_TCP = const(4)  # TCP sockets in all, authenticated or not yet
 _AUTH_MS = const(5000)  # a TCP client's first accepted request comes within this
 _IDLE_TCP_MS = const(60000)  # a TCP client silent this long is gone (pilectl pings at 20 s)
 _WATCH_MS = const(1000)
+_STUCK_MS = const(5000)  # a serial write that has not finished by then is hung
 _OUTBOX = const(4)  # frames waiting to go out, per connection
 _REQUESTS_PER_S = const(20)  # per connection; a board spends ~5-10 ms on a signed request
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
@@ -165,6 +166,7 @@ class Connection:
         self.shed = 0  # requests over the budget, dropped unanswered
         self.opened_at = self.heard_at = ticks_ms()
         self.closed = False
+        self.writing_since = None  # ticks_ms when the write under way began
         self.admitted = False  # counted among the authenticated clients
         self.on_admitted = None  # called once its first request is accepted under a key
         self._inbox = []
@@ -199,8 +201,10 @@ class Connection:
         """Write out what waits in the outbox, frame by frame."""
         outbox = self.outbox
         while outbox:
+            self.writing_since = ticks_ms()
             self.writer.write(outbox.pop(0))
             await self.writer.drain()
+            self.writing_since = None
 
     def _admit(self):
         """One request's worth of the budget, or False to shed it."""
@@ -287,6 +291,7 @@ class Link:
         self.requests_per_s = requests_per_s
         self.connections = []
         self.tcp_server = None  # once listening
+        self.serial_conn = None  # once served
         self.tcp_refused = 0
         self.tcp_closed_idle = 0  # closed for not authenticating, or for silence
         self.send_failures = 0
@@ -326,7 +331,20 @@ class Link:
 
     async def serve_serial(self, reader, writer):
         """The wired link: always on, and the only one that may provision keys."""
-        await self.open(reader, writer, "serial", may_provision=True).serve(lasting=True)
+        self.serial_conn = self.open(reader, writer, "serial", may_provision=True)
+        await self.serial_conn.serve(lasting=True)
+
+    async def watch_serial(self, check_in):
+        """Call `check_in()` every second unless the serial line is stuck in a write (a
+        UART that stopped sending): then the supervisor stops feeding the watchdog and the
+        board resets. A TCP client that stops reading is no hang: its outbox drops frames
+        and `_watch_tcp` closes it."""
+        while True:
+            await asyncio.sleep_ms(_WATCH_MS)
+            conn = self.serial_conn
+            since = None if conn is None else conn.writing_since
+            if since is None or ticks_diff(ticks_ms(), since) < _STUCK_MS:
+                check_in()
 
     async def run_tcp(self):
         """Serve TCP once it is allowed: with a link key, or on an insecure bench.

@@ -23,6 +23,10 @@ from pile.control import STATE_FAULT, STATE_NO_EV, STATE_STOPPED
 from pile.telemetry import STATUS_EV_CONNECTED
 
 _REBOOT_DELAY_MS = const(300)  # lets the reply to the reboot request leave first
+_FLUSH_MS = const(1000)  # new events go to flash at most this often: one commit a second
+_LIMIT_BITS = const(0x2FF)  # reasons logged as EVENT_LIMITS: SOC, reserve, temperatures,
+# site caps, EV limit (meter, fault, stop, expiry and EV have events of their own)
+_LIMITS_LOG_S = const(10)  # a limit flickering at its edge logs at most every 10 s
 
 
 class ControlLoop:
@@ -54,6 +58,11 @@ class ControlLoop:
         self._power_at_reading = 0  # W, the converter's power when the meter was last read
         self._load = None  # W, the household load that reading showed
         self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
+        self._limits = 0  # the _LIMIT_BITS last logged
+        self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
+        self._flushed_at = ticks_ms()
+        self.flash_errors = 0  # event journal writes that failed
+        self._flash_failing = False
 
     def _meter_inputs(self, now):
         """The site power to decide with, and the reading's age.
@@ -88,6 +97,8 @@ class ControlLoop:
         started = ticks_ms()
         await self.tick()
         self.show(self.pile.ctl.state)
+        if ticks_diff(started, self._flushed_at) >= _FLUSH_MS:
+            self.flush_events()
         gc.collect()
         period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
@@ -126,8 +137,24 @@ class ControlLoop:
     async def _reboot(self):
         await asyncio.sleep_ms(_REBOOT_DELAY_MS)
         await self.converter.command(0, False)  # stopped, not left to its heartbeat watchdog
+        self.pile.note_reset(events.RESET_REQUESTED)
+        self.flush_events()
         if self.reset is not None:
             self.reset()
+
+    def flush_events(self):
+        """New events onto flash, between ticks. A failing flash keeps them in RAM (the ring
+        holds 64) and is logged once per run of failures."""
+        self._flushed_at = ticks_ms()
+        try:
+            self.pile.events.flush()
+        except OSError as exc:
+            self.flash_errors += 1
+            if not self._flash_failing:
+                self.pile.events.add(self.pile.ctl.uptime_s, events.EVENT_FLASH_ERROR, exc.errno)
+            self._flash_failing = True
+            return
+        self._flash_failing = False
 
     def diagnostics(self):
         """Counters for the DIAGNOSTICS message: the loop's, the bus master's, the devices'."""
@@ -211,6 +238,11 @@ class ControlLoop:
         if self._live and not ctl.setpoint_live:
             log(up, events.EVENT_SETPOINT_EXPIRED)
         self._live = ctl.setpoint_live
+        limits = ctl.reasons & _LIMIT_BITS
+        if limits != self._limits and up - self._limits_at >= _LIMITS_LOG_S:
+            log(up, events.EVENT_LIMITS, limits)
+            self._limits = limits
+            self._limits_at = up
 
 
 def _is_cut(new, old):

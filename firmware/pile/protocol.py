@@ -34,8 +34,8 @@ EVENTS_GET = const(8)
 EVENTS = const(9)
 COMMAND = const(10)
 ERROR = const(11)
-DIAGNOSTICS_GET = const(12)  # extension: host asks for the firmware's counters
-DIAGNOSTICS = const(13)  # extension: 2 map of counter name to value
+DIAGNOSTICS_GET = const(12)  # extension: host asks for the firmware's counters (2 part)
+DIAGNOSTICS = const(13)  # extension: 2 map of counter name to value, 3 number of parts
 
 ERR_MALFORMED = const(1)
 ERR_UNKNOWN_TYPE = const(2)
@@ -136,7 +136,7 @@ class Session:
                 raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, seqs[slot]))
             seqs[slot] = seq
             self.verified = True
-            reply = self._dispatch(mtype, seq, msg, self._is_technician(slot))
+            reply = self._dispatch(mtype, seq, msg, slot)
         except Refused as refusal:
             return self.refusal(seq, refusal.code, refusal.detail)
         self.accepted += 1
@@ -148,8 +148,10 @@ class Session:
             self.may_provision and self.pile.keys[SLOT_TECHNICIAN] is None)
 
     def refusal(self, seq, code, detail):
-        """An ERROR reply, counted."""
+        """An ERROR reply, counted (and logged, rate-limited, when it is about a key)."""
         self.errors[code] += 1
+        if code == ERR_AUTH or code == ERR_REPLAY:
+            self.pile.auth_refused()
         return self._send(ERROR, {2: seq, 3: code, _DETAIL: detail})
 
     def _open(self, data):
@@ -178,20 +180,29 @@ class Session:
             raise Refused(ERR_MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
         return msg, slot
 
-    def _dispatch(self, mtype, seq, msg, technician):
-        """The reply to one of `_REQUESTS` (`handle` refused every other type)."""
+    def _dispatch(self, mtype, seq, msg, slot):
+        """The reply to one of `_REQUESTS` (`handle` refused every other type), to a
+        request made with the key of `slot`."""
+        technician = self._is_technician(slot)
         if mtype == SETPOINT:
             return self._setpoint(seq, msg)
         if mtype == CONFIG_GET:
             return self._config_get(msg.get(2))
         if mtype == CONFIG_SET:
-            return self._config_set(msg.get(2), technician)
+            return self._config_set(msg.get(2), technician, slot)
         if mtype == EVENTS_GET:
             first = _field(msg, 2, "first index", optional=True) or 0
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"), technician)
-        return self._send(DIAGNOSTICS, {2: self.pile.diagnostics()})  # DIAGNOSTICS_GET
+        return self._diagnostics(_field(msg, 2, "part", optional=True) or 0)  # DIAGNOSTICS_GET
+
+    def _diagnostics(self, part):
+        """One part of the firmware's counters, and how many parts there are."""
+        parts = self.pile.diagnostic_parts
+        if not 0 <= part < parts:
+            raise Refused(ERR_OUT_OF_RANGE, "diagnostics part must be 0..%d" % (parts - 1))
+        return self._send(DIAGNOSTICS, {2: self.pile.diagnostics(part), 3: parts})
 
     def _ack(self, seq, target, reasons):
         return self._send(ACK, {2: seq, 3: target, 4: reasons})
@@ -220,7 +231,7 @@ class Session:
                 raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
         return self._send(CONFIG, {2: {key: values[key] for key in keys}})
 
-    def _config_set(self, changes, technician):
+    def _config_set(self, changes, technician, slot):
         if type(changes) is not dict or not changes:
             raise Refused(ERR_BAD_FIELD, "field 2 must be a non-empty map of key to value")
         for key in _KEY_SLOTS:
@@ -240,7 +251,7 @@ class Session:
                 raise Refused(ERR_BAD_FIELD, "%s must be %s" % (key, "an integer" if kind is int
                                                                    else "a text string"))
         try:
-            self.pile.set_config(changes)
+            self.pile.set_config(changes, slot)
         except ConfigError as exc:
             raise Refused(ERR_OUT_OF_RANGE, str(exc))
         return self._send(CONFIG, {2: dict(self.pile.cfg.values)})

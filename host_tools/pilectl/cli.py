@@ -316,8 +316,9 @@ def events(since, as_json, **link):
     entries = _call(_target(**link), lambda c: field.events(c, since))
     if as_json:
         return _echo_json(entries)
-    _table("events", [(e["index"], e["uptime_s"], e["event"], e["value"]) for e in entries],
-           ["#", "uptime s", "event", "value"])
+    _table("events (kept on flash across reboots)",
+           [(e["index"], e["uptime_s"], e["event"], e["value"], e["detail"]) for e in entries],
+           ["#", "uptime s", "event", "value", ""])
 
 
 @main.command("provision-key")

@@ -311,9 +311,14 @@ class Client:
         return (await self.request(wire.EVENTS_GET, {wire.BODY: first}, wire.EVENTS))[wire.BODY]
 
     async def diagnostics(self):
-        """The firmware's counters (bus, devices, link), by name."""
+        """The firmware's counters (bus, devices, link, heap, flash), by name: every part
+        the pile has (a pile before parts sends one, without field 3)."""
         reply = await self.request(wire.DIAGNOSTICS_GET, {}, wire.DIAGNOSTICS)
-        return reply[wire.BODY]
+        found = dict(reply[wire.BODY])
+        for part in range(1, reply.get(wire.DIAGNOSTIC_PARTS, 1)):
+            reply = await self.request(wire.DIAGNOSTICS_GET, {wire.BODY: part}, wire.DIAGNOSTICS)
+            found.update(reply[wire.BODY])
+        return found
 
     async def command(self, name):
         return _ack(await self.request(wire.COMMAND, {wire.BODY: wire.COMMANDS[name]}, wire.ACK))

@@ -185,7 +185,8 @@ async def events(client, since=0):
         entries += page
         since = page[-1][0] + 1
     return [{"index": index, "uptime_s": uptime, "event": names.EVENTS.get(code, f"code {code}"),
-             "value": value} for index, uptime, code, value in entries]
+             "value": value, "detail": names.event_detail(code, value)}
+            for index, uptime, code, value in entries]
 
 
 async def provision_key(client, target, remove=False, technician=False):

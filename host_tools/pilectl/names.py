@@ -1,6 +1,6 @@
 """Human names for the firmware's states, reasons bits and events (DESIGN section 5)."""
 
-from pile import control, events, limits
+from pile import config, control, events, limits
 
 STATES = {
     control.STATE_BOOT: "boot",
@@ -53,4 +53,25 @@ EVENTS = {
     events.EVENT_FAULT_RESET_REQUESTED: "fault reset requested",
     events.EVENT_STORE_DAMAGED: "settings file damaged",
     events.EVENT_SESSION_ENDED: "session ended (setpoint and departure dropped)",
+    events.EVENT_CONFIG_KEY: "config key set",
+    events.EVENT_AUTH_FAILED: "requests refused as unauthenticated or replayed",
+    events.EVENT_LIMITS: "limits now",
+    events.EVENT_FLASH_ERROR: "event journal write failed",
 }
+
+RESET_CAUSES = {events.RESET_POWER_ON: "power-on", events.RESET_WATCHDOG: "watchdog",
+                events.RESET_REQUESTED: "requested reboot"}
+_SLOTS = {0: "serial, unsigned", 1: "link key", 2: "technician key"}
+
+
+def event_detail(code, value):
+    """What an event's value means, in words ("" where the number says it all)."""
+    if code == events.EVENT_BOOT:
+        return RESET_CAUSES.get(value, f"cause {value}")
+    if code == events.EVENT_CONFIG_KEY:
+        number = value & 0xFF
+        key = config.KEY_NUMBERS[number - 1] if 0 < number <= len(config.KEY_NUMBERS) else "?"
+        return f"{key} by {_SLOTS.get(value >> 8, f'slot {value >> 8}')}"
+    if code == events.EVENT_LIMITS:
+        return ", ".join(reasons(value)) or "none"
+    return ""

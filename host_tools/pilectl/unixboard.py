@@ -17,9 +17,10 @@ from pilectl.sim.run import Simulation
 from pilectl.vbench import unix_board
 
 # Boot forever, like a board: main.py when there is one; exit status 3 is the firmware's
-# reboot (pile/firmware.py), anything else (Ctrl-C, a crash) leaves a REPL, as on a board.
+# reboot (pile/firmware.py) and 140 its watchdog's reset (pile/hal/unix.py), anything
+# else (Ctrl-C, a crash) leaves a REPL, as on a board.
 _BOOT_LOOP = ("trap true INT; while true; do if [ -f main.py ]; then {mp} main.py board.json; "
-              "[ $? = 3 ] || {mp}; else {mp}; fi; sleep 0.2; done")
+              "s=$?; [ $s = 3 ] || [ $s = 140 ] || {mp}; else {mp}; fi; sleep 0.2; done")
 
 
 class UnixBoard:

@@ -128,8 +128,13 @@ class RecordingHal:
         self.outputs[name] = RecordingPin()
         return self.outputs[name]
 
-    def watchdog(self, timeout_ms):
+    def watchdog(self, timeout_ms, on_expiry=None):
         return CountingWatchdog()
+
+    def reset_cause(self):
+        from pile.events import RESET_POWER_ON
+
+        return RESET_POWER_ON
 
     def wifi(self):
         from pile.wifi import Station
@@ -200,6 +205,29 @@ def pile_with_ev():
 
 
 def snapshot(pile):
+    """What a refused request must leave as it was (it may log an EVENT_AUTH_FAILED)."""
     ctl = pile.ctl
     return (dict(pile.cfg.values), ctl.setpoint, ctl.setpoint_live, ctl.stopped, pile.key,
-            pile.events.next_index, pile.actions)
+            logged_apart_from_refusals(pile), pile.actions)
+
+
+def logged_apart_from_refusals(pile):
+    from pile.events import EVENT_AUTH_FAILED
+
+    return [entry for entry in pile.events.since(0, 64) if entry[2] != EVENT_AUTH_FAILED]
+
+
+def fresh_state():
+    """A new, empty state folder beside the tests (remove it with remove_state)."""
+    from binascii import hexlify
+    from os import urandom
+
+    return __file__.rsplit("/", 1)[0] + "/.state-" + hexlify(urandom(4)).decode()
+
+
+def remove_state(path):
+    import os
+
+    for name in os.listdir(path):
+        os.remove(path + "/" + name)
+    os.rmdir(path)

@@ -8,7 +8,7 @@ from pile.cose import mac0_sign, mac0_verify
 from pile.firmware import Firmware
 from pile.link import MAX_FRAME
 from pile.modbus import DeviceException, Timeout
-from pile.protocol import DIAGNOSTICS, DIAGNOSTICS_GET, Session
+from pile.protocol import DIAGNOSTICS, DIAGNOSTICS_GET, ERR_OUT_OF_RANGE, ERROR, Session
 
 _KEY = b"D" * 32
 _BIG = (1 << 30) - 1  # the largest small int on a 32-bit board
@@ -20,8 +20,11 @@ def wired_pile():
     return firmware.pile, firmware.loop, firmware.link, firmware.wifi
 
 
-def ask(pile, session, seq=1):
-    request = mac0_sign(_KEY, dumps({0: DIAGNOSTICS_GET, 1: seq}), pile.nonce, key_id(_KEY))
+def ask(pile, session, seq=1, part=None):
+    fields = {0: DIAGNOSTICS_GET, 1: seq}
+    if part is not None:
+        fields[2] = part
+    request = mac0_sign(_KEY, dumps(fields), pile.nonce, key_id(_KEY))
     reply = session.handle(request)
     return reply, loads(mac0_verify(_KEY, reply, pile.nonce))
 
@@ -54,11 +57,31 @@ def test_the_largest_reply_fits_one_frame():
     loop.converter.last_error = DeviceException(23, 255)
     loop.meter.last_error = DeviceException(4, 255)
     link.tcp_refused = link.tcp_closed_idle = link.send_failures = wifi.connects = _BIG
+    loop.flash_errors = pile.events.lost = pile.store.writes = pile.events.journal.writes = _BIG
     session = Session(pile)
     session.seq = _BIG
     reply, fields = ask(pile, session)
-    assert len(fields[2]) == 22
+    assert len(fields[2]) == 22 and fields[3] == 2
     assert len(reply) + 2 <= MAX_FRAME, len(reply)
+    reply, fields = ask(pile, session, 2, part=1)
+    assert sorted(fields[2]) == ["event_next", "events_lost", "flash_errors", "flash_writes",
+                                 "heap_free", "reset_cause"]
+    heap_free = 0 if fields[2]["heap_free"] is None else 4  # CPython has no figure: 4 more
+    assert len(reply) + heap_free + 2 <= MAX_FRAME, len(reply)
+
+
+def test_heap_and_flash_counters_are_the_second_part():
+    pile, loop, link, wifi = wired_pile()
+    pile.set_key(_KEY)
+    pile.set_config({"min_soc": 25})
+    loop.flush_events()
+    _, fields = ask(pile, Session(pile), part=1)
+    found = fields[2]
+    assert found["flash_writes"] == 3  # the key, the config, one journal commit
+    assert found["event_next"] == pile.events.next_index == 4  # boot, key, config and its key
+    assert found["reset_cause"] == pile.reset_cause and found["flash_errors"] == 0
+    _, fields = ask(pile, Session(pile), 2, part=2)
+    assert fields[0] == ERROR and fields[3] == ERR_OUT_OF_RANGE
 
 
 def test_a_pile_not_wired_yet_answers_an_empty_map():

@@ -2,10 +2,11 @@
 
 import os
 
-from fwtest import Host, pile_with_ev, raises, snapshot
+from fwtest import Host, fresh_state, pile_with_ev, raises, remove_state, snapshot
 from pile import events
-from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, Pile, key_id
+from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, SLOT_UNSIGNED, Pile, key_id
 from pile.cbor import dumps, loads
+from pile.config import KEY_NUMBERS
 from pile.cose import mac0_sign
 from pile.protocol import (
     ACK,
@@ -36,7 +37,6 @@ from pile.protocol import (
 from pile.store import Store
 
 KEY_BYTES = b"K" * 32
-_HERE = __file__.rsplit("/", 1)[0]
 
 
 def test_hello_carries_identity_nonce_and_next_seq():
@@ -120,7 +120,12 @@ def test_config_get_set_all_or_nothing():
     assert snapshot(pile) == before
     reply = host.send(CONFIG_SET, {2: {"min_soc": 30, "fallback": "charge"}})
     assert reply[0] == CONFIG and reply[2]["min_soc"] == 30 and pile.cfg.fallback == "charge"
-    assert pile.events.since(0, 10)[-1][2:] == [events.EVENT_CONFIG_CHANGED, 2]
+    logged = [entry[2:] for entry in pile.events.since(0, 10)[-3:]]
+    assert logged[0] == [events.EVENT_CONFIG_CHANGED, 2]
+    numbers = sorted(entry[1] for entry in logged[1:] if entry[0] == events.EVENT_CONFIG_KEY)
+    slot = SLOT_UNSIGNED << 8  # no technician key: the serial line's unsigned request
+    assert numbers == [slot | KEY_NUMBERS.index("min_soc") + 1,
+                       slot | KEY_NUMBERS.index("fallback") + 1]
 
 
 def test_events_from_an_index():
@@ -129,7 +134,7 @@ def test_events_from_an_index():
     for _ in range(30):
         host.send(COMMAND, {2: CMD_STOP})
     first = host.send(EVENTS_GET, {2: 0})[2]
-    assert first[0] == [0, 0, events.EVENT_BOOT, 0] and len(first) == 24
+    assert first[0] == [0, 0, events.EVENT_BOOT, events.RESET_POWER_ON] and len(first) == 24
     assert [e[0] for e in host.send(EVENTS_GET, {2: 25})[2]] == [25, 26, 27, 28, 29, 30]
     assert host.send(EVENTS_GET, {2: 1000})[2] == []
     assert host.send(EVENTS_GET, {2: "x"})[3] == ERR_BAD_FIELD
@@ -196,14 +201,8 @@ def test_key_is_write_only_and_serial_only():
     assert serial.send(CONFIG_SET, {2: {KEY: None}})[0] == CONFIG and pile.key is None
 
 
-def _rmtree(path):
-    for name in os.listdir(path):
-        os.remove(path + "/" + name)
-    os.rmdir(path)
-
-
 def test_config_and_key_survive_a_reboot_and_damage_is_reported():
-    state = _HERE + "/.state-" + "".join("%02x" % b for b in os.urandom(4))
+    state = fresh_state()
     try:
         pile = Pile("test-001", Store(state))
         pile.set_config({"min_soc": 35})
@@ -221,11 +220,11 @@ def test_config_and_key_survive_a_reboot_and_damage_is_reported():
             f.write('{"min_soc": 500}')  # readable, but no longer valid
         assert Pile("test-001", Store(state)).cfg.min_soc == 20
     finally:
-        _rmtree(state)
+        remove_state(state)
 
 
 def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
-    state = _HERE + "/.state-" + "".join("%02x" % b for b in os.urandom(4))
+    state = fresh_state()
     try:
         store = Store(state)
         for text in ('"not hex at all"', '"0011"', "17"):
@@ -237,7 +236,7 @@ def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
             assert "link_key.json.bad" in os.listdir(state)
             assert "link_key.json" not in os.listdir(state)
     finally:
-        _rmtree(state)
+        remove_state(state)
 
 
 def test_telemetry_fields():
@@ -257,7 +256,7 @@ def test_telemetry_fields():
 
 
 def test_a_config_from_another_version_keeps_what_it_can():
-    state = _HERE + "/.state-" + "".join("%02x" % b for b in os.urandom(4))
+    state = fresh_state()
     try:
         store = Store(state)
         with open(state + "/config.json", "w") as f:  # a newer firmware's key, one bad value
@@ -272,4 +271,4 @@ def test_a_config_from_another_version_keeps_what_it_can():
         again = Pile("test-001", store)
         assert again.cfg.min_soc == 40 and again.config_aside == {"future_key": 7}
     finally:
-        _rmtree(state)
+        remove_state(state)

@@ -15,7 +15,7 @@ import asyncio
 import json
 import sys
 
-from fwtest import pile_with_ev
+from fwtest import logged_apart_from_refusals, pile_with_ev
 from pile.app import key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign
@@ -115,7 +115,8 @@ frames_of_corpus = [frame(m) for m in corpus]
 def snapshot():
     ctl = pile.ctl
     return repr((sorted(pile.cfg.values.items()), ctl.setpoint, ctl.setpoint_live, ctl.stopped,
-                 ctl.inputs.reserve_x10, pile.key, pile.events.next_index, pile.actions))
+                 ctl.inputs.reserve_x10, pile.key, logged_apart_from_refusals(pile),
+                 pile.actions))
 
 
 before = snapshot()

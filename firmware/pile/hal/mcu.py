@@ -11,6 +11,7 @@ import machine
 from machine import UART, WDT, Pin, Timer
 
 from pile.estop import Estop
+from pile.events import RESET_POWER_ON, RESET_WATCHDOG
 from pile.wifi import Station
 
 _STALE = bytearray(32)  # stale input is read into this and dropped
@@ -76,8 +77,14 @@ class McuHal:
         """Reboot the board (COMMAND reboot)."""
         machine.reset()
 
-    def watchdog(self, timeout_ms: int) -> WDT:
-        """The hardware watchdog; the timeout is clipped to what the chip supports."""
+    def reset_cause(self) -> int:
+        """Watchdog or power-on, as the chip saw it. (A requested reboot is a watchdog
+        reset on the RP2040: the pile notes those itself, Pile.note_reset.)"""
+        return RESET_WATCHDOG if machine.reset_cause() == machine.WDT_RESET else RESET_POWER_ON
+
+    def watchdog(self, timeout_ms: int, on_expiry=None) -> WDT:
+        """The hardware watchdog; the timeout is clipped to what the chip supports. The
+        chip resets by itself (`on_expiry` is for the unix port); reset_cause() tells."""
         return WDT(timeout=min(timeout_ms, self._wdt_max_ms))
 
     def service_mode(self, wdt: WDT) -> None:

@@ -6,10 +6,14 @@ an asyncio stream awaits data without blocking the loop or busy-waiting.
 
 import _thread
 import asyncio
+import os
 import sys
 import termios
+import time
 
 from micropython import const
+
+from pile.events import RESET_POWER_ON
 
 _VTIME = const(5)
 _VMIN = const(6)
@@ -18,6 +22,11 @@ _SPEED_OUT = const(5)
 _CC = const(6)
 _STALE = bytearray(32)  # stale input is read into this and dropped
 _LINE_QUEUE = const(8)  # frames waiting for the line's writer thread
+_WATCHDOG_POLL_MS = const(100)
+# The watchdog ends the process with SIGUSR2: exit status 140 in a shell, returncode
+# -12 in Python's subprocess. A thread cannot exit a MicroPython process, and no other
+# way out of the firmware ends with this status (3 is a requested reboot).
+WATCHDOG_SIGNAL = "USR2"
 
 
 def open_serial(path, baud=None):
@@ -125,11 +134,30 @@ class FilePin:
         return 0  # pressed: active low, like the boards' E-stop
 
 
-class NoWatchdog:
-    """The unix port has no hardware watchdog; a bench supervises the process instead."""
+class UnixWatchdog:
+    """A watchdog for the unix port: a thread of its own ends the process when `feed()`
+    has not come for `timeout_ms`, after `on_expiry()` (which notes the cause for the next
+    boot). Like a hardware watchdog it fires whatever the main thread is stuck in."""
+
+    def __init__(self, timeout_ms, on_expiry=None):
+        self.timeout_ms = timeout_ms
+        self.armed = True
+        self._on_expiry = on_expiry
+        self._fed = time.ticks_ms()
+        _thread.start_new_thread(self._run, ())
 
     def feed(self):
-        pass
+        self._fed = time.ticks_ms()
+
+    def _run(self):
+        while True:
+            time.sleep_ms(_WATCHDOG_POLL_MS)
+            if self.armed and time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
+                break
+        if self._on_expiry is not None:
+            self._on_expiry()
+        print("watchdog: not fed for %d ms, resetting" % self.timeout_ms)
+        os.system("kill -%s $PPID" % WATCHDOG_SIGNAL)  # $PPID of the shell: this process
 
 
 class UnixHal:
@@ -156,11 +184,17 @@ class UnixHal:
         `pilectl.unixboard`'s boot loop) to start the firmware again."""
         sys.exit(3)
 
-    def watchdog(self, timeout_ms):
-        return NoWatchdog()
+    def reset_cause(self):
+        """A process always starts as from power-on; the pile notes a watchdog reset or a
+        requested reboot on flash itself (Pile.note_reset)."""
+        return RESET_POWER_ON
+
+    def watchdog(self, timeout_ms, on_expiry=None):
+        return UnixWatchdog(timeout_ms, on_expiry)
 
     def service_mode(self, wdt):
-        """Nothing to keep fed: the unix port has no hardware watchdog."""
+        """Stopped at the REPL: the watchdog is disarmed (unlike a chip's, it can be)."""
+        wdt.armed = False
 
     def wifi(self):
         return None  # the host's own network

@@ -1,0 +1,166 @@
+"""What survives a reboot: the event journal, checksummed settings, the reset cause
+(CPython and MicroPython)."""
+
+import os
+
+from fwtest import Host, fresh_state, pile_with_ev, remove_state
+from pile import events
+from pile.app import Pile
+from pile.journal import Journal
+from pile.loop import ControlLoop
+from pile.protocol import COMMAND, ERR_AUTH, EVENTS, EVENTS_GET
+from pile.store import Store
+
+_KEY = b"J" * 32
+
+
+def _codes(pile, first=0):
+    return [entry[2:] for entry in pile.events.since(first, 100)]
+
+
+def test_events_survive_a_reboot_and_indexes_go_on():
+    state = fresh_state()
+    try:
+        pile = Pile("test-001", Store(state))
+        pile.stop()
+        assert pile.events.flush() == 2 and pile.events.flush() == 0  # boot, stop; then none
+        pile.release()  # logged, never flushed: lost with the power
+        again = Pile("test-001", Store(state))
+        assert _codes(again) == [[events.EVENT_BOOT, events.RESET_POWER_ON],
+                                 [events.EVENT_STOP, 1],
+                                 [events.EVENT_BOOT, events.RESET_POWER_ON]]
+        assert [entry[0] for entry in again.events.since(0, 10)] == [0, 1, 2]
+        assert again.events.since(2, 10)[0][:3] == [2, 0, events.EVENT_BOOT]
+        assert len(again.events.since(0, 2)) == 2  # a page is a page, flash or RAM
+        reply = Host(again).send(EVENTS_GET, {2: 1})
+        assert reply[0] == EVENTS and [e[0] for e in reply[2]] == [1, 2]
+    finally:
+        remove_state(state)
+
+
+def test_the_journal_is_a_bounded_ring():
+    state = fresh_state()
+    try:
+        pile = Pile("test-001", Store(state))
+        pile.set_config({"event_log_bytes": 2048})  # 64 records a segment
+        for _ in range(300):
+            pile.stop()
+            pile.events.flush()
+        for name in ("events.0", "events.1"):
+            assert os.stat(state + "/" + name)[6] <= 64 * 16
+        again = Pile("test-001", Store(state))
+        kept = again.events.since(0, 200)
+        assert 64 <= len(kept) - 1 <= 128  # one to two segments, and the new boot
+        indexes = [entry[0] for entry in kept]
+        assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))  # no gap
+        assert indexes[-1] == 303  # boot, config (2), 300 stops, then this boot
+    finally:
+        remove_state(state)
+
+
+def test_a_record_cut_short_or_damaged_is_dropped_not_the_log():
+    state = fresh_state()
+    try:
+        pile = Pile("test-001", Store(state))
+        for _ in range(3):
+            pile.stop()
+        pile.events.flush()
+        with open(state + "/events.0", "ab") as f:
+            f.write(b"\x04\x00\x00\x00\x07")  # a record cut short by a power loss
+        again = Pile("test-001", Store(state))
+        assert [e[0] for e in again.events.since(0, 10)] == [0, 1, 2, 3, 4]
+        again.stop()
+        again.events.flush()  # a damaged tail is never appended to: a new segment starts
+        third = Pile("test-001", Store(state))
+        assert [e[0] for e in third.events.since(0, 10)] == [0, 1, 2, 3, 4, 5, 6]
+        with open(state + "/events.0", "r+b") as f:
+            f.seek(16 + 5)
+            f.write(b"\xff")  # a flipped byte in record 1: its CRC fails, the rest stay
+        assert [e[0] for e in Journal(state, 16384).read(0, 10)] == [0, 4, 5]
+    finally:
+        remove_state(state)
+
+
+def test_a_settings_file_carries_format_and_checksum():
+    state = fresh_state()
+    try:
+        store = Store(state)
+        store.save("config.json", {"min_soc": 35})
+        with open(state + "/config.json") as f:
+            header = f.readline()
+        assert header.startswith("#pile-store 1 ") and len(header.split()[2]) == 16
+        with open(state + "/config.json", "r+b") as f:
+            f.seek(len(header) + 12)
+            f.write(b"4")  # 35 becomes 45: valid JSON, valid value, wrong checksum
+        pile = Pile("test-001", store)
+        assert pile.cfg.min_soc == 20 and "checksum does not match" in pile.problems[0]
+        assert [events.EVENT_STORE_DAMAGED, 0] in _codes(pile)
+        pile.set_config({"min_soc": 30})  # a fresh file; the damaged one stays aside
+        assert "config.json.bad" in os.listdir(state)
+        assert Pile("test-001", store).cfg.min_soc == 30
+        with open(state + "/config.json", "w") as f:
+            f.write('{"min_soc": 33}')  # format 0, as firmware before format 1 wrote it
+        assert Pile("test-001", store).cfg.min_soc == 33
+        with open(state + "/config.json", "w") as f:
+            f.write('#pile-store 2 0011223344556677\n{"min_soc": 33}')
+        newer = Pile("test-001", store)
+        assert newer.cfg.min_soc == 20 and "format 2" in newer.problems[0]
+    finally:
+        remove_state(state)
+
+
+def test_the_reset_cause_is_noted_for_the_next_boot():
+    state = fresh_state()
+    try:
+        pile = Pile("test-001", Store(state))
+        pile.note_reset(events.RESET_WATCHDOG)
+        again = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
+        assert again.reset_cause == events.RESET_WATCHDOG
+        assert again.events.since(0, 1)[0][2:] == [events.EVENT_BOOT, events.RESET_WATCHDOG]
+        assert "reset.json" not in os.listdir(state)  # one boot only
+        third = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
+        assert third.reset_cause == events.RESET_POWER_ON
+    finally:
+        remove_state(state)
+
+
+def test_a_requested_reboot_flushes_the_log_and_says_why():
+    state = fresh_state()
+    try:
+        pile = Pile("test-001", Store(state))
+        resets = []
+        loop = ControlLoop(pile, _StoppedConverter(), reset=lambda: resets.append(1))
+        pile.request_reboot()
+        _run(loop._reboot())
+        assert resets == [1]
+        again = Pile("test-001", Store(state))
+        assert _codes(again)[-2:] == [[events.EVENT_REBOOT_REQUESTED, 0],
+                                      [events.EVENT_BOOT, events.RESET_REQUESTED]]
+    finally:
+        remove_state(state)
+
+
+def test_auth_failures_are_logged_at_most_once_a_minute_with_a_count():
+    pile = pile_with_ev()
+    pile.set_key(_KEY)
+    host = Host(pile, b"X" * 32)
+    for _ in range(50):
+        assert host.send(COMMAND, {2: 3})[3] == ERR_AUTH
+    assert Host(pile).send(COMMAND, {2: 3})[3] == ERR_AUTH  # unsigned
+    logged = [e for e in pile.events.since(0, 64) if e[2] == events.EVENT_AUTH_FAILED]
+    assert len(logged) == 1 and logged[0][3] == 1
+    pile.ctl.uptime_s += 60
+    assert Host(pile, b"X" * 32).send(COMMAND, {2: 3})[3] == ERR_AUTH
+    logged = [e for e in pile.events.since(0, 64) if e[2] == events.EVENT_AUTH_FAILED]
+    assert [e[3] for e in logged] == [1, 51]  # 49 + the unsigned one + this one
+
+
+class _StoppedConverter:
+    async def command(self, power, run):
+        return True
+
+
+def _run(coroutine):
+    import asyncio
+
+    return asyncio.run(coroutine)

@@ -1,0 +1,191 @@
+"""Power cut at every flash write, on littlefs, under MicroPython's unix port.
+
+`micropython power_cut.py` (MICROPYPATH=firmware:tests/fw). The pile's state lives
+on a littlefs2 filesystem (`vfs.VfsLfs2`, the one rp2 and esp32 boards use) on a
+block device in RAM that loses power at its N-th block write or erase: either the
+write never happens, or (torn) only its first half does. For every N through a
+config change, a key change and event-log appends (one of them starting a new
+segment of the ring), the flash as the cut left it is mounted again and the pile
+boots from it, and must find: the old or the new config, never damaged or reset;
+the old or the new key; an event log that reads, without a gap, and has lost at most
+the entries of the append under way. Prints one line per failure and a closing
+"N cut points, M failures" line; exit status 1 on any failure.
+"""
+
+import sys
+
+import vfs
+from micropython import const
+from pile import events
+from pile.app import Pile
+from pile.store import Store
+
+_BLOCK = const(4096)  # the RP2040's flash erase size, and littlefs's block there
+_BLOCKS = const(64)
+_MOUNT = "/flash"
+_STATE = "/flash/state"
+_OLD_KEY = b"O" * 32
+_NEW_KEY = b"N" * 32
+_SEGMENT = const(64)  # records a segment holds at event_log_bytes 2048
+_FILLED = const(58)  # entries on flash before the cut runs: the appends cross a segment
+
+
+_EIO = const(-5)
+
+
+
+
+class CutDevice:
+    """A littlefs block device in RAM (the extended interface: offsets, erase ioctl) that
+    loses power at its `cut_at`-th write or erase: from then on every write and erase
+    fails with EIO and changes nothing. (An exception raised here would be caught and
+    printed by MicroPython's block-device glue, and turned into EIO anyway.)"""
+
+    def __init__(self, data, cut_at=0, torn=False):
+        self.data = bytearray(data)
+        self.cut_at = cut_at  # 0: never
+        self.torn = torn
+        self.operations = 0
+        self.dead = False
+
+    def _cut(self):
+        """True when this write or erase does not happen: the power is off, or goes now."""
+        if not self.dead:
+            self.operations += 1
+            self.dead = self.cut_at == self.operations
+        return self.dead
+
+    def readblocks(self, block, buf, offset=0):
+        at = block * _BLOCK + offset
+        data = self.data
+        for i in range(len(buf)):  # no allocation: finalisers read with the heap locked
+            buf[i] = data[at + i]
+
+    def writeblocks(self, block, buf, offset=0):
+        at = block * _BLOCK + offset
+        if self._cut():
+            if self.torn and self.operations == self.cut_at:
+                self.operations += 1  # the half write happens once
+                half = len(buf) // 2
+                self.data[at:at + half] = buf[:half]
+            return _EIO
+        self.data[at:at + len(buf)] = buf
+        return 0
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return _BLOCKS
+        if op == 5:
+            return _BLOCK
+        if op == 6:  # erase
+            if self._cut():
+                return _EIO
+            at = arg * _BLOCK
+            self.data[at:at + _BLOCK] = b"\xff" * _BLOCK
+        return 0
+
+
+def mount(device):
+    vfs.mount(vfs.VfsLfs2(device), _MOUNT)
+
+
+def unmount():
+    try:
+        vfs.umount(_MOUNT)
+    except OSError:
+        pass  # a filesystem abandoned mid-write by the cut: nothing left to release
+
+
+def prepared_flash():
+    """A formatted flash with the old config, the old key and _FILLED journal entries."""
+    device = CutDevice(b"\xff" * (_BLOCK * _BLOCKS))
+    vfs.VfsLfs2.mkfs(device)
+    mount(device)
+    pile = Pile("cut-001", Store(_STATE))
+    pile.set_config({"min_soc": 30, "event_log_bytes": 2048})
+    pile.set_key(_OLD_KEY)
+    while pile.events.next_index < _FILLED:
+        pile.stop()
+    pile.events.flush()
+    unmount()
+    return bytes(device.data)
+
+
+def run_changes(progress):
+    """The changes a cut may interrupt; `progress` records what completed."""
+    pile = Pile("cut-001", Store(_STATE))
+    progress["durable"] = pile.events.flushed  # entries below it are on flash
+    pile.set_config({"min_soc": 40})
+    progress["config"] = True
+    pile.set_key(_NEW_KEY)
+    progress["key"] = True
+    pile.events.flush()
+    progress["durable"] = pile.events.flushed
+    for _ in range(10):  # one entry an append, as in a quiet pile: crosses a segment
+        pile.stop()
+        pile.events.flush()
+        progress["durable"] = pile.events.flushed
+
+
+def check(data, progress):
+    """What a boot from the flash as the cut left it finds wrong, as a list of texts."""
+    device = CutDevice(data)
+    try:
+        mount(device)
+    except OSError as exc:
+        return ["the flash does not mount: %r" % (exc,)]
+    try:
+        pile = Pile("cut-001", Store(_STATE))
+        wrong = ["at boot: " + problem for problem in pile.problems]
+        min_soc = pile.cfg.min_soc
+        if min_soc not in (30, 40) or progress.get("config") and min_soc != 40:
+            wrong.append("config min_soc %d after %r" % (min_soc, progress))
+        if pile.cfg.event_log_bytes != 2048:
+            wrong.append("config was reset: event_log_bytes %d" % pile.cfg.event_log_bytes)
+        if pile.key not in (_OLD_KEY, _NEW_KEY) or progress.get("key") and pile.key != _NEW_KEY:
+            wrong.append("key %r after %r" % (pile.key, progress))
+        kept = pile.events.since(0, 400)[:-1]  # this boot's own entry is in RAM only
+        indexes = [entry[0] for entry in kept]
+        if indexes != list(range(indexes[0], indexes[0] + len(indexes))):
+            wrong.append("the event log has a gap: %r" % indexes)
+        durable = progress["durable"]
+        if indexes[-1] < durable - 1:
+            wrong.append("committed entries lost: last %d, durable up to %d" % (indexes[-1],
+                                                                                   durable - 1))
+        if len(kept) < min(durable, _SEGMENT):
+            wrong.append("only %d entries kept of %d" % (len(kept), durable))
+        if kept[0][2:] != [events.EVENT_BOOT, events.RESET_POWER_ON] and indexes[0] == 0:
+            wrong.append("entry 0 is not the first boot: %r" % kept[0])
+        return wrong
+    finally:
+        unmount()
+
+
+def main():
+    flash = prepared_flash()
+    tried = failures = 0
+    for torn in (False, True):
+        cut_at = 1
+        while True:
+            device = CutDevice(flash, cut_at, torn)
+            mount(device)
+            progress = {}
+            try:
+                run_changes(progress)
+            except OSError:  # the flash failing, as the pile sees a power cut (if it lived)
+                if not device.dead:
+                    raise
+            if not device.dead:  # every write of the changes went through: all cuts tried
+                unmount()
+                break
+            unmount()
+            tried += 1
+            for text in check(device.data, progress):
+                failures += 1
+                print("FAIL cut at write %d%s: %s" % (cut_at, " (torn)" if torn else "", text))
+            cut_at += 1
+    print("%d cut points, %d failures" % (tried, failures))
+    sys.exit(1 if failures or not tried else 0)
+
+
+main()
