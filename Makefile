@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood deploy hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood soak deploy hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -70,6 +70,12 @@ bench-romfs: setup
 # The control period while the serial link and a TCP client flood the pile (about 1 minute).
 bench-flood: setup
 	$(BIN)/python bench/flood_bench.py 15
+
+# The soak: SOAK_MIN minutes (30 by default) of random setpoints, loads and every fault the
+# bench makes, reboots and power cuts; series and PNG in bench-out/soak, one JSON line last.
+SOAK_MIN ?= 30
+soak: setup
+	$(BIN)/python bench/soak.py $(SOAK_MIN) --out bench-out/soak
 
 # Seconds and bytes of a first deploy and of a one-module redeploy (unix-port board on a pty).
 bench-deploy: setup

@@ -1,7 +1,7 @@
-"""A reboot keeps the config and the key, and starts a new boot nonce."""
+"""A reboot keeps the config, the key and the event log, and starts a new boot nonce."""
 
 import pytest
-from pile.events import EVENT_BOOT, EVENT_REBOOT_REQUESTED
+from pile.events import EVENT_BOOT, EVENT_REBOOT_REQUESTED, RESET_REQUESTED
 
 
 @pytest.mark.virtual_only("the board test reconnects over USB after its own reset")
@@ -12,6 +12,8 @@ async def test_reboot_keeps_config_and_key(pile):
     assert pile.client.nonce != nonce
     assert await pile.client.config_get(["min_soc", "ramp_w_per_s"]) == {
         "min_soc": 33, "ramp_w_per_s": 4000}
-    events = [e[2] for e in await pile.client.events()]
-    # a new boot: the log starts again
-    assert events[0] == EVENT_BOOT and EVENT_REBOOT_REQUESTED not in events
+    events = [e[2:] for e in await pile.client.events()]
+    # the log survives the reboot: the request, then the boot it caused
+    assert events[0][0] == EVENT_BOOT
+    at = events.index([EVENT_REBOOT_REQUESTED, 0])
+    assert events[at + 1] == [EVENT_BOOT, RESET_REQUESTED]

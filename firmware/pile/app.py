@@ -56,6 +56,8 @@ class Pile:
         self.cfg = Config(self._load_config(), bounds)
         if self.events.journal is not None:
             self.events.journal.resize(self.cfg.event_log_bytes)
+        self.flash_errors = 0  # event journal writes that failed
+        self._flash_failing = False
         self._auth_failures = 0  # refusals not yet in the log
         self._auth_logged_s = None  # uptime of the last EVENT_AUTH_FAILED
         self.ctl = Controller(self.cfg)
@@ -178,6 +180,21 @@ class Pile:
             self._log(events.EVENT_AUTH_FAILED, self._auth_failures)
             self._auth_failures = 0
             self._auth_logged_s = up
+
+    def flush_events(self):
+        """New events onto flash: the control loop's, once a second between ticks, and
+        before an EVENTS reply, which serves flushed entries only (so an index, once read,
+        never names another entry after a power cut). A failing flash keeps them in RAM
+        (the ring holds 64) and is logged once per run of failures."""
+        try:
+            self.events.flush()
+        except OSError as exc:
+            self.flash_errors += 1
+            if not self._flash_failing:
+                self._log(events.EVENT_FLASH_ERROR, exc.errno)
+            self._flash_failing = True
+            return
+        self._flash_failing = False
 
     def note_reset(self, cause):
         """Say why the pile is about to reset (events.RESET_*), for the next boot's log.

@@ -80,15 +80,12 @@ class EventLog:
         return len(entries)
 
     def since(self, first, limit):
-        """Up to `limit` entries with index >= first, oldest first: from flash, then
-        what is still only in RAM."""
-        entries = []
-        if self.journal is not None and first < self.flushed:
-            entries = self.journal.read(first, limit)
-            first = self.flushed
+        """Up to `limit` entries with index >= first, oldest first: with a journal, those
+        on flash only (flush first); without, those still in the RAM ring."""
+        if self.journal is not None:
+            return self.journal.read(first, limit)
         oldest = max(first, self.next_index - self._capacity, 0)
-        entries += self._entries(oldest, min(self.next_index, oldest + limit - len(entries)))
-        return entries
+        return self._entries(oldest, min(self.next_index, oldest + limit))
 
     def _entries(self, start, end):
         ring = self._ring

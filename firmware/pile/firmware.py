@@ -24,7 +24,10 @@ from pile.modbus import Master
 from pile.store import Store
 from pile.supervisor import Supervisor
 
-_WATCHDOG_MS = const(8000)  # within the RP2040's 8.3 s; every task checks in far more often
+# A hung firmware resets within 3 s, so the next boot's first tick stops the converter
+# before its own heartbeat watchdog (5 s) has to; every supervised task checks in at least
+# once a second (the control task every period, at most 1 s).
+_WATCHDOG_MS = const(3000)
 
 
 def load_board(path):
@@ -98,9 +101,8 @@ class Firmware:
             return found
         pile = self.pile
         log = pile.events
-        return {"heap_free": gc.mem_free() if hasattr(gc, "mem_free") else None,  # CPython
-                "flash_writes": pile.store.writes + log.journal.writes,
-                "flash_errors": self.loop.flash_errors, "events_lost": log.lost,
+        return {"heap_free": self.loop.heap_free, "flash_writes": pile.store.writes +
+                log.journal.writes, "flash_errors": pile.flash_errors, "events_lost": log.lost,
                 "event_next": log.next_index, "reset_cause": pile.reset_cause}
 
     def service_mode(self):

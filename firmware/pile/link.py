@@ -21,7 +21,7 @@ _MAX_TCP = const(4)  # TCP sockets in all, authenticated or not yet
 _AUTH_MS = const(5000)  # a TCP client's first accepted request comes within this
 _IDLE_TCP_MS = const(60000)  # a TCP client silent this long is gone (pilectl pings at 20 s)
 _WATCH_MS = const(1000)
-_STUCK_MS = const(5000)  # a serial write that has not finished by then is hung
+_STUCK_MS = const(2000)  # a serial write unfinished by then is hung (512 B at 9600 baud: 0.5 s)
 _OUTBOX = const(4)  # frames waiting to go out, per connection
 _REQUESTS_PER_S = const(20)  # per connection; a board spends ~5-10 ms on a signed request
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
@@ -417,11 +417,15 @@ class Link:
                 conn.send(conn.session.telemetry(), droppable=True)
 
     async def run_telemetry(self, check_in=None):
-        """TELEMETRY to every connection each `telemetry_period_s`; `check_in()` after each
-        round tells the supervisor this task still runs."""
+        """TELEMETRY to every connection each `telemetry_period_s`; `check_in()` every
+        second tells the supervisor this task still runs, however long the period."""
+        waited = 0
         while True:
-            await asyncio.sleep_ms(self.pile.cfg.telemetry_period_s * 1000)
-            self.broadcast_telemetry()
+            await asyncio.sleep_ms(_WATCH_MS)
+            waited += _WATCH_MS
+            if waited >= self.pile.cfg.telemetry_period_s * 1000:
+                waited = 0
+                self.broadcast_telemetry()
             if check_in is not None:
                 check_in()
 

@@ -27,6 +27,7 @@ _FLUSH_MS = const(1000)  # new events go to flash at most this often: one commit
 _LIMIT_BITS = const(0x2FF)  # reasons logged as EVENT_LIMITS: SOC, reserve, temperatures,
 # site caps, EV limit (meter, fault, stop, expiry and EV have events of their own)
 _LIMITS_LOG_S = const(10)  # a limit flickering at its edge logs at most every 10 s
+_MEM_FREE = hasattr(gc, "mem_free")  # MicroPython's; CPython has no such figure
 
 
 class ControlLoop:
@@ -61,8 +62,7 @@ class ControlLoop:
         self._limits = 0  # the _LIMIT_BITS last logged
         self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
         self._flushed_at = ticks_ms()
-        self.flash_errors = 0  # event journal writes that failed
-        self._flash_failing = False
+        self.heap_free = None  # bytes free after the period's collection (None on CPython)
 
     def _meter_inputs(self, now):
         """The site power to decide with, and the reading's age.
@@ -98,8 +98,11 @@ class ControlLoop:
         await self.tick()
         self.show(self.pile.ctl.state)
         if ticks_diff(started, self._flushed_at) >= _FLUSH_MS:
-            self.flush_events()
+            self._flushed_at = started
+            self.pile.flush_events()
         gc.collect()
+        if _MEM_FREE:
+            self.heap_free = gc.mem_free()
         period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
         await self.watch()
@@ -138,23 +141,9 @@ class ControlLoop:
         await asyncio.sleep_ms(_REBOOT_DELAY_MS)
         await self.converter.command(0, False)  # stopped, not left to its heartbeat watchdog
         self.pile.note_reset(events.RESET_REQUESTED)
-        self.flush_events()
+        self.pile.flush_events()
         if self.reset is not None:
             self.reset()
-
-    def flush_events(self):
-        """New events onto flash, between ticks. A failing flash keeps them in RAM (the ring
-        holds 64) and is logged once per run of failures."""
-        self._flushed_at = ticks_ms()
-        try:
-            self.pile.events.flush()
-        except OSError as exc:
-            self.flash_errors += 1
-            if not self._flash_failing:
-                self.pile.events.add(self.pile.ctl.uptime_s, events.EVENT_FLASH_ERROR, exc.errno)
-            self._flash_failing = True
-            return
-        self._flash_failing = False
 
     def diagnostics(self):
         """Counters for the DIAGNOSTICS message: the loop's, the bus master's, the devices'."""

@@ -192,6 +192,7 @@ class Session:
             return self._config_set(msg.get(2), technician, slot)
         if mtype == EVENTS_GET:
             first = _field(msg, 2, "first index", optional=True) or 0
+            self.pile.flush_events()
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"), technician)

@@ -95,13 +95,15 @@ class VirtualBench:
                 await client.close()
         return self
 
-    async def start_firmware(self):
-        """Start (or restart, after `stop_firmware`) the firmware process and wait for it."""
+    async def start_firmware(self, script=None, script_args=()):
+        """Start (or restart, after `stop_firmware`) the firmware process and wait for it:
+        main.py, or another `script` given `script_args` before the board file's path."""
         args = [str(MICROPYTHON)]
         if self.heapsize:
             args += ["-X", f"heapsize={self.heapsize}"]
+        args += [str(script or self.firmware_dir / "main.py"), *script_args]
         self.firmware = await asyncio.create_subprocess_exec(
-            *args, str(self.firmware_dir / "main.py"), str(self.board_path), cwd=self.dir,
+            *args, str(self.board_path), cwd=self.dir,
             env=micropython_env(*firmware_path(self.firmware_dir)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)

@@ -214,7 +214,13 @@ def snapshot(pile):
 def logged_apart_from_refusals(pile):
     from pile.events import EVENT_AUTH_FAILED
 
-    return [entry for entry in pile.events.since(0, 64) if entry[2] != EVENT_AUTH_FAILED]
+    return [entry for entry in logged(pile) if entry[2] != EVENT_AUTH_FAILED]
+
+
+def logged(pile, first=0, limit=100):
+    """The pile's event log from `first`, as an EVENTS reply has it: flushed first."""
+    pile.flush_events()
+    return pile.events.since(first, limit)
 
 
 def fresh_state():

@@ -3,7 +3,7 @@
 
 import os
 
-from fwtest import Host, fresh_state, pile_with_ev, remove_state
+from fwtest import Host, fresh_state, logged, pile_with_ev, remove_state
 from pile import events
 from pile.app import Pile
 from pile.journal import Journal
@@ -15,7 +15,7 @@ _KEY = b"J" * 32
 
 
 def _codes(pile, first=0):
-    return [entry[2:] for entry in pile.events.since(first, 100)]
+    return [entry[2:] for entry in logged(pile, first)]
 
 
 def test_events_survive_a_reboot_and_indexes_go_on():
@@ -29,9 +29,9 @@ def test_events_survive_a_reboot_and_indexes_go_on():
         assert _codes(again) == [[events.EVENT_BOOT, events.RESET_POWER_ON],
                                  [events.EVENT_STOP, 1],
                                  [events.EVENT_BOOT, events.RESET_POWER_ON]]
-        assert [entry[0] for entry in again.events.since(0, 10)] == [0, 1, 2]
-        assert again.events.since(2, 10)[0][:3] == [2, 0, events.EVENT_BOOT]
-        assert len(again.events.since(0, 2)) == 2  # a page is a page, flash or RAM
+        assert [entry[0] for entry in logged(again, 0, 10)] == [0, 1, 2]
+        assert logged(again, 2, 10)[0][:3] == [2, 0, events.EVENT_BOOT]
+        assert len(logged(again, 0, 2)) == 2  # a page is a page, flash or RAM
         reply = Host(again).send(EVENTS_GET, {2: 1})
         assert reply[0] == EVENTS and [e[0] for e in reply[2]] == [1, 2]
     finally:
@@ -49,7 +49,7 @@ def test_the_journal_is_a_bounded_ring():
         for name in ("events.0", "events.1"):
             assert os.stat(state + "/" + name)[6] <= 64 * 16
         again = Pile("test-001", Store(state))
-        kept = again.events.since(0, 200)
+        kept = logged(again, 0, 200)
         assert 64 <= len(kept) - 1 <= 128  # one to two segments, and the new boot
         indexes = [entry[0] for entry in kept]
         assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))  # no gap
@@ -68,15 +68,15 @@ def test_a_record_cut_short_or_damaged_is_dropped_not_the_log():
         with open(state + "/events.0", "ab") as f:
             f.write(b"\x04\x00\x00\x00\x07")  # a record cut short by a power loss
         again = Pile("test-001", Store(state))
-        assert [e[0] for e in again.events.since(0, 10)] == [0, 1, 2, 3, 4]
+        assert [e[0] for e in logged(again, 0, 10)] == [0, 1, 2, 3, 4]
         again.stop()
         again.events.flush()  # a damaged tail is never appended to: a new segment starts
         third = Pile("test-001", Store(state))
-        assert [e[0] for e in third.events.since(0, 10)] == [0, 1, 2, 3, 4, 5, 6]
+        assert [e[0] for e in logged(third, 0, 10)] == [0, 1, 2, 3, 4, 5, 6]
         with open(state + "/events.0", "r+b") as f:
             f.seek(16 + 5)
             f.write(b"\xff")  # a flipped byte in record 1: its CRC fails, the rest stay
-        assert [e[0] for e in Journal(state, 16384).read(0, 10)] == [0, 4, 5]
+        assert [e[0] for e in Journal(state, 16384).read(0, 10)] == [0, 4, 5, 6]
     finally:
         remove_state(state)
 
@@ -116,7 +116,7 @@ def test_the_reset_cause_is_noted_for_the_next_boot():
         pile.note_reset(events.RESET_WATCHDOG)
         again = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
         assert again.reset_cause == events.RESET_WATCHDOG
-        assert again.events.since(0, 1)[0][2:] == [events.EVENT_BOOT, events.RESET_WATCHDOG]
+        assert logged(again, 0, 1)[0][2:] == [events.EVENT_BOOT, events.RESET_WATCHDOG]
         assert "reset.json" not in os.listdir(state)  # one boot only
         third = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
         assert third.reset_cause == events.RESET_POWER_ON
@@ -147,12 +147,12 @@ def test_auth_failures_are_logged_at_most_once_a_minute_with_a_count():
     for _ in range(50):
         assert host.send(COMMAND, {2: 3})[3] == ERR_AUTH
     assert Host(pile).send(COMMAND, {2: 3})[3] == ERR_AUTH  # unsigned
-    logged = [e for e in pile.events.since(0, 64) if e[2] == events.EVENT_AUTH_FAILED]
-    assert len(logged) == 1 and logged[0][3] == 1
+    refusals = [e for e in logged(pile, 0, 64) if e[2] == events.EVENT_AUTH_FAILED]
+    assert len(refusals) == 1 and refusals[0][3] == 1
     pile.ctl.uptime_s += 60
     assert Host(pile, b"X" * 32).send(COMMAND, {2: 3})[3] == ERR_AUTH
-    logged = [e for e in pile.events.since(0, 64) if e[2] == events.EVENT_AUTH_FAILED]
-    assert [e[3] for e in logged] == [1, 51]  # 49 + the unsigned one + this one
+    refusals = [e for e in logged(pile, 0, 64) if e[2] == events.EVENT_AUTH_FAILED]
+    assert [e[3] for e in refusals] == [1, 51]  # 49 + the unsigned one + this one
 
 
 class _StoppedConverter:

@@ -2,7 +2,7 @@
 
 import os
 
-from fwtest import Host, fresh_state, pile_with_ev, raises, remove_state, snapshot
+from fwtest import Host, fresh_state, logged, pile_with_ev, raises, remove_state, snapshot
 from pile import events
 from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, SLOT_UNSIGNED, Pile, key_id
 from pile.cbor import dumps, loads
@@ -120,9 +120,9 @@ def test_config_get_set_all_or_nothing():
     assert snapshot(pile) == before
     reply = host.send(CONFIG_SET, {2: {"min_soc": 30, "fallback": "charge"}})
     assert reply[0] == CONFIG and reply[2]["min_soc"] == 30 and pile.cfg.fallback == "charge"
-    logged = [entry[2:] for entry in pile.events.since(0, 10)[-3:]]
-    assert logged[0] == [events.EVENT_CONFIG_CHANGED, 2]
-    numbers = sorted(entry[1] for entry in logged[1:] if entry[0] == events.EVENT_CONFIG_KEY)
+    changes = [entry[2:] for entry in logged(pile, 0, 10)[-3:]]
+    assert changes[0] == [events.EVENT_CONFIG_CHANGED, 2]
+    numbers = sorted(entry[1] for entry in changes[1:] if entry[0] == events.EVENT_CONFIG_KEY)
     slot = SLOT_UNSIGNED << 8  # no technician key: the serial line's unsigned request
     assert numbers == [slot | KEY_NUMBERS.index("min_soc") + 1,
                        slot | KEY_NUMBERS.index("fallback") + 1]
@@ -214,7 +214,7 @@ def test_config_and_key_survive_a_reboot_and_damage_is_reported():
             f.write('{"min_soc": 3')  # cut short, as by a power loss outside the rename
         damaged = Pile("test-001", Store(state))
         assert damaged.cfg.min_soc == 20
-        assert damaged.events.since(0, 5)[1][2] == events.EVENT_STORE_DAMAGED
+        assert logged(damaged, 0, 5)[1][2] == events.EVENT_STORE_DAMAGED
         assert "config.json.bad" in os.listdir(state)
         with open(state + "/config.json", "w") as f:
             f.write('{"min_soc": 500}')  # readable, but no longer valid
@@ -232,7 +232,7 @@ def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
                 f.write(text)
             pile = Pile("test-001", store)  # boots
             assert pile.key is None and "link_key.json is damaged" in pile.problems[0]
-            assert pile.events.since(0, 5)[1][2:] == [events.EVENT_STORE_DAMAGED, 2]
+            assert logged(pile, 0, 5)[1][2:] == [events.EVENT_STORE_DAMAGED, 2]
             assert "link_key.json.bad" in os.listdir(state)
             assert "link_key.json" not in os.listdir(state)
     finally:
@@ -265,7 +265,7 @@ def test_a_config_from_another_version_keeps_what_it_can():
         assert pile.cfg.min_soc == 35 and pile.cfg.ramp_w_per_s == 4000
         assert pile.cfg.max_soc == 100  # 30 is below the floor: left out, not everything
         assert "future_key" in pile.problems[0] and "max_soc" in pile.problems[1]
-        codes = [e[2:] for e in pile.events.since(0, 5)]
+        codes = [e[2:] for e in logged(pile, 0, 5)]
         assert [events.EVENT_STORE_DAMAGED, 4] in codes and [events.EVENT_STORE_DAMAGED, 1] in codes
         pile.set_config({"min_soc": 40})
         again = Pile("test-001", store)

@@ -19,7 +19,7 @@ if sys.argv[2] != "-":
     pile.set_key(unhexlify(sys.argv[2]))
 link = build_link(pile, select(board, "firmware"), board,
                   on_refused=lambda reason: print("refused:", reason))
-pile.diagnostics = link.diagnostics  # the link's counters, as the firmware wires them
+pile.diagnostics = lambda part: link.diagnostics()  # the link's counters: one part
 
 
 async def main():

@@ -139,6 +139,12 @@ class Simulation:
         self._ending = []  # (time, event) for events with a duration
         self.log = []  # (time, event name, on)
 
+    def inject(self, event, after_s=0.0):
+        """Start `event` (a scenario event without "at") `after_s` from now: for runners
+        that decide as they go, as the soak does."""
+        self._pending.append(dict(event, at=self.plant.t + after_s))
+        self._pending.sort(key=lambda e: e["at"])
+
     def advance(self, dt):
         plant = self.plant
         plant.step(dt)
