@@ -54,6 +54,7 @@ bench-perf: setup
 	MICROPYPATH=firmware $(BIN)/micropython bench/decide_bench.py
 	MICROPYPATH=.frozen:firmware $(BIN)/micropython bench/protocol_bench.py
 	$(BIN)/python bench/bus_bench.py
+	MICROPYPATH=firmware:tests/mp $(BIN)/micropython bench/journal_bench.py
 
 # Setpoint and safety-cut latency on the virtual bench, 200 trials each (about 5 minutes).
 bench-latency: setup

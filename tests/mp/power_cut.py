@@ -19,9 +19,8 @@ from micropython import const
 from pile import events
 from pile.app import Pile
 from pile.store import Store
+from ramflash import CutDevice
 
-_BLOCK = const(4096)  # the RP2040's flash erase size, and littlefs's block there
-_BLOCKS = const(64)
 _MOUNT = "/flash"
 _STATE = "/flash/state"
 _OLD_KEY = b"O" * 32
@@ -30,59 +29,6 @@ _SEGMENT = const(64)  # records a segment holds at event_log_bytes 2048
 _FILLED = const(58)  # entries on flash before the cut runs: the appends cross a segment
 
 
-_EIO = const(-5)
-
-
-
-
-class CutDevice:
-    """A littlefs block device in RAM (the extended interface: offsets, erase ioctl) that
-    loses power at its `cut_at`-th write or erase: from then on every write and erase
-    fails with EIO and changes nothing. (An exception raised here would be caught and
-    printed by MicroPython's block-device glue, and turned into EIO anyway.)"""
-
-    def __init__(self, data, cut_at=0, torn=False):
-        self.data = bytearray(data)
-        self.cut_at = cut_at  # 0: never
-        self.torn = torn
-        self.operations = 0
-        self.dead = False
-
-    def _cut(self):
-        """True when this write or erase does not happen: the power is off, or goes now."""
-        if not self.dead:
-            self.operations += 1
-            self.dead = self.cut_at == self.operations
-        return self.dead
-
-    def readblocks(self, block, buf, offset=0):
-        at = block * _BLOCK + offset
-        data = self.data
-        for i in range(len(buf)):  # no allocation: finalisers read with the heap locked
-            buf[i] = data[at + i]
-
-    def writeblocks(self, block, buf, offset=0):
-        at = block * _BLOCK + offset
-        if self._cut():
-            if self.torn and self.operations == self.cut_at:
-                self.operations += 1  # the half write happens once
-                half = len(buf) // 2
-                self.data[at:at + half] = buf[:half]
-            return _EIO
-        self.data[at:at + len(buf)] = buf
-        return 0
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return _BLOCKS
-        if op == 5:
-            return _BLOCK
-        if op == 6:  # erase
-            if self._cut():
-                return _EIO
-            at = arg * _BLOCK
-            self.data[at:at + _BLOCK] = b"\xff" * _BLOCK
-        return 0
 
 
 def mount(device):
@@ -98,7 +44,7 @@ def unmount():
 
 def prepared_flash():
     """A formatted flash with the old config, the old key and _FILLED journal entries."""
-    device = CutDevice(b"\xff" * (_BLOCK * _BLOCKS))
+    device = CutDevice()
     vfs.VfsLfs2.mkfs(device)
     mount(device)
     pile = Pile("cut-001", Store(_STATE))
