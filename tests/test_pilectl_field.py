@@ -66,6 +66,7 @@ def test_stopping_the_firmware_for_a_deploy_stops_the_converter(field):
 
 
 def test_redeploy_copies_the_one_changed_module_and_drops_stale_ones(field, tmp_path):
+    logged = field.json("events")
     source = tmp_path / "firmware"
     shutil.copytree(FIRMWARE, source)
     with open(source / "pile" / "meter.py", "a") as f:
@@ -79,6 +80,9 @@ def test_redeploy_copies_the_one_changed_module_and_drops_stale_ones(field, tmp_
     report = json.loads(field.deploy("--json").stdout)  # and back to this repository's
     assert report["files_copied"] == ["pile/meter.mpy"]
     field.until_up()
+    after = field.json("events")  # the event log outlives both deploys, on the flash
+    assert after[:len(logged)] == logged
+    assert [e["event"] for e in after[len(logged):]].count("boot") == 2
 
 
 def test_a_deploy_cut_short_leaves_the_old_firmware_running(field, tmp_path):
