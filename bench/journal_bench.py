@@ -16,7 +16,6 @@ import json
 import time
 
 import vfs
-
 from pile.journal import Journal
 from pile.store import Store
 from ramflash import CutDevice

@@ -1,0 +1,143 @@
+"""`pile-aggregator`: the fleet aggregator an operator runs.
+
+    pile-aggregator run FLEET.toml [--json] [--trace FILE] [--duration S]
+    pile-aggregator plot TRACE.jsonl OUT.png
+
+`run` connects to every pile of the fleet file, dispatches every period, serves the HTTP
+API and /metrics when the fleet file names an address, and shows a live table (or one
+JSON line a period with --json). A mistake in the fleet file is one message and exit 2.
+"""
+
+import asyncio
+import json
+import sys
+
+import click
+
+from aggregator.fleet import FleetError, load
+
+
+@click.group()
+def main():
+    """The fleet aggregator: a fleet target split over many piles, live."""
+
+
+@main.command()
+@click.argument("fleet_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON line a period, no table.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Append each period (JSONL).")
+@click.option("--duration", type=float, help="Stop after this many seconds.")
+def run(fleet_file, as_json, trace, duration):
+    """Dispatch the fleet of FLEET_FILE until Ctrl-C."""
+    try:
+        fleet = load(fleet_file)
+    except FleetError as exc:
+        click.echo(f"pile-aggregator: {exc}", err=True)
+        sys.exit(2)
+    try:
+        asyncio.run(_run(fleet, as_json, trace, duration))
+    except KeyboardInterrupt:
+        pass  # the operator stopped it: the piles fall back when their ttl runs out
+    except OSError as exc:
+        click.echo(f"pile-aggregator: {exc.strerror or exc}: is the HTTP address in "
+                   "use by another process?", err=True)
+        sys.exit(1)
+
+
+async def _run(fleet, as_json, trace_path, duration):
+    from aggregator.api import Metrics, application, serve
+    from aggregator.service import Aggregator
+
+    aggregator = Aggregator(fleet)
+    metrics = Metrics()
+    trace = open(trace_path, "a") if trace_path else None  # noqa: SIM115 (closed below)
+    live = None
+    if not as_json:
+        from rich.live import Live
+
+        live = Live(auto_refresh=False)
+        live.start()
+
+    def on_status(status):
+        metrics.record(status)
+        line = json.dumps(status)
+        if trace is not None:
+            trace.write(line + "\n")
+            trace.flush()
+        if live is None:
+            print(line, flush=True)
+        else:
+            live.update(_table(status), refresh=True)
+
+    aggregator.on_status = on_status
+    runner = None
+    try:
+        if fleet.http is not None:
+            runner = await serve(application(aggregator, metrics), *fleet.http)
+        aggregator.start()
+        await aggregator.run(duration)
+    finally:
+        await aggregator.stop()
+        if runner is not None:
+            await runner.cleanup()
+        if live is not None:
+            live.stop()
+        if trace is not None:
+            trace.close()
+
+
+def _table(status):
+    from rich.table import Table
+
+    table = Table(title=f"fleet: {status['online']} of {status['piles']} piles heard, "
+                        f"{status['excluded']} excluded")
+    for column in ("", "target", "planned", "delivered", "shortfall", "envelope"):
+        table.add_column(column, justify="right")
+    kw = lambda w: f"{w / 1000:,.1f} kW"  # noqa: E731
+    table.add_row("fleet", kw(status["target_w"]) + f" ({status['source']})",
+                  kw(status["planned_w"]), kw(status["delivered_w"]), kw(status["shortfall_w"]),
+                  f"{kw(status['envelope_low_w'])} .. {kw(status['envelope_high_w'])}")
+    for name, group in sorted(status["groups"].items()):
+        table.add_row(f"group {name or '-'} ({group['online']}/{group['piles']})", "",
+                      kw(group["planned_w"]), kw(group["delivered_w"]), "", "")
+    table.caption = (f"split {status['split_ms']} ms, dispatch {status['dispatch_ms']} ms; "
+                     f"refused {status['counters'].get('refused', 0)}")
+    return table
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("png", type=click.Path(dir_okay=False))
+def plot(trace_file, png):
+    """PNG of the target, what was delivered and the fleet's envelope, from a trace."""
+    try:
+        import matplotlib
+    except ImportError:
+        click.echo("pile-aggregator: plotting needs matplotlib: pip install 'pilectl[bench]'",
+                   err=True)
+        sys.exit(2)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(trace_file) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        click.echo(f"pile-aggregator: {trace_file} has no periods", err=True)
+        sys.exit(2)
+    t = [(r["t"] - rows[0]["t"]) / 60 for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.fill_between(t, [r["envelope_low_w"] / 1000 for r in rows],
+                    [r["envelope_high_w"] / 1000 for r in rows], color="0.9",
+                    label="fleet envelope")
+    ax.plot(t, [r["target_w"] / 1000 for r in rows], label="target", color="tab:red")
+    ax.plot(t, [r["delivered_w"] / 1000 for r in rows], label="delivered", color="tab:blue")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("kW (+ charge, - discharge)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    click.echo(png)
+
+
+if __name__ == "__main__":
+    main()

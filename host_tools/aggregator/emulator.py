@@ -1,0 +1,138 @@
+"""Many piles in one CPython process, for fleet tests and benchmarks.
+
+    pile-emulator --piles 1000 --port 20000 --keys DIR [--prefix emu-] [--seed N]
+                  [--fleet FILE] [--groups N]
+
+Each emulated pile is the firmware's own `Pile` (config, controller and safety
+envelope, protocol session) behind the firmware's own `Link` on TCP 127.0.0.1
+(port, port + 1, ...): protocol v1 exactly, COSE-signed with the key in
+DIR/PILE_ID.key (written when missing). Instead of a converter, a small model: an EV
+battery (20-80 kWh, SOC 25-90 %) that takes the power the controller applies, a
+household load, and temperatures that stay normal. So emulated piles clamp exactly like
+real ones. One task steps every pile once a second (the controller's tick); each pile
+sends TELEMETRY every second. Prints "ready N" when every pile listens. --fleet writes
+the [[pile]] entries of a fleet file for them (groups g0, g1, ... in turn).
+"""
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+from pathlib import Path
+
+from pile.app import Pile
+from pile.clock import ticks_ms
+from pile.link import Link
+from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
+from pilectl import keys
+
+_RATED_W = 11000
+_STEP_S = 1.0
+
+
+class EmulatedPile:
+    def __init__(self, pile_id, key, port, rng):
+        self.pile = Pile(pile_id)
+        self.pile.set_key(key)
+        self.pile.cfg.update({"site_import_limit_w": 25000, "site_export_limit_w": _RATED_W,
+                              "tick_ms": 1000})
+        tel = self.pile.tel
+        tel.status = STATUS_READY | STATUS_EV_CONNECTED
+        tel.rated_charge = tel.rated_discharge = _RATED_W
+        tel.ev_max_charge = tel.ev_max_discharge = _RATED_W
+        tel.battery_temp, tel.converter_temp = 250, 350
+        self.capacity_wh = rng.randint(20, 80) * 1000
+        self.energy_wh = self.capacity_wh * rng.uniform(0.25, 0.9)
+        self.load_w = rng.randint(0, 3000)
+        self.link = Link(self.pile, tcp_port=port, tcp_host="127.0.0.1")
+        self._in_wh = self._out_wh = 0.0
+
+    def step(self, now):
+        """One controller tick with the battery model's readings, then the model moves on
+        by the power the controller applied."""
+        pile = self.pile
+        tel = pile.tel
+        tel.soc = int(1000 * self.energy_wh / self.capacity_wh)
+        applied = pile.ctl.decide(now, tel, True, self.load_w + tel.power, 0)
+        pile.site_w = self.load_w + applied
+        tel.power = applied
+        wh = applied * _STEP_S / 3600
+        self.energy_wh = min(self.capacity_wh, max(0.0, self.energy_wh + wh))
+        if wh > 0:
+            self._in_wh += wh
+        else:
+            self._out_wh -= wh
+        tel.energy_in, tel.energy_out = int(self._in_wh), int(self._out_wh)
+
+
+def fleet_entries(piles, first_port, key_dir, groups=1):
+    """The [[pile]] entries of a fleet file (TOML) for emulated piles."""
+    return "".join(
+        f'[[pile]]\nid = "{p.pile.pile_id}"\ntcp = "127.0.0.1:{first_port + i}"\n'
+        f'key_file = "{Path(key_dir).resolve() / (p.pile.pile_id + ".key")}"\n'
+        f'group = "g{i % groups}"\n\n' for i, p in enumerate(piles))
+
+
+def make_piles(count, first_port, key_dir, prefix, seed):
+    rng = random.Random(seed)
+    piles = []
+    for i in range(count):
+        pile_id = f"{prefix}{i:05d}"
+        path = Path(key_dir) / f"{pile_id}.key"
+        key = keys.read(path) if path.exists() else keys.new_key()
+        if not path.exists():
+            keys.save(key, path)
+        piles.append(EmulatedPile(pile_id, key, first_port + i, rng))
+    return piles
+
+
+async def serve(piles):
+    """Listen for every pile, then step them all once a second and send TELEMETRY."""
+    tasks = [asyncio.create_task(p.link.run_tcp()) for p in piles]
+    while any(p.link.tcp_server is None for p in piles):
+        await asyncio.sleep(0.05)
+    print(f"ready {len(piles)}", flush=True)
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    while True:
+        now = ticks_ms()
+        for emulated in piles:
+            emulated.step(now)
+            emulated.link.broadcast_telemetry()
+        next_at += _STEP_S
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        if any(t.done() for t in tasks):  # a pile's server failed: say so, stop
+            for task in tasks:
+                if task.done():
+                    task.result()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="pile-emulator",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--piles", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="the first pile's TCP port")
+    parser.add_argument("--keys", required=True, help="folder of PILE_ID.key files")
+    parser.add_argument("--prefix", default="emu-", help="pile ids are PREFIX00000 ...")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fleet", help="write the piles' [[pile]] entries to this file")
+    parser.add_argument("--groups", type=int, default=1, help="groups in the fleet entries")
+    args = parser.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * args.piles + 64  # a listening and an accepted socket per pile
+    if need > hard:
+        sys.exit(f"pile-emulator: {args.piles} piles need {need} file descriptors, the "
+                 f"limit is {hard}: run several emulators with fewer piles each")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed)
+    if args.fleet:
+        Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))
+    try:
+        asyncio.run(serve(piles))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or the bench stopping it: nothing to save
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The fleet file (TOML): the piles, the target's source and the dispatch settings.
+
+    [dispatch]                 # all optional
+    period_s = 1.0             # a split and its setpoints every period
+    ttl_s = 5                  # each setpoint's ttl: a dead aggregator's piles fall back
+    deadband_w = 100           # a setpoint is re-sent early only when it moved this much
+    wear_fair = false          # discharge evens out the energy each pile gave
+    wear_window_s = 3600
+    telemetry_period_s = 1     # the piles' own: silent for 3 of them excludes a pile
+
+    [target]
+    power_w = 0                # until the schedule or the API says otherwise
+    schedule = "evening.toml"  # optional: [[step]] at_s = 0, power_w = -150000 ...
+    http = "127.0.0.1:8080"    # optional: the HTTP API and /metrics
+
+    [[pile]]
+    id = "pile-001"
+    tcp = "192.168.1.50:7700"  # or serial = "/dev/ttyUSB0"
+    key_file = "keys/pile-001.key"
+    priority = 0               # tier: lower tiers are filled first
+    group = "depot-a"
+
+Relative paths are relative to the fleet file. FleetError says what is wrong and where.
+"""
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilectl import keys
+
+
+class FleetError(ValueError):
+    pass
+
+
+@dataclass
+class PileEntry:
+    pile_id: str
+    key: bytes
+    tcp: tuple | None = None  # (host, port)
+    serial: str | None = None
+    priority: int = 0
+    group: str = ""
+
+
+@dataclass
+class Dispatch:
+    period_s: float = 1.0
+    ttl_s: int = 5
+    deadband_w: int = 100
+    wear_fair: bool = False
+    wear_window_s: float = 3600.0
+    telemetry_period_s: float = 1.0
+
+
+@dataclass
+class Fleet:
+    piles: list
+    dispatch: Dispatch = field(default_factory=Dispatch)
+    power_w: int = 0
+    schedule: list = field(default_factory=list)  # [(at_s, power_w)], sorted
+    http: tuple | None = None  # (host, port)
+
+
+def load(path):
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise FleetError(f"cannot read the fleet file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetError(f"{path}: not TOML: {exc}") from None
+    return parse(data, path.parent, str(path))
+
+
+def parse(data, base, where="the fleet file"):
+    unknown = set(data) - {"dispatch", "target", "pile"}
+    if unknown:
+        raise FleetError(f"{where}: unknown section {sorted(unknown)[0]!r}; "
+                         "known: dispatch, target, pile")
+    dispatch = _dispatch(data.get("dispatch", {}), where)
+    target = data.get("target", {})
+    _known(target, {"power_w", "schedule", "http"}, f"{where} [target]")
+    piles = [_pile(entry, base, f"{where} [[pile]] #{n + 1}")
+             for n, entry in enumerate(data.get("pile", []))]
+    if not piles:
+        raise FleetError(f"{where}: no [[pile]] entries")
+    seen = set()
+    for pile in piles:
+        if pile.pile_id in seen:
+            raise FleetError(f"{where}: pile {pile.pile_id!r} is listed twice")
+        seen.add(pile.pile_id)
+    schedule = []
+    if "schedule" in target:
+        schedule = load_schedule(Path(base) / target["schedule"])
+    return Fleet(piles, dispatch, _int(target.get("power_w", 0), f"{where} [target] power_w"),
+                 schedule, _address(target["http"], f"{where} [target] http")
+                 if "http" in target else None)
+
+
+def load_schedule(path):
+    """[[step]] at_s = seconds from start, power_w = fleet target (+ charge, - discharge)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise FleetError(f"cannot read the schedule {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetError(f"{path}: not TOML: {exc}") from None
+    steps = []
+    for n, step in enumerate(data.get("step", [])):
+        _known(step, {"at_s", "power_w"}, f"{path} [[step]] #{n + 1}")
+        at = step.get("at_s")
+        if not isinstance(at, int | float) or at < 0:
+            raise FleetError(f"{path} [[step]] #{n + 1}: at_s must be seconds >= 0")
+        steps.append((float(at), _int(step.get("power_w"), f"{path} [[step]] #{n + 1} power_w")))
+    if not steps:
+        raise FleetError(f"{path}: no [[step]] entries")
+    return sorted(steps)
+
+
+def _dispatch(section, where):
+    _known(section, set(Dispatch.__dataclass_fields__), f"{where} [dispatch]")
+    dispatch = Dispatch(**section)
+    for name in ("period_s", "ttl_s", "wear_window_s", "telemetry_period_s"):
+        value = getattr(dispatch, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise FleetError(f"{where} [dispatch] {name} must be a number > 0")
+    if not isinstance(dispatch.ttl_s, int) or not 1 <= dispatch.ttl_s <= 3600:
+        raise FleetError(f"{where} [dispatch] ttl_s must be whole seconds, 1..3600")
+    if dispatch.ttl_s < 2 * dispatch.period_s:
+        raise FleetError(f"{where} [dispatch] ttl_s must cover two periods at least, so a "
+                         "setpoint is renewed before it runs out")
+    if not isinstance(dispatch.deadband_w, int) or dispatch.deadband_w < 0:
+        raise FleetError(f"{where} [dispatch] deadband_w must be whole watts >= 0")
+    if not isinstance(dispatch.wear_fair, bool):
+        raise FleetError(f"{where} [dispatch] wear_fair must be true or false")
+    return dispatch
+
+
+def _pile(entry, base, where):
+    _known(entry, {"id", "tcp", "serial", "key_file", "priority", "group"}, where)
+    pile_id = entry.get("id")
+    if not isinstance(pile_id, str) or not pile_id:
+        raise FleetError(f"{where}: id (text) is required")
+    if ("tcp" in entry) == ("serial" in entry):
+        raise FleetError(f"{where} ({pile_id}): give tcp = \"HOST:PORT\" or serial = \"DEVICE\"")
+    if "key_file" not in entry:
+        raise FleetError(f"{where} ({pile_id}): key_file is required (the pile's link key)")
+    try:
+        key = keys.read(Path(base) / entry["key_file"])
+    except keys.KeyFileError as exc:
+        raise FleetError(f"{where} ({pile_id}): {exc}") from None
+    priority = entry.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        raise FleetError(f"{where} ({pile_id}): priority must be a whole number >= 0")
+    return PileEntry(pile_id, key, _address(entry["tcp"], f"{where} ({pile_id}) tcp")
+                     if "tcp" in entry else None, entry.get("serial"), priority,
+                     str(entry.get("group", "")))
+
+
+def _address(text, where):
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FleetError(f"{where}: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _int(value, where):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise FleetError(f"{where} must be whole watts")
+    return value
+
+
+def _known(section, names, where):
+    if not isinstance(section, dict):
+        raise FleetError(f"{where} must be a table")
+    for name in section:
+        if name not in names:
+            raise FleetError(f"{where}: unknown key {name!r}; known: {', '.join(sorted(names))}")

@@ -1,0 +1,139 @@
+"""One pile's link as the aggregator holds it: connected, kept, read, written to.
+
+Leaner than `pilectl.client.Client` (no request/reply pairing, no keepalive task, the
+Mac0 computed directly, aggregator/mac0.py), because one aggregator holds thousands:
+setpoints go out without waiting, and what comes back (TELEMETRY, ACK, ERROR, HELLO) is
+kept as the pile's latest state for the next dispatch. A lost connection is opened again
+after 1, 2, 4 ... 10 s; on every HELLO the seq goes on above the pile's key 8, so an
+aggregator restart is never refused as a replay, and a signed CONFIG_GET of no keys
+goes out at once: a pile sends TELEMETRY on TCP only once a request was accepted.
+"""
+
+import asyncio
+import time
+
+import cbor2
+from pilectl import wire
+from pilectl.client import open_serial
+
+from aggregator import mac0
+
+_RETRY_S = (1, 2, 4, 8, 10)
+
+
+class PileLink:
+    def __init__(self, entry, counters):
+        self.entry = entry
+        self.kid = wire.key_id(entry.key)
+        self.counters = counters  # shared by the fleet: frames verified, refused, ...
+        self.telemetry = None  # the latest TELEMETRY fields, by wire number
+        self.heard_at = None  # monotonic time of the latest TELEMETRY
+        self.hello = None
+        self.sent_w = None  # the last setpoint sent, and when
+        self.sent_at = None
+        self.acked_seq = 0
+        self.acked_at = None
+        self.connects = 0
+        self._seq = 0
+        self._pending = {}  # seq -> monotonic time sent, for the ACK latency
+        self.ack_latencies = []  # seconds, drained by whoever measures
+        self._writer = None
+        self._nonce = None
+
+    @property
+    def connected(self):
+        return self._writer is not None and self._nonce is not None
+
+    async def run(self):
+        """Keep the link open for ever."""
+        attempt = 0
+        while True:
+            try:
+                reader, self._writer = await self._open()
+                attempt = 0
+                await self._read(reader)
+            except (OSError, wire.WireError, asyncio.IncompleteReadError):
+                self.counters["link_errors"] += 1
+            self._drop()
+            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            attempt += 1
+
+    async def _open(self):
+        entry = self.entry
+        if entry.tcp is not None:
+            return await asyncio.open_connection(*entry.tcp)
+        reader, writer = await open_serial(entry.serial)
+        writer.write(b"\x00" + wire.frame(wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0})))
+        return reader, writer  # a serial line has no connect event: ask for the HELLO
+
+    def _drop(self):
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = self._nonce = None
+
+    async def _read(self, reader):
+        deframer = wire.Deframer()
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                return
+            for message in deframer.feed(data):
+                self._receive(message)
+            self.counters["frames_dropped"] += deframer.dropped
+            deframer.dropped = 0
+
+    def _receive(self, data):
+        nonce = self._nonce
+        if nonce is None:  # before the HELLO: only the HELLO itself, whose nonce is in it
+            fields = wire.decode(cbor2.loads(data).value[2] if wire.is_signed(data) else data)
+            if fields[wire.TYPE] != wire.HELLO:
+                return
+            nonce = fields[wire.HELLO_NONCE]
+        fields = wire.decode(mac0.verify(self.entry.key, data, nonce))
+        self.counters["frames_verified"] += 1
+        kind = fields[wire.TYPE]
+        if kind == wire.HELLO:
+            self._hello(fields)
+        elif kind == wire.TELEMETRY:
+            self.telemetry = fields
+            self.heard_at = time.monotonic()
+        elif kind == wire.ACK:
+            self.acked_seq = fields[wire.ACK_SEQ]
+            self.acked_at = time.monotonic()
+            sent = self._pending.pop(self.acked_seq, None)
+            if sent is not None:
+                self.ack_latencies.append(self.acked_at - sent)
+        elif kind == wire.ERROR:
+            self.counters["refused"] += 1
+            self._pending.pop(fields.get(wire.ERROR_SEQ), None)
+
+    def _hello(self, fields):
+        if fields.get(wire.HELLO_PILE_ID) != self.entry.pile_id:
+            raise wire.WireError(f"{self.entry.pile_id}: the pile says it is "
+                                 f"{fields.get(wire.HELLO_PILE_ID)!r}")
+        self.hello = fields
+        self._nonce = fields[wire.HELLO_NONCE]
+        self._seq = max(self._seq, fields.get(wire.HELLO_NEXT_SEQ, 0) - 1)
+        self.telemetry = self.heard_at = None  # in the split again with its next TELEMETRY,
+        self.sent_w = None  # which a pile sends once a request of ours is accepted:
+        self._send({wire.TYPE: wire.CONFIG_GET, wire.BODY: []})  # the cheapest, at once
+        self.connects += 1
+
+    def setpoint(self, power_w, ttl_s):
+        """Send a signed SETPOINT now (no wait for its ACK); False when not connected."""
+        if not self.connected:
+            return False
+        self._send({wire.TYPE: wire.SETPOINT, wire.SETPOINT_POWER: power_w,
+                    wire.SETPOINT_TTL: ttl_s})
+        now = time.monotonic()
+        self._pending[self._seq] = now
+        if len(self._pending) > 16:  # ACKs that never came: forget the oldest
+            self._pending.pop(next(iter(self._pending)))
+        self.sent_w, self.sent_at = power_w, now
+        self.counters["setpoints_sent"] += 1
+        return True
+
+    def _send(self, fields):
+        self._seq += 1
+        message = wire.encode({**fields, wire.SEQ: self._seq})
+        self._writer.write(wire.frame(mac0.sign(self.entry.key, self.kid, message, self._nonce)))

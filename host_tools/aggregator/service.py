@@ -1,0 +1,164 @@
+"""The aggregator: every period, the fleet target split over the piles that are heard.
+
+A pile is heard while its last TELEMETRY (or HELLO) is at most 3 of its telemetry
+periods old; one that falls silent is left out of the next split, so its share goes to
+the others within one period, and it rejoins with its next message. Setpoints carry a
+ttl of a few periods, so piles fall back on their own when the aggregator is gone; a
+setpoint is sent again when it moved by more than the deadband, and in any case before
+its ttl runs out.
+"""
+
+import asyncio
+import time
+from collections import Counter, deque
+
+from pile.limits import REASON_DEPARTURE_RESERVE
+from pilectl import wire
+
+from aggregator.link import PileLink
+from aggregator.split import Share, split
+
+_SILENT_PERIODS = 3
+_POWER, _MAX_CHARGE, _MAX_DISCHARGE, _REASONS, _APPLIED, _ENERGY_OUT = 3, 7, 8, 9, 10, 16
+
+
+class Target:
+    """Where the fleet target comes from: the schedule, unless the API set one."""
+
+    def __init__(self, power_w=0, schedule=(), started=None):
+        self.base_w = power_w
+        self.schedule = list(schedule)
+        self.started = time.monotonic() if started is None else started
+        self.override_w = None
+        self.override_until = None
+
+    def set(self, power_w, for_s=None):
+        self.override_w = int(power_w)
+        self.override_until = None if for_s is None else time.monotonic() + for_s
+
+    def clear(self):
+        self.override_w = self.override_until = None
+
+    def now(self, at=None):
+        """(W, source) at monotonic time `at`."""
+        at = time.monotonic() if at is None else at
+        if self.override_w is not None:
+            if self.override_until is None or at < self.override_until:
+                return self.override_w, "api"
+            self.clear()
+        watts, source = self.base_w, "default"
+        for step_at, step_w in self.schedule:
+            if at - self.started >= step_at:
+                watts, source = step_w, "schedule"
+        return watts, source
+
+
+class Aggregator:
+    def __init__(self, fleet, target=None):
+        self.fleet = fleet
+        self.dispatch = fleet.dispatch
+        self.counters = Counter()
+        self.links = [PileLink(entry, self.counters) for entry in fleet.piles]
+        self.target = target or Target(fleet.power_w, fleet.schedule)
+        self.last = None  # the latest status, as /status shows it
+        self.split_ms = 0.0
+        self._wear = {link.entry.pile_id: deque() for link in self.links}
+        self._tasks = []
+        self.on_status = None  # called with each period's status
+
+    def start(self):
+        self._tasks = [asyncio.create_task(link.run()) for link in self.links]
+
+    async def stop(self):
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def heard(self, link, now):
+        limit = _SILENT_PERIODS * self.dispatch.telemetry_period_s
+        return link.connected and link.heard_at is not None and now - link.heard_at <= limit
+
+    def _share(self, link, now):
+        tel = link.telemetry or {}
+        applied = tel.get(_APPLIED, 0)
+        forced = None
+        if tel.get(_REASONS, 0) & REASON_DEPARTURE_RESERVE and applied > 0 and \
+                applied > (link.sent_w or 0):
+            forced = applied  # the reserve makes it charge, whatever it is asked
+        return Share(link.entry.pile_id, tel.get(_MAX_CHARGE, 0), tel.get(_MAX_DISCHARGE, 0),
+                     link.entry.priority, self._wear_w(link, tel, now), forced)
+
+    def _wear_w(self, link, tel, now):
+        """Energy discharged over the wear window, as mean power over the window."""
+        if not self.dispatch.wear_fair or _ENERGY_OUT not in tel:
+            return 0.0
+        window = self.dispatch.wear_window_s
+        samples = self._wear[link.entry.pile_id]
+        samples.append((now, tel[_ENERGY_OUT]))
+        while samples and now - samples[0][0] > window:
+            samples.popleft()
+        return (samples[-1][1] - samples[0][1]) * 3600 / window
+
+    def dispatch_once(self, now=None):
+        """One period: split the target over the piles heard, send what changed."""
+        now = time.monotonic() if now is None else now
+        began = time.perf_counter()
+        target_w, source = self.target.now(now)
+        heard = [link for link in self.links if self.heard(link, now)]
+        started = time.perf_counter()
+        result = split(target_w, [self._share(link, now) for link in heard],
+                       self.dispatch.wear_fair)
+        self.split_ms = (time.perf_counter() - started) * 1000
+        # renewed while 2 periods of its ttl are left (half a period's slack for timing), so
+        # a restarted aggregator's first setpoint comes before the last one runs out
+        refresh = self.dispatch.ttl_s - 2.5 * self.dispatch.period_s
+        for link in heard:
+            watts = result.setpoints.get(link.entry.pile_id)
+            if watts is None:
+                continue  # forced: its own setpoint does not matter now
+            moved = link.sent_w is None or abs(watts - link.sent_w) > self.dispatch.deadband_w
+            if moved or now - link.sent_at >= refresh:
+                link.setpoint(watts, self.dispatch.ttl_s)
+        self.last = self._status(now, target_w, source, result, heard)
+        self.last["dispatch_ms"] = round((time.perf_counter() - began) * 1000, 2)
+        if self.on_status is not None:
+            self.on_status(self.last)
+        return self.last
+
+    def _status(self, now, target_w, source, result, heard):
+        groups = {}
+        for link in self.links:
+            group = groups.setdefault(link.entry.group, {"piles": 0, "online": 0,
+                                                         "delivered_w": 0, "planned_w": 0})
+            group["piles"] += 1
+            if link in heard:
+                group["online"] += 1
+                group["delivered_w"] += (link.telemetry or {}).get(_POWER, 0)
+                group["planned_w"] += result.setpoints.get(link.entry.pile_id,
+                                                           (link.telemetry or {}).get(_APPLIED, 0))
+        return {"t": round(time.time(), 3), "target_w": target_w, "source": source,
+                "planned_w": result.planned_w, "shortfall_w": result.shortfall_w,
+                "delivered_w": sum(g["delivered_w"] for g in groups.values()),
+                "envelope_low_w": result.low_w, "envelope_high_w": result.high_w,
+                "forced_w": result.forced_w, "piles": len(self.links), "online": len(heard),
+                "excluded": len(self.links) - len(heard), "split_ms": round(self.split_ms, 2),
+                "groups": groups, "counters": dict(self.counters)}
+
+    def pile_status(self):
+        """Every pile's latest: for /status?piles=1."""
+        now = time.monotonic()
+        return [{"id": link.entry.pile_id, "group": link.entry.group,
+                 "priority": link.entry.priority, "heard": self.heard(link, now),
+                 "setpoint_w": link.sent_w,
+                 **{name: (link.telemetry or {}).get(key)
+                    for key, name in wire.TELEMETRY_FIELDS.items()}} for link in self.links]
+
+    async def run(self, duration_s=None):
+        """Dispatch every period until `duration_s` has passed (for ever when None)."""
+        loop = asyncio.get_running_loop()
+        ends = None if duration_s is None else loop.time() + duration_s
+        next_at = loop.time()
+        while ends is None or loop.time() < ends:
+            self.dispatch_once()
+            next_at += self.dispatch.period_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))

@@ -1,0 +1,218 @@
+"""The aggregator end to end: emulated piles (aggregator/emulator.py, the firmware's own
+core under CPython) and real firmwares on virtual benches, over TCP on 127.0.0.1."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from aggregator.api import Metrics, application, serve
+from aggregator.fleet import FleetError, load, parse
+from aggregator.service import Aggregator
+from pilectl import keys
+from pilectl.vbench import VirtualBench, free_port
+
+pytestmark = pytest.mark.usefixtures("socat")
+
+BENCH = {"name": "fleet", "plant": {"capacity_kwh": 60.0, "soc": 0.7}, "load_w": [[0, 2000]],
+         "config": {"site_import_limit_w": 25000, "site_export_limit_w": 11000},
+         "oracle": {"site_import_limit_w": 25000, "site_export_limit_w": 11000}}
+
+
+class Emulator:
+    """`pile-emulator` as a process of its own; `fleet` holds its [[pile]] entries."""
+
+    def __init__(self, directory, piles, prefix="emu-"):
+        self.port = free_port() + 1000
+        self.fleet = directory / f"{prefix}piles.toml"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregator.emulator", "--piles", str(piles), "--port",
+             str(self.port), "--keys", str(directory / "keys"), "--prefix", prefix, "--fleet",
+             str(self.fleet), "--groups", "2"], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), line
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def fleet_file(directory, entries, target_w=0, ttl_s=4):
+    path = directory / "fleet.toml"
+    path.write_text(f"[dispatch]\nttl_s = {ttl_s}\n\n[target]\npower_w = {target_w}\n\n"
+                    + "".join(entries))
+    return load(path)
+
+
+async def settle(aggregator, seconds):
+    """Dispatch for `seconds` (every period), as the service's own loop does."""
+    await aggregator.run(seconds)
+    return aggregator.last
+
+
+def tolerance(target_w):
+    return max(0.02 * abs(target_w), 1000)
+
+
+async def test_emulated_piles_follow_targets_and_a_silent_pile_is_redistributed(tmp_path):
+    main, doomed = Emulator(tmp_path, 40), Emulator(tmp_path, 4, prefix="cut-")
+    aggregator = Aggregator(fleet_file(tmp_path, [main.fleet.read_text(),
+                                                  doomed.fleet.read_text()], -150000))
+    aggregator.start()
+    try:
+        status = await settle(aggregator, 6)
+        assert status["online"] == 44 and status["shortfall_w"] == 0
+        assert abs(status["delivered_w"] - -150000) <= tolerance(-150000), status
+        aggregator.target.set(80000)  # absorb 80 kW
+        status = await settle(aggregator, 5)
+        assert abs(status["delivered_w"] - 80000) <= tolerance(80000), status
+        doomed.stop()  # four piles gone: the rest take their share
+        aggregator.target.set(-300000)
+        status = await settle(aggregator, 5)
+        assert status["online"] == 40 and status["excluded"] == 4
+        assert abs(status["delivered_w"] - -300000) <= tolerance(-300000), status
+        aggregator.target.set(-600000)  # beyond the envelopes: clipped, the shortfall said
+        status = await settle(aggregator, 4)
+        assert status["planned_w"] == status["envelope_low_w"] == -440000
+        assert status["shortfall_w"] == -160000
+        assert aggregator.counters["refused"] == 0
+    finally:
+        await aggregator.stop()
+        main.stop()
+        doomed.stop()
+
+
+async def test_an_aggregator_restart_resumes_without_replays_or_a_gap(tmp_path):
+    emulator = Emulator(tmp_path, 10)
+    fleet = fleet_file(tmp_path, [emulator.fleet.read_text()], -50000, ttl_s=4)
+    first = Aggregator(fleet)
+    first.start()
+    try:
+        await settle(first, 4)
+        await first.stop()  # killed: its piles hold the setpoint until the ttl ends
+        stopped = time.monotonic()
+        second = Aggregator(fleet)
+        second.start()
+        await settle(second, 3)
+        assert time.monotonic() - stopped < fleet.dispatch.ttl_s
+        status = second.last
+        assert second.counters["refused"] == 0  # no replay: HELLO key 8 told the seq
+        assert abs(status["delivered_w"] - -50000) <= tolerance(-50000), status
+        await second.stop()
+    finally:
+        emulator.stop()
+
+
+async def test_the_http_api_and_metrics(tmp_path):
+    emulator = Emulator(tmp_path, 5)
+    aggregator = Aggregator(fleet_file(tmp_path, [emulator.fleet.read_text()]))
+    metrics = Metrics()
+    aggregator.on_status = metrics.record
+    port = free_port()
+    runner = await serve(application(aggregator, metrics), "127.0.0.1", port)
+    aggregator.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method, path, body=None):
+        request = urllib.request.Request(base + path, method=method,
+                                         data=None if body is None else body.encode())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        await settle(aggregator, 2)
+        loop = asyncio.get_running_loop()
+        status, body = await loop.run_in_executor(None, call, "PUT", "/target",
+                                                  '{"power_w": -20000, "for_s": 60}')
+        assert status == 200 and json.loads(body) == {"power_w": -20000, "source": "api"}
+        status, body = await loop.run_in_executor(None, call, "PUT", "/target", '{"power": 1}')
+        assert status == 400 and "power_w must be whole watts" in json.loads(body)["error"]
+        status, body = await loop.run_in_executor(None, call, "PUT", "/target", "not json")
+        assert status == 400 and "send JSON" in json.loads(body)["error"]
+        await settle(aggregator, 4)
+        status, body = await loop.run_in_executor(None, call, "GET", "/status?piles=1")
+        found = json.loads(body)
+        assert found["target_w"] == -20000 and len(found["pile_list"]) == 5
+        assert abs(found["delivered_w"] - -20000) <= tolerance(-20000)
+        status, body = await loop.run_in_executor(None, call, "GET", "/metrics")
+        assert "aggregator_piles_online 5.0" in body
+        assert "aggregator_dispatch_seconds_count" in body
+        status, body = await loop.run_in_executor(None, call, "DELETE", "/target")
+        assert json.loads(body) == {"power_w": 0, "source": "default"}
+    finally:
+        await aggregator.stop()
+        await runner.cleanup()
+        emulator.stop()
+
+
+async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
+    benches = [VirtualBench(tmp_path / f"bench{i}", dict(BENCH, board={"pile_id": f"real-{i}"}))
+               for i in range(3)]
+    emulator = Emulator(tmp_path, 200)
+    aggregator = None
+    try:
+        for bench in benches:
+            await bench.start()
+        entries = [emulator.fleet.read_text()]
+        for i, bench in enumerate(benches):
+            key_file = keys.save(bench.key, tmp_path / f"real-{i}.key")
+            entries.append(f'[[pile]]\nid = "real-{i}"\ntcp = "127.0.0.1:{bench.tcp_port}"\n'
+                           f'key_file = "{key_file}"\ngroup = "real"\n\n')
+        schedule = tmp_path / "schedule.toml"
+        schedule.write_text("[[step]]\nat_s = 0\npower_w = -400000\n\n"
+                            "[[step]]\nat_s = 10\npower_w = 250000\n")
+        path = tmp_path / "fleet.toml"
+        path.write_text(f'[dispatch]\nttl_s = 4\n\n[target]\nschedule = "{schedule}"\n\n'
+                        + "".join(entries))
+        aggregator = Aggregator(load(path))
+        aggregator.start()
+        status = await settle(aggregator, 8)
+        assert status["online"] == 203, status
+        assert abs(status["delivered_w"] - -400000) <= tolerance(-400000), status
+        status = await settle(aggregator, 9)
+        assert status["target_w"] == 250000 and status["source"] == "schedule"
+        assert abs(status["delivered_w"] - 250000) <= tolerance(250000), status
+        real = status["groups"]["real"]
+        assert real["online"] == 3 and real["delivered_w"] > 0  # the firmwares take part
+        assert aggregator.counters["refused"] == 0
+    finally:
+        if aggregator is not None:
+            await aggregator.stop()
+        emulator.stop()
+        for bench in benches:
+            await bench.stop()
+    for bench in benches:
+        assert bench.sim.oracle.violations == []
+
+
+def test_fleet_file_mistakes_say_what_to_do(tmp_path):
+    key_file = keys.save(keys.new_key(), tmp_path / "k.key")
+    pile = {"id": "a", "tcp": "127.0.0.1:7700", "key_file": str(key_file)}
+    assert parse({"pile": [pile]}, tmp_path).piles[0].tcp == ("127.0.0.1", 7700)
+    cases = [({"pile": []}, "no [[pile]] entries"),
+             ({"pile": [pile, pile]}, "listed twice"),
+             ({"pile": [dict(pile, tcp="nowhere")]}, "is not HOST:PORT"),
+             ({"pile": [dict(pile, key_file="missing.key")]}, "no key file"),
+             ({"pile": [{"id": "a", "key_file": str(key_file)}]}, 'give tcp = "HOST:PORT"'),
+             ({"pile": [pile], "dispatch": {"ttl_s": 1}}, "cover two periods"),
+             ({"pile": [pile], "dispatch": {"period": 1}}, "unknown key 'period'"),
+             ({"pile": [pile], "target": {"power_w": 1.5}}, "must be whole watts"),
+             ({"piles": []}, "unknown section 'piles'")]
+    for data, message in cases:
+        with pytest.raises(FleetError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            parse(data, tmp_path)
+
+
+def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path):
+    bad = tmp_path / "fleet.toml"
+    bad.write_text("[[pile]]\nid = 3\n")
+    result = subprocess.run([sys.executable, "-m", "aggregator.cli", "run", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "id (text) is required" in result.stderr
+    assert "Traceback" not in result.stderr
