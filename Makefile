@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood soak deploy hil clean
+.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet soak deploy hil clean
 
 setup: $(STAMP) $(STUBS) socat
 
@@ -71,6 +71,11 @@ bench-romfs: setup
 # The control period while the serial link and a TCP client flood the pile (about 1 minute).
 bench-flood: setup
 	$(BIN)/python bench/flood_bench.py 15
+
+# Fleet scale: one aggregator against 1,000 / 5,000 / 10,000 emulated piles (PILES=N: one
+# size); one JSON line per size (about 5 minutes for the three).
+bench-fleet: setup
+	$(BIN)/python bench/fleet_bench.py $(PILES)
 
 # The soak: SOAK_MIN minutes (30 by default) of random setpoints, loads and every fault the
 # bench makes, reboots and power cuts; series and PNG in bench-out/soak, one JSON line last.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 from aggregator.api import Metrics, application, serve
@@ -152,43 +153,65 @@ async def test_the_http_api_and_metrics(tmp_path):
 
 
 async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
+    """Three firmwares on virtual benches and 200 emulated piles: a schedule followed, a
+    group of piles cut off and redistributed, the aggregator killed and restarted."""
     benches = [VirtualBench(tmp_path / f"bench{i}", dict(BENCH, board={"pile_id": f"real-{i}"}))
                for i in range(3)]
-    emulator = Emulator(tmp_path, 200)
+    emulator, doomed = Emulator(tmp_path, 200), Emulator(tmp_path, 10, prefix="cut-")
     aggregator = None
     try:
         for bench in benches:
             await bench.start()
-        entries = [emulator.fleet.read_text()]
+        entries = [emulator.fleet.read_text(), doomed.fleet.read_text()]
         for i, bench in enumerate(benches):
             key_file = keys.save(bench.key, tmp_path / f"real-{i}.key")
             entries.append(f'[[pile]]\nid = "real-{i}"\ntcp = "127.0.0.1:{bench.tcp_port}"\n'
                            f'key_file = "{key_file}"\ngroup = "real"\n\n')
         schedule = tmp_path / "schedule.toml"
-        schedule.write_text("[[step]]\nat_s = 0\npower_w = -400000\n\n"
-                            "[[step]]\nat_s = 10\npower_w = 250000\n")
+        start = datetime.now(UTC).isoformat(timespec="seconds")
+        schedule.write_text(f"start = {start}\n\n[[step]]\nat_s = 0\npower_w = -400000\n\n"
+                            "[[step]]\nat_s = 13\npower_w = 250000\n")
         path = tmp_path / "fleet.toml"
         path.write_text(f'[dispatch]\nttl_s = 4\n\n[target]\nschedule = "{schedule}"\n\n'
                         + "".join(entries))
-        aggregator = Aggregator(load(path))
+        fleet = load(path)
+        aggregator = Aggregator(fleet)
+        trace = []
+        aggregator.on_status = trace.append
         aggregator.start()
         status = await settle(aggregator, 8)
-        assert status["online"] == 203, status
+        assert status["online"] == 213, status
         assert abs(status["delivered_w"] - -400000) <= tolerance(-400000), status
-        status = await settle(aggregator, 9)
+        real = status["groups"]["real"]
+        assert real["online"] == 3 and real["delivered_w"] < 0  # the firmwares take part
+        doomed.stop()  # ten piles cut off: excluded within 3 periods, their share moved
+        status = await settle(aggregator, 4)
+        assert status["online"] == 203 and status["excluded"] == 10
+        assert abs(status["delivered_w"] - -400000) <= tolerance(-400000), status
+        await aggregator.stop()  # the aggregator killed mid-run, and started again: the
+        aggregator = Aggregator(fleet)  # schedule's start keeps it where it was
+        aggregator.on_status = trace.append
+        aggregator.start()
+        status = await settle(aggregator, 8)
         assert status["target_w"] == 250000 and status["source"] == "schedule"
         assert abs(status["delivered_w"] - 250000) <= tolerance(250000), status
-        real = status["groups"]["real"]
-        assert real["online"] == 3 and real["delivered_w"] > 0  # the firmwares take part
-        assert aggregator.counters["refused"] == 0
+        assert aggregator.counters["refused"] == 0  # no replay after the restart
+        gap = max(b["t"] - a["t"] for a, b in zip(trace, trace[1:], strict=False))
+        assert gap < fleet.dispatch.ttl_s  # setpoints never lapsed across the restart
     finally:
         if aggregator is not None:
             await aggregator.stop()
         emulator.stop()
+        doomed.stop()
         for bench in benches:
             await bench.stop()
     for bench in benches:
         assert bench.sim.oracle.violations == []
+    trace_file = tmp_path / "trace.jsonl"
+    trace_file.write_text("".join(json.dumps(s) + "\n" for s in trace))
+    plotted = subprocess.run([sys.executable, "-m", "aggregator.cli", "plot", str(trace_file),
+                              str(tmp_path / "fleet.png")], capture_output=True, text=True)
+    assert plotted.returncode == 0 and (tmp_path / "fleet.png").stat().st_size > 10000
 
 
 def test_fleet_file_mistakes_say_what_to_do(tmp_path):
@@ -216,3 +239,28 @@ def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "id (text) is required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_operator_runs_it_from_the_command_line(tmp_path):
+    emulator = Emulator(tmp_path, 6)
+    try:
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text("[target]\npower_w = -30000\n\n" + emulator.fleet.read_text())
+        trace = tmp_path / "trace.jsonl"
+        result = subprocess.run([sys.executable, "-m", "aggregator.cli", "run", str(fleet),
+                                 "--json", "--duration", "5", "--trace", str(trace)],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        emulator.stop()
+    assert result.returncode == 0, result.stderr
+    periods = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(periods) == 5 and trace.read_text().count("\n") == 5
+    last = periods[-1]
+    assert last["online"] == 6 and abs(last["delivered_w"] - -30000) <= tolerance(-30000)
+    from aggregator.cli import _table
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    console.print(_table(last))
+    shown = console.export_text()
+    assert "6 of 6 piles heard" in shown and "-30.0 kW" in shown and "group g0" in shown

@@ -11,6 +11,9 @@
     [target]
     power_w = 0                # until the schedule or the API says otherwise
     schedule = "evening.toml"  # optional: [[step]] at_s = 0, power_w = -150000 ...
+                               # from `start = 2026-12-03T17:00:00Z` in it, if given (so
+                               # a restarted aggregator goes on where it was), else from
+                               # the aggregator's start
     http = "127.0.0.1:8080"    # optional: the HTTP API and /metrics
 
     [[pile]]
@@ -25,6 +28,7 @@ Relative paths are relative to the fleet file. FleetError says what is wrong and
 
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from pilectl import keys
@@ -60,6 +64,7 @@ class Fleet:
     dispatch: Dispatch = field(default_factory=Dispatch)
     power_w: int = 0
     schedule: list = field(default_factory=list)  # [(at_s, power_w)], sorted
+    schedule_start: float | None = None  # epoch s the steps count from; None: at start
     http: tuple | None = None  # (host, port)
 
 
@@ -91,22 +96,29 @@ def parse(data, base, where="the fleet file"):
         if pile.pile_id in seen:
             raise FleetError(f"{where}: pile {pile.pile_id!r} is listed twice")
         seen.add(pile.pile_id)
-    schedule = []
+    schedule, start = [], None
     if "schedule" in target:
-        schedule = load_schedule(Path(base) / target["schedule"])
+        start, schedule = load_schedule(Path(base) / target["schedule"])
     return Fleet(piles, dispatch, _int(target.get("power_w", 0), f"{where} [target] power_w"),
-                 schedule, _address(target["http"], f"{where} [target] http")
+                 schedule, start, _address(target["http"], f"{where} [target] http")
                  if "http" in target else None)
 
 
 def load_schedule(path):
-    """[[step]] at_s = seconds from start, power_w = fleet target (+ charge, - discharge)."""
+    """(start epoch s or None, [(at_s, power_w)]): `start` an offset date-time, each
+    [[step]] at_s seconds from it and power_w the fleet target (+ charge, - discharge)."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
         raise FleetError(f"cannot read the schedule {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise FleetError(f"{path}: not TOML: {exc}") from None
+    start = data.get("start")
+    if start is not None:
+        if not isinstance(start, datetime) or start.tzinfo is None:
+            raise FleetError(f"{path}: start must be a date-time with its offset, e.g. "
+                             "2026-12-03T17:00:00Z")
+        start = start.timestamp()
     steps = []
     for n, step in enumerate(data.get("step", [])):
         _known(step, {"at_s", "power_w"}, f"{path} [[step]] #{n + 1}")
@@ -116,7 +128,7 @@ def load_schedule(path):
         steps.append((float(at), _int(step.get("power_w"), f"{path} [[step]] #{n + 1} power_w")))
     if not steps:
         raise FleetError(f"{path}: no [[step]] entries")
-    return sorted(steps)
+    return start, sorted(steps)
 
 
 def _dispatch(section, where):

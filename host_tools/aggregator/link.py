@@ -29,8 +29,9 @@ class PileLink:
         self.telemetry = None  # the latest TELEMETRY fields, by wire number
         self.heard_at = None  # monotonic time of the latest TELEMETRY
         self.hello = None
-        self.sent_w = None  # the last setpoint sent, and when
+        self.sent_w = None  # the last setpoint sent, when, and its seq
         self.sent_at = None
+        self.sent_seq = None
         self.acked_seq = 0
         self.acked_at = None
         self.connects = 0
@@ -129,7 +130,7 @@ class PileLink:
         self._pending[self._seq] = now
         if len(self._pending) > 16:  # ACKs that never came: forget the oldest
             self._pending.pop(next(iter(self._pending)))
-        self.sent_w, self.sent_at = power_w, now
+        self.sent_w, self.sent_at, self.sent_seq = power_w, now, self._seq
         self.counters["setpoints_sent"] += 1
         return True
 

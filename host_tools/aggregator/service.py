@@ -25,10 +25,13 @@ _POWER, _MAX_CHARGE, _MAX_DISCHARGE, _REASONS, _APPLIED, _ENERGY_OUT = 3, 7, 8, 
 class Target:
     """Where the fleet target comes from: the schedule, unless the API set one."""
 
-    def __init__(self, power_w=0, schedule=(), started=None):
+    def __init__(self, power_w=0, schedule=(), start_epoch=None):
+        """Schedule steps count from `start_epoch` (wall clock, s), or from now."""
         self.base_w = power_w
         self.schedule = list(schedule)
-        self.started = time.monotonic() if started is None else started
+        self.started = time.monotonic()
+        if start_epoch is not None:
+            self.started -= time.time() - start_epoch
         self.override_w = None
         self.override_until = None
 
@@ -59,7 +62,7 @@ class Aggregator:
         self.dispatch = fleet.dispatch
         self.counters = Counter()
         self.links = [PileLink(entry, self.counters) for entry in fleet.piles]
-        self.target = target or Target(fleet.power_w, fleet.schedule)
+        self.target = target or Target(fleet.power_w, fleet.schedule, fleet.schedule_start)
         self.last = None  # the latest status, as /status shows it
         self.split_ms = 0.0
         self._wear = {link.entry.pile_id: deque() for link in self.links}

@@ -15,6 +15,8 @@ from pile.config import CHOICES, INTEGERS, Config, ConfigError, allowed
 from pilectl import keys, names, wire
 from pilectl.client import Client, LinkError, PileError
 
+_PAGE_GAP_S = 0.06  # between EVENTS_GET pages: under the pile's 20 requests a second
+
 
 class FieldError(Exception):
     """A command that cannot go ahead; the text says what to do instead."""
@@ -179,11 +181,13 @@ def config_rows(values):
 
 async def events(client, since=0):
     """Every event from index `since` on, decoded; pages are asked for until one comes
-    back empty, whatever page size the firmware uses."""
+    back empty, whatever page size the firmware uses, paced under the pile's request
+    budget (20 a second a connection: a faster reader is shed, not answered)."""
     entries = []
     while page := await client.events(since):
         entries += page
         since = page[-1][0] + 1
+        await asyncio.sleep(_PAGE_GAP_S)
     return [{"index": index, "uptime_s": uptime, "event": names.EVENTS.get(code, f"code {code}"),
              "value": value, "detail": names.event_detail(code, value)}
             for index, uptime, code, value in entries]
