@@ -3,6 +3,7 @@ core under CPython) and real firmwares on virtual benches, over TCP on 127.0.0.1
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import time
@@ -24,17 +25,23 @@ BENCH = {"name": "fleet", "plant": {"capacity_kwh": 60.0, "soc": 0.7}, "load_w":
 
 
 class Emulator:
-    """`pile-emulator` as a process of its own; `fleet` holds its [[pile]] entries."""
+    """`pile-emulator` as a process of its own; `fleet` holds its [[pile]] entries. Its
+    ports lie below the ephemeral range (another port at random when one is taken)."""
 
     def __init__(self, directory, piles, prefix="emu-"):
-        self.port = free_port() + 1000
         self.fleet = directory / f"{prefix}piles.toml"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.emulator", "--piles", str(piles), "--port",
-             str(self.port), "--keys", str(directory / "keys"), "--prefix", prefix, "--fleet",
-             str(self.fleet), "--groups", "2"], stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready"), line
+        for _ in range(5):
+            self.port = random.randrange(20000, 30000)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aggregator.emulator", "--piles", str(piles), "--port",
+                 str(self.port), "--keys", str(directory / "keys"), "--prefix", prefix,
+                 "--fleet", str(self.fleet), "--groups", "2"], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            line = self.proc.stdout.readline()
+            if line.startswith("ready"):
+                return
+            self.proc.wait()
+        raise AssertionError(f"the emulator did not start: {self.proc.stderr.read()}")
 
     def stop(self):
         self.proc.kill()

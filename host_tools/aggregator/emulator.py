@@ -91,6 +91,9 @@ async def serve(piles):
     """Listen for every pile, then step them all once a second and send TELEMETRY."""
     tasks = [asyncio.create_task(p.link.run_tcp()) for p in piles]
     while any(p.link.tcp_server is None for p in piles):
+        failed = [t for t in tasks if t.done()]
+        if failed:  # a port in use, most likely: say which, and stop
+            raise SystemExit(f"pile-emulator: cannot listen: {failed[0].exception()}")
         await asyncio.sleep(0.05)
     print(f"ready {len(piles)}", flush=True)
     loop = asyncio.get_running_loop()
