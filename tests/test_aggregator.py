@@ -195,6 +195,8 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
         status = await settle(aggregator, 4)
         assert status["online"] == 203 and status["excluded"] == 10
         assert abs(status["delivered_w"] - -400000) <= tolerance(-400000), status
+        first = next(s for s in trace if s["excluded"] == 10)  # the period they left in
+        assert first["planned_w"] == -400000  # their share already went to the others
         await aggregator.stop()  # the aggregator killed mid-run, and started again: the
         aggregator = Aggregator(fleet)  # schedule's start keeps it where it was
         aggregator.on_status = trace.append
