@@ -12,7 +12,7 @@ reserve) is load the fleet cannot move: its power is counted and the rest is spl
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Share:
     """One pile as the split sees it, from its last TELEMETRY."""
 
