@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from aggregator import run as run_loop
 from aggregator.fleet import load
 from aggregator.service import Aggregator
 
@@ -137,7 +138,7 @@ def main():
           "frames/s   emulators CPU %", flush=True)
     for piles in sizes:
         with tempfile.TemporaryDirectory() as directory:
-            result = asyncio.run(measure(piles, Path(directory)))
+            result = run_loop(measure(piles, Path(directory)))
         print(f"{piles:6d}   {result['split_ms']:6.1f} / {result['split_ms_max']:6.1f}"
               f"      {result['acked_p50_ms']:6d} / {result['acked_p99_ms']:6d}"
               f"      {result['aggregator_cpu_pct']:6.1f}        {result['rss_kb_per_pile']:6.1f}"

@@ -107,11 +107,12 @@ class Firmware:
 
     def service_mode(self):
         """Stopped at the REPL: the converter told to stop (its own heartbeat watchdog
-        would stop it within 5 s anyway), the contactor open, the board's watchdog fed by
-        a timer until the next reset."""
+        would stop it within 5 s anyway), the contactor open, the event log on flash, the
+        board's watchdog fed by a timer until the next reset."""
         asyncio.run(self.loop.converter.command(0, False))
         if self.loop.contactor is not None:
             self.loop.contactor.value(0)
+        self.pile.flush_events()  # what was logged stays, whatever a deploy does next
         self.hal.service_mode(self.wdt)
 
     async def control(self, token):

@@ -61,7 +61,7 @@ class ControlLoop:
         self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
         self._limits = 0  # the _LIMIT_BITS last logged
         self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
-        self._flushed_at = ticks_ms()
+        self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
         self.heap_free = None  # bytes free after the period's collection (None on CPython)
 
     def _meter_inputs(self, now):

@@ -8,12 +8,12 @@ API and /metrics when the fleet file names an address, and shows a live table (o
 JSON line a period with --json). A mistake in the fleet file is one message and exit 2.
 """
 
-import asyncio
 import json
 import sys
 
 import click
 
+from aggregator import run as run_loop
 from aggregator.fleet import FleetError, load
 
 
@@ -35,7 +35,7 @@ def run(fleet_file, as_json, trace, duration):
         click.echo(f"pile-aggregator: {exc}", err=True)
         sys.exit(2)
     try:
-        asyncio.run(_run(fleet, as_json, trace, duration))
+        run_loop(_run(fleet, as_json, trace, duration))
     except KeyboardInterrupt:
         pass  # the operator stopped it: the piles fall back when their ttl runs out
     except OSError as exc:

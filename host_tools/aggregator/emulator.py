@@ -27,6 +27,8 @@ from pile.link import Link
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 from pilectl import keys
 
+from aggregator import run as run_loop
+
 _RATED_W = 11000
 _STEP_S = 1.0
 
@@ -132,7 +134,7 @@ def main(argv=None):
     if args.fleet:
         Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))
     try:
-        asyncio.run(serve(piles))
+        run_loop(serve(piles))
     except KeyboardInterrupt:
         pass  # Ctrl-C or the bench stopping it: nothing to save
 
