@@ -21,6 +21,7 @@ from pile.cose import mac0_sign, mac0_verify
 from pile.firmware import build_link
 from pile.hal import select
 from pile.link import frame
+from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 
 KEY = b"bench-key-0123456789abcdef-01234"
 NONCE = b"\x11\x22\x33\x44\x55\x66\x77\x88"
@@ -95,6 +96,11 @@ def handled(rounds, heap_rounds=30):
     board = {"board": "unix_sim", "pile_id": "bench", "modbus": {"device": "unused"}}
     pile = Pile("bench")
     pile.set_key(KEY)
+    tel = pile.tel  # a first converter reading: before one, a SETPOINT is refused as busy
+    tel.status = STATUS_READY | STATUS_EV_CONNECTED
+    tel.soc, tel.battery_temp, tel.converter_temp = 600, 250, 350
+    tel.ev_max_charge = tel.ev_max_discharge = tel.rated_charge = tel.rated_discharge = 11000
+    pile.ctl.decide(pile.now(), tel, True, 3000, 0)
     link = build_link(pile, select(board), board)
     link.requests_per_s = 0  # measured flat out
     conn = link.open(None, Sink(), "serial")
