@@ -61,7 +61,7 @@ class Store:
 
     def remove(self, name):
         path = self.path(name)
-        if exists(path):
+        if _exists(path):
             os.remove(path)
             self.writes += 1
 
@@ -90,7 +90,7 @@ def _decode(text):
     return json.loads(body)
 
 
-def exists(path):
+def _exists(path):
     try:
         os.stat(path)
     except OSError:
@@ -102,5 +102,5 @@ def _makedirs(path):
     parts = path.split("/")
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
-        if sub and not exists(sub):
+        if sub and not _exists(sub):
             os.mkdir(sub)

@@ -223,17 +223,20 @@ def logged(pile, first=0, limit=100):
     return pile.events.since(first, limit)
 
 
-def fresh_state():
-    """A new, empty state folder beside the tests (remove it with remove_state)."""
-    from binascii import hexlify
-    from os import urandom
+class FreshState:
+    """`with FreshState() as path:` a new, empty state folder beside the tests, removed
+    with everything in it afterwards (MicroPython has no tempfile)."""
 
-    return __file__.rsplit("/", 1)[0] + "/.state-" + hexlify(urandom(4)).decode()
+    def __enter__(self):
+        from binascii import hexlify
+        from os import urandom
 
+        self.path = __file__.rsplit("/", 1)[0] + "/.state-" + hexlify(urandom(4)).decode()
+        return self.path
 
-def remove_state(path):
-    import os
+    def __exit__(self, *failure):
+        import os
 
-    for name in os.listdir(path):
-        os.remove(path + "/" + name)
-    os.rmdir(path)
+        for name in os.listdir(self.path):
+            os.remove(self.path + "/" + name)
+        os.rmdir(self.path)

@@ -3,7 +3,7 @@
 
 import os
 
-from fwtest import Host, fresh_state, logged, pile_with_ev, remove_state
+from fwtest import FreshState, Host, logged, pile_with_ev
 from pile import events
 from pile.app import Pile
 from pile.journal import Journal
@@ -19,8 +19,7 @@ def _codes(pile, first=0):
 
 
 def test_events_survive_a_reboot_and_indexes_go_on():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         pile.stop()
         assert pile.events.flush() == 2 and pile.events.flush() == 0  # boot, stop; then none
@@ -34,13 +33,10 @@ def test_events_survive_a_reboot_and_indexes_go_on():
         assert len(logged(again, 0, 2)) == 2  # a page is a page, flash or RAM
         reply = Host(again).send(EVENTS_GET, {2: 1})
         assert reply[0] == EVENTS and [e[0] for e in reply[2]] == [1, 2]
-    finally:
-        remove_state(state)
 
 
 def test_the_journal_is_a_bounded_ring():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         pile.set_config({"event_log_bytes": 2048})  # 64 records a segment
         for _ in range(300):
@@ -54,13 +50,10 @@ def test_the_journal_is_a_bounded_ring():
         indexes = [entry[0] for entry in kept]
         assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))  # no gap
         assert indexes[-1] == 303  # boot, config (2), 300 stops, then this boot
-    finally:
-        remove_state(state)
 
 
 def test_a_record_cut_short_or_damaged_is_dropped_not_the_log():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         for _ in range(3):
             pile.stop()
@@ -77,13 +70,10 @@ def test_a_record_cut_short_or_damaged_is_dropped_not_the_log():
             f.seek(16 + 5)
             f.write(b"\xff")  # a flipped byte in record 1: its CRC fails, the rest stay
         assert [e[0] for e in Journal(state, 16384).read(0, 10)] == [0, 4, 5, 6]
-    finally:
-        remove_state(state)
 
 
 def test_a_settings_file_carries_format_and_checksum():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         store = Store(state)
         store.save("config.json", {"min_soc": 35})
         with open(state + "/config.json") as f:
@@ -105,13 +95,10 @@ def test_a_settings_file_carries_format_and_checksum():
             f.write('#pile-store 2 0011223344556677\n{"min_soc": 33}')
         newer = Pile("test-001", store)
         assert newer.cfg.min_soc == 20 and "format 2" in newer.problems[0]
-    finally:
-        remove_state(state)
 
 
 def test_the_reset_cause_is_noted_for_the_next_boot():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         pile.note_reset(events.RESET_WATCHDOG)
         again = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
@@ -120,13 +107,10 @@ def test_the_reset_cause_is_noted_for_the_next_boot():
         assert "reset.json" not in os.listdir(state)  # one boot only
         third = Pile("test-001", Store(state), reset_cause=events.RESET_POWER_ON)
         assert third.reset_cause == events.RESET_POWER_ON
-    finally:
-        remove_state(state)
 
 
 def test_a_requested_reboot_flushes_the_log_and_says_why():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         resets = []
         loop = ControlLoop(pile, _StoppedConverter(), reset=lambda: resets.append(1))
@@ -136,8 +120,6 @@ def test_a_requested_reboot_flushes_the_log_and_says_why():
         again = Pile("test-001", Store(state))
         assert _codes(again)[-2:] == [[events.EVENT_REBOOT_REQUESTED, 0],
                                       [events.EVENT_BOOT, events.RESET_REQUESTED]]
-    finally:
-        remove_state(state)
 
 
 def test_auth_failures_are_logged_at_most_once_a_minute_with_a_count():

@@ -2,7 +2,7 @@
 
 import os
 
-from fwtest import Host, fresh_state, logged, pile_with_ev, raises, remove_state, snapshot
+from fwtest import FreshState, Host, logged, pile_with_ev, raises, snapshot
 from pile import events
 from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT, SLOT_UNSIGNED, Pile, key_id
 from pile.cbor import dumps, loads
@@ -202,8 +202,7 @@ def test_key_is_write_only_and_serial_only():
 
 
 def test_config_and_key_survive_a_reboot_and_damage_is_reported():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         pile = Pile("test-001", Store(state))
         pile.set_config({"min_soc": 35})
         pile.set_key(KEY_BYTES)
@@ -219,13 +218,10 @@ def test_config_and_key_survive_a_reboot_and_damage_is_reported():
         with open(state + "/config.json", "w") as f:
             f.write('{"min_soc": 500}')  # readable, but no longer valid
         assert Pile("test-001", Store(state)).cfg.min_soc == 20
-    finally:
-        remove_state(state)
 
 
 def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         store = Store(state)
         for text in ('"not hex at all"', '"0011"', "17"):
             with open(state + "/link_key.json", "w") as f:
@@ -235,8 +231,6 @@ def test_a_damaged_or_wrong_length_key_file_boots_without_that_key():
             assert logged(pile, 0, 5)[1][2:] == [events.EVENT_STORE_DAMAGED, 2]
             assert "link_key.json.bad" in os.listdir(state)
             assert "link_key.json" not in os.listdir(state)
-    finally:
-        remove_state(state)
 
 
 def test_telemetry_fields():
@@ -256,8 +250,7 @@ def test_telemetry_fields():
 
 
 def test_a_config_from_another_version_keeps_what_it_can():
-    state = fresh_state()
-    try:
+    with FreshState() as state:
         store = Store(state)
         with open(state + "/config.json", "w") as f:  # a newer firmware's key, one bad value
             f.write('{"min_soc": 35, "ramp_w_per_s": 4000, "future_key": 7, "max_soc": 30}')
@@ -270,5 +263,3 @@ def test_a_config_from_another_version_keeps_what_it_can():
         pile.set_config({"min_soc": 40})
         again = Pile("test-001", store)
         assert again.cfg.min_soc == 40 and again.config_aside == {"future_key": 7}
-    finally:
-        remove_state(state)
