@@ -48,14 +48,14 @@ class EventLog:
         self._capacity = capacity
         self._ring = array("i", bytes(4 * 3 * capacity))  # uptime, code, value per entry
         self.next_index = 0
-        self.journal = None
-        self.flushed = 0  # entries below this index are on flash
+        self.journal = None  # entries below its next_index are on flash
         self.lost = 0  # entries that left the RAM ring before reaching flash
+        self._lost_below = 0  # those are counted up to here
 
     def attach(self, journal):
         """Keep entries on flash from now on: indexes go on from the journal's."""
         self.journal = journal
-        self.next_index = self.flushed = journal.next_index
+        self.next_index = journal.next_index
 
     def add(self, uptime_s, code, value=0):
         at = 3 * (self.next_index % self._capacity)
@@ -68,15 +68,18 @@ class EventLog:
     def flush(self):
         """Copy the entries logged since the last flush to the journal; return how many.
         An OSError from the flash leaves them pending for the next flush."""
-        if self.journal is None or self.flushed == self.next_index:
+        journal = self.journal
+        if journal is None:
             return 0
+        start = max(journal.next_index, self._lost_below)
         oldest = self.next_index - self._capacity
-        if self.flushed < oldest:  # the flash fell behind by more than the ring holds
-            self.lost += oldest - self.flushed
-            self.flushed = oldest
-        entries = self._entries(self.flushed, self.next_index)
-        self.journal.append(entries)
-        self.flushed = self.next_index
+        if start < oldest:  # the flash fell behind by more than the ring holds
+            self.lost += oldest - start
+            start = self._lost_below = oldest
+        if start == self.next_index:
+            return 0
+        entries = self._entries(start, self.next_index)
+        journal.append(entries)
         return len(entries)
 
     def since(self, first, limit):

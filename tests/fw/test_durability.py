@@ -72,6 +72,24 @@ def test_a_record_cut_short_or_damaged_is_dropped_not_the_log():
         assert [e[0] for e in Journal(state, 16384).read(0, 10)] == [0, 4, 5, 6]
 
 
+def test_a_flush_cut_short_by_the_flash_appends_the_rest_once():
+    with FreshState() as state:
+        pile = Pile("test-001", Store(state))
+        pile.set_config({"event_log_bytes": 2048})  # 64 records a segment
+        while pile.events.next_index < 60:
+            pile.stop()
+        pile.flush_events()  # events.0 holds 60
+        for _ in range(10):
+            pile.stop()
+        os.mkdir(state + "/events.1")  # the next segment cannot be opened: the flash fails
+        pile.flush_events()  # 4 records reach events.0, then the error
+        assert pile.flash_errors == 1
+        os.rmdir(state + "/events.1")
+        pile.flush_events()  # the other 6, not the 4 again
+        indexes = [entry[0] for entry in logged(pile, 0, 100)]
+        assert indexes == list(range(indexes[0], 71))  # 70 entries and the flash error's
+
+
 def test_a_settings_file_carries_format_and_checksum():
     with FreshState() as state:
         store = Store(state)

@@ -60,17 +60,17 @@ def prepared_flash():
 def run_changes(progress):
     """The changes a cut may interrupt; `progress` records what completed."""
     pile = Pile("cut-001", Store(_STATE))
-    progress["durable"] = pile.events.flushed  # entries below it are on flash
+    progress["durable"] = pile.events.journal.next_index  # below it: on flash
     pile.set_config({"min_soc": 40})
     progress["config"] = True
     pile.set_key(_NEW_KEY)
     progress["key"] = True
     pile.events.flush()
-    progress["durable"] = pile.events.flushed
+    progress["durable"] = pile.events.journal.next_index
     for _ in range(10):  # one entry an append, as in a quiet pile: crosses a segment
         pile.stop()
         pile.events.flush()
-        progress["durable"] = pile.events.flushed
+        progress["durable"] = pile.events.journal.next_index
 
 
 def check(data, progress):
