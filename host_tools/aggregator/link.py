@@ -36,8 +36,6 @@ class PileLink:
         self.acked_at = None
         self.connects = 0
         self._seq = 0
-        self._pending = {}  # seq -> monotonic time sent, for the ACK latency
-        self.ack_latencies = []  # seconds, drained by whoever measures
         self._writer = None
         self._nonce = None
 
@@ -101,12 +99,8 @@ class PileLink:
         elif kind == wire.ACK:
             self.acked_seq = fields[wire.ACK_SEQ]
             self.acked_at = time.monotonic()
-            sent = self._pending.pop(self.acked_seq, None)
-            if sent is not None:
-                self.ack_latencies.append(self.acked_at - sent)
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
-            self._pending.pop(fields.get(wire.ERROR_SEQ), None)
 
     def _hello(self, fields):
         if fields.get(wire.HELLO_PILE_ID) != self.entry.pile_id:
@@ -126,11 +120,7 @@ class PileLink:
             return False
         self._send({wire.TYPE: wire.SETPOINT, wire.SETPOINT_POWER: power_w,
                     wire.SETPOINT_TTL: ttl_s})
-        now = time.monotonic()
-        self._pending[self._seq] = now
-        if len(self._pending) > 16:  # ACKs that never came: forget the oldest
-            self._pending.pop(next(iter(self._pending)))
-        self.sent_w, self.sent_at, self.sent_seq = power_w, now, self._seq
+        self.sent_w, self.sent_at, self.sent_seq = power_w, time.monotonic(), self._seq
         self.counters["setpoints_sent"] += 1
         return True
 

@@ -1,8 +1,8 @@
 """The aggregator: every period, the fleet target split over the piles that are heard.
 
-A pile is heard while its last TELEMETRY (or HELLO) is at most 3 of its telemetry
-periods old; one that falls silent is left out of the next split, so its share goes to
-the others within one period, and it rejoins with its next message. Setpoints carry a
+A pile is heard while its last TELEMETRY is at most 3 of its telemetry periods old; one
+that falls silent is left out of the next split, so its share goes to the others within
+one period, and it rejoins with its next TELEMETRY (which its HELLO asks for). Setpoints carry a
 ttl of a few periods, so piles fall back on their own when the aggregator is gone; a
 setpoint is sent again when it moved by more than the deadband, and in any case before
 its ttl runs out.
@@ -131,14 +131,14 @@ class Aggregator:
     def _status(self, now, target_w, source, result, heard):
         groups = {}
         for link in self.links:
-            group = groups.setdefault(link.entry.group, {"piles": 0, "online": 0,
-                                                         "delivered_w": 0, "planned_w": 0})
-            group["piles"] += 1
-            if link in heard:
-                group["online"] += 1
-                group["delivered_w"] += (link.telemetry or {}).get(_POWER, 0)
-                group["planned_w"] += result.setpoints.get(link.entry.pile_id,
-                                                           (link.telemetry or {}).get(_APPLIED, 0))
+            groups.setdefault(link.entry.group, {"piles": 0, "online": 0, "delivered_w": 0,
+                                                 "planned_w": 0})["piles"] += 1
+        for link in heard:  # heard piles have telemetry
+            group = groups[link.entry.group]
+            group["online"] += 1
+            group["delivered_w"] += link.telemetry.get(_POWER, 0)
+            group["planned_w"] += result.setpoints.get(link.entry.pile_id,
+                                                       link.telemetry.get(_APPLIED, 0))
         return {"t": round(time.time(), 3), "target_w": target_w, "source": source,
                 "planned_w": result.planned_w, "shortfall_w": result.shortfall_w,
                 "delivered_w": sum(g["delivered_w"] for g in groups.values()),
