@@ -48,10 +48,12 @@ class Emulator:
         self.proc.wait()
 
 
-def fleet_file(directory, entries, target_w=0, ttl_s=4):
+def fleet_file(directory, entries, target_w=0, ttl_s=4, schedule=None):
+    """The fleet file DIRECTORY/fleet.toml for these [[pile]] entries, loaded: a fixed
+    target, or a schedule file."""
     path = directory / "fleet.toml"
-    path.write_text(f"[dispatch]\nttl_s = {ttl_s}\n\n[target]\npower_w = {target_w}\n\n"
-                    + "".join(entries))
+    target = f'schedule = "{schedule}"' if schedule else f"power_w = {target_w}"
+    path.write_text(f"[dispatch]\nttl_s = {ttl_s}\n\n[target]\n{target}\n\n" + "".join(entries))
     return load(path)
 
 
@@ -178,10 +180,7 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
         start = datetime.now(UTC).isoformat(timespec="seconds")
         schedule.write_text(f"start = {start}\n\n[[step]]\nat_s = 0\npower_w = -400000\n\n"
                             "[[step]]\nat_s = 13\npower_w = 250000\n")
-        path = tmp_path / "fleet.toml"
-        path.write_text(f'[dispatch]\nttl_s = 4\n\n[target]\nschedule = "{schedule}"\n\n'
-                        + "".join(entries))
-        fleet = load(path)
+        fleet = fleet_file(tmp_path, entries, schedule=schedule)
         aggregator = Aggregator(fleet)
         trace = []
         aggregator.on_status = trace.append
@@ -253,8 +252,8 @@ def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path):
 def test_the_operator_runs_it_from_the_command_line(tmp_path):
     emulator = Emulator(tmp_path, 6)
     try:
+        fleet_file(tmp_path, [emulator.fleet.read_text()], -30000)
         fleet = tmp_path / "fleet.toml"
-        fleet.write_text("[target]\npower_w = -30000\n\n" + emulator.fleet.read_text())
         trace = tmp_path / "trace.jsonl"
         result = subprocess.run([sys.executable, "-m", "aggregator.cli", "run", str(fleet),
                                  "--json", "--duration", "5", "--trace", str(trace)],
