@@ -52,35 +52,36 @@ class Journal:
             last = entry[0]
         return count, last, True
 
-    def _records(self, segment):
-        """Each good record of a segment as [index, uptime, code, value], oldest first,
-        then None if the segment ends in a damaged or cut-short record."""
+    def _records(self, segment, first=0):
+        """Each good record of a segment with index >= first as [index, uptime, code,
+        value], oldest first, then None if the segment ends in a damaged or cut-short
+        record. The first one is found by a binary search over the sorted records, so an
+        EVENTS page reads a few records, not the whole segment, between two ticks."""
         try:
             f = open(self._paths[segment], "rb")
         except OSError:
             return
         with f:
+            if first:
+                f.seek(_RECORD * _position(f, first))
             while True:
                 chunk = f.read(_RECORD * _CHUNK)
                 if not chunk:
                     return
                 for at in range(0, len(chunk), _RECORD):
-                    if len(chunk) - at < _RECORD or crc16(chunk, at, at + 14) != \
-                            chunk[at + 14] | chunk[at + 15] << 8:
-                        yield None
+                    entry = _decode(chunk, at)
+                    yield entry
+                    if entry is None:
                         return
-                    yield list(struct.unpack_from(_LAYOUT, chunk, at)[:4])
 
     def read(self, first, limit):
         """Up to `limit` entries with index >= first from flash, oldest first."""
         found = []
-        other = 1 - self._active
-        for segment in (other, self._active):
-            for entry in self._records(segment):
+        for segment in (1 - self._active, self._active):
+            for entry in self._records(segment, first):
                 if entry is None or len(found) >= limit:
                     break
-                if entry[0] >= first:
-                    found.append(entry)
+                found.append(entry)
         return found
 
     def append(self, entries):
@@ -107,3 +108,27 @@ class Journal:
             self.writes += 1
             self.next_index = entries[end - 1][0] + 1
             start = end
+
+
+def _decode(chunk, at):
+    """The record at chunk[at:] as [index, uptime, code, value], or None when it is cut
+    short or fails its CRC."""
+    if len(chunk) - at < _RECORD or crc16(chunk, at, at + 14) != \
+            chunk[at + 14] | chunk[at + 15] << 8:
+        return None
+    return list(struct.unpack_from(_LAYOUT, chunk, at)[:4])
+
+
+def _position(f, first):
+    """The position (in records) of the first record of open segment `f` with index >=
+    first; a damaged record counts as past it, as it ends what is read."""
+    low, high = 0, f.seek(0, 2) // _RECORD
+    while low < high:
+        middle = (low + high) // 2
+        f.seek(_RECORD * middle)
+        entry = _decode(f.read(_RECORD), 0)
+        if entry is None or entry[0] >= first:
+            high = middle
+        else:
+            low = middle + 1
+    return low

@@ -90,6 +90,20 @@ def test_a_flush_cut_short_by_the_flash_appends_the_rest_once():
         assert indexes == list(range(indexes[0], 71))  # 70 entries and the flash error's
 
 
+def test_reading_from_any_index_finds_what_a_full_read_finds():
+    with FreshState() as state:
+        Store(state)  # the folder
+        journal = Journal(state, 2048)  # 64 records a segment
+        indexes = list(range(100)) + list(range(150, 180))  # with a gap, as after a loss
+        for at in range(0, len(indexes), 7):
+            journal.append([[i, i, 2, -i] for i in indexes[at:at + 7]])
+        full = journal.read(0, 1000)
+        assert [e[0] for e in full] == indexes[-len(full):] and len(full) >= 64
+        for first in range(0, 185):
+            assert journal.read(first, 1000) == [e for e in full if e[0] >= first], first
+            assert journal.read(first, 3) == [e for e in full if e[0] >= first][:3], first
+
+
 def test_a_settings_file_carries_format_and_checksum():
     with FreshState() as state:
         store = Store(state)
