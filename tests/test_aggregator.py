@@ -8,13 +8,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from aggregator import mac0
 from aggregator.api import Metrics, application, serve
-from aggregator.fleet import FleetError, load, parse
+from aggregator.fleet import FleetError, PileEntry, load, parse
+from aggregator.link import PileLink
 from aggregator.service import Aggregator
-from pilectl import keys
+from pilectl import keys, wire
 from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
@@ -220,6 +223,69 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
     plotted = subprocess.run([sys.executable, "-m", "aggregator.cli", "plot", str(trace_file),
                               str(tmp_path / "fleet.png")], capture_output=True, text=True)
     assert plotted.returncode == 0 and (tmp_path / "fleet.png").stat().st_size > 10000
+
+
+async def test_an_emulated_pile_keeps_two_clients_as_the_firmware_does(tmp_path, monkeypatch):
+    monkeypatch.setattr("aggregator.link._RETRY_S", (30,))  # a link sent away stays away
+    emulator = Emulator(tmp_path, 1)
+    pile_id = "emu-00000"
+    entry = PileEntry(pile_id, keys.read(tmp_path / "keys" / f"{pile_id}.key"),
+                      ("127.0.0.1", emulator.port))
+    counters = Counter()
+    links = [PileLink(entry, counters) for _ in range(3)]
+    tasks = []
+    try:
+        for link in links:  # one after the other: the oldest is the first
+            tasks.append(asyncio.create_task(link.run()))
+            for _ in range(100):
+                if link.heard_at is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert link.heard_at is not None, "no TELEMETRY after an accepted request"
+        await asyncio.sleep(0.3)
+        assert [link.connected for link in links] == [False, True, True]
+        assert counters["refused"] == 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        emulator.stop()
+
+
+async def test_a_garbled_pile_is_dropped_and_dialled_again(tmp_path):
+    """Frames with a good CRC but no protocol inside: the link says so, drops the
+    connection and dials again, and a callback never raises into the event loop."""
+    connections = []
+
+    async def garble(reader, writer):
+        connections.append(writer)
+        bad = [b"\xff\xfe", b"\xd1\x84\xff", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}),
+               mac0.sign(bytes(32), b"kid0", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 1,
+                                                          wire.HELLO_PILE_ID: "other",
+                                                          wire.HELLO_NONCE: b"n"}), b"n")]
+        writer.write(wire.frame(bad[(len(connections) - 1) % len(bad)]))
+        await writer.drain()
+        await reader.read()  # until the link hangs up
+
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    server = await asyncio.start_server(garble, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    counters = Counter()
+    link = PileLink(PileEntry("p1", bytes(32), ("127.0.0.1", port)), counters)
+    task = asyncio.create_task(link.run())
+    try:
+        for _ in range(150):
+            if counters["link_errors"] >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert counters["link_errors"] >= 3 and not task.done() and not errors
+        assert len(connections) >= 3 and link.hello is None
+    finally:
+        task.cancel()
+        server.close()
+        loop.set_exception_handler(None)
 
 
 def test_fleet_file_mistakes_say_what_to_do(tmp_path):

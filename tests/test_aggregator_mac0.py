@@ -5,9 +5,9 @@ import json
 
 import cbor2
 import pytest
-from aggregator import mac0
+from aggregator import cborhead, mac0
 from helpers import FW_TESTS
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pilectl import wire
 
@@ -15,6 +15,10 @@ keys = st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max
 
 
 @given(keys, st.binary(max_size=300), st.binary(min_size=8, max_size=8))
+@example(bytes(32), bytes(23), bytes(8))  # every head the byte strings take: 1, 2, 3 bytes
+@example(bytes(32), bytes(24), bytes(8))
+@example(bytes(32), bytes(255), bytes(8))
+@example(bytes(32), bytes(256), bytes(8))
 def test_the_same_bytes_as_pycose_both_ways(key, payload, nonce):
     signed = mac0.sign(key, wire.key_id(key), payload, nonce)
     assert signed == wire.sign(key, payload, nonce)
@@ -46,3 +50,28 @@ def test_the_cose_wg_hmac_256_64_example():
     assert mac0.verify(key, data, b"") == payload
     tag = cbor2.loads(data).value[3]
     assert mac0._tag(key, payload, b"") == tag
+
+
+ints = st.integers(min_value=-2**64, max_value=2**64 - 1)
+
+
+@given(ints)
+@example(23)  # every head length: 1, 2, 3, 5 and 9 bytes, both signs
+@example(24)
+@example(-25)
+@example(255)
+@example(256)
+@example(65536)
+@example(-2**32 - 1)
+@example(2**32)
+@example(2**64 - 1)
+def test_a_direct_integer_is_cbor2s(value):
+    assert cborhead.integer(value) == cbor2.dumps(value)
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(-10**6, 10**6),
+       st.integers(0, 3600))
+def test_a_direct_setpoint_is_the_canonical_message(seq, power_w, ttl_s):
+    assert cborhead.setpoint(seq, power_w, ttl_s) == wire.encode(
+        {wire.TYPE: wire.SETPOINT, wire.SEQ: seq, wire.SETPOINT_POWER: power_w,
+         wire.SETPOINT_TTL: ttl_s})

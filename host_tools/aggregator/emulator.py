@@ -4,14 +4,23 @@
                   [--fleet FILE] [--groups N]
 
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
-envelope, protocol session) behind the firmware's own `Link` on TCP 127.0.0.1
-(port, port + 1, ...): protocol v1 exactly, COSE-signed with the key in
-DIR/PILE_ID.key (written when missing). Instead of a converter, a small model: an EV
-battery (20-80 kWh, SOC 25-90 %) that takes the power the controller applies, a
-household load, and temperatures that stay normal. So emulated piles clamp exactly like
-real ones. One task steps every pile once a second (the controller's tick); each pile
-sends TELEMETRY every second. Prints "ready N" when every pile listens. --fleet writes
-the [[pile]] entries of a fleet file for them (groups g0, g1, ... in turn).
+envelope) and protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...): protocol v1
+exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing), with the
+host's C codec under the session (aggregator/hostcodec.py: the same bytes). Instead of a
+converter, a small model: an EV battery (20-80 kWh, SOC 25-90 %) that takes the power
+the controller applies, a household load, and temperatures that stay normal. So
+emulated piles clamp exactly like real ones. One task steps every pile once a second
+(the controller's tick), a tenth of them every 0.1 s (a fleet's piles are not in step);
+each pile sends TELEMETRY every second to the clients whose request it accepted.
+Prints "ready N" when every pile listens. --fleet writes the [[pile]] entries of a
+fleet file for them (groups g0, g1, ... in turn).
+
+The transport is an asyncio protocol a pile, not the firmware's `Link` (a reader and a
+writer task a connection): a pile costs a few callbacks a message, so thousands fit in
+a process. Like the firmware, a pile greets each connection with HELLO, sends TELEMETRY
+only after an accepted request, keeps two authenticated clients (a third evicts the
+older) and drops TELEMETRY while a client is not reading; it has no request budget and
+no idle timeout (it faces the aggregator under test, not a hostile host).
 """
 
 import argparse
@@ -23,14 +32,18 @@ from pathlib import Path
 
 from pile.app import Pile
 from pile.clock import ticks_ms
-from pile.link import Link
+from pile.protocol import Session
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
-from pilectl import keys
+from pilectl import keys, wire
 
+from aggregator import hostcodec
 from aggregator import run as run_loop
 
 _RATED_W = 11000
 _STEP_S = 1.0
+_PHASES = 10  # a tenth of the piles ticks every 0.1 s
+_MAX_CLIENTS = 2  # authenticated, as the firmware's link keeps
+_BACKLOG = 4096  # bytes unsent to a client above which its replies are dropped too
 
 
 class EmulatedPile:
@@ -47,8 +60,18 @@ class EmulatedPile:
         self.capacity_wh = rng.randint(20, 80) * 1000
         self.energy_wh = self.capacity_wh * rng.uniform(0.25, 0.9)
         self.load_w = rng.randint(0, 3000)
-        self.link = Link(self.pile, tcp_port=port, tcp_host="127.0.0.1")
+        self.port = port
+        self.clients = []  # _Client, oldest first
         self._in_wh = self._out_wh = 0.0
+
+    async def listen(self):
+        loop = asyncio.get_running_loop()
+        await loop.create_server(lambda: _Client(self), "127.0.0.1", self.port)
+
+    def broadcast_telemetry(self):
+        for client in self.clients:
+            if client.session.verified:
+                client.send(client.session.telemetry(), droppable=True)
 
     def step(self, now):
         """One controller tick with the battery model's readings, then the model moves on
@@ -66,6 +89,44 @@ class EmulatedPile:
         else:
             self._out_wh -= wh
         tel.energy_in, tel.energy_out = int(self._in_wh), int(self._out_wh)
+
+
+class _Client(asyncio.Protocol):
+    """One TCP connection to an emulated pile: its own protocol session, as on a board."""
+
+    def __init__(self, emulated):
+        self.emulated = emulated
+        self.session = Session(emulated.pile)
+        self.deframer = wire.Deframer()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.emulated.clients.append(self)
+        self.send(self.session.hello())
+
+    def connection_lost(self, exc):
+        self.emulated.clients.remove(self)
+
+    def data_received(self, data):
+        for message in self.deframer.feed(data):
+            verified = self.session.verified
+            self.send(self.session.handle(message))
+            if self.session.verified and not verified:
+                self._make_room()
+
+    def _make_room(self):
+        """Two authenticated clients at most: a third sends the older away."""
+        verified = [c for c in self.emulated.clients if c.session.verified and c is not self]
+        if len(verified) >= _MAX_CLIENTS:
+            verified[0].transport.close()
+
+    def send(self, message, droppable=False):
+        """TELEMETRY (`droppable`) only when nothing waits; nothing once 4 KB wait."""
+        waiting = self.transport.get_write_buffer_size()
+        if waiting and droppable or waiting > _BACKLOG:
+            return
+        self.transport.write(wire.frame(message))
 
 
 def fleet_entries(piles, first_port, key_dir, groups=1):
@@ -91,26 +152,21 @@ def make_piles(count, first_port, key_dir, prefix, seed):
 
 async def serve(piles):
     """Listen for every pile, then step them all once a second and send TELEMETRY."""
-    tasks = [asyncio.create_task(p.link.run_tcp()) for p in piles]
-    while any(p.link.tcp_server is None for p in piles):
-        failed = [t for t in tasks if t.done()]
-        if failed:  # a port in use, most likely: say which, and stop
-            raise SystemExit(f"pile-emulator: cannot listen: {failed[0].exception()}")
-        await asyncio.sleep(0.05)
+    try:
+        await asyncio.gather(*(p.listen() for p in piles))
+    except OSError as exc:  # a port in use, most likely: say which, and stop
+        raise SystemExit(f"pile-emulator: cannot listen: {exc}") from None
     print(f"ready {len(piles)}", flush=True)
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
-        now = ticks_ms()
-        for emulated in piles:
-            emulated.step(now)
-            emulated.link.broadcast_telemetry()
-        next_at += _STEP_S
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
-        if any(t.done() for t in tasks):  # a pile's server failed: say so, stop
-            for task in tasks:
-                if task.done():
-                    task.result()
+        for part in range(_PHASES):  # piles tick out of step, as a real fleet's do
+            now = ticks_ms()
+            for emulated in piles[part::_PHASES]:
+                emulated.step(now)
+                emulated.broadcast_telemetry()
+            next_at += _STEP_S / _PHASES
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
 def main(argv=None):
@@ -130,6 +186,7 @@ def main(argv=None):
         sys.exit(f"pile-emulator: {args.piles} piles need {need} file descriptors, the "
                  f"limit is {hard}: run several emulators with fewer piles each")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    hostcodec.install()
     piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed)
     if args.fleet:
         Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))

@@ -12,11 +12,10 @@ goes out at once: a pile sends TELEMETRY on TCP only once a request was accepted
 import asyncio
 import time
 
-import cbor2
 from pilectl import wire
 from pilectl.client import open_serial
 
-from aggregator import mac0
+from aggregator import cborhead, mac0
 
 _RETRY_S = (1, 2, 4, 8, 10)
 
@@ -38,6 +37,7 @@ class PileLink:
         self._seq = 0
         self._writer = None
         self._nonce = None
+        self._deframer = None  # a new one each connection
 
     @property
     def connected(self):
@@ -48,22 +48,29 @@ class PileLink:
         attempt = 0
         while True:
             try:
-                reader, self._writer = await self._open()
+                ended = await self._open()
                 attempt = 0
-                await self._read(reader)
+                await ended
             except (OSError, wire.WireError, asyncio.IncompleteReadError):
                 self.counters["link_errors"] += 1
-            self._drop()
+            finally:  # cancelled too: the pile sees the connection end
+                self._drop()
             await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
             attempt += 1
 
     async def _open(self):
+        """Connect; return what to await until the connection ends."""
         entry = self.entry
+        self._deframer = wire.Deframer()
         if entry.tcp is not None:
-            return await asyncio.open_connection(*entry.tcp)
-        reader, writer = await open_serial(entry.serial)
-        writer.write(b"\x00" + wire.frame(wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0})))
-        return reader, writer  # a serial line has no connect event: ask for the HELLO
+            loop = asyncio.get_running_loop()
+            ended = loop.create_future()
+            await loop.create_connection(lambda: _Tcp(self, ended), *entry.tcp)
+            return ended
+        reader, self._writer = await open_serial(entry.serial)
+        self._writer.write(b"\x00" + wire.frame(wire.encode({wire.TYPE: wire.HELLO,
+                                                              wire.SEQ: 0})))
+        return self._read(reader)  # a serial line has no connect event: ask for the HELLO
 
     def _drop(self):
         if self._writer is not None:
@@ -71,23 +78,28 @@ class PileLink:
         self._writer = self._nonce = None
 
     async def _read(self, reader):
-        deframer = wire.Deframer()
         while True:
             data = await reader.read(4096)
             if not data:
                 return
-            for message in deframer.feed(data):
-                self._receive(message)
-            self.counters["frames_dropped"] += deframer.dropped
-            deframer.dropped = 0
+            self.feed(data)
+
+    def feed(self, data):
+        """Bytes from the pile: every whole frame in them taken in."""
+        for message in self._deframer.feed(data):
+            self._receive(message)
+        self.counters["frames_dropped"] += self._deframer.dropped
+        self._deframer.dropped = 0
 
     def _receive(self, data):
         nonce = self._nonce
         if nonce is None:  # before the HELLO: only the HELLO itself, whose nonce is in it
-            fields = wire.decode(cbor2.loads(data).value[2] if wire.is_signed(data) else data)
+            fields = wire.decode(mac0.payload(data) if wire.is_signed(data) else data)
             if fields[wire.TYPE] != wire.HELLO:
                 return
-            nonce = fields[wire.HELLO_NONCE]
+            nonce = fields.get(wire.HELLO_NONCE)
+            if not isinstance(nonce, bytes):
+                raise wire.WireError(f"{self.entry.pile_id}: a HELLO without its nonce")
         fields = wire.decode(mac0.verify(self.entry.key, data, nonce))
         self.counters["frames_verified"] += 1
         kind = fields[wire.TYPE]
@@ -97,7 +109,7 @@ class PileLink:
             self.telemetry = fields
             self.heard_at = time.monotonic()
         elif kind == wire.ACK:
-            self.acked_seq = fields[wire.ACK_SEQ]
+            self.acked_seq = fields.get(wire.ACK_SEQ, self.acked_seq)
             self.acked_at = time.monotonic()
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
@@ -118,13 +130,38 @@ class PileLink:
         """Send a signed SETPOINT now (no wait for its ACK); False when not connected."""
         if not self.connected:
             return False
-        self._send({wire.TYPE: wire.SETPOINT, wire.SETPOINT_POWER: power_w,
-                    wire.SETPOINT_TTL: ttl_s})
+        self._seq += 1
+        self._write(cborhead.setpoint(self._seq, power_w, ttl_s))
         self.sent_w, self.sent_at, self.sent_seq = power_w, time.monotonic(), self._seq
         self.counters["setpoints_sent"] += 1
         return True
 
     def _send(self, fields):
         self._seq += 1
-        message = wire.encode({**fields, wire.SEQ: self._seq})
+        self._write(wire.encode({**fields, wire.SEQ: self._seq}))
+
+    def _write(self, message):
         self._writer.write(wire.frame(mac0.sign(self.entry.key, self.kid, message, self._nonce)))
+
+
+class _Tcp(asyncio.Protocol):
+    """A TCP connection's bytes handed to its PileLink as they come: a callback, not a
+    reader task a pile, since thousands of piles send every second."""
+
+    def __init__(self, link, ended):
+        self.link = link
+        self.ended = ended
+
+    def connection_made(self, transport):
+        self.link._writer = transport  # before any data_received: the HELLO is answered
+
+    def data_received(self, data):
+        try:
+            self.link.feed(data)
+        except wire.WireError as exc:  # not the pile it should be, or a bad MAC: drop it
+            if not self.ended.done():
+                self.ended.set_exception(exc)
+
+    def connection_lost(self, exc):
+        if not self.ended.done():
+            self.ended.set_result(None)

@@ -9,6 +9,7 @@ its ttl runs out.
 """
 
 import asyncio
+import gc
 import time
 from collections import Counter, deque
 
@@ -67,6 +68,7 @@ class Aggregator:
         self.split_ms = 0.0
         self._wear = {link.entry.pile_id: deque() for link in self.links}
         self._tasks = []
+        self._most_heard = 0
         self.on_status = None  # called with each period's status
 
     def start(self):
@@ -108,6 +110,9 @@ class Aggregator:
         began = time.perf_counter()
         target_w, source = self.target.now(now)
         heard = [link for link in self.links if self.heard(link, now)]
+        if len(heard) > self._most_heard:
+            self._most_heard = len(heard)
+            self._freeze()
         started = time.perf_counter()
         result = split(target_w, [self._share(link, now) for link in heard],
                        self.dispatch.wear_fair)
@@ -127,6 +132,16 @@ class Aggregator:
         if self.on_status is not None:
             self.on_status(self.last)
         return self.last
+
+    @staticmethod
+    def _freeze():
+        """Keep what the fleet holds for good (links, transports) out of Python's later
+        collections: a full one walks every object, 65 ms at 10,000 piles, and came every
+        few periods (each split's shares outlive a few young collections). Done when more
+        piles are heard than ever before, so a fleet's start freezes a few times, then no
+        more."""
+        gc.collect()
+        gc.freeze()
 
     def _status(self, now, target_w, source, result, heard):
         groups = {}
