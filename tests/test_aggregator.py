@@ -165,8 +165,9 @@ async def test_the_http_api_and_metrics(tmp_path):
 
 
 async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
-    """Three firmwares on virtual benches and 200 emulated piles: a schedule followed, a
-    group of piles cut off and redistributed, the aggregator killed and restarted."""
+    """Three firmwares on virtual benches (two on TCP, one on its serial link) and 200
+    emulated piles: a schedule followed, a group of piles cut off and redistributed, the
+    aggregator killed and restarted."""
     benches = [VirtualBench(tmp_path / f"bench{i}", dict(BENCH, board={"pile_id": f"real-{i}"}))
                for i in range(3)]
     emulator, doomed = Emulator(tmp_path, 200), Emulator(tmp_path, 10, prefix="cut-")
@@ -175,9 +176,11 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
         for bench in benches:
             await bench.start()
         entries = [emulator.fleet.read_text(), doomed.fleet.read_text()]
-        for i, bench in enumerate(benches):
+        for i, bench in enumerate(benches):  # the last one on its serial link
             key_file = keys.save(bench.key, tmp_path / f"real-{i}.key")
-            entries.append(f'[[pile]]\nid = "real-{i}"\ntcp = "127.0.0.1:{bench.tcp_port}"\n'
+            link = f'serial = "{bench.serial_device}"' if i == 2 else \
+                f'tcp = "127.0.0.1:{bench.tcp_port}"'
+            entries.append(f'[[pile]]\nid = "real-{i}"\n{link}\n'
                            f'key_file = "{key_file}"\ngroup = "real"\n\n')
         schedule = tmp_path / "schedule.toml"
         start = datetime.now(UTC).isoformat(timespec="seconds")

@@ -124,8 +124,13 @@ class VirtualBench:
         if self._reader is not None:
             self._reader.cancel()
 
+    @property
+    def serial_device(self):
+        """The host's end of the pile's serial link (a pty), for a host program to open."""
+        return self._ptys[1].b
+
     async def serial(self, key=None, technician_key=None):
-        return await Client.serial(self._ptys[1].b, key=key, technician_key=technician_key)
+        return await Client.serial(self.serial_device, key=key, technician_key=technician_key)
 
     async def tcp(self, key=None, wait_s=3.0, technician=False):
         """A TCP client, the aggregator's (the link key), or with `technician` the
