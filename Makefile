@@ -1,6 +1,7 @@
 # Two commands for a newcomer: `make bench` (the main job) and `make test`.
 # Both set up what they need: .venv with the packages pinned in constraints.txt, the
-# MicroPython port stubs, and socat (apt) when it is missing.
+# MicroPython port stubs, socat and Node.js (apt) when missing, and the emulated Pico's
+# npm packages (host_tools/pico, npm ci).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,10 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STUBS  := $(VENV)/stubs/esp32/.installed $(VENV)/stubs/rp2/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PICO   := host_tools/pico
+PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet soak deploy hil clean
+.PHONY: setup socat node test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet soak deploy hil clean
 
-setup: $(STAMP) $(STUBS) socat
+setup: $(STAMP) $(STUBS) socat $(PICO_MODULES)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +29,14 @@ $(VENV)/stubs/%/.installed: | $(STAMP)
 
 socat:
 	@command -v socat >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat; }
+
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+
+# rp2040js, pinned in package-lock.json, for the emulated Pico (host_tools/pico/pico.mjs).
+$(PICO_MODULES): $(PICO)/package.json $(PICO)/package-lock.json | node
+	cd $(PICO) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 test: setup
 	$(BIN)/ruff check .
@@ -88,4 +99,4 @@ bench-deploy: setup
 	$(BIN)/python bench/deploy_bench.py
 
 clean:
-	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache $(PICO)/node_modules

@@ -1,0 +1,191 @@
+"""An emulated Raspberry Pi Pico: host_tools/pico/pico.mjs (rp2040js under Node), with
+its USB serial and both UARTs as ptys, so mpremote, pilectl and the plant use it as they
+use a board on a cable.
+
+The runner serves each channel on a TCP port; a thread here joins each to a pty of its
+own and keeps the pty's other side open, so a program that opens and closes the device
+(mpremote does, once a command) never ends the bridge. The board's flash is a file in
+the directory given: a Pico started again on it (a power cycle) keeps what was deployed.
+"""
+
+import json
+import os
+import queue
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import tty
+from pathlib import Path
+
+import pilectl
+
+RUNNER = Path(pilectl.__file__).resolve().parent.parent / "pico" / "pico.mjs"
+SHARED = Path(pilectl.__file__).resolve().parents[3] / "shared" / "rp2"
+FIRMWARE_NAME = "RPI_PICO-v1.28.0.uf2"
+WHERE_TO_GET = (f"the official MicroPython v1.28.0 build for the Raspberry Pi Pico "
+                f"({FIRMWARE_NAME}, from micropython.org/download/RPI_PICO) and the RP2040 "
+                f"B1 boot ROM (rp2040-bootrom-B1.bin)")
+CHANNELS = ("usb", "uart0", "uart1")
+
+
+class PicoError(RuntimeError):
+    pass
+
+
+def firmware_image():
+    """The UF2 to flash: $PICO_FIRMWARE, or the shared RPI_PICO build; None when absent."""
+    path = Path(os.environ.get("PICO_FIRMWARE") or SHARED / FIRMWARE_NAME)
+    return path if path.is_file() else None
+
+
+def bootrom_image():
+    path = Path(os.environ.get("PICO_BOOTROM") or SHARED / "rp2040-bootrom-B1.bin")
+    return path if path.is_file() else None
+
+
+def missing():
+    """Why an emulated Pico cannot start here, or None when it can."""
+    if shutil.which("node") is None:
+        return "Node.js is not installed: run `make setup` (it installs Debian's nodejs)"
+    if not (RUNNER.parent / "node_modules" / "rp2040js").is_dir():
+        return "rp2040js is not installed: run `make setup` (npm ci in host_tools/pico)"
+    if firmware_image() is None or bootrom_image() is None:
+        return (f"no Pico firmware image: set PICO_FIRMWARE (and PICO_BOOTROM) to "
+                f"{WHERE_TO_GET}, or put them in {SHARED}")
+    return None
+
+
+class _Bridge(threading.Thread):
+    """One channel: a pty (its path linked at `link`) joined to the runner's TCP port."""
+
+    def __init__(self, port, link):
+        super().__init__(daemon=True)
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.link = Path(link)
+        self.link.unlink(missing_ok=True)
+        self.link.symlink_to(os.ttyname(self.slave))
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stopping = False
+        self.start()
+
+    def run(self):
+        ends = [self.master, self.sock]
+        try:
+            while not self.stopping:
+                ready, _, _ = select.select(ends, [], [], 0.2)
+                if self.master in ready:
+                    self.sock.sendall(os.read(self.master, 4096))
+                if self.sock in ready:
+                    data = self.sock.recv(4096)
+                    if not data:
+                        return  # the runner is gone
+                    os.write(self.master, data)
+        except OSError:
+            return  # closed under us by close()
+
+    def close(self):
+        self.stopping = True
+        self.join(1)
+        for fd in (self.master, self.slave):
+            os.close(fd)
+        self.sock.close()
+        self.link.unlink(missing_ok=True)
+
+
+class Pico:
+    """`with Pico(directory) as pico:` a Pico running MicroPython; `pico.usb`,
+    `pico.uart0`, `pico.uart1` are its ptys; `pico.events` what the runner reports."""
+
+    def __init__(self, directory, firmware=None, flash_firmware=True):
+        reason = missing()
+        if reason is not None:
+            raise PicoError(reason)
+        self.dir = Path(directory).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.flash = self.dir / "flash.img"
+        self.firmware = Path(firmware) if firmware else firmware_image()
+        self.flash_firmware = flash_firmware or not self.flash.exists()
+        self.events = queue.Queue()
+        self.proc = None
+        self._bridges = {}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        command = ["node", str(RUNNER), "--bootrom", str(bootrom_image()),
+                   "--flash", str(self.flash)]
+        if self.flash_firmware:
+            command += ["--uf2", str(self.firmware)]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read_events, daemon=True).start()
+        ready = self.wait_for("ready", 30)
+        for name in CHANNELS:
+            self._bridges[name] = _Bridge(ready[name], self.dir / name)
+        self.flash_firmware = False  # a restart is a power cycle, not a reflash
+        return self
+
+    def _read_events(self):
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "output", "line": line.rstrip("\n")})
+        self.events.put({"event": "exit", "code": self.proc.wait(),
+                         "stderr": self.proc.stderr.read()})
+
+    def wait_for(self, name, timeout):
+        """The next event called `name`; PicoError if the runner stops or it takes longer."""
+        try:
+            while True:
+                event = self.events.get(timeout=timeout)
+                if event["event"] == name:
+                    return event
+                if event["event"] == "exit":
+                    raise PicoError(f"the emulated Pico stopped: {event['stderr'].strip()}")
+        except queue.Empty:
+            raise PicoError(f"the emulated Pico said no {name!r} within {timeout} s") from None
+
+    def path(self, channel):
+        return str(self.dir / channel)
+
+    @property
+    def usb(self):
+        return self.path("usb")
+
+    @property
+    def uart0(self):
+        return self.path("uart0")
+
+    @property
+    def uart1(self):
+        return self.path("uart1")
+
+    def command(self, **command):
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def gpio(self, pin, high):
+        """Drive input `pin` from the outside (a button, the E-stop loop)."""
+        self.command(gpio=[pin, 1 if high else 0])
+
+    def stats(self):
+        self.command(stats=True)
+        return self.wait_for("stats", 10)
+
+    def stop(self):
+        """Power off: the flash file keeps what was written."""
+        for bridge in self._bridges.values():
+            bridge.close()
+        self._bridges = {}
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
