@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat node test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet soak deploy hil clean
+.PHONY: setup socat node test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat $(PICO_MODULES)
 
@@ -55,6 +55,11 @@ hil: setup
 	@test -n "$(PORT)" -a -n "$(BUS)" || { echo "usage: make hil PORT=/dev/ttyACM0 BUS=/dev/ttyUSB0"; exit 2; }
 	$(BIN)/pytest -q hil_tests --port $(PORT) --bus $(BUS)
 
+# The HIL suite on an emulated Raspberry Pi Pico through a board's path: deploy over its
+# USB serial, then `pytest hil_tests --port <its UART1 link> --bus <its UART0>`.
+hil-rp2: setup
+	$(BIN)/python hil_tests/run_rp2.py -q
+
 # Put the firmware on a board over its USB REPL: BOARD names a file in boards/ (or a path).
 deploy: setup
 	@test -n "$(BOARD)" -a -n "$(PORT)" || { echo "usage: make deploy BOARD=esp32_devkitc PORT=/dev/ttyUSB0"; exit 2; }
@@ -78,6 +83,11 @@ bench-heap: setup
 # Heap taken by importing the firmware from .mpy files and from a ROMFS image.
 bench-romfs: setup
 	$(BIN)/python bench/romfs_bench.py
+
+# The evening scenario on an emulated Raspberry Pi Pico (rp2040js, the official rp2
+# build in ../shared/rp2 or PICO_FIRMWARE): deploy over USB, plant on UART0, link on UART1.
+bench-rp2: setup
+	$(BIN)/pilectl bench --target rp2 --out bench-out/rp2
 
 # The control period while the serial link and a TCP client flood the pile (about 1 minute).
 bench-flood: setup

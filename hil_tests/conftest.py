@@ -32,15 +32,21 @@ def pytest_configure(config):
                                 "adapter), or neither for the virtual bench")
 
 
+@pytest.fixture(scope="session")
+def board_key():
+    """One link key for a board's whole session: provisioned by the first test."""
+    return secrets.token_bytes(32)
+
+
 @pytest.fixture
-async def pile(request, tmp_path):
+async def pile(request, tmp_path, board_key):
     """A fresh pile with its plant and an authenticated client; the oracle is checked after."""
     port, bus = request.config.getoption("--port"), request.config.getoption("--bus")
     marker = request.node.get_closest_marker("virtual_only")
     if marker and port:
         pytest.skip(marker.args[0] if marker.args else "needs the virtual bench")
     if port:
-        opened = await BoardPile.open(port, bus, secrets.token_bytes(32))
+        opened = await BoardPile.open(port, bus, board_key)
     else:
         opened = await VirtualPile.open(tmp_path)
     try:

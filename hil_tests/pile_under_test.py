@@ -2,8 +2,10 @@
 
 import asyncio
 
+from pile import config
 from pile.control import STATE_IDLE
-from pilectl.client import Client
+from pilectl import wire
+from pilectl.client import Client, LinkError, PileError
 from pilectl.sim.run import Simulation
 from pilectl.vbench import VirtualBench
 
@@ -43,6 +45,17 @@ class PileUnderTest:
         """From now on, (time, registers) of every control-block write, as the plant sees it."""
         return self.plant.control_writes()
 
+    events_from = 0  # the index of the first event this test logged
+
+    async def events(self):
+        """The event entries [index, uptime, code, value] logged since the pile was opened
+        for this test, every page: a board keeps its log from test to test."""
+        entries, since = [], self.events_from
+        while page := await self.client.events(since):
+            entries += page
+            since = page[-1][0] + 1
+        return entries
+
     async def until(self, condition, timeout=8.0, what="the condition"):
         """The first TELEMETRY (as a dict) for which `condition` holds; fails after `timeout`."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -73,6 +86,10 @@ class VirtualPile(PileUnderTest):
     async def tcp(self, key=None):
         return await self.bench.tcp(key=key)
 
+    async def aggregator(self):
+        """The aggregator's link: TCP, as over Wi-Fi."""
+        return await self.bench.tcp()
+
     async def serial(self, key=None, technician=True):
         """A client on the wired link, the technician's unless `technician` is False."""
         return await self.bench.serial(key=key if key is not None else self.bench.key,
@@ -101,7 +118,12 @@ class VirtualPile(PileUnderTest):
 
 
 class BoardPile(PileUnderTest):
-    """A real board: the plant runs here on the RS485 adapter, the link is the USB serial."""
+    """A real board: the plant runs here on the RS485 adapter, the link is its serial port.
+
+    The session's first test provisions `key` on a board that has none; every later one
+    finds it there and reboots the board, so each test starts from a fresh boot (no
+    setpoint, no latch) with the default config and the suite's, as on the virtual bench;
+    `events()` gives the entries logged since."""
 
     @classmethod
     async def open(cls, port, bus, key, scenario=SCENARIO):
@@ -109,15 +131,52 @@ class BoardPile(PileUnderTest):
         self.sim = Simulation(scenario)
         self._sim_task = asyncio.create_task(self.sim.run(bus, duration_s=86400))
         self.port = port
-        wired = await Client.serial(port, key=None)  # a board without a key (see README)
-        await wired.provision_key(key)
         self.key = key
+        wired = None
+        try:
+            wired = await Client.serial(port, key=None)
+            await wired.provision_key(key)
+        except (LinkError, PileError):  # it signs: an earlier test of this session gave it
+            if wired is not None:  # the key (the HELLO is signed, or the change refused)
+                await wired.close()
+            wired = await self.serial()
+            booted = wired.hello
+            await wired.command("reboot")
+            await wired.close()
+            wired = await self._after_reboot(booted)
         self.client = wired
-        await wired.config_set(scenario["config"])
+        # every key back to its default (a board keeps its config from the last test, a
+        # fallback to charge, say), then the suite's
+        await wired.config_set({**config.defaults(), **scenario["config"]})
+        await self.until(lambda t: t["state"] == STATE_IDLE and t["site_w"] is not None,
+                         what="the pile settling idle with a meter reading")
+        self.events_from = (await wired.diagnostics())["event_next"]
         return self
+
+    async def _after_reboot(self, booted, timeout=20.0):
+        """A client once the board answers again after a reset: a HELLO with a new boot
+        nonce, not the old firmware's, which may still answer before it resets."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await asyncio.sleep(1)
+            try:
+                client = await self.serial()
+            except LinkError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                continue
+            if client.hello[wire.HELLO_NONCE] != booted[wire.HELLO_NONCE]:
+                return client
+            await client.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the board did not reset within {timeout} s")
 
     async def tcp(self, key=None):
         raise NotImplementedError("the board's TCP link needs Wi-Fi on the bench network")
+
+    async def aggregator(self):
+        """The aggregator's link: the serial port (TCP needs Wi-Fi on the bench network)."""
+        return await self.serial()
 
     async def serial(self, key=None):
         return await Client.serial(self.port, key=key if key is not None else self.key)
@@ -126,10 +185,10 @@ class BoardPile(PileUnderTest):
         raise NotImplementedError("pressing a real E-stop needs a relay on the bench")
 
     async def reboot_and_reconnect(self):
+        booted = self.client.hello
         await self.client.command("reboot")
         await self.client.close()
-        await asyncio.sleep(3)
-        self.client = await self.serial()
+        self.client = await self._after_reboot(booted)
 
     async def close(self):
         await self.client.close()

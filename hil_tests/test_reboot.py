@@ -12,7 +12,7 @@ async def test_reboot_keeps_config_and_key(pile):
     assert pile.client.nonce != nonce
     assert await pile.client.config_get(["min_soc", "ramp_w_per_s"]) == {
         "min_soc": 33, "ramp_w_per_s": 4000}
-    events = [e[2:] for e in await pile.client.events()]
+    events = [e[2:] for e in await pile.events()]
     # the log survives the reboot: the request, then the boot it caused
     assert events[0][0] == EVENT_BOOT
     at = events.index([EVENT_REBOOT_REQUESTED, 0])

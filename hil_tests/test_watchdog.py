@@ -43,5 +43,5 @@ async def test_a_hung_task_resets_the_pile_into_a_safe_state(pile, task):
     assert after["applied_w"] == 0 and after["ttl_left_s"] == 0  # the old setpoint is gone
     await asyncio.sleep(1.5)
     assert pile.plant.power_w == 0
-    boots = [e for e in await pile.client.events() if e[2] == EVENT_BOOT]
+    boots = [e for e in await pile.events() if e[2] == EVENT_BOOT]
     assert boots[-1][3] == RESET_WATCHDOG and len(boots) == 3  # first, hung, this one

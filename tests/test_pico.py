@@ -3,12 +3,13 @@ MicroPython's REPL over its USB serial with mpremote, UART0 and a GPIO from the 
 flash that survives a power cycle, and a watchdog that resets the chip."""
 
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import serial
-from helpers import BIN
+from helpers import BIN, ROOT
 from pilectl.pico import Pico, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -85,3 +86,16 @@ def test_the_watchdog_resets_the_chip_and_says_so(tmp_path):
             hung.wait()
         assert remote(board, "import machine; print(machine.reset_cause() == "
                              "machine.WDT_RESET)") == "True"
+
+
+def test_the_firmware_deploys_and_keeps_a_safety_rule_and_rides_a_bus_fault():
+    """`make hil-rp2`'s path, shortened: `pilectl deploy` over the USB serial, then the HIL
+    suite's site export cap (a safety rule) and lost meter (a bus fault) with the plant
+    on UART0 and the link on UART1; the oracle checks each."""
+    done = subprocess.run([sys.executable, str(ROOT / "hil_tests" / "run_rp2.py"), "-q",
+                           str(ROOT / "hil_tests" / "test_safety_rules.py"),
+                           "-k", "site_export_cap or lost_meter"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "on Raspberry Pi Pico with RP2040" in done.stdout
+    assert "2 passed" in done.stdout

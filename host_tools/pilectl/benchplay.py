@@ -39,18 +39,25 @@ def live_table(row, name):
     return table
 
 
-async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None):
+async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
+               target="unix"):
     """Run `scenario`; return (rows, summary). Writes bench.jsonl and bench.png in out_dir.
 
     `heapsize` (e.g. "64K") starts the firmware with `micropython -X heapsize=...`;
-    `firmware` runs another build (a directory, see pilectl.build).
+    `firmware` runs another build (a directory, see pilectl.build); `target` "rp2" runs
+    it on an emulated Raspberry Pi Pico (pilectl.picobench) instead of the unix port.
     """
-    bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
+    if target == "rp2":
+        from pilectl.picobench import PicoBench
+
+        bench = PicoBench(out_dir / "run", scenario, firmware=firmware)
+    else:
+        bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
     rows = []
     acked = refused = rejected = 0
     try:
         await bench.start()
-        client = await bench.tcp()
+        client = await bench.aggregator()
         schedule = sorted(scenario.get("aggregator", []), key=lambda s: s["at"])
         start = time.monotonic()
         request, request_until = None, 0.0
@@ -75,12 +82,13 @@ async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmwa
                     live.update(live_table(row, scenario.get("name", "?")))
         rejected = client.rejected
         await client.close()
+        figures = bench.figures()
     except (OSError, TimeoutError, LinkError, PileError) as exc:
         said = "\n".join(bench.firmware_output[-8:])
         raise RuntimeError(f"{exc}\nthe firmware's last words:\n{said}") from exc
     finally:
         await bench.stop()
-    summary = summarise(rows, bench, acked, refused, rejected)
+    summary = dict(summarise(rows, bench, acked, refused, rejected), **figures)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "bench.jsonl", "w") as trace:
         for row in rows:
@@ -111,6 +119,8 @@ def summarise(rows, bench, acked, refused, rejected):
         "setpoints_refused": refused,
         "link_messages_rejected": rejected,
         "violations": bench.sim.oracle.summary(),
+        "target": bench.target,
+        **({"machine": bench.machine} if bench.machine else {}),
     }
 
 
@@ -155,6 +165,7 @@ def summary_table(summary, out_dir):
     table = Table(title=f"Scenario {summary['scenario']}: summary")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    table.add_row("firmware ran on", summary.get("machine") or f"the {summary['target']} port")
     table.add_row("energy discharged (V2G)", f"{summary['discharged_wh']:.1f} Wh")
     table.add_row("energy charged", f"{summary['charged_wh']:.1f} Wh")
     table.add_row("peak shaved", f"{summary['peak_shaved_w'] / 1000:.1f} kW: the grid saw "
@@ -165,10 +176,14 @@ def summary_table(summary, out_dir):
     table.add_row("battery hottest", f"{summary['max_battery_temp_c']} degC")
     table.add_row("setpoints acked / refused",
                   f"{summary['setpoints_acked']} / {summary['setpoints_refused']}")
+    if "cpu_busy_pct" in summary:
+        table.add_row("core busy (emulated)", f"{summary['cpu_busy_pct']} % of the time, "
+                      f"emulated time at {summary['emulated_per_wall']:.2f}x wall time")
     table.add_row("oracle violations", str(len(summary["violations"])))
     table.add_row("trace / plot", f"{out_dir}/bench.jsonl, bench.png")
     return table
 
 
-def run(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None):
-    return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware))
+def run(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
+        target="unix"):
+    return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware, target))

@@ -38,13 +38,17 @@ def _needs_bench_extra(command, unix_port=False):
               "128K); implies --mpy, since a board runs the precompiled build.")
 @click.option("--mpy", is_flag=True, help="Run the .mpy build a board gets (mpy-cross), not the "
               "sources.")
+@click.option("--target", type=click.Choice(["unix", "rp2"]), default="unix",
+              show_default=True, help="unix: the MicroPython unix port; rp2: the official "
+              "Raspberry Pi Pico build on an emulated RP2040, deployed over its USB serial, "
+              "the plant on UART0, setpoints on the serial link (UART1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-def bench(scenario, out_dir, heapsize, mpy, as_json):
+def bench(scenario, out_dir, heapsize, mpy, target, as_json):
     """The virtual bench: firmware on MicroPython, simulated plant, host link, live.
 
     Exits 1 when the plant's safety oracle recorded a violation.
     """
-    _needs_bench_extra("bench", unix_port=True)
+    _needs_bench_extra("bench", unix_port=target == "unix")
     from pilectl import benchplay
     from pilectl.sim.run import ScenarioError, load_scenario
 
@@ -52,16 +56,23 @@ def bench(scenario, out_dir, heapsize, mpy, as_json):
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
+    if target == "rp2":
+        from pilectl.pico import missing
+
+        if missing() is not None:
+            raise click.ClickException(f"no emulated Pico here: {missing()}")
+        if heapsize:
+            raise click.ClickException("--heapsize is the unix port's: a Pico has its own heap")
     console = Console(stderr=as_json)
     firmware = None
-    if mpy or heapsize:
+    if (mpy or heapsize) and target == "unix":
         from pilectl.build import build
 
         firmware = Path(out_dir) / "firmware-mpy"
         build(firmware)
     try:
         _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json,
-                                   heapsize=heapsize, firmware=firmware)
+                                   heapsize=heapsize, firmware=firmware, target=target)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

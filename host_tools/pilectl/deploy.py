@@ -31,7 +31,8 @@ _MPY_CROSS_VERSION = re.compile(r"mpy v(\d+)\.(\d+)")
 _CHUNK = 512
 _BANNER = re.compile(rb"pile (\S+) firmware (\S+) running")  # pile/firmware.py says it
 
-# Runs on the board: its .mpy version, platform and the SHA-256 of every firmware file.
+# Runs on the board: its .mpy version, platform, the SHA-256 of every firmware file and
+# the machine MicroPython was built for.
 _INVENTORY = """
 import os, sys, hashlib, binascii
 def _h(p):
@@ -62,7 +63,8 @@ for _f in ('main.py', 'board.json'):
         _o[_f] = _h(_f)
     except OSError:
         pass
-print(repr((getattr(sys.implementation, '_mpy', 0), sys.platform, _o)))
+print(repr((getattr(sys.implementation, '_mpy', 0), sys.platform, _o,
+            getattr(sys.implementation, '_machine', sys.platform))))
 """
 
 
@@ -210,7 +212,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
     local_major = local_mpy_version()[0]
     board = RawRepl(port)
     try:
-        mpy, platform, remote = board.inventory()
+        mpy, platform, remote, machine = board.inventory()
         version = board_mpy_version(mpy)
         if version is None or version[0] != local_major:
             found = "no .mpy support" if version is None else "v{}.{}".format(*version)
@@ -225,7 +227,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
         board.restart_old()
         raise
     board.reset()
-    return board, {"pile_id": board_spec["pile_id"], "platform": platform,
+    return board, {"pile_id": board_spec["pile_id"], "platform": platform, "machine": machine,
             "board_mpy": "v{}.{}".format(*version), "files_total": len(image),
             "files_copied": copy, "bytes_copied": sum(len(image[p]) for p in copy),
             "files_removed": remove, "seconds": round(time.monotonic() - started, 2)}

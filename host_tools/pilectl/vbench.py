@@ -44,6 +44,9 @@ class VirtualBench:
     """Start with `await bench.start()`; `bench.sim` is the plant, `bench.key` the link key
     (the aggregator's), `bench.technician_key` the technician's."""
 
+    target = "unix"  # the MicroPython port the firmware runs on
+    machine = None  # what the board says it is, where a deploy asked
+
     def __init__(self, directory, scenario, key=True, heapsize=None, firmware=None):
         """`firmware` is a directory with main.py, pile/ and profiles/ (default: the
         firmware sources pilectl came with; pilectl.build makes the .mpy build a board
@@ -73,13 +76,22 @@ class VirtualBench:
         return board
 
     async def start(self):
+        await self._power_on()
+        await self._provision()
+        return self
+
+    async def _power_on(self):
+        """The wiring, the plant on the bus, the firmware running."""
         shutil.rmtree(self.dir / "state", ignore_errors=True)  # a fresh pile every bench
         self._ptys = [PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"),
                       PtyPair(self.dir / "link-pile", self.dir / "link-host")]
         self.board_path.write_text(json.dumps(self.board()))
         self._sim_task = asyncio.create_task(self.sim.run(self._ptys[0].b, duration_s=86400))
         await self.start_firmware()
-        if self.key is not None:  # as a technician does: over the wired link
+
+    async def _provision(self):
+        """The keys over the wired link, as a technician does; then the scenario's config."""
+        if self.key is not None:
             wired = await self.serial()
             try:
                 await wired.provision_key(self.key)
@@ -88,12 +100,19 @@ class VirtualBench:
                 await wired.close()
         config = self.scenario.get("config")
         if config:
-            client = await self.tcp(technician=True)
+            client = await self.technician()
             try:
                 await client.config_set(config)
             finally:
                 await client.close()
-        return self
+
+    async def technician(self):
+        """A client with the technician's key (and the link key)."""
+        return await self.tcp(technician=True)
+
+    def figures(self):
+        """What the target measures of itself for the summary: nothing on the unix port."""
+        return {}
 
     async def start_firmware(self, script=None, script_args=()):
         """Start (or restart, after `stop_firmware`) the firmware process and wait for it:
@@ -131,6 +150,10 @@ class VirtualBench:
 
     async def serial(self, key=None, technician_key=None):
         return await Client.serial(self.serial_device, key=key, technician_key=technician_key)
+
+    async def aggregator(self):
+        """The aggregator's client: TCP, signed with the link key."""
+        return await self.tcp()
 
     async def tcp(self, key=None, wait_s=3.0, technician=False):
         """A TCP client, the aggregator's (the link key), or with `technician` the

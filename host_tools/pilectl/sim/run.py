@@ -139,6 +139,14 @@ class Simulation:
         self._ending = []  # (time, event) for events with a duration
         self.log = []  # (time, event name, on)
 
+    def start_clock(self):
+        """The scenario's times (load profile, events) count from now: a bench that took
+        long to start (a deploy to a board) plays the scenario as written."""
+        now = self.plant.t
+        self.plant.load_w = piecewise([[at + now, w] for at, w in self.scenario.get("load_w")
+                                       or []])
+        self._pending = [dict(event, at=event["at"] + now) for event in self._pending]
+
     def inject(self, event, after_s=0.0):
         """Start `event` (a scenario event without "at") `after_s` from now: for runners
         that decide as they go, as the soak does."""

@@ -1,0 +1,44 @@
+"""`make hil-rp2`: the HIL suite on an emulated Raspberry Pi Pico, the path a real board takes.
+
+The official rp2 MicroPython on the emulated RP2040 (pilectl.pico), the firmware deployed
+over its USB serial with `pilectl deploy` (boards/pico.json), then
+`pytest hil_tests --port <UART1, the pile's serial link> --bus <UART0, the RS485 bus>`,
+exactly as `make hil` runs against a board on a cable (arguments go on to pytest; paths
+into hil_tests among them replace the whole suite). The E-stop loop (GP15) is held
+closed from the host. Without Node, rp2040js or the firmware image it says why and
+stops with exit code 0, as the suite's own tests skip.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pilectl import deploy
+from pilectl.pico import Pico, missing
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARD = ROOT / "boards" / "pico.json"
+
+
+def main(argv):
+    reason = missing()
+    if reason is not None:
+        print(f"hil-rp2: skipped: {reason}")
+        return 0
+    with tempfile.TemporaryDirectory() as directory, Pico(directory) as pico:
+        pico.gpio(15, 1)  # the E-stop loop closed (active low)
+        board, report = deploy.deploy(BOARD, pico.usb)
+        found = board.banner(60)
+        if found is None:
+            print("hil-rp2: the firmware did not start on the emulated Pico", file=sys.stderr)
+            return 1
+        print(f"hil-rp2: pile {found[0]} firmware {found[1]} on {report['machine']}, "
+              f"deployed in {report['seconds']} s", flush=True)
+        paths = [] if any("hil_tests" in a for a in argv) else [str(ROOT / "hil_tests")]
+        return subprocess.call([sys.executable, "-m", "pytest", *paths, "--port", pico.uart1,
+                                "--bus", pico.uart0, *argv], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
