@@ -10,6 +10,7 @@ import time
 import pytest
 import serial
 from helpers import BIN, ROOT
+from pilectl import deploy
 from pilectl.pico import Pico, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -99,3 +100,20 @@ def test_the_firmware_deploys_and_keeps_a_safety_rule_and_rides_a_bus_fault():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "on Raspberry Pi Pico with RP2040" in done.stdout
     assert "2 passed" in done.stdout
+
+
+def test_a_decision_allocates_nothing_on_the_32_bit_port(tmp_path):
+    """bench/decide_bench.py on the RP2040 with the deployed .mpy firmware: no heap
+    allocated per decision, as on the unix port (tests/test_decide_allocation.py). The
+    rp2 port has no sys.argv: the count is given in the source's place."""
+    with Pico(tmp_path) as board:
+        board.gpio(15, 1)  # the E-stop loop closed
+        repl, _ = deploy.deploy(ROOT / "boards" / "pico.json", board.usb)
+        assert repl.banner(60) is not None
+        source = (ROOT / "bench" / "decide_bench.py").read_text()
+        out = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
+                              "ARGV = ['decide_bench', '1000']\n"
+                              + source.replace("sys.argv", "ARGV")],
+                             capture_output=True, text=True, timeout=120)
+    assert "heap allocated per decision: 0 bytes (0 in total)" in out.stdout, \
+        out.stdout + out.stderr
