@@ -22,10 +22,14 @@ def pytest_addoption(parser):
     group = parser.getgroup("hil", "hardware in the loop")
     group.addoption("--port", help="the board's link (USB serial), e.g. /dev/ttyACM0")
     group.addoption("--bus", help="the USB-RS485 adapter wired to the board's Modbus port")
+    group.addoption("--estop", help="how to press the board's E-stop: HOST:PORT/PIN, an "
+                    "emulated Pico's control port and its E-stop input (make hil-rp2 gives it)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "virtual_only(reason): needs the virtual bench")
+    config.addinivalue_line("markers", "estop: presses the E-stop (the virtual bench's file, "
+                            "or a board's input given by --estop)")
     port, bus = config.getoption("--port"), config.getoption("--bus")
     if bool(port) != bool(bus):
         raise pytest.UsageError("give both --port (the board's link) and --bus (the RS485 "
@@ -45,8 +49,11 @@ async def pile(request, tmp_path, board_key):
     marker = request.node.get_closest_marker("virtual_only")
     if marker and port:
         pytest.skip(marker.args[0] if marker.args else "needs the virtual bench")
+    estop = request.config.getoption("--estop")
+    if request.node.get_closest_marker("estop") and port and not estop:
+        pytest.skip("pressing a board's E-stop needs --estop (a relay on a real bench)")
     if port:
-        opened = await BoardPile.open(port, bus, board_key)
+        opened = await BoardPile.open(port, bus, board_key, estop=estop)
     else:
         opened = await VirtualPile.open(tmp_path)
     try:

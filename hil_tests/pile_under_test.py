@@ -6,6 +6,7 @@ from pile import config
 from pile.control import STATE_IDLE
 from pilectl import wire
 from pilectl.client import Client, LinkError, PileError
+from pilectl.pico import send_command
 from pilectl.sim.run import Simulation
 from pilectl.vbench import VirtualBench
 
@@ -126,8 +127,10 @@ class BoardPile(PileUnderTest):
     `events()` gives the entries logged since."""
 
     @classmethod
-    async def open(cls, port, bus, key, scenario=SCENARIO):
+    async def open(cls, port, bus, key, scenario=SCENARIO, estop=None):
+        """`estop` (HOST:PORT/PIN): an emulated Pico's control port and E-stop input."""
         self = cls()
+        self.estop = estop
         self.sim = Simulation(scenario)
         self._sim_task = asyncio.create_task(self.sim.run(bus, duration_s=86400))
         self.port = port
@@ -182,7 +185,11 @@ class BoardPile(PileUnderTest):
         return await Client.serial(self.port, key=key if key is not None else self.key)
 
     def press_estop(self, pressed=True):
-        raise NotImplementedError("pressing a real E-stop needs a relay on the bench")
+        """Open (pressed) or close the E-stop loop: active low, as the board wires it."""
+        if self.estop is None:
+            raise NotImplementedError("pressing a real E-stop needs a relay on the bench")
+        control, _, pin = self.estop.rpartition("/")
+        send_command(control, gpio=[int(pin), 0 if pressed else 1])
 
     async def reboot_and_reconnect(self):
         booted = self.client.hello

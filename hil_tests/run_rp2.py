@@ -5,10 +5,12 @@ over its USB serial with `pilectl deploy` (boards/pico.json), then
 `pytest hil_tests --port <UART1, the pile's serial link> --bus <UART0, the RS485 bus>`,
 exactly as `make hil` runs against a board on a cable (arguments go on to pytest; paths
 into hil_tests among them replace the whole suite). The E-stop loop (GP15) is held
-closed from the host. Without Node, rp2040js or the firmware image it says why and
-stops with exit code 0, as the suite's own tests skip.
+closed from the host, and the suite presses it through the runner's control port
+(`--estop`), where a real bench would need a relay. Without Node, rp2040js or the
+firmware image it says why and stops with exit code 0, as the suite's own tests skip.
 """
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,8 @@ def main(argv):
         print(f"hil-rp2: skipped: {reason}")
         return 0
     with tempfile.TemporaryDirectory() as directory, Pico(directory) as pico:
-        pico.gpio(15, 1)  # the E-stop loop closed (active low)
+        estop_pin = json.loads(BOARD.read_text())["estop_pin"]
+        pico.gpio(estop_pin, 1)  # the E-stop loop closed (active low)
         board, report = deploy.deploy(BOARD, pico.usb)
         found = board.banner(60)
         if found is None:
@@ -36,8 +39,9 @@ def main(argv):
         print(f"hil-rp2: pile {found[0]} firmware {found[1]} on {report['machine']}, "
               f"deployed in {report['seconds']} s", flush=True)
         paths = [] if any("hil_tests" in a for a in argv) else [str(ROOT / "hil_tests")]
+        estop = f"{pico.control}/{estop_pin}"
         return subprocess.call([sys.executable, "-m", "pytest", *paths, "--port", pico.uart1,
-                                "--bus", pico.uart0, *argv], cwd=ROOT)
+                                "--bus", pico.uart0, "--estop", estop, *argv], cwd=ROOT)
 
 
 if __name__ == "__main__":

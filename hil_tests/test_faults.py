@@ -108,7 +108,7 @@ async def test_command_stop_latches_until_released(pile):
     await pile.until(lambda t: t["applied_w"] == -4000, what="power back after release")
 
 
-@pytest.mark.virtual_only("pressing the E-stop needs the virtual bench's E-stop file")
+@pytest.mark.estop
 async def test_estop_latches_and_release_waits_for_the_input(pile):
     await pile.client.setpoint(-4000, 60)
     await pile.until(lambda t: t["applied_w"] == -4000)
@@ -167,7 +167,7 @@ async def test_a_setpoint_before_the_first_converter_reading_is_busy(pile):
     assert (await pile.client.setpoint(-2000, 60))["target_w"] == -2000
 
 
-@pytest.mark.virtual_only("pressing the E-stop needs the virtual bench's E-stop file")
+@pytest.mark.estop
 async def test_a_20_ms_estop_press_latches_and_cuts_within_one_transaction(pile):
     await pile.client.setpoint(-4000, 60)
     await pile.until(lambda t: t["applied_w"] == -4000)

@@ -10,9 +10,10 @@
 // line's baud rate and only while the 32-byte receive FIFO has room, as on a wire.
 // Emulated time is paced to wall time. When the watchdog fires, the chip starts again
 // with the same flash and the watchdog's reason register set, so machine.reset_cause()
-// says WDT_RESET. Commands on stdin, one JSON object a line: {"gpio": [PIN, 0|1]} drives
-// an input pin, {"power": "cycle"} cuts and restores power. Events on stdout, one JSON
-// object a line: ready (the ports), boot (its cause), watchdog, stats.
+// says WDT_RESET. Commands on stdin or the control port, one JSON object a line:
+// {"gpio": [PIN, 0|1]} drives an input pin, {"power": "cycle"} cuts and restores power,
+// {"stats": true} asks for the counters. Events on stdout, one JSON object a line: ready
+// (the ports), boot (its cause), watchdog, stats.
 //
 // Four defects of rp2040js 1.4.1 are worked around here (../shared/rp2/README.md): the
 // emulated SSI drops flash writes (so the boot ROM's flash_range_erase and
@@ -321,26 +322,37 @@ for (const name of ['usb', 'uart0', 'uart1']) {
   ports[name] = await listen(name);
 }
 
-readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  let command;
+// One command (a JSON line), from stdin or from a client of the control port.
+function command(line) {
+  let order;
   try {
-    command = JSON.parse(line);
+    order = JSON.parse(line);
   } catch {
     emit({ event: 'error', detail: `not JSON: ${line}` });
     return;
   }
-  if (Array.isArray(command.gpio)) {
-    const [pin, value] = command.gpio;
-    pinLevels[pin] = !!value;
-    sim.rp2040.gpio[pin].setInputValue(!!value);
-  } else if (command.power === 'cycle') {
+  const pin = Array.isArray(order.gpio) ? order.gpio[0] : null;
+  if (Number.isInteger(pin) && pin >= 0 && pin < sim.rp2040.gpio.length) {
+    pinLevels[pin] = !!order.gpio[1];
+    sim.rp2040.gpio[pin].setInputValue(!!order.gpio[1]);
+  } else if (order.power === 'cycle') {
     resetPending = 'power';
-  } else if (command.stats) {
+  } else if (order.stats) {
     emit({ event: 'stats', emulated_ns: sim.clock.nanos, idle_ns: idleNs,
       instructions: executed, wall_ms: performance.now() - wallStart });
   } else {
     emit({ event: 'error', detail: `unknown command: ${line}` });
   }
+}
+
+readline.createInterface({ input: process.stdin }).on('line', command);
+// The control port: the same commands from another process (a test pressing the E-stop).
+const control = net.createServer((socket) => {
+  readline.createInterface({ input: socket }).on('line', command);
+  socket.on('error', () => {});
+});
+ports.control = await new Promise((resolve) => {
+  control.listen(0, args.host, () => resolve(control.address().port));
 });
 process.stdin.on('end', () => process.exit(0)); // the host is gone: so is the board
 

@@ -96,6 +96,14 @@ class _Bridge(threading.Thread):
         self.link.unlink(missing_ok=True)
 
 
+def send_command(control, **command):
+    """One command to a running emulated Pico from another process, by its control port
+    (HOST:PORT, `Pico.control`): `send_command(address, gpio=[15, 0])` presses an E-stop."""
+    host, _, port = control.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(json.dumps(command).encode() + b"\n")
+
+
 class Pico:
     """`with Pico(directory) as pico:` a Pico running MicroPython; `pico.usb`,
     `pico.uart0`, `pico.uart1` are its ptys; `pico.events` what the runner reports."""
@@ -110,6 +118,7 @@ class Pico:
         self.firmware = Path(firmware) if firmware else firmware_image()
         self.flash_firmware = flash_firmware or not self.flash.exists()
         self.events = queue.Queue()
+        self.control = None  # HOST:PORT of the runner's control port, once started
         self.proc = None
         self._bridges = {}
 
@@ -128,6 +137,7 @@ class Pico:
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_events, daemon=True).start()
         ready = self.wait_for("ready", 30)
+        self.control = f"127.0.0.1:{ready['control']}"
         for name in CHANNELS:
             self._bridges[name] = _Bridge(ready[name], self.dir / name)
         self.flash_firmware = False  # a restart is a power cycle, not a reflash
