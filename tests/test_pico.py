@@ -89,17 +89,18 @@ def test_the_watchdog_resets_the_chip_and_says_so(tmp_path):
                              "machine.WDT_RESET)") == "True"
 
 
-def test_the_firmware_deploys_and_keeps_a_safety_rule_and_rides_a_bus_fault():
+def test_the_firmware_deploys_keeps_a_safety_rule_rides_a_bus_fault_and_stops():
     """`make hil-rp2`'s path, shortened: `pilectl deploy` over the USB serial, then the HIL
-    suite's site export cap (a safety rule) and lost meter (a bus fault) with the plant
-    on UART0 and the link on UART1; the oracle checks each."""
+    suite's site export cap (a safety rule), lost meter (a bus fault) and the E-stop latch
+    on GP15, with the plant on UART0 and the link on UART1; the oracle checks each."""
     done = subprocess.run([sys.executable, str(ROOT / "hil_tests" / "run_rp2.py"), "-q",
                            str(ROOT / "hil_tests" / "test_safety_rules.py"),
-                           "-k", "site_export_cap or lost_meter"],
+                           str(ROOT / "hil_tests" / "test_faults.py"),
+                           "-k", "site_export_cap or lost_meter or estop_latches"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "on Raspberry Pi Pico with RP2040" in done.stdout
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
 
 
 def test_a_decision_allocates_nothing_on_the_32_bit_port(tmp_path):
