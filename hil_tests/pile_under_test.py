@@ -4,7 +4,7 @@ import asyncio
 
 from pile import config
 from pile.control import STATE_IDLE
-from pilectl import wire
+from pilectl import field, wire
 from pilectl.client import Client, LinkError, PileError
 from pilectl.pico import send_command
 from pilectl.sim.run import Simulation
@@ -51,11 +51,7 @@ class PileUnderTest:
     async def events(self):
         """The event entries [index, uptime, code, value] logged since the pile was opened
         for this test, every page: a board keeps its log from test to test."""
-        entries, since = [], self.events_from
-        while page := await self.client.events(since):
-            entries += page
-            since = page[-1][0] + 1
-        return entries
+        return await field.event_entries(self.client, self.events_from)
 
     async def until(self, condition, timeout=8.0, what="the condition"):
         """The first TELEMETRY (as a dict) for which `condition` holds; fails after `timeout`."""

@@ -16,8 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pilectl import deploy
-from pilectl.pico import Pico, missing
+from pilectl.pico import Pico, PicoError, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD = ROOT / "boards" / "pico.json"
@@ -29,15 +28,15 @@ def main(argv):
         print(f"hil-rp2: skipped: {reason}")
         return 0
     with tempfile.TemporaryDirectory() as directory, Pico(directory) as pico:
-        estop_pin = json.loads(BOARD.read_text())["estop_pin"]
-        pico.gpio(estop_pin, 1)  # the E-stop loop closed (active low)
-        board, report = deploy.deploy(BOARD, pico.usb)
-        found = board.banner(60)
-        if found is None:
-            print("hil-rp2: the firmware did not start on the emulated Pico", file=sys.stderr)
+        try:
+            report = pico.deploy(BOARD)
+        except PicoError as exc:
+            print(f"hil-rp2: {exc}", file=sys.stderr)
             return 1
-        print(f"hil-rp2: pile {found[0]} firmware {found[1]} on {report['machine']}, "
+        pile_id, version = report["banner"]
+        print(f"hil-rp2: pile {pile_id} firmware {version} on {report['machine']}, "
               f"deployed in {report['seconds']} s", flush=True)
+        estop_pin = json.loads(BOARD.read_text())["estop_pin"]
         paths = [] if any("hil_tests" in a for a in argv) else [str(ROOT / "hil_tests")]
         estop = f"{pico.control}/{estop_pin}"
         return subprocess.call([sys.executable, "-m", "pytest", *paths, "--port", pico.uart1,

@@ -10,7 +10,6 @@ import time
 import pytest
 import serial
 from helpers import BIN, ROOT
-from pilectl import deploy
 from pilectl.pico import Pico, missing
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -108,9 +107,7 @@ def test_a_decision_allocates_nothing_on_the_32_bit_port(tmp_path):
     allocated per decision, as on the unix port (tests/test_decide_allocation.py). The
     rp2 port has no sys.argv: the count is given in the source's place."""
     with Pico(tmp_path) as board:
-        board.gpio(15, 1)  # the E-stop loop closed
-        repl, _ = deploy.deploy(ROOT / "boards" / "pico.json", board.usb)
-        assert repl.banner(60) is not None
+        board.deploy(ROOT / "boards" / "pico.json")
         source = (ROOT / "bench" / "decide_bench.py").read_text()
         out = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
                               "ARGV = ['decide_bench', '1000']\n"

@@ -51,7 +51,7 @@ class PileLink:
                 ended = await self._open()
                 attempt = 0
                 await ended
-            except (OSError, wire.WireError, asyncio.IncompleteReadError):
+            except (OSError, wire.WireError):
                 self.counters["link_errors"] += 1
             finally:  # cancelled too: the pile sees the connection end
                 self._drop()

@@ -179,18 +179,24 @@ def config_rows(values):
     return rows
 
 
-async def events(client, since=0):
-    """Every event from index `since` on, decoded; pages are asked for until one comes
-    back empty, whatever page size the firmware uses, paced under the pile's request
-    budget (20 a second a connection: a faster reader is shed, not answered)."""
+async def event_entries(client, since=0):
+    """Every event entry [index, uptime, code, value] from index `since` on; pages are
+    asked for until one comes back empty, whatever page size the firmware uses, paced
+    under the pile's request budget (20 a second a connection: a faster reader is shed,
+    not answered)."""
     entries = []
     while page := await client.events(since):
         entries += page
         since = page[-1][0] + 1
         await asyncio.sleep(_PAGE_GAP_S)
+    return entries
+
+
+async def events(client, since=0):
+    """Every event from index `since` on, decoded."""
     return [{"index": index, "uptime_s": uptime, "event": names.EVENTS.get(code, f"code {code}"),
              "value": value, "detail": names.event_detail(code, value)}
-            for index, uptime, code, value in entries]
+            for index, uptime, code, value in await event_entries(client, since)]
 
 
 async def provision_key(client, target, remove=False, technician=False):

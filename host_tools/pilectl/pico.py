@@ -187,6 +187,21 @@ class Pico:
         """Drive input `pin` from the outside (a button, the E-stop loop)."""
         self.command(gpio=[pin, 1 if high else 0])
 
+    def deploy(self, board_file, source=None, wait_s=60):
+        """The firmware onto this board as onto a real one: its E-stop loop (the board
+        file's `estop_pin`, active low) held closed, `pilectl deploy` over the USB serial,
+        then its start-up line; the deploy's report with `banner` (pile id, version)."""
+        from pilectl import deploy
+
+        pin = json.loads(Path(board_file).read_text()).get("estop_pin")
+        if pin is not None:
+            self.gpio(pin, 1)
+        repl, report = deploy.deploy(board_file, self.usb, source)
+        found = repl.banner(wait_s)
+        if found is None:
+            raise PicoError(f"the firmware did not start on the emulated Pico within {wait_s} s")
+        return dict(report, banner=found)
+
     def stats(self):
         self.command(stats=True)
         return self.wait_for("stats", 10)

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import serial
 
-from pilectl import deploy
 from pilectl.client import Client
-from pilectl.pico import Pico
+from pilectl.pico import Pico, PicoError
 from pilectl.vbench import VirtualBench
 
 BOARD = Path(__file__).resolve().parents[2] / "boards" / "pico.json"
-_DEPLOY_WAIT_S = 60  # the first deploy copies 36 files over the emulated USB: about 10 s
 
 
 class PicoBench(VirtualBench):
@@ -65,9 +63,6 @@ class PicoBench(VirtualBench):
         (self.dir / "pico" / "flash.img").unlink(missing_ok=True)  # a fresh board every bench
         self.pico = Pico(self.dir / "pico")
         self.pico.start()
-        estop = self.board().get("estop_pin")
-        if estop is not None:
-            self.pico.gpio(estop, 1)  # the E-stop loop closed: not pressed (active low)
         self.board_path.write_text(json.dumps(self.board()))
         self._sim_task = asyncio.create_task(self.sim.run(self.pico.uart0, duration_s=86400))
         await self.start_firmware()
@@ -80,14 +75,14 @@ class PicoBench(VirtualBench):
         if script is not None:
             raise ValueError("an emulated Pico runs the deployed firmware only")
         loop = asyncio.get_running_loop()
-        board, self.deployed = await loop.run_in_executor(
-            None, deploy.deploy, self.board_path, self.pico.usb, self.firmware_dir)
-        self.machine = self.deployed.get("machine")
-        found = await loop.run_in_executor(None, board.banner, _DEPLOY_WAIT_S)
-        if found is None:
-            raise RuntimeError("the firmware did not start on the emulated Pico within "
-                               f"{_DEPLOY_WAIT_S} s")
-        self.firmware_output.append(f"pile {found[0]} firmware {found[1]} running")
+        try:
+            self.deployed = await loop.run_in_executor(
+                None, self.pico.deploy, self.board_path, self.firmware_dir)
+        except PicoError as exc:
+            raise RuntimeError(str(exc)) from None
+        self.machine = self.deployed["machine"]
+        pile_id, version = self.deployed["banner"]
+        self.firmware_output.append(f"pile {pile_id} firmware {version} running")
         self._console = _Console(self.pico.usb, self.firmware_output)
 
     async def stop_firmware(self):
