@@ -102,16 +102,81 @@ def test_the_firmware_deploys_keeps_a_safety_rule_rides_a_bus_fault_and_stops():
     assert "3 passed" in done.stdout
 
 
-def test_a_decision_allocates_nothing_on_the_32_bit_port(tmp_path):
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """A Pico with the firmware deployed (.mpy on littlefs), stopped at the REPL by the
+    first mpremote that connects to it."""
+    with Pico(tmp_path_factory.mktemp("deployed")) as board:
+        board.deploy(ROOT / "boards" / "pico.json")
+        yield board
+
+
+def test_a_decision_allocates_nothing_on_the_32_bit_port(deployed):
     """bench/decide_bench.py on the RP2040 with the deployed .mpy firmware: no heap
     allocated per decision, as on the unix port (tests/test_decide_allocation.py). The
     rp2 port has no sys.argv: the count is given in the source's place."""
-    with Pico(tmp_path) as board:
-        board.deploy(ROOT / "boards" / "pico.json")
-        source = (ROOT / "bench" / "decide_bench.py").read_text()
-        out = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
-                              "ARGV = ['decide_bench', '1000']\n"
-                              + source.replace("sys.argv", "ARGV")],
-                             capture_output=True, text=True, timeout=120)
+    source = (ROOT / "bench" / "decide_bench.py").read_text()
+    out = subprocess.run([str(BIN / "mpremote"), "connect", deployed.usb, "resume", "exec",
+                          "ARGV = ['decide_bench', '1000']\n"
+                          + source.replace("sys.argv", "ARGV")],
+                         capture_output=True, text=True, timeout=120)
     assert "heap allocated per decision: 0 bytes (0 in total)" in out.stdout, \
         out.stdout + out.stderr
+
+
+_UART_READS = """
+import asyncio, time
+from machine import UART, Pin
+from pile.hal.mcu import RS485, UartStream
+uart = UART(0, 19200, tx=Pin(0), rx=Pin(1), timeout=0, rxbuf=512)
+port = RS485(uart, Pin(2, Pin.OUT), 19200)
+view = memoryview(bytearray(256))
+got = longest = 0
+print('ready')
+while got < 200:
+    started = time.ticks_us()
+    got += port.readinto(view) or 0
+    longest = max(longest, time.ticks_diff(time.ticks_us(), started))
+    time.sleep_ms(2)
+print(got, longest)
+async def read_all(stream, lateness):
+    got = 0
+    while got < 200:
+        got += len(await stream.read(256))
+    lateness.append(got)
+async def tick(lateness):
+    while len(lateness) < 2:
+        due = time.ticks_add(time.ticks_ms(), 1)
+        await asyncio.sleep_ms(1)
+        lateness[0] = max(lateness[0], time.ticks_diff(time.ticks_ms(), due))
+async def main():
+    lateness = [0]
+    print('ready')
+    await asyncio.gather(read_all(UartStream(uart), lateness), tick(lateness))
+    print(*lateness)
+asyncio.new_event_loop()  # the stopped firmware's tasks stay queued: a clean loop
+asyncio.run(main())
+"""
+
+
+def test_the_hal_reads_a_uart_without_waiting_for_more_bytes(deployed):
+    """A MicroPython UART read asked for more than has come waits, busy, `timeout_char`
+    for each further byte: a reply trickling in at 19200 baud held the core and every
+    task for the whole frame. The HAL's Modbus port and link stream take what has come."""
+    with serial.Serial(deployed.uart0, 19200) as host, subprocess.Popen(
+            [str(BIN / "mpremote"), "connect", deployed.usb, "resume", "exec", _UART_READS],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as board:
+        watchdog = threading.Timer(60, board.kill)  # a hung script fails, not hangs, the test
+        watchdog.start()
+        lines = []
+        for line in board.stdout:  # 200 bytes each time the board says it is ready
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                host.write(bytes(200))
+        watchdog.cancel()
+        assert board.wait() == 0, "\n".join(lines)
+    modbus, link = lines[1], lines[3]
+    got, longest_us = map(int, modbus.split())
+    assert got == 200 and longest_us < 1000, modbus  # 200 bytes take 115 ms on the wire
+    lateness_ms, got = map(int, link.split())
+    assert got == 200 and lateness_ms < 5, link

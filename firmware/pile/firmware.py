@@ -101,8 +101,9 @@ class Firmware:
             return found
         pile = self.pile
         log = pile.events
-        return {"heap_free": self.loop.heap_free, "flash_writes": pile.store.writes +
-                log.journal.writes, "flash_errors": pile.flash_errors, "events_lost": log.lost,
+        return {"heap_free": self.loop.heap_free, "heap_low": self.loop.heap_low,
+                "flash_writes": pile.store.writes + log.journal.writes,
+                "flash_errors": pile.flash_errors, "events_lost": log.lost,
                 "event_next": log.next_index, "reset_cause": pile.reset_cause}
 
     def service_mode(self):

@@ -12,8 +12,9 @@
 // with the same flash and the watchdog's reason register set, so machine.reset_cause()
 // says WDT_RESET. Commands on stdin or the control port, one JSON object a line:
 // {"gpio": [PIN, 0|1]} drives an input pin, {"power": "cycle"} cuts and restores power,
-// {"stats": true} asks for the counters. Events on stdout, one JSON object a line: ready
-// (the ports), boot (its cause), watchdog, stats.
+// {"stats": true} asks for the counters, {"profile": N} samples the program counter every
+// N instructions until {"profile": 0} emits the samples. Events on stdout, one JSON object a line: ready
+// (the ports), boot (its cause), watchdog, stats, profile.
 //
 // Four defects of rp2040js 1.4.1 are worked around here (../shared/rp2/README.md): the
 // emulated SSI drops flash writes (so the boot ROM's flash_range_erase and
@@ -291,6 +292,8 @@ function answerRead() {
 
 let executed = 0; // instructions, since the last boot
 let idleNs = 0; // emulated time the core spent waiting for an interrupt, since then
+let profileEvery = 0; // sample the program counter every this many instructions (0: off)
+let profile = new Map(); // program counter -> samples
 
 function run() {
   if (resetPending) {
@@ -308,6 +311,10 @@ function run() {
       clock.tick(skip);
       idleNs += skip;
     } else {
+      if (profileEvery && executed % profileEvery === 0) {
+        const pc = mcu.core.PC;
+        profile.set(pc, (profile.get(pc) || 0) + 1);
+      }
       clock.tick(mcu.core.executeInstruction() * NS_PER_CYCLE);
       executed++;
     }
@@ -340,6 +347,12 @@ function command(line) {
   } else if (order.stats) {
     emit({ event: 'stats', emulated_ns: sim.clock.nanos, idle_ns: idleNs,
       instructions: executed, wall_ms: performance.now() - wallStart });
+  } else if (Number.isInteger(order.profile) && order.profile >= 0) {
+    if (!order.profile) {
+      emit({ event: 'profile', every: profileEvery, samples: Object.fromEntries(profile) });
+    }
+    profileEvery = order.profile;
+    profile = new Map();
   } else {
     emit({ event: 'error', detail: `unknown command: ${line}` });
   }

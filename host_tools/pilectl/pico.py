@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -205,6 +206,14 @@ class Pico:
     def stats(self):
         self.command(stats=True)
         return self.wait_for("stats", 10)
+
+    def profile(self, seconds, every=97):
+        """Where the core spends its instructions over `seconds`: {program counter:
+        samples}, one sample every `every` instructions (pilectl.armprofile names them)."""
+        self.command(profile=every)
+        time.sleep(seconds)
+        self.command(profile=0)
+        return {int(pc): n for pc, n in self.wait_for("profile", 10)["samples"].items()}
 
     def stop(self):
         """Power off: the flash file keeps what was written."""

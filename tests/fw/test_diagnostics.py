@@ -58,7 +58,7 @@ def test_the_largest_reply_fits_one_frame():
     loop.meter.last_error = DeviceException(4, 255)
     link.tcp_refused = link.tcp_closed_idle = link.send_failures = wifi.connects = _BIG
     pile.flash_errors = pile.events.lost = pile.store.writes = pile.events.journal.writes = _BIG
-    loop.heap_free = _BIG
+    loop.heap_free = loop.heap_low = _BIG
     session = Session(pile)
     session.seq = _BIG
     reply, fields = ask(pile, session)
@@ -66,7 +66,7 @@ def test_the_largest_reply_fits_one_frame():
     assert len(reply) + 2 <= MAX_FRAME, len(reply)
     reply, fields = ask(pile, session, 2, part=1)
     assert sorted(fields[2]) == ["event_next", "events_lost", "flash_errors", "flash_writes",
-                                 "heap_free", "reset_cause"]
+                                 "heap_free", "heap_low", "reset_cause"]
     assert len(reply) + 2 <= MAX_FRAME, len(reply)
 
 

@@ -3,12 +3,15 @@
     modbus_worker.py DEVICE BAUD
 
 Each stdin line is one request: `rh|ri UNIT ADDR COUNT`, `ws UNIT ADDR VALUE`,
-`wm UNIT ADDR HEX`, `rw UNIT RADDR RCOUNT WADDR HEX`, `stats`, or `drain` (drop the
-bytes waiting on the line with the heap locked, so any allocation fails). Each answer is
-one JSON line: {"data": hex} or {"error": kind, "code": n, "message": text}.
+`wm UNIT ADDR HEX`, `rw UNIT RADDR RCOUNT WADDR HEX`, `stats`, `drain` (drop the
+bytes waiting on the line with the heap locked, so any allocation fails), or `alloc`
+before a request (`alloc rh 1 0 4`: the heap bytes it allocated, once warm). Each answer
+is one JSON line: {"data": hex}, {"allocated": bytes} or {"error": kind, "code": n,
+"message": text}.
 """
 
 import asyncio
+import gc
 import json
 import sys
 from binascii import hexlify, unhexlify
@@ -20,22 +23,20 @@ from pile.modbus import DeviceException, Master, ModbusError
 master = Master(SerialPort(sys.argv[1]), int(sys.argv[2]), retries=1, timeout_ms=300)
 
 
-async def request(words):
+def prepare(words):
+    """(the master's coroutine function, its arguments) for one request line."""
     op = words[0]
     args = [int(w) for w in words[1:4]] if op != "wm" else [int(w) for w in words[1:3]]
     if op == "rh":
-        return await master.read_holding(*args)
+        return master.read_holding, args
     if op == "ri":
-        return await master.read_input(*args)
+        return master.read_input, args
     if op == "ws":
-        await master.write_single(*args)
-        return b""
+        return master.write_single, args
     if op == "wm":
-        await master.write_multiple(args[0], args[1], unhexlify(words[3]))
-        return b""
+        return master.write_multiple, args + [unhexlify(words[3])]
     if op == "rw":
-        unit, raddr, rcount, waddr = (int(w) for w in words[1:5])
-        return await master.read_write(unit, raddr, rcount, waddr, unhexlify(words[5]))
+        return master.read_write, [int(w) for w in words[1:5]] + [unhexlify(words[5])]
     raise ValueError(op)
 
 
@@ -61,9 +62,18 @@ async def main():
                 micropython.heap_unlock()
             print(json.dumps({"error": "MemoryError"} if failed else {"data": ""}))
             continue
+        if words[0] == "alloc":
+            call, args = prepare(words[1:])
+            await call(*args)  # warm: first-time attribute and dict growth
+            gc.collect()
+            before = gc.mem_alloc()
+            await call(*args)
+            print(json.dumps({"allocated": gc.mem_alloc() - before}))
+            continue
         try:
-            data = await request(words)
-            print(json.dumps({"data": hexlify(bytes(data)).decode()}))
+            call, args = prepare(words)
+            data = await call(*args)
+            print(json.dumps({"data": hexlify(bytes(data or b"")).decode()}))
         except DeviceException as exc:
             print(json.dumps({"error": "exception", "code": exc.code, "message": str(exc)}))
         except ModbusError as exc:

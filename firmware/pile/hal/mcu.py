@@ -2,6 +2,10 @@
 
 Neither port has a hardware RS485 mode, so the driver-enable (DE) pin is raised
 for the frame and lowered once its last bit has left the shift register.
+
+A MicroPython UART asked for more bytes than have come waits `timeout_char` (at least a
+millisecond, busy) for each further one, stopping every other task: so the UARTs here
+are read only as far as `any()` says (docs/pico.md).
 """
 
 import asyncio
@@ -27,12 +31,14 @@ class RS485:
         de.value(0)
 
     def readinto(self, buf: memoryview):
-        """The bytes waiting (the UART is set up with timeout=0), or None."""
-        return self.uart.readinto(buf)
+        """The bytes waiting, or None: never waits for more."""
+        waiting = self.uart.any()
+        return self.uart.readinto(buf, min(waiting, len(buf))) if waiting else None
 
     async def send(self, frame: bytes):
         self._de.value(1)
         self.uart.write(frame)
+        await asyncio.sleep_ms(len(frame) * self._char_us // 1000)  # its time on the wire
         while not self.uart.txdone():
             await asyncio.sleep_ms(1)
         time.sleep_us(self._char_us)  # txdone() can come before the final stop bit
@@ -40,8 +46,31 @@ class RS485:
 
     def drain_input(self) -> None:
         """Drop stale bytes (a late reply, line noise) before the next request."""
-        while self.uart.any():
-            self.uart.readinto(_STALE)
+        waiting = self.uart.any()
+        while waiting:
+            self.uart.readinto(_STALE, min(waiting, len(_STALE)))
+            waiting = self.uart.any()
+
+
+class UartStream:
+    """The host link's asyncio stream on a UART, reading only what has come: a flood of
+    bytes cannot hold the event loop in `read` (a bare StreamReader's read(256) waits
+    for each further byte, 22 ms for 256 at 115200 baud)."""
+
+    def __init__(self, uart: UART):
+        self._uart = uart
+        self._stream = asyncio.StreamReader(uart)
+
+    async def read(self, n: int) -> bytes:
+        first = await self._stream.read(1)  # waits in the event loop's poll, not busy
+        more = min(self._uart.any(), n - 1)
+        return first + self._uart.read(more) if more > 0 else first
+
+    def write(self, data) -> None:
+        self._stream.write(data)
+
+    async def drain(self) -> None:
+        await self._stream.drain()
 
 
 class McuHal:
@@ -63,7 +92,7 @@ class McuHal:
             return None
         uart = UART(wiring["uart"], baudrate=wiring["baud"], tx=Pin(wiring["tx"]),
                     rx=Pin(wiring["rx"]), timeout=0)
-        stream = asyncio.StreamReader(uart)
+        stream = UartStream(uart)
         return stream, stream
 
     def rs485(self, name: str = "modbus") -> RS485:
