@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat node test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat $(PICO_MODULES)
 
@@ -32,6 +32,21 @@ socat:
 
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+
+# The ARM cross-compiler for the production image, and the symbols of a build's .elf for
+# the emulated Pico's profiler (pilectl.armprofile).
+arm-gcc:
+	@command -v arm-none-eabi-gcc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi cmake; }
+
+# The production image (boards/rp2/README.md): MicroPython with the firmware frozen in, to
+# build/PILE_PICO/firmware.uf2 (and .elf). MICROPY_DIR: a MicroPython v1.28.0 checkout with
+# its submodules; PICOTOOL_DIR: picotool 2.2.0's CMake package (lib/cmake/picotool).
+firmware-rp2: arm-gcc
+	@test -d "$(MICROPY_DIR)/ports/rp2" || { echo "set MICROPY_DIR to a MicroPython v1.28.0 checkout with its submodules (boards/rp2/README.md)"; exit 2; }
+	$(MAKE) -C $(MICROPY_DIR)/mpy-cross
+	cmake -S $(MICROPY_DIR)/ports/rp2 -B build/PILE_PICO/cmake -DMICROPY_BOARD=PILE_PICO -DMICROPY_BOARD_DIR=$(CURDIR)/boards/rp2/PILE_PICO $(if $(PICOTOOL_DIR),-Dpicotool_DIR=$(PICOTOOL_DIR))
+	$(MAKE) -C build/PILE_PICO/cmake
+	cp build/PILE_PICO/cmake/firmware.uf2 build/PILE_PICO/cmake/firmware.elf build/PILE_PICO/
 
 # rp2040js, pinned in package-lock.json, for the emulated Pico (host_tools/pico/pico.mjs).
 $(PICO_MODULES): $(PICO)/package.json $(PICO)/package-lock.json | node
@@ -87,7 +102,7 @@ bench-romfs: setup
 # The evening scenario on an emulated Raspberry Pi Pico (rp2040js, the official rp2
 # build in ../shared/rp2 or PICO_FIRMWARE): deploy over USB, plant on UART0, link on UART1.
 bench-rp2: setup
-	$(BIN)/pilectl bench --target rp2 --out bench-out/rp2
+	$(BIN)/pilectl bench --target rp2 --out bench-out/rp2 $(if $(ROMFS),--romfs) $(if $(FROZEN),--frozen)
 
 # The control period while the serial link and a TCP client flood the pile (about 1 minute).
 bench-flood: setup

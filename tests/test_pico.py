@@ -10,7 +10,8 @@ import time
 import pytest
 import serial
 from helpers import BIN, ROOT
-from pilectl.pico import Pico, missing
+from pilectl.pico import SHARED, Pico, PicoError, firmware_image, missing
+from pilectl.picobench import bench_source
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -115,10 +116,8 @@ def test_a_decision_allocates_nothing_on_the_32_bit_port(deployed):
     """bench/decide_bench.py on the RP2040 with the deployed .mpy firmware: no heap
     allocated per decision, as on the unix port (tests/test_decide_allocation.py). The
     rp2 port has no sys.argv: the count is given in the source's place."""
-    source = (ROOT / "bench" / "decide_bench.py").read_text()
     out = subprocess.run([str(BIN / "mpremote"), "connect", deployed.usb, "resume", "exec",
-                          "ARGV = ['decide_bench', '1000']\n"
-                          + source.replace("sys.argv", "ARGV")],
+                          bench_source("decide_bench", 1000)],
                          capture_output=True, text=True, timeout=120)
     assert "heap allocated per decision: 0 bytes (0 in total)" in out.stdout, \
         out.stdout + out.stderr
@@ -180,3 +179,55 @@ def test_the_hal_reads_a_uart_without_waiting_for_more_bytes(deployed):
     assert got == 200 and longest_us < 1000, modbus  # 200 bytes take 115 ms on the wire
     lateness_ms, got = map(int, link.split())
     assert got == 200 and lateness_ms < 5, link
+
+
+@pytest.mark.skipif(firmware_image("romfs") is None,
+                    reason="no MicroPython build with a ROMFS partition: set PICO_FIRMWARE_ROMFS "
+                           f"(RPI_PICO_ROMFS, boards/rp2/README.md) or put it in {SHARED}")
+def test_a_romfs_deploy_takes_over_from_the_filesystem_and_is_not_rewritten(tmp_path):
+    """`pilectl deploy --romfs` onto a board that ran the firmware from its filesystem:
+    the `pile` package is imported from /rom (its bytecode in flash, not the heap), the
+    filesystem's copy, which would shadow it, is gone, and a second deploy of the same
+    firmware leaves the partition alone."""
+    board_file = ROOT / "boards" / "pico.json"
+    with Pico(tmp_path, firmware_image("romfs")) as board:
+        board.deploy(board_file)
+        first = board.deploy(board_file, layout="romfs")
+        assert first["romfs_written"] and any(p.startswith("pile/") for p in first["files_removed"])
+        again = board.deploy(board_file, layout="romfs")
+        assert not again["romfs_written"] and again["banner"][0] == "pile-pico-001"
+        where = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
+                                "import os, pile.firmware\nprint(pile.firmware.__file__, "
+                                "'pile' in os.listdir('/'))"],
+                               capture_output=True, text=True, timeout=60)
+    assert where.stdout.split() == ["/rom/pile/firmware.mpy", "False"], where.stdout + where.stderr
+
+
+@pytest.mark.skipif(firmware_image("frozen") is None,
+                    reason="no build with the firmware frozen in: `make firmware-rp2` "
+                           "(boards/rp2/README.md) or set PICO_FIRMWARE_FROZEN")
+def test_a_frozen_deploy_runs_the_frozen_firmware_and_refuses_a_stock_board(tmp_path):
+    """`pilectl deploy --frozen` on the production build: the frozen `pile` runs (the
+    filesystem's copy from an earlier deploy retired) and a decision allocates nothing
+    there too; on a stock build the deploy refuses before changing a file."""
+    board_file = ROOT / "boards" / "pico.json"
+    with Pico(tmp_path / "frozen", firmware_image("frozen")) as board:
+        board.deploy(board_file)
+        report = board.deploy(board_file, layout="frozen")
+        assert any(p.startswith("pile/") for p in report["files_removed"])
+        where = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
+                                "import os, pile.firmware\nprint(pile.firmware.__file__, "
+                                "'pile' in os.listdir('/'))"],
+                               capture_output=True, text=True, timeout=60)
+        # a frozen module's file is its source's name; the filesystem's would be .mpy
+        assert where.stdout.split() == ["pile/firmware.py", "False"], where.stdout + where.stderr
+        # frozen literals above 8191 are big ints: a decision allocated 6 B on average
+        out = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
+                              bench_source("decide_bench", 1000)],
+                             capture_output=True, text=True, timeout=120)
+        assert "heap allocated per decision: 0 bytes (0 in total)" in out.stdout, \
+            out.stdout + out.stderr
+    with Pico(tmp_path / "stock") as board:
+        board.deploy(board_file)
+        with pytest.raises(PicoError, match="no firmware frozen in"):
+            board.deploy(board_file, layout="frozen")

@@ -170,6 +170,13 @@ class Config:
 
     def _apply(self):
         for key, value in self.values.items():
-            setattr(self, key, value)
+            setattr(self, key, _small(value))
         for key in _X10:
-            setattr(self, key + "_x10", self.values[key] * 10)
+            setattr(self, key + "_x10", _small(self.values[key] * 10))
+
+
+def _small(value):
+    """`value`, an int made a small int. In a firmware frozen into a 32-bit port, literals
+    above 8191 (the defaults 60000, 11000, 16384) are big-int objects, and arithmetic on
+    one allocates in every decision; a parsed int is small whenever it fits."""
+    return int(str(value)) if type(value) is int else value

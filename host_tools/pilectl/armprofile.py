@@ -2,7 +2,7 @@
 
 The official builds ship an `.elf` beside the `.uf2`; Debian's binutils-arm-none-eabi
 lists its functions (`arm-none-eabi-nm`). A sample falls in the function whose start is
-the nearest at or below it (and within its size).
+the nearest at or below it (and within its size, where the symbol has one).
 """
 
 import bisect
@@ -22,6 +22,8 @@ class Symbols:
         self.starts, self.entries = [], []
         for line in out.splitlines():
             parts = line.split()
+            if len(parts) == 3 and parts[1] in "tTwW":  # no size
+                parts = [parts[0], "0", *parts[1:]]
             if len(parts) == 4 and parts[2] in "tTwW":
                 start, size = int(parts[0], 16), int(parts[1], 16)
                 self.starts.append(start & ~1)
@@ -31,7 +33,7 @@ class Symbols:
         i = bisect.bisect_right(self.starts, pc) - 1
         if i >= 0:
             start, size, name = self.entries[i]
-            if pc < start + size:
+            if pc < start + size or size == 0:  # hand-written assembly has no size
                 return name
         return "rom" if pc < 0x4000 else f"?{pc:#x}"
 

@@ -40,17 +40,18 @@ def live_table(row, name):
 
 
 async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
-               target="unix"):
+               target="unix", layout="stock"):
     """Run `scenario`; return (rows, summary). Writes bench.jsonl and bench.png in out_dir.
 
     `heapsize` (e.g. "64K") starts the firmware with `micropython -X heapsize=...`;
     `firmware` runs another build (a directory, see pilectl.build); `target` "rp2" runs
-    it on an emulated Raspberry Pi Pico (pilectl.picobench) instead of the unix port.
+    it on an emulated Raspberry Pi Pico (pilectl.picobench) instead of the unix port,
+    its modules laid out as `layout` says (pilectl.pico.LAYOUTS).
     """
     if target == "rp2":
         from pilectl.picobench import PicoBench
 
-        bench = PicoBench(out_dir / "run", scenario, firmware=firmware)
+        bench = PicoBench(out_dir / "run", scenario, firmware=firmware, layout=layout)
     else:
         bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
     rows = []
@@ -82,7 +83,7 @@ async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmwa
                     live.update(live_table(row, scenario.get("name", "?")))
         rejected = client.rejected
         await client.close()
-        figures = bench.figures()
+        figures = await bench.figures()
     except (OSError, TimeoutError, LinkError, PileError) as exc:
         said = "\n".join(bench.firmware_output[-8:])
         raise RuntimeError(f"{exc}\nthe firmware's last words:\n{said}") from exc
@@ -165,7 +166,9 @@ def summary_table(summary, out_dir):
     table = Table(title=f"Scenario {summary['scenario']}: summary")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    table.add_row("firmware ran on", summary.get("machine") or f"the {summary['target']} port")
+    table.add_row("firmware ran on", (summary.get("machine") or f"the {summary['target']} port")
+                  + {"romfs": ", its modules in ROMFS", "frozen": ", its modules frozen in"}.get(
+                      summary.get("layout"), ""))
     table.add_row("energy discharged (V2G)", f"{summary['discharged_wh']:.1f} Wh")
     table.add_row("energy charged", f"{summary['charged_wh']:.1f} Wh")
     table.add_row("peak shaved", f"{summary['peak_shaved_w'] / 1000:.1f} kW: the grid saw "
@@ -178,12 +181,22 @@ def summary_table(summary, out_dir):
                   f"{summary['setpoints_acked']} / {summary['setpoints_refused']}")
     if "cpu_busy_pct" in summary:
         table.add_row("core busy (emulated)", f"{summary['cpu_busy_pct']} % of the time, "
-                      f"emulated time at {summary['emulated_per_wall']:.2f}x wall time")
+                      f"{summary['cpu_per_period_ms']} ms a control period; emulated time "
+                      f"at {summary['emulated_per_wall']:.2f}x wall time")
+        table.add_row("on the board: a decision / a signed SETPOINT / a TELEMETRY",
+                      f"{summary['decide_us']} / {summary['setpoint_us']} / "
+                      f"{summary['telemetry_us']} us")
+        table.add_row("heap: total / free at boot / held by imports",
+                      f"{summary['heap_total']} / {summary['heap_boot_free']} / "
+                      f"{summary['heap_imports']} B")
+        table.add_row("heap while running: live / lowest free",
+                      f"{summary['heap_live']} / {summary['heap_low']} B")
     table.add_row("oracle violations", str(len(summary["violations"])))
     table.add_row("trace / plot", f"{out_dir}/bench.jsonl, bench.png")
     return table
 
 
 def run(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
-        target="unix"):
-    return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware, target))
+        target="unix", layout="stock"):
+    return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware, target,
+                            layout))

@@ -42,8 +42,12 @@ def _needs_bench_extra(command, unix_port=False):
               show_default=True, help="unix: the MicroPython unix port; rp2: the official "
               "Raspberry Pi Pico build on an emulated RP2040, deployed over its USB serial, "
               "the plant on UART0, setpoints on the serial link (UART1).")
+@click.option("--romfs", is_flag=True, help="With --target rp2: the RPI_PICO_ROMFS build, the "
+              "firmware's modules deployed into its ROMFS partition (pilectl deploy --romfs).")
+@click.option("--frozen", is_flag=True, help="With --target rp2: the PILE_PICO build with the "
+              "firmware frozen in (make firmware-rp2, or PICO_FIRMWARE_FROZEN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-def bench(scenario, out_dir, heapsize, mpy, target, as_json):
+def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, as_json):
     """The virtual bench: firmware on MicroPython, simulated plant, host link, live.
 
     Exits 1 when the plant's safety oracle recorded a violation.
@@ -57,12 +61,24 @@ def bench(scenario, out_dir, heapsize, mpy, target, as_json):
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     if target == "rp2":
-        from pilectl.pico import missing
+        from pilectl.pico import firmware_image, missing
 
         if missing() is not None:
             raise click.ClickException(f"no emulated Pico here: {missing()}")
         if heapsize:
             raise click.ClickException("--heapsize is the unix port's: a Pico has its own heap")
+        if romfs and frozen:
+            raise click.ClickException("--romfs or --frozen: the modules go to one place")
+        if romfs and firmware_image("romfs") is None:
+            raise click.ClickException("no MicroPython build with a ROMFS partition: set "
+                                       "PICO_FIRMWARE_ROMFS to one (RPI_PICO_ROMFS)")
+        if frozen and firmware_image("frozen") is None:
+            raise click.ClickException("no build with the firmware frozen in: run `make "
+                                       "firmware-rp2` or set PICO_FIRMWARE_FROZEN "
+                                       "(boards/rp2/README.md)")
+    elif romfs or frozen:
+        raise click.ClickException("--romfs and --frozen need --target rp2: the unix port "
+                                   "has no flash (make bench-romfs measures a ROMFS image)")
     console = Console(stderr=as_json)
     firmware = None
     if (mpy or heapsize) and target == "unix":
@@ -72,7 +88,8 @@ def bench(scenario, out_dir, heapsize, mpy, target, as_json):
         build(firmware)
     try:
         _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json,
-                                   heapsize=heapsize, firmware=firmware, target=target)
+                                   heapsize=heapsize, firmware=firmware, target=target,
+                                   layout="romfs" if romfs else "frozen" if frozen else "stock")
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -371,8 +388,13 @@ def provision_key(remove, technician, as_json, **link):
 @click.option("--source", type=click.Path(file_okay=False), help="Another firmware tree "
               "(default: this repository's firmware/).")
 @click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the pile.")
+@click.option("--romfs", is_flag=True, help="Put the firmware's modules into the board's ROMFS "
+              "partition (a MicroPython build with one, e.g. RPI_PICO_ROMFS): they run from "
+              "flash, leaving the heap free.")
+@click.option("--frozen", is_flag=True, help="The board's MicroPython has the firmware frozen "
+              "in (boards/rp2/PILE_PICO): copy only main.py, the board file and the profiles.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only.")
-def deploy(board_file, port, link, source, wait, as_json):
+def deploy(board_file, port, link, source, wait, romfs, frozen, as_json):
     """Compile the firmware for the board's MicroPython, copy what changed, reset, and wait
     until the pile answers."""
     from rich.progress import Progress
@@ -389,7 +411,8 @@ def deploy(board_file, port, link, source, wait, as_json):
             progress.update(task, completed=sum(done.values()), description=f"copying {path}")
 
         try:
-            board, report = deployer.deploy(board_file, port, source, on_bytes)
+            board, report = deployer.deploy(board_file, port, source, on_bytes, romfs=romfs,
+                                            frozen=frozen)
         except deployer.DeployError as exc:
             raise click.ClickException(str(exc)) from None
     if link:
@@ -408,6 +431,9 @@ def deploy(board_file, port, link, source, wait, as_json):
     console.print(f"copied {len(report['files_copied'])} of {report['files_total']} files "
                   f"({report['bytes_copied']} bytes), removed {len(report['files_removed'])}, "
                   f"in {report['seconds']} s")
+    if romfs:
+        console.print(f"ROMFS image of {report['romfs_bytes']} bytes "
+                      + ("written" if report["romfs_written"] else "already on the board"))
     console.print(f"pile {report['pile_id']} runs firmware {report['firmware']} "
                   f"(answered on {report['answered_on']})")
 

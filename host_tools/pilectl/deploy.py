@@ -7,10 +7,28 @@ renamed only once all of them are on the board, `main.py` last, so a deploy cut
 by a power loss or a pulled cable leaves the old firmware (or, in the instant of
 renaming, a mix that the next deploy repairs) but never a half-written module.
 Stale modules under `pile/` are removed: a left-over `.py` would shadow its `.mpy`.
+
+`--romfs` puts the `pile` package into the board's ROMFS partition instead (MicroPython
+1.25+ builds with one, such as RPI_PICO_ROMFS or boards/rp2/PILE_PICO): its bytecode then
+runs in place from flash rather than being copied into the heap. The image is built with
+mpremote's ROMFS builder and written with `mpremote romfs deploy`, only when it differs
+from what the partition holds. Before the write the board is soft-reset and its
+watchdog fed from a timer whose code is in RAM (the firmware's own service-mode timer
+may run code from the ROMFS being overwritten). `main.py`, the board file and the
+profiles stay on the filesystem; a `pile/` folder there, which would shadow the ROMFS
+(the filesystem comes first on `sys.path`), is renamed away in one step once the new
+image is in place, then deleted.
+
+`--frozen` is for a MicroPython build with the firmware frozen in (boards/rp2/PILE_PICO):
+it checks, after a soft reset, that the board's frozen `pile` is this firmware's version,
+copies only `main.py`, the board file and the profiles, and retires a filesystem `pile/`
+the same way.
 """
 
 import ast
+import contextlib
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -66,6 +84,36 @@ for _f in ('main.py', 'board.json'):
 print(repr((getattr(sys.implementation, '_mpy', 0), sys.platform, _o,
             getattr(sys.implementation, '_machine', sys.platform))))
 """
+
+
+# Runs on the board: the SHA-256 of its ROMFS partition's first N bytes, or None when its
+# MicroPython has no ROMFS partition.
+_ROMFS_HASH = """
+import vfs, hashlib, binascii
+try:
+    _d = vfs.rom_ioctl(2, 0)
+except (AttributeError, OSError):
+    _d = -1
+print(repr(None if isinstance(_d, int) else
+           binascii.hexlify(hashlib.sha256(memoryview(_d)[:%d]).digest()).decode()))
+"""
+# After a soft reset: the watchdog the firmware started runs on, fed by code in RAM.
+_FEED_WATCHDOG = """
+import machine
+_wdt = machine.WDT(timeout=8388)
+_feeder = machine.Timer(period=1000, callback=lambda t: _wdt.feed())
+"""
+# After a soft reset (nothing imported yet): the version of the board's frozen firmware.
+_FROZEN_VERSION = """
+import sys
+sys.path[:] = ['.frozen']
+try:
+    import pile
+    print(repr(pile.VERSION))
+except ImportError:
+    print(repr(None))
+"""
+_ROMFS_PACKAGE = "pile/"
 
 
 class DeployError(Exception):
@@ -171,6 +219,57 @@ class RawRepl:
         for path in paths:
             self.transport.fs_rmfile(path)
 
+    def romfs_hash(self, size):
+        """SHA-256 of the ROMFS partition's first `size` bytes; None without a partition."""
+        return ast.literal_eval(self.transport.exec(_ROMFS_HASH % size).decode().strip())
+
+    def soft_reset(self):
+        """A soft reset in the raw REPL (main.py does not run), the firmware's watchdog fed
+        from code in RAM until the next reset."""
+        t = self.transport
+        try:
+            t.exit_raw_repl()
+            t.enter_raw_repl(soft_reset=True)
+            t.exec(_FEED_WATCHDOG)
+        except (TransportError, OSError) as exc:
+            raise DeployError(f"the board did not come back from a soft reset ({exc}): "
+                              "power-cycle it and deploy again") from None
+
+    def frozen_version(self):
+        """The version of the firmware frozen into the board's MicroPython, or None."""
+        self.soft_reset()
+        return ast.literal_eval(self.transport.exec(_FROZEN_VERSION).decode().strip())
+
+    def write_romfs(self, port, image):
+        """Soft-reset, feed the watchdog from RAM, and write `image` to ROMFS partition 0
+        with `mpremote romfs deploy` (which needs the port: this REPL lets go of it)."""
+        self.soft_reset()
+        self.transport.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "firmware.romfs"
+            path.write_bytes(image)
+            done = subprocess.run([str(Path(sys.executable).parent / "mpremote"), "connect",
+                                   port, "resume", "romfs", "deploy", str(path)],
+                                  capture_output=True, text=True)
+        self.__init__(port)
+        if done.returncode:
+            raise DeployError(f"writing the ROMFS image failed: {done.stdout[-300:]}"
+                              f"{done.stderr[-300:]}; the firmware on the filesystem is intact")
+
+    def retire_package(self, remote):
+        """Rename the filesystem's `pile/` away (one step: the ROMFS copy takes over),
+        then delete it."""
+        if not any(path.startswith(_ROMFS_PACKAGE) for path in remote):
+            return []
+        t = self.transport
+        t.exec("import os\ntry:\n os.rename('pile', 'pile.old')\nexcept OSError:\n pass")
+        gone = sorted(p for p in remote if p.startswith(_ROMFS_PACKAGE))
+        for path in gone:
+            t.fs_rmfile("pile.old/" + path[len(_ROMFS_PACKAGE):])
+        t.exec("import os\nfor _d in ('pile.old/hal', 'pile.old'):\n try:\n"
+               "  os.rmdir(_d)\n except OSError:\n  pass")
+        return gone
+
     def reset(self):
         """Leave the raw REPL and soft-reset from the normal REPL, which runs main.py."""
         self.transport.exit_raw_repl()
@@ -204,13 +303,48 @@ class RawRepl:
         return None
 
 
-def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
+def split_package(image):
+    """(the `pile` package's files, the rest) of `image`."""
+    package = {path: data for path, data in image.items() if path.startswith(_ROMFS_PACKAGE)}
+    return package, {path: data for path, data in image.items() if path not in package}
+
+
+def romfs_image(package):
+    """A ROMFS image of the package's files, made with mpremote's builder."""
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, data in package.items():
+            (Path(tmp) / path).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / path).write_bytes(data)
+        with contextlib.redirect_stdout(io.StringIO()):  # it lists every file it adds
+            return make_romfs(tmp, mpy_cross=False)
+
+
+def source_version(source=None):
+    """The VERSION in the firmware tree's `pile/__init__.py`."""
+    text = (Path(source or builder.FIRMWARE) / "pile" / "__init__.py").read_text()
+    return ast.literal_eval(re.search(r"^VERSION = (.+)$", text, re.M)[1])
+
+
+def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romfs=False,
+           frozen=False):
     """Deploy and reset; returns the RawRepl (for its console `banner`) and a report (files,
-    bytes, seconds). Waiting for HELLO is the caller's, which knows the link."""
+    bytes, seconds). Waiting for HELLO is the caller's, which knows the link. `romfs`: the
+    `pile` package into the ROMFS partition; `frozen`: the board's MicroPython has it
+    frozen in (see the module's docstring)."""
+    if romfs and frozen:
+        raise DeployError("--romfs and --frozen exclude each other: the firmware's modules "
+                          "go to one place")
     started = time.monotonic()
     board_spec, image = build_image(board_file, source)
+    rom = None
+    if romfs or frozen:
+        package, image = split_package(image)
+        rom = romfs_image(package) if romfs else None
     local_major = local_mpy_version()[0]
     board = RawRepl(port)
+    rom_written = False
     try:
         mpy, platform, remote, machine = board.inventory()
         version = board_mpy_version(mpy)
@@ -219,15 +353,39 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None):
             raise DeployError(f"the board's MicroPython loads .mpy {found}, this mpy-cross "
                               f"emits v{local_major}: flash MicroPython 1.22 or later "
                               "(docs/field-guide.md)")
+        if rom is not None:
+            held = board.romfs_hash(len(rom))
+            if held is None:
+                raise DeployError("this board's MicroPython has no ROMFS partition: flash a "
+                                  "build with one (RPI_PICO_ROMFS, boards/rp2/PILE_PICO) or "
+                                  "deploy without --romfs")
+            if held != hashlib.sha256(rom).hexdigest():
+                on_bytes("ROMFS", 0)
+                board.write_romfs(port, rom)
+                on_bytes("ROMFS", len(rom))
+                rom_written = True
+        if frozen:
+            held, wanted = board.frozen_version(), source_version(source)
+            if held != wanted:
+                raise DeployError(
+                    "this board's MicroPython has no firmware frozen in: flash the "
+                    "PILE_PICO build (boards/rp2/README.md) or deploy without --frozen"
+                    if held is None else f"the board's frozen firmware is {held}, this one "
+                    f"{wanted}: flash a build of this version (boards/rp2/README.md)")
         local = {path: hashlib.sha256(data).hexdigest() for path, data in image.items()}
         copy, remove = plan(local, remote)
+        if romfs or frozen:
+            remove = [p for p in remove if not p.startswith(_ROMFS_PACKAGE)]
         board.write(image, copy, on_bytes)
         board.remove(remove)
+        if romfs or frozen:
+            remove += board.retire_package(remote)
     except BaseException:
         board.restart_old()
         raise
     board.reset()
     return board, {"pile_id": board_spec["pile_id"], "platform": platform, "machine": machine,
-            "board_mpy": "v{}.{}".format(*version), "files_total": len(image),
-            "files_copied": copy, "bytes_copied": sum(len(image[p]) for p in copy),
-            "files_removed": remove, "seconds": round(time.monotonic() - started, 2)}
+                   "board_mpy": "v{}.{}".format(*version), "files_total": len(image),
+                   "files_copied": copy, "bytes_copied": sum(len(image[p]) for p in copy),
+                   "files_removed": remove, "seconds": round(time.monotonic() - started, 2),
+                   **({"romfs_bytes": len(rom), "romfs_written": rom_written} if romfs else {})}

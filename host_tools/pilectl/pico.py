@@ -25,6 +25,10 @@ import pilectl
 RUNNER = Path(pilectl.__file__).resolve().parent.parent / "pico" / "pico.mjs"
 SHARED = Path(pilectl.__file__).resolve().parents[3] / "shared" / "rp2"
 FIRMWARE_NAME = "RPI_PICO-v1.28.0.uf2"
+FROZEN_BUILD = Path(pilectl.__file__).resolve().parents[2] / "build" / "PILE_PICO" / "firmware.uf2"
+LAYOUTS = {"stock": ("PICO_FIRMWARE", SHARED / FIRMWARE_NAME),
+           "romfs": ("PICO_FIRMWARE_ROMFS", SHARED / "RPI_PICO_ROMFS-v1.28.0.uf2"),
+           "frozen": ("PICO_FIRMWARE_FROZEN", FROZEN_BUILD)}
 WHERE_TO_GET = (f"the official MicroPython v1.28.0 build for the Raspberry Pi Pico "
                 f"({FIRMWARE_NAME}, from micropython.org/download/RPI_PICO) and the RP2040 "
                 f"B1 boot ROM (rp2040-bootrom-B1.bin)")
@@ -35,9 +39,13 @@ class PicoError(RuntimeError):
     pass
 
 
-def firmware_image():
-    """The UF2 to flash: $PICO_FIRMWARE, or the shared RPI_PICO build; None when absent."""
-    path = Path(os.environ.get("PICO_FIRMWARE") or SHARED / FIRMWARE_NAME)
+def firmware_image(layout="stock"):
+    """The UF2 to flash, or None when absent. `layout` "stock": $PICO_FIRMWARE, else the
+    shared RPI_PICO build; "romfs", with a ROMFS partition: $PICO_FIRMWARE_ROMFS, else the
+    shared RPI_PICO_ROMFS build; "frozen", the firmware frozen in: $PICO_FIRMWARE_FROZEN,
+    else what `make firmware-rp2` built (boards/rp2/PILE_PICO)."""
+    variable, default = LAYOUTS[layout]
+    path = Path(os.environ.get(variable) or default)
     return path if path.is_file() else None
 
 
@@ -188,16 +196,21 @@ class Pico:
         """Drive input `pin` from the outside (a button, the E-stop loop)."""
         self.command(gpio=[pin, 1 if high else 0])
 
-    def deploy(self, board_file, source=None, wait_s=60):
+    def deploy(self, board_file, source=None, wait_s=60, layout="stock"):
         """The firmware onto this board as onto a real one: its E-stop loop (the board
-        file's `estop_pin`, active low) held closed, `pilectl deploy` over the USB serial,
-        then its start-up line; the deploy's report with `banner` (pile id, version)."""
+        file's `estop_pin`, active low) held closed, `pilectl deploy` over the USB serial
+        (`--romfs` or `--frozen` for those layouts), then its start-up line; the deploy's
+        report with `banner` (pile id, version)."""
         from pilectl import deploy
 
         pin = json.loads(Path(board_file).read_text()).get("estop_pin")
         if pin is not None:
             self.gpio(pin, 1)
-        repl, report = deploy.deploy(board_file, self.usb, source)
+        try:
+            repl, report = deploy.deploy(board_file, self.usb, source, romfs=layout == "romfs",
+                                         frozen=layout == "frozen")
+        except deploy.DeployError as exc:
+            raise PicoError(str(exc)) from None
         found = repl.banner(wait_s)
         if found is None:
             raise PicoError(f"the firmware did not start on the emulated Pico within {wait_s} s")

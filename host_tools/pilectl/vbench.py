@@ -110,8 +110,9 @@ class VirtualBench:
         """A client with the technician's key (and the link key)."""
         return await self.tcp(technician=True)
 
-    def figures(self):
-        """What the target measures of itself for the summary: nothing on the unix port."""
+    async def figures(self):
+        """What the target measures of itself for the summary, once the scenario has run:
+        nothing on the unix port."""
         return {}
 
     async def start_firmware(self, script=None, script_args=()):
