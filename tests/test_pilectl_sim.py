@@ -10,6 +10,8 @@ import pytest
 from helpers import FIRMWARE, MICROPYTHON, ROOT
 from pilectl import micropython_env
 from pilectl.sim.harness import PtyPair
+from pilectl.sim.plant import COMMAND, HEARTBEAT, SETPOINT
+from pilectl.sim.run import Simulation
 from pilectl.vbench import unix_board
 from plant_bench import CONFIG
 
@@ -76,3 +78,27 @@ def test_fault_tour_against_the_firmware_loop(tmp_path):
     assert result["energy_out_wh"] > 0
     assert any(not p["ok"] for p in periods) and periods[-1]["ok"]
     assert len((tmp_path / "trace.jsonl").read_text().splitlines()) > 100
+
+
+@pytest.mark.parametrize("deaf_s, heard_s, violated", [(7.0, 4.5, False), (7.0, 5.5, True),
+                                                      (0.0, 5.5, True)])
+def test_a_stale_heartbeat_counts_only_while_the_converter_can_hear(deaf_s, heard_s, violated):
+    """The oracle's heartbeat rule blames the firmware for a command left standing only
+    for the time the converter could have heard a newer one: a converter the bus does not
+    reach (silent) stops by its own watchdog, and the firmware cannot tell it to (found
+    on the 19200-baud bus of the emulated Pico, where finding the fault takes longer)."""
+    sim = Simulation({"name": "heartbeat"})
+    converter = sim.plant.converter
+    for address, value in ((SETPOINT, 0xFFFF), (SETPOINT + 1, 0xF060), (COMMAND, 1),
+                           (HEARTBEAT, 1)):  # -4000 W, run, a heartbeat
+        converter.holding[address] = value
+        converter.on_write(address, [value])
+    sim.faults.silent = True
+    for _ in range(int(deaf_s / 0.05)):
+        sim.advance(0.05)
+    sim.faults.silent = False
+    for _ in range(int(heard_s / 0.05)):  # listening again, and nothing new written
+        sim.advance(0.05)
+    assert sim.plant.commanded_w == -4000
+    stale = [v for v in sim.oracle.violations if "heartbeat" in v.rule]
+    assert bool(stale) == violated

@@ -89,9 +89,11 @@ class Oracle:
         self._rule(t, "site export above its cap",
                    p < 0 and -site_w > lim.site_export_limit_w + lim.tolerance_w,
                    -site_w, lim.site_export_limit_w, lim.site_reaction_s)
+        # Stale counts only while the converter could hear the firmware: a deaf converter
+        # (a cut bus) cannot be told to stop, and stops itself (its own watchdog).
         self._rule(t, "power commanded while the heartbeat is stale",
-                   plant.commanded_w != 0 and plant.heartbeat_age_s > HEARTBEAT_TIMEOUT_S,
-                   plant.heartbeat_age_s, HEARTBEAT_TIMEOUT_S, 0.0)
+                   plant.commanded_w != 0 and plant.unheard_s > HEARTBEAT_TIMEOUT_S,
+                   plant.unheard_s, HEARTBEAT_TIMEOUT_S, 0.0)
 
     def _rule(self, t, rule, broken, value, limit, grace):
         if not broken:
@@ -126,6 +128,9 @@ class Plant:
         self.energy_out_wh = 0.0
         self.fault_code = 0
         self.heartbeat_age_s = 0.0
+        self.converter_listening = True  # False while the bus does not reach the converter
+        self.unheard_s = 0.0  # of heartbeat_age_s, the time the converter was listening
+        self.converter_unit = converter_unit
         self.load_w = load_w or (lambda t: 3000.0)
         self.site_w = self.load_w(0)
         self.t = 0.0
@@ -144,7 +149,7 @@ class Plant:
             beat = values[HEARTBEAT - address]
             if beat != self._heartbeat:
                 self._heartbeat = beat
-                self.heartbeat_age_s = 0.0
+                self.heartbeat_age_s = self.unheard_s = 0.0
         if address <= FAULT_RESET < address + len(values) and values[FAULT_RESET - address]:
             self.fault_code = 0
             self.converter.holding[FAULT_RESET] = 0
@@ -184,6 +189,8 @@ class Plant:
         p = self.p
         self.t += dt
         self.heartbeat_age_s += dt
+        if self.converter_listening:
+            self.unheard_s += dt
         hold = self.converter.holding
         running = hold[COMMAND] == 1
         self.commanded_w = self._setpoint() if running else 0

@@ -155,6 +155,9 @@ class Simulation:
 
     def advance(self, dt):
         plant = self.plant
+        faults = self.faults
+        plant.converter_listening = not (faults.silent or plant.converter_unit in
+                                         faults.silent_units)
         plant.step(dt)
         t = plant.t
         while self._pending and self._pending[0]["at"] <= t:
