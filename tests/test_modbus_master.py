@@ -35,6 +35,13 @@ pytestmark = pytest.mark.usefixtures("socat")
 BAUD = 115200
 
 
+def start_worker(device):
+    """The firmware's master under MicroPython on `device`, one request a stdin line."""
+    return subprocess.Popen([str(MICROPYTHON), "tests/mp/modbus_worker.py", device, str(BAUD)],
+                            cwd=ROOT, env=micropython_env(FIRMWARE), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
 class Bench:
     """socat pty pair, a pymodbus server thread on one end, the firmware master on the other."""
 
@@ -57,10 +64,7 @@ class Bench:
 
         threading.Thread(target=serve, daemon=True).start()
         assert started.wait(5), "pymodbus server did not start"
-        self.worker = subprocess.Popen(
-            [str(MICROPYTHON), "tests/mp/modbus_worker.py", self.master_end, str(BAUD)],
-            cwd=ROOT, env=micropython_env(FIRMWARE), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
+        self.worker = start_worker(self.master_end)
 
     def call(self, line):
         self.worker.stdin.write(line + "\n")
@@ -185,10 +189,7 @@ class RawDevice:
 
     def __init__(self, tmp_path):
         self.ptys = PtyPair(tmp_path / "master", tmp_path / "device")
-        self.worker = subprocess.Popen(
-            [str(MICROPYTHON), "tests/mp/modbus_worker.py", self.ptys.a, str(BAUD)],
-            cwd=ROOT, env=micropython_env(FIRMWARE), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
+        self.worker = start_worker(self.ptys.a)
         self.line = serial.Serial(self.ptys.b, BAUD, timeout=2)
         self.framer = FramerRTU(DecodePDU(False))
 

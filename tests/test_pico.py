@@ -126,7 +126,7 @@ def test_a_decision_allocates_nothing_on_the_32_bit_port(deployed):
 _UART_READS = """
 import asyncio, time
 from machine import UART, Pin
-from pile.hal.mcu import RS485, UartStream
+from pile.hal.mcu import RS485, UartReader
 uart = UART(0, 19200, tx=Pin(0), rx=Pin(1), timeout=0, rxbuf=512)
 port = RS485(uart, Pin(2, Pin.OUT), 19200)
 view = memoryview(bytearray(256))
@@ -151,7 +151,8 @@ async def tick(lateness):
 async def main():
     lateness = [0]
     print('ready')
-    await asyncio.gather(read_all(UartStream(uart), lateness), tick(lateness))
+    await asyncio.gather(read_all(UartReader(uart, asyncio.StreamReader(uart)), lateness),
+                         tick(lateness))
     print(*lateness)
 asyncio.new_event_loop()  # the stopped firmware's tasks stay queued: a clean loop
 asyncio.run(main())

@@ -232,11 +232,13 @@ class Master:
                 start = _find_reply(rx, n, unit, function)
                 if start >= 0:
                     return start
+            paused = n and ticks_diff(now, heard) >= self._idle_ms
             if n == _MAX_ADU or ticks_diff(now, started) >= self.timeout_ms or (
-                    n and ticks_diff(now, heard) >= self._idle_ms
-                    and not _begun(rx, n, unit, function)):
+                    paused and not _begun(rx, n, unit, function)):
                 return self._give_up(n)
-            await asyncio.sleep_ms(max(_POLL_MS, wire_us(expect - n, baud) // 1000))
+            # a reply paused mid-frame is looked at every idle time, not every millisecond
+            await asyncio.sleep_ms(self._idle_ms if paused else
+                                   max(_POLL_MS, wire_us(expect - n, baud) // 1000))
 
     def _read_more(self, n):
         """Bytes after the first `n`, appended to rx without a slice (a view allocates)."""

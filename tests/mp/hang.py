@@ -31,10 +31,10 @@ async def forever():
 def hang_modbus():
     transact = modbus.Master._transact
 
-    async def stuck(self, n, unit, function):
+    async def stuck(self, *args):
         if triggered():
             await forever()
-        return await transact(self, n, unit, function)
+        return await transact(self, *args)
 
     modbus.Master._transact = stuck
 

@@ -52,25 +52,20 @@ class RS485:
             waiting = self.uart.any()
 
 
-class UartStream:
-    """The host link's asyncio stream on a UART, reading only what has come: a flood of
-    bytes cannot hold the event loop in `read` (a bare StreamReader's read(256) waits
-    for each further byte, 22 ms for 256 at 115200 baud)."""
+class UartReader:
+    """The host link's reading side on a UART: only what has come, so a flood of bytes
+    cannot hold the event loop in `read` (a bare StreamReader's read(256) waits for each
+    further byte, 22 ms for 256 at 115200 baud)."""
 
-    def __init__(self, uart: UART):
+    def __init__(self, uart: UART, stream):
         self._uart = uart
-        self._stream = asyncio.StreamReader(uart)
+        self._stream = stream
 
     async def read(self, n: int) -> bytes:
         first = await self._stream.read(1)  # waits in the event loop's poll, not busy
         more = min(self._uart.any(), n - 1)
-        return first + self._uart.read(more) if more > 0 else first
-
-    def write(self, data) -> None:
-        self._stream.write(data)
-
-    async def drain(self) -> None:
-        await self._stream.drain()
+        rest = self._uart.read(more) if more > 0 else None
+        return first + rest if rest else first
 
 
 class McuHal:
@@ -86,14 +81,15 @@ class McuHal:
 
     def link_stream(self):
         """(reader, writer) on the host-link UART, or None when the board has none. A UART
-        never waits for its peer, so one asyncio stream serves both ways."""
+        never waits for its peer, so one asyncio stream serves both ways, read through
+        `UartReader`."""
         wiring = self.spec.get("link", {})
         if "uart" not in wiring:
             return None
         uart = UART(wiring["uart"], baudrate=wiring["baud"], tx=Pin(wiring["tx"]),
                     rx=Pin(wiring["rx"]), timeout=0)
-        stream = UartStream(uart)
-        return stream, stream
+        stream = asyncio.StreamReader(uart)  # MicroPython's: it writes as well
+        return UartReader(uart, stream), stream
 
     def rs485(self, name: str = "modbus") -> RS485:
         wiring = self.spec[name]
