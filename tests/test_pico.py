@@ -105,10 +105,10 @@ def test_the_firmware_deploys_keeps_a_safety_rule_rides_a_bus_fault_and_stops():
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    """A Pico with the firmware deployed (.mpy on littlefs), stopped at the REPL by the
-    first mpremote that connects to it."""
+    """A Pico with the firmware deployed (.mpy on littlefs), stopped at the REPL."""
     with Pico(tmp_path_factory.mktemp("deployed")) as board:
         board.deploy(ROOT / "boards" / "pico.json")
+        board.interrupt()
         yield board
 
 

@@ -15,6 +15,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import tty
@@ -215,6 +216,19 @@ class Pico:
         if found is None:
             raise PicoError(f"the firmware did not start on the emulated Pico within {wait_s} s")
         return dict(report, banner=found)
+
+    def interrupt(self, attempts=3):
+        """Stop a running firmware at the REPL (Ctrl-C, as mpremote does): the firmware
+        goes to its service mode. A board still starting up can miss the first raw-REPL
+        request (seen once in make test), so it is asked again."""
+        mpremote = Path(sys.executable).parent / "mpremote"
+        for _ in range(attempts):
+            done = subprocess.run([str(mpremote), "connect", self.usb, "resume", "exec",
+                                   "pass"], capture_output=True, text=True, timeout=60)
+            if done.returncode == 0:
+                return
+        raise PicoError(f"the board's REPL did not answer: {done.stdout[-300:]}"
+                        f"{done.stderr[-300:]}")
 
     def stats(self):
         self.command(stats=True)

@@ -91,6 +91,7 @@ class PicoBench(VirtualBench):
                  "heap_low": counters["heap_low"]}
         await self.stop_firmware()
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.pico.interrupt)
         found.update(await loop.run_in_executor(None, self._measure_on_board))
         found["heap_live"] = found["heap_total"] - counters["heap_free"]
         return found
