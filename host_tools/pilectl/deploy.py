@@ -9,7 +9,7 @@ renaming, a mix that the next deploy repairs) but never a half-written module.
 Stale modules under `pile/` are removed: a left-over `.py` would shadow its `.mpy`.
 
 `--romfs` puts the `pile` package into the board's ROMFS partition instead (MicroPython
-1.25+ builds with one, such as RPI_PICO_ROMFS or boards/rp2/PILE_PICO): its bytecode then
+1.25+ builds with one, such as RPI_PICO_ROMFS): its bytecode then
 runs in place from flash rather than being copied into the heap. The image is built with
 mpremote's ROMFS builder and written with `mpremote romfs deploy`, only when it differs
 from what the partition holds. Before the write the board is soft-reset and its
@@ -43,6 +43,7 @@ from mpremote.transport_serial import SerialTransport
 from pile.board import BoardError
 from pile.board import check as check_board
 
+from pilectl import MPREMOTE
 from pilectl import build as builder
 
 _MPY_CROSS_VERSION = re.compile(r"mpy v(\d+)\.(\d+)")
@@ -97,8 +98,9 @@ except (AttributeError, OSError):
 print(repr(None if isinstance(_d, int) else
            binascii.hexlify(hashlib.sha256(memoryview(_d)[:%d]).digest()).decode()))
 """
-# After a soft reset: the watchdog the firmware started runs on, fed by code in RAM.
-_FEED_WATCHDOG = """
+# After a soft reset: the watchdog the firmware started runs on (it cannot be stopped),
+# fed by a timer whose code is in RAM, as in the firmware's service mode.
+FEED_WATCHDOG = """
 import machine
 _wdt = machine.WDT(timeout=8388)
 _feeder = machine.Timer(period=1000, callback=lambda t: _wdt.feed())
@@ -113,7 +115,7 @@ try:
 except ImportError:
     print(repr(None))
 """
-_ROMFS_PACKAGE = "pile/"
+_PACKAGE = "pile/"  # the firmware's modules: in ROMFS or frozen in, not on the filesystem
 
 
 class DeployError(Exception):
@@ -230,7 +232,7 @@ class RawRepl:
         try:
             t.exit_raw_repl()
             t.enter_raw_repl(soft_reset=True)
-            t.exec(_FEED_WATCHDOG)
+            t.exec(FEED_WATCHDOG)
         except (TransportError, OSError) as exc:
             raise DeployError(f"the board did not come back from a soft reset ({exc}): "
                               "power-cycle it and deploy again") from None
@@ -248,26 +250,27 @@ class RawRepl:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "firmware.romfs"
             path.write_bytes(image)
-            done = subprocess.run([str(Path(sys.executable).parent / "mpremote"), "connect",
-                                   port, "resume", "romfs", "deploy", str(path)],
-                                  capture_output=True, text=True)
+            done = subprocess.run([str(MPREMOTE), "connect", port, "resume", "romfs",
+                                   "deploy", str(path)], capture_output=True, text=True)
         self.__init__(port)
         if done.returncode:
             raise DeployError(f"writing the ROMFS image failed: {done.stdout[-300:]}"
                               f"{done.stderr[-300:]}; the firmware on the filesystem is intact")
 
     def retire_package(self, remote):
-        """Rename the filesystem's `pile/` away (one step: the ROMFS copy takes over),
-        then delete it."""
-        if not any(path.startswith(_ROMFS_PACKAGE) for path in remote):
+        """Rename the filesystem's `pile/` away in one step (the ROMFS or frozen copy takes
+        over at once), then delete its files and folders; the paths deleted."""
+        gone = sorted(p for p in remote if p.startswith(_PACKAGE))
+        if not gone:
             return []
         t = self.transport
         t.exec("import os\ntry:\n os.rename('pile', 'pile.old')\nexcept OSError:\n pass")
-        gone = sorted(p for p in remote if p.startswith(_ROMFS_PACKAGE))
-        for path in gone:
-            t.fs_rmfile("pile.old/" + path[len(_ROMFS_PACKAGE):])
-        t.exec("import os\nfor _d in ('pile.old/hal', 'pile.old'):\n try:\n"
-               "  os.rmdir(_d)\n except OSError:\n  pass")
+        old = ["pile.old/" + path[len(_PACKAGE):] for path in gone]
+        for path in old:
+            t.fs_rmfile(path)
+        folders = {str(Path(path).parent) for path in old}  # pile.old and its subpackages
+        for folder in sorted(folders, key=lambda f: -f.count("/")):  # the deepest first
+            t.exec(f"import os\ntry:\n os.rmdir({folder!r})\nexcept OSError:\n pass")
         return gone
 
     def reset(self):
@@ -305,7 +308,7 @@ class RawRepl:
 
 def split_package(image):
     """(the `pile` package's files, the rest) of `image`."""
-    package = {path: data for path, data in image.items() if path.startswith(_ROMFS_PACKAGE)}
+    package = {path: data for path, data in image.items() if path.startswith(_PACKAGE)}
     return package, {path: data for path, data in image.items() if path not in package}
 
 
@@ -357,8 +360,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romf
             held = board.romfs_hash(len(rom))
             if held is None:
                 raise DeployError("this board's MicroPython has no ROMFS partition: flash a "
-                                  "build with one (RPI_PICO_ROMFS, boards/rp2/PILE_PICO) or "
-                                  "deploy without --romfs")
+                                  "build with one (RPI_PICO_ROMFS) or deploy without --romfs")
             if held != hashlib.sha256(rom).hexdigest():
                 on_bytes("ROMFS", 0)
                 board.write_romfs(port, rom)
@@ -375,7 +377,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romf
         local = {path: hashlib.sha256(data).hexdigest() for path, data in image.items()}
         copy, remove = plan(local, remote)
         if romfs or frozen:
-            remove = [p for p in remove if not p.startswith(_ROMFS_PACKAGE)]
+            remove = [p for p in remove if not p.startswith(_PACKAGE)]
         board.write(image, copy, on_bytes)
         board.remove(remove)
         if romfs or frozen:

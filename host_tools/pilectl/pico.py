@@ -15,13 +15,13 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import tty
 from pathlib import Path
 
 import pilectl
+from pilectl import MPREMOTE
 
 RUNNER = Path(pilectl.__file__).resolve().parent.parent / "pico" / "pico.mjs"
 SHARED = Path(pilectl.__file__).resolve().parents[3] / "shared" / "rp2"
@@ -221,9 +221,8 @@ class Pico:
         """Stop a running firmware at the REPL (Ctrl-C, as mpremote does): the firmware
         goes to its service mode. A board still starting up can miss the first raw-REPL
         request (seen once in make test), so it is asked again."""
-        mpremote = Path(sys.executable).parent / "mpremote"
         for _ in range(attempts):
-            done = subprocess.run([str(mpremote), "connect", self.usb, "resume", "exec",
+            done = subprocess.run([str(MPREMOTE), "connect", self.usb, "resume", "exec",
                                    "pass"], capture_output=True, text=True, timeout=60)
             if done.returncode == 0:
                 return

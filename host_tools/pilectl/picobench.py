@@ -11,27 +11,21 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import serial
 
+from pilectl import MPREMOTE
 from pilectl.client import Client
+from pilectl.deploy import FEED_WATCHDOG
 from pilectl.pico import Pico, PicoError, firmware_image
 from pilectl.vbench import VirtualBench
 
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = ROOT / "boards" / "pico.json"
-MPREMOTE = Path(sys.executable).parent / "mpremote"
 # Each measurement runs after a soft reset, so the heap holds only the REPL and what the
-# script makes. The firmware's watchdog runs on across a soft reset (it cannot be
-# stopped): a timer feeds it, as in the firmware's service mode.
-_FED = """
-import machine
-_wdt = machine.WDT(timeout=8388)
-_feeder = machine.Timer(period=1000, callback=lambda t: _wdt.feed())
-"""
+# script makes; the firmware's watchdog is fed as pilectl deploy feeds it.
 _HEAP = """
 import gc
 gc.collect()
@@ -118,7 +112,8 @@ class PicoBench(VirtualBench):
 
     def _run_on_board(self, code):
         """`code` on the board with mpremote, after a soft reset; its output."""
-        done = subprocess.run([str(MPREMOTE), "connect", self.pico.usb, "exec", _FED + code],
+        done = subprocess.run([str(MPREMOTE), "connect", self.pico.usb, "exec",
+                               FEED_WATCHDOG + code],
                               capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(f"on the emulated Pico: {done.stdout[-500:]}{done.stderr[-500:]}")
