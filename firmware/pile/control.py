@@ -102,6 +102,7 @@ class Controller:
     def stop(self):
         """Latch the stop; the ACK already reports 0 W, written at the next tick."""
         self.stopped = True
+        self.inputs.stopped = True  # a setpoint ACKed before the next tick is clamped too
         self.target = 0
         self.reasons |= limits.REASON_STOPPED
 
@@ -110,6 +111,7 @@ class Controller:
         if self.estop:
             return False
         self.stopped = False
+        self.inputs.stopped = False  # a setpoint ACKed before the next tick may have power
         self.reasons &= ~limits.REASON_STOPPED  # so the ACK no longer reports it
         return True
 

@@ -173,6 +173,15 @@ def test_stop_latches_until_released():
     assert run.step() == 1250
 
 
+def test_the_ack_between_a_stop_or_release_and_the_next_tick_tells_the_truth():
+    run = Run()
+    run.ctl.stop()
+    assert run.setpoint(3000)[0] == 0  # stopped: no tick has passed, the ACK says 0 W
+    assert run.ctl.release()
+    assert run.setpoint(-2000)[0] == -2000  # released: the ACK promises what the tick applies
+    assert run.step() < 0
+
+
 def test_estop_input_latches_and_blocks_release_while_active():
     run = Run()
     run.setpoint(3000)
