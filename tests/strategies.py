@@ -30,6 +30,13 @@ def configs(draw):
         "fallback": draw(st.sampled_from(["idle", "charge"])),
         "meter_stale_s": draw(st.integers(2, 10)),
         "converter_fault_polls": draw(st.integers(1, 5)),
+        "freq_response": draw(st.sampled_from(["off", "droop"])),
+        "freq_nominal_hz": draw(st.sampled_from([50, 60])),
+        "freq_db_under_mhz": draw(st.integers(17, 1000)),
+        "freq_db_over_mhz": draw(st.integers(17, 1000)),
+        "freq_droop_under_pct": draw(st.integers(2, 12)),
+        "freq_droop_over_pct": draw(st.integers(2, 12)),
+        "freq_response_ms": draw(st.sampled_from([0, 200, 250, 1000, 10000])),
     }
 
 
@@ -73,6 +80,8 @@ def segment(draw, cfg):
         "ev_max_discharge": draw(st.integers(0, 655350) | st.just(20000)),
         "rated_charge": rated_c,
         "rated_discharge": draw(st.integers(0, 30000) | st.just(11000)),
+        "grid_freq": draw(mostly(near(4996, 5004, 5996, 6004) | st.integers(4500, 6500),
+                                 st.integers(0, 65535))),  # 0.01 Hz
     }
     other = draw(st.integers(-60000, 60000))
     dt = draw(st.just(250) | st.integers(0, 1500))
@@ -89,11 +98,22 @@ def segment(draw, cfg):
     return [first] + [dict(first, action=None) for _ in range(repeats)]
 
 
+curves = st.lists(st.tuples(st.integers(45000, 65000),
+                            mostly(st.integers(-30000, 30000), st.integers(-MAX_POWER_W,
+                                                                           MAX_POWER_W))),
+                  min_size=2, max_size=20, unique_by=lambda p: p[0]).map(
+    lambda points: [list(p) for p in sorted(points)])
 setpoints = st.tuples(
     mostly(st.integers(-20000, 20000), st.integers(-MAX_POWER_W - 10, MAX_POWER_W + 10)),
     mostly(st.integers(1, 8), st.integers(-5, 4000)),
     mostly(st.none() | st.integers(1, 20000), st.integers(-10, 700000)),
     mostly(st.none(), st.integers(-5, 105)),
+    # frequency-watt: (mode, curve, reversion s); mostly valid, sometimes anything
+    mostly(st.one_of(st.tuples(st.none(), st.none(), st.none()),
+                     st.tuples(st.just(1), st.none(), st.none() | st.integers(1, 8)),
+                     st.tuples(st.just(2), curves, st.none() | st.integers(1, 8))),
+           st.tuples(st.none() | st.integers(-1, 3), st.none() | curves,
+                     st.none() | st.integers(-1, 10))),
 )
 
 

@@ -1,6 +1,6 @@
 """Every code the firmware can send has a name in the host tool."""
 
-from pile import events
+from pile import events, limits
 from pilectl import names
 
 
@@ -11,6 +11,7 @@ def test_every_event_code_has_a_name():
     assert len(set(names.EVENTS.values())) == len(names.EVENTS)
 
 
-def test_reasons_cover_all_fifteen_bits():
-    assert [bit for bit, _ in names.REASONS] == [1 << i for i in range(15)]
+def test_reasons_cover_every_bit_the_firmware_defines():
+    defined = sorted(v for k, v in vars(limits).items() if k.startswith("REASON_"))
+    assert [bit for bit, _ in names.REASONS] == defined == [1 << i for i in range(17)]
     assert names.reasons(0b101) == ["SOC floor", "departure reserve"]

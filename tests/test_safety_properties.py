@@ -13,10 +13,45 @@ from strategies import scenarios
 
 _FAULT_BITS = (1 << 2) | (1 << 6)
 _EV = 1 << 4
+_NO_FREQ = (None, None, None)
 
 
 def bounded(value):
     return max(0, min(MAX_POWER_W, value))
+
+
+def freq_fields_valid(mode, curve, revert, ttl):
+    """The SETPOINT's frequency fields as docs/grid-services.md allows them (the strategy's
+    curves are always well-formed)."""
+    if mode is None:
+        return curve is None and revert is None
+    if mode not in (1, 2) or revert is not None and not 1 <= revert <= ttl:
+        return False
+    return (curve is None) == (mode == 1)
+
+
+def curve_at(curve, mhz):
+    """Linear between points, flat beyond the ends: OCPP 2.1's v2xFreqWattCurve."""
+    if mhz <= curve[0][0]:
+        return curve[0][1]
+    for (f0, w0), (f1, w1) in zip(curve, curve[1:], strict=False):
+        if mhz <= f1:
+            return w0 + (w1 - w0) * (mhz - f0) / (f1 - f0)
+    return curve[-1][1]
+
+
+def droop_at(cfg, tel, mhz):
+    """IEEE 1547 droop: the rating per `droop` % of nominal past the deadband."""
+    nominal = cfg.freq_nominal_hz * 1000
+    if mhz < nominal - cfg.freq_db_under_mhz:
+        span = nominal * cfg.freq_droop_under_pct / 100
+        share = min(1, (nominal - cfg.freq_db_under_mhz - mhz) / span)
+        return -bounded(tel["rated_discharge"]) * share
+    if mhz > nominal + cfg.freq_db_over_mhz:
+        span = nominal * cfg.freq_droop_over_pct / 100
+        share = min(1, (mhz - nominal - cfg.freq_db_over_mhz) / span)
+        return bounded(tel["rated_charge"]) * share
+    return 0
 
 
 class Oracle:
@@ -30,8 +65,9 @@ class Oracle:
         self.failed = 0
         self.reserve = None
         self.setpoint = None  # (power, accepted at ms, ttl ms)
+        self.freq = None  # the setpoint's (mode, curve, until ms) while it has one
         self.clock = 0
-        self.prev = 0
+        self.prev = 0  # the ramped base of the last step
         self.prev_env = (0, 0)
         self.prev_tel = None
         self.first = True
@@ -40,7 +76,7 @@ class Oracle:
 
     def check(self, step, row):
         cfg = self.cfg
-        applied, target, reasons, state, max_c, max_d, must, ack = row
+        applied, target, reasons, state, max_c, max_d, must, ack, base, freq_w = row
         tel = step["tel"]
         soc, temp, conv_temp = tel["soc"], tel["battery_temp"], tel["converter_temp"]
         self.clock += step["dt"]
@@ -51,7 +87,8 @@ class Oracle:
         elif action == "release" and not self.last_estop:
             self.stopped = False
         elif isinstance(action, list | tuple):
-            power, ttl, departure, reserve = action
+            power, ttl, departure, reserve = action[:4]
+            mode, curve, revert = action[4] if len(action) > 4 else _NO_FREQ
             if ack == "busy":
                 assert not self.seen_converter, "a setpoint refused as busy after a reading"
             elif ack != "refused":
@@ -64,14 +101,19 @@ class Oracle:
                     rated = self.prev_tel or tel  # the readings the ACK was made with
                     assert -bounded(rated["rated_discharge"]) <= ack[0] <= bounded(
                         rated["rated_charge"]), "ACK target outside the ratings"
+                assert freq_fields_valid(mode, curve, revert, ttl), "bad frequency fields acked"
                 self.setpoint = (power, self.clock, ttl * 1000)
+                self.freq = None if mode is None else (mode, curve, self.clock + (revert or ttl)
+                                                       * 1000)
                 if departure is not None:
                     reserve = cfg.reserve_soc if reserve is None else reserve
                 if reserve is not None:
                     self.reserve = max(reserve * 10, cfg.min_soc_x10)
             else:
                 assert not (1 <= ttl <= 3600 and abs(power) <= MAX_POWER_W
-                            and departure is None and reserve is None), "valid setpoint refused"
+                            and departure is None and reserve is None
+                            and freq_fields_valid(mode, curve, revert, ttl)), \
+                    "valid setpoint refused"
         if step["estop"]:
             self.stopped = True
         self.last_estop = step["estop"]
@@ -119,35 +161,58 @@ class Oracle:
         if self.plugged and not plugged:  # an unplug ends the session
             self.reserve = None
             self.setpoint = None
+            self.freq = None
         self.plugged = plugged
 
+        # the setpoint's rules hold for the ramped base; the frequency response rides on it
         step_w = 0 if self.first else cfg.ramp_w_per_s * min(step["dt"], 1000) // 1000
-        if applied > 0:
-            assert applied <= max(self.prev, 0) + step_w, "charge ramped too fast"
-        if applied < 0:
-            assert applied >= min(self.prev, 0) - step_w, "discharge ramped too fast"
+        if base > 0:
+            assert base <= max(self.prev, 0) + step_w, "charge ramped too fast"
+        if base < 0:
+            assert base >= min(self.prev, 0) - step_w, "discharge ramped too fast"
 
         live = self.setpoint is not None and self.clock - self.setpoint[1] < self.setpoint[2]
         if not live and not must:
             if cfg.fallback == "idle":
-                assert applied == 0, "an expired setpoint still applies"
+                assert base == 0, "an expired setpoint still applies"
             else:
-                assert applied >= 0
+                assert base >= 0
         if live and not must:
             power = self.setpoint[0]
-            assert applied * power >= 0, "applied power against the setpoint's direction"
-            assert abs(applied) <= abs(power)
+            assert base * power >= 0, "applied power against the setpoint's direction"
+            assert abs(base) <= abs(power)
         if must:
-            assert applied >= 0
-        self.prev = applied
+            assert applied >= 0 and applied == base, "a forced charge reduced by a response"
+        self.check_frequency(step, applied, base, max_c, max_d, must, live)
+        self.prev = base
         self.prev_env = (max_d, max_c)
         self.prev_tel = tel
         self.first = False
 
+    def check_frequency(self, step, applied, base, max_c, max_d, must, live):
+        """The response follows the curve or droop wherever the envelope allows, at once
+        when the response time is shorter than the step; none without a usable reading."""
+        cfg = self.cfg
+        tel = step["tel"]
+        mhz = tel["grid_freq"] * 10
+        if self.freq is not None and not (live and self.clock < self.freq[2]):
+            self.freq = None  # expired or reverted: the config's response from now on
+        mode, curve = self.freq[:2] if self.freq else (
+            1 if cfg.freq_response == "droop" else None, None)
+        if mode is None or not step["ok"] or not 45000 <= mhz <= 65000:
+            assert applied == base, "a frequency response without a usable reading"
+            return
+        dt = 0 if self.first else step["dt"]
+        if must or dt < cfg.freq_response_ms:
+            return
+        want = base + (curve_at(curve, mhz) if mode == 2 else droop_at(cfg, tel, mhz))
+        want = max(-max_d, min(max_c, want))
+        assert abs(applied - want) <= 1, "the response does not follow its curve"
+
 
 _TEL = {"status": 49, "fault_code": 0, "power": 0, "soc": -1, "battery_temp": -1,
         "converter_temp": 400, "ev_max_charge": 0, "ev_max_discharge": 0, "rated_charge": 0,
-        "rated_discharge": 0}
+        "rated_discharge": 0, "grid_freq": 5000}
 # Found by a CI run: a setpoint lowering the reserve an earlier one set (with its departure)
 # is acked with the wider discharge that the lower reserve allows.
 _RESERVE_LOWERED = {

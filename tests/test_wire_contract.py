@@ -34,6 +34,7 @@ def pile_with_readings():
                                   "fault_code", "energy_in", "energy_out", "rated_charge",
                                   "rated_discharge"), start=101):
         setattr(tel, name, value)
+    tel.grid_freq = 4998  # 0.01 Hz
     pile.site_w = 4321
     pile.ctl.decide(pile.now(), tel, True, 4321, 0)  # the converter was read: ready
     return pile
@@ -60,7 +61,8 @@ def test_telemetry_fields_read_what_the_firmware_sent():
                      "max_charge_w": ctl.env.max_charge, "max_discharge_w": ctl.env.max_discharge,
                      "reasons": ctl.reasons, "applied_w": ctl.applied, "ttl_left_s": 0,
                      "site_w": 4321, "fault_code": 105, "uptime_s": ctl.uptime_s,
-                     "energy_in_wh": 106, "energy_out_wh": 107}
+                     "energy_in_wh": 106, "energy_out_wh": 107, "grid_freq_mhz": 49980,
+                     "freq_response_w": 0}
     assert set(tel) == {wire.TYPE, wire.SEQ, *wire.TELEMETRY_FIELDS}
 
 
@@ -76,3 +78,20 @@ def test_ack_and_error_fields_read_what_the_firmware_sent():
     error = cbor2.loads(session.handle(wire.encode({**request, wire.SETPOINT_TTL: 0})))
     assert error[wire.TYPE] == wire.ERROR and error[wire.ERROR_SEQ] == 7
     assert error[wire.ERROR_CODE] == wire.ERR_REPLAY and "seq" in error[wire.ERROR_DETAIL]
+
+
+def test_the_frequency_setpoint_fields_are_the_firmwares():
+    pile = pile_with_readings()
+    pile.tel.status = 0x11  # ready, EV connected
+    session = protocol.Session(pile)
+    curve = [[49800, -1000], [50200, 1000]]
+    request = {wire.TYPE: wire.SETPOINT, wire.SEQ: 7, wire.SETPOINT_POWER: 0,
+               wire.SETPOINT_TTL: 60, wire.SETPOINT_FREQ_MODE: wire.FREQ_CURVE,
+               wire.SETPOINT_FREQ_CURVE: curve, wire.SETPOINT_FREQ_REVERT: 30}
+    assert cbor2.loads(session.handle(cbor2.dumps(request)))[wire.TYPE] == wire.ACK
+    assert pile.ctl._freq_mode == wire.FREQ_CURVE and pile.ctl._freq_ms == 30000
+    assert pile.ctl._freq_curve == ((49800, -1000), (50200, 1000))
+    request.update({wire.SEQ: 8, wire.SETPOINT_FREQ_MODE: wire.FREQ_DROOP})
+    del request[wire.SETPOINT_FREQ_CURVE]
+    assert cbor2.loads(session.handle(cbor2.dumps(request)))[wire.TYPE] == wire.ACK
+    assert pile.ctl._freq_mode == wire.FREQ_DROOP

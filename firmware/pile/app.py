@@ -221,13 +221,15 @@ class Pile:
         self.keys[slot] = key
         self.kids[slot] = None if key is None else key_id(key)
 
-    def setpoint(self, power, ttl_s, departure_s=None, reserve_soc=None):
+    def setpoint(self, power, ttl_s, departure_s=None, reserve_soc=None, freq_mode=None,
+                 freq_curve=None, freq_revert_s=None):
         """Ask for `power` W for `ttl_s`; return (target W, reasons) against the envelope.
 
         Raises ValueError, changing nothing, when a field is out of range. Not logged:
         an aggregator renews its setpoint every few seconds and would flush the log.
         """
-        return self.ctl.set_setpoint(power, ttl_s, self.now(), departure_s, reserve_soc)
+        return self.ctl.set_setpoint(power, ttl_s, self.now(), departure_s, reserve_soc,
+                                     freq_mode, freq_curve, freq_revert_s)
 
     def stop(self):
         self.ctl.stop()

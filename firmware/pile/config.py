@@ -33,6 +33,13 @@ INTEGERS = {
     "meter_stale_s": (3, 1, 60, "s"),
     "converter_fault_polls": (3, 1, 20, "polls"),
     "event_log_bytes": (16384, 2048, 32768, "B"),  # the event journal's share of flash
+    # frequency-watt droop (docs/grid-services.md); IEEE 1547 allows 17 mHz and 2 % at least
+    "freq_nominal_hz": (50, 50, 60, "Hz"),
+    "freq_db_under_mhz": (36, 17, 1000, "mHz"),
+    "freq_db_over_mhz": (36, 17, 1000, "mHz"),
+    "freq_droop_under_pct": (5, 2, 12, "%"),
+    "freq_droop_over_pct": (5, 2, 12, "%"),
+    "freq_response_ms": (200, 0, 10000, "ms"),  # open-loop: a full-rating step takes this long
 }
 
 # Every key's number in the event log (EVENT_CONFIG_KEY: index + 1). Append only: a
@@ -43,11 +50,14 @@ KEY_NUMBERS = ("min_soc", "max_soc", "reserve_soc", "battery_capacity_wh",
                "converter_cutoff_c", "site_import_limit_w", "site_export_limit_w",
                "no_meter_charge_w", "ramp_w_per_s", "telemetry_period_s", "tick_ms",
                "meter_period_ms", "meter_stale_s", "converter_fault_polls", "fallback",
-               "event_log_bytes")
+               "event_log_bytes", "freq_nominal_hz", "freq_db_under_mhz", "freq_db_over_mhz",
+               "freq_droop_under_pct", "freq_droop_over_pct", "freq_response_ms",
+               "freq_response")
 
 # key: (default, allowed values)
 CHOICES = {
     "fallback": ("idle", ("idle", "charge")),
+    "freq_response": ("off", ("off", "droop")),  # without a setpoint that asks for one
 }
 
 # (low key, high key, rule): the merged config must keep low < high.
@@ -165,6 +175,8 @@ class Config:
                 raise ConfigError(key, "%s (%s=%d, %s=%d)" % values)
         if not merged["min_soc"] <= merged["reserve_soc"] <= merged["max_soc"]:
             raise ConfigError("reserve_soc", "must lie between min_soc and max_soc")
+        if merged["freq_nominal_hz"] not in (50, 60):
+            raise ConfigError("freq_nominal_hz", "must be 50 or 60 Hz")
         if merged["meter_stale_s"] * 1000 < 2 * merged["meter_period_ms"]:
             raise ConfigError("meter_stale_s", "must cover at least two meter polls")
 

@@ -10,7 +10,7 @@ mid-tick read. Time comes in as a ticks_ms value on every call, so tests drive t
 
 from micropython import const
 
-from pile import limits
+from pile import freqwatt, limits
 from pile.clock import ticks_diff
 
 STATE_BOOT = const(0)
@@ -37,6 +37,9 @@ class Controller:
         self.state = STATE_BOOT
         self.applied = 0  # W, what the converter is told after this decision
         self.target = 0  # W, the request clamped into the envelope, before ramping
+        self.base = 0  # W, the target ramped: `applied` without the frequency response
+        self.freq = freqwatt.FreqWatt()
+        self.freq_w = 0  # W of `applied` that is frequency response, after clamping
         self.reasons = 0
         self.setpoint = 0
         self.setpoint_live = False
@@ -54,12 +57,18 @@ class Controller:
         self._seen_converter = False
         self._plugged = False  # an EV was connected at the last decision
         self._tel = None  # the readings of the last decision
+        self._freq_mode = freqwatt.MODE_OFF  # asked by the live setpoint (OFF: the config's)
+        self._freq_curve = None
+        self._freq_ms = 0  # the setpoint's response reverts to the config's after this
 
     # -- requests from the host -------------------------------------------------
 
-    def set_setpoint(self, power, ttl_s, now, departure_s=None, reserve_soc=None):
+    def set_setpoint(self, power, ttl_s, now, departure_s=None, reserve_soc=None,
+                     freq_mode=None, freq_curve=None, freq_revert_s=None):
         """Accept a setpoint; return (target, reasons): what the pile will do, clamped into
-        the envelope with this setpoint's own departure and reserve, before ramping.
+        the envelope with this setpoint's own departure and reserve, before ramping and
+        before any frequency response (`freq_mode` droop or curve: added on top of the
+        setpoint until the setpoint expires or `freq_revert_s` has passed).
 
         Raises ValueError, changing nothing, when a field is out of range, and NotReady
         before the converter has been read.
@@ -75,8 +84,12 @@ class Controller:
                 raise ValueError("reserve SOC must be 0..100 %")
             if departure_s is None and self.inputs.reserve_x10 == limits.NO_DEPARTURE:
                 raise ValueError("a reserve SOC needs a departure time")
+        curve = _freq_request(freq_mode, freq_curve, freq_revert_s, ttl_s)
         if not self._seen_converter:
             raise NotReady("no converter reading yet: ask again in a moment")
+        self._freq_mode = freq_mode or freqwatt.MODE_OFF
+        self._freq_curve = curve
+        self._freq_ms = (freq_revert_s or ttl_s) * 1000
         self.setpoint = power
         self.setpoint_live = True
         self._setpoint_at = now
@@ -164,16 +177,38 @@ class Controller:
         target = self._arbitrate(request)
         self.target = target
         step = self.cfg.ramp_w_per_s * min(dt, _MAX_RAMP_DT_MS) // 1000
-        self.applied = _ramp(self.applied, target, step)
+        base = self.base = _ramp(self.base, target, step)
+        mode = self._freq_mode_now(now)
+        response = self.freq.update(mode, self._freq_curve, tel.grid_freq * 10, converter_ok,
+                                    min(tel.rated_charge, limits.MAX_POWER_W),
+                                    min(tel.rated_discharge, limits.MAX_POWER_W), self.cfg, dt)
+        # on top of the ramped base, inside the envelope; never against a departure's charge
+        applied = base if env.must_charge else self._arbitrate(base + response)
+        self.applied = applied
+        self.freq_w = applied - base
 
         reasons = env.reasons
         if not self.setpoint_live:
             reasons |= limits.REASON_SETPOINT_EXPIRED
-        if self.applied != target:
+        if base != target:
             reasons |= limits.REASON_RAMPING
+        if mode != freqwatt.MODE_OFF:
+            if not self.freq.valid:
+                reasons |= limits.REASON_FREQ_INVALID
+            elif self.freq.target or response:
+                reasons |= limits.REASON_FREQ_RESPONSE
         self.reasons = reasons
         self.state = self._next_state(lost)
         return self.applied
+
+    def _freq_mode_now(self, now):
+        """The live setpoint's frequency response until it reverts, else the config's."""
+        if self._freq_mode != freqwatt.MODE_OFF:
+            if self.setpoint_live and ticks_diff(now, self._setpoint_at) < self._freq_ms:
+                return self._freq_mode
+            self._freq_mode = freqwatt.MODE_OFF  # reverted, expired or unplugged
+            self._freq_curve = None
+        return freqwatt.MODE_DROOP if self.cfg.freq_response == "droop" else freqwatt.MODE_OFF
 
     def _arbitrate(self, request):
         env = self.env
@@ -205,6 +240,23 @@ class Controller:
 
 def _within(value, low, high):
     return type(value) is int and low <= value <= high
+
+
+def _freq_request(mode, curve, revert_s, ttl_s):
+    """A setpoint's frequency-response fields checked: its curve (a tuple) or None."""
+    if mode is None:
+        if curve is not None or revert_s is not None:
+            raise ValueError("a frequency curve or reversion time needs a frequency mode")
+        return None
+    if not _within(mode, freqwatt.MODE_DROOP, freqwatt.MODE_CURVE):
+        raise ValueError("frequency mode must be 1 (droop) or 2 (curve)")
+    if revert_s is not None and not _within(revert_s, 1, ttl_s):
+        raise ValueError("frequency reversion must be 1..ttl s")
+    if mode == freqwatt.MODE_DROOP:
+        if curve is not None:
+            raise ValueError("a curve is for frequency mode 2")
+        return None
+    return freqwatt.check_curve(curve)
 
 
 def _ramp(applied, target, step):

@@ -28,6 +28,8 @@ REASON_STOPPED = const(1 << 11)
 REASON_SETPOINT_EXPIRED = const(1 << 12)
 REASON_RAMPING = const(1 << 13)
 REASON_NO_EV = const(1 << 14)
+REASON_FREQ_RESPONSE = const(1 << 15)  # extension: a frequency response is under way
+REASON_FREQ_INVALID = const(1 << 16)  # extension: one is asked, the frequency is unusable
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)

@@ -5,9 +5,10 @@ Each tick the controller decides with the latest readings and the decision goes
 out in the tick's one function-23 transaction, which also brings fresh readings.
 If those fresh readings call for less power than was just written (a SOC floor
 reached, a temperature crossed, the EV unplugged), the cut is written straight
-away in a second transaction instead of waiting for the next tick. Half a period
-later `watch` reads the converter once more and cuts the same way, so a crossing
-waits at most half a period to be seen. The loop is the only caller of
+away in a second transaction instead of waiting for the next tick; so is a frequency
+response that moved with the fresh grid frequency. Half a period later `watch` reads the
+converter once more and cuts (or responds) the same way, so a crossing waits at most half
+a period to be seen. The loop is the only caller of
 `Controller.decide`, and it carries out the actions requests leave on the Pile.
 """
 
@@ -53,6 +54,7 @@ class ControlLoop:
         self.reset = reset
         self.converter_ok = False
         self.commanded = 0  # W last written to the converter
+        self._freq_commanded = 0  # W of it that was frequency response
         self.periods = 0
         self.cuts = 0  # immediate safety writes
         self.poll_us = 0  # how long the last tick's converter transaction took
@@ -139,8 +141,9 @@ class ControlLoop:
         started = ticks_us()
         self.converter_ok = await self.converter.poll(applied, applied != 0)
         self.poll_us = ticks_diff(ticks_us(), started)
-        self.commanded = applied if self.converter_ok else self.commanded
         if self.converter_ok:
+            self.commanded = applied
+            self._freq_commanded = self.pile.ctl.freq_w
             await self._cut_if_needed()  # the fresh readings, at once
         await self._poll_meter()
 
@@ -194,10 +197,16 @@ class ControlLoop:
             await self._cut_if_needed()
 
     async def _cut_if_needed(self):
+        """A cut, or a frequency response that moved, goes out at once: neither waits."""
         again = self._decide(ticks_ms())
-        if _is_cut(again, self.commanded) and await self.converter.command(again, again != 0):
+        freq_w = self.pile.ctl.freq_w
+        cut = _is_cut(again, self.commanded)
+        if (cut or freq_w != self._freq_commanded) and again != self.commanded \
+                and await self.converter.command(again, again != 0):
             self.commanded = again
-            self.cuts += 1
+            self._freq_commanded = freq_w
+            if cut:
+                self.cuts += 1
 
     async def _poll_meter(self):
         meter = self.meter

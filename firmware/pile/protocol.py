@@ -17,7 +17,7 @@ from micropython import const
 
 from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.cbor import CBORError, Tag, dumps, loads
-from pile.config import CHOICES, INTEGERS, ConfigError
+from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, ConfigError
 from pile.control import NotReady
 from pile.cose import CoseError, mac0_open, mac0_sign
 
@@ -59,7 +59,14 @@ _NEEDS_TECHNICIAN = ("needs the technician's key (pilectl provision-key --techni
 _COSE_MAC0 = const(17)
 _DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v1 readers)
 _NEXT_SEQ = const(8)  # HELLO field: the lowest seq accepted next, so a restarted host resumes
+_TEL_FREQ = const(17)  # TELEMETRY extension: grid frequency, mHz
+_TEL_FREQ_W = const(18)  # and the frequency response in the applied power, W
+_FREQ_MODE = const(6)  # SETPOINT extensions: 1 droop, 2 curve (docs/grid-services.md)
+_FREQ_CURVE = const(7)  # [[mHz, W], ...] for mode 2
+_FREQ_REVERT = const(8)  # s: the response reverts to the config's sooner than the ttl
 _EVENTS_PER_REPLY = const(24)  # keeps an EVENTS reply well under 512 bytes
+_CONFIG_NEXT = const(3)  # CONFIG_GET and CONFIG extension: where a full listing goes on
+_CONFIG_BYTES = const(440)  # of config in one reply: signed, it stays under 510 bytes
 _MAX_SEQ = 0xFFFFFFFFFFFFFFFF
 
 
@@ -102,7 +109,8 @@ class Session:
                   6: tel.converter_temp, 7: env.max_charge, 8: env.max_discharge,
                   9: ctl.reasons, 10: ctl.applied, 11: ctl.ttl_left_s(pile.now()),
                   12: pile.site_w, 13: tel.fault_code, 14: ctl.uptime_s,
-                  15: tel.energy_in, 16: tel.energy_out}
+                  15: tel.energy_in, 16: tel.energy_out, _TEL_FREQ: tel.grid_freq * 10,
+                  _TEL_FREQ_W: ctl.freq_w}
         return self._send(TELEMETRY, fields)
 
     def _send(self, mtype, fields):
@@ -187,6 +195,8 @@ class Session:
         if mtype == SETPOINT:
             return self._setpoint(seq, msg)
         if mtype == CONFIG_GET:
+            if msg.get(2) is None:
+                return self._config_all(_field(msg, _CONFIG_NEXT, "next", optional=True) or 0)
             return self._config_get(msg.get(2))
         if mtype == CONFIG_SET:
             return self._config_set(msg.get(2), technician, slot)
@@ -213,8 +223,11 @@ class Session:
         ttl = _field(msg, 3, "ttl")
         departure = _field(msg, 4, "departure", optional=True)
         reserve = _field(msg, 5, "reserve SOC", optional=True)
+        mode = _field(msg, _FREQ_MODE, "frequency mode", optional=True)
+        revert = _field(msg, _FREQ_REVERT, "frequency reversion", optional=True)
         try:
-            target, reasons = self.pile.setpoint(power, ttl, departure, reserve)
+            target, reasons = self.pile.setpoint(power, ttl, departure, reserve, mode,
+                                                 msg.get(_FREQ_CURVE), revert)
         except ValueError as exc:
             raise Refused(ERR_OUT_OF_RANGE, str(exc))
         except NotReady as exc:
@@ -223,8 +236,6 @@ class Session:
 
     def _config_get(self, keys):
         values = self.pile.cfg.values
-        if keys is None:
-            return self._send(CONFIG, {2: dict(values)})
         if type(keys) is not list:
             raise Refused(ERR_BAD_FIELD, "field 2 must be a list of keys")
         for key in keys:
@@ -255,7 +266,24 @@ class Session:
             self.pile.set_config(changes, slot)
         except ConfigError as exc:
             raise Refused(ERR_OUT_OF_RANGE, str(exc))
-        return self._send(CONFIG, {2: dict(self.pile.cfg.values)})
+        return self._config_all()
+
+    def _config_all(self, first=0):
+        """The keys from number `first` on that fit one frame, in the order keys were added
+        (so a host that knows only the older keys gets them all at once), and where the
+        listing goes on when some are left."""
+        if not 0 <= first < len(KEY_NUMBERS):
+            raise Refused(ERR_OUT_OF_RANGE, "next must be 0..%d" % (len(KEY_NUMBERS) - 1))
+        values = self.pile.cfg.values
+        shown = {}
+        size = 0
+        for index in range(first, len(KEY_NUMBERS)):
+            key = KEY_NUMBERS[index]
+            size += len(dumps(key)) + len(dumps(values[key]))
+            if size > _CONFIG_BYTES:
+                return self._send(CONFIG, {2: shown, _CONFIG_NEXT: index})
+            shown[key] = values[key]
+        return self._send(CONFIG, {2: shown})
 
     def _provision(self, changes, name):
         if len(changes) != 1:

@@ -286,10 +286,20 @@ class Client:
 
     async def config_get(self, keys=None):
         fields = {} if keys is None else {wire.BODY: list(keys)}
-        return (await self.request(wire.CONFIG_GET, fields, wire.CONFIG))[wire.BODY]
+        return await self._whole_config(await self.request(wire.CONFIG_GET, fields, wire.CONFIG))
 
     async def config_set(self, changes):
-        return (await self.request(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG))[wire.BODY]
+        return await self._whole_config(
+            await self.request(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG))
+
+    async def _whole_config(self, reply):
+        """A CONFIG reply's values, and the rest of a listing too long for one frame."""
+        values = dict(reply[wire.BODY])
+        while wire.CONFIG_NEXT in reply:
+            reply = await self.request(wire.CONFIG_GET, {wire.CONFIG_NEXT: reply[wire.CONFIG_NEXT]},
+                                       wire.CONFIG)
+            values.update(reply[wire.BODY])
+        return values
 
     async def provision_key(self, key, technician=False):
         """Set (bytes) or remove (None) the pile's link key, or the technician's; over the

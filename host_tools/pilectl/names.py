@@ -28,6 +28,8 @@ REASONS = (
     (limits.REASON_SETPOINT_EXPIRED, "setpoint expired"),
     (limits.REASON_RAMPING, "ramping"),
     (limits.REASON_NO_EV, "no EV"),
+    (limits.REASON_FREQ_RESPONSE, "frequency response"),
+    (limits.REASON_FREQ_INVALID, "frequency unusable"),
 )
 
 

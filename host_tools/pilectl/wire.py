@@ -28,7 +28,11 @@ TYPE, SEQ = 0, 1
 BODY = 2  # the one field of CONFIG_GET/SET, CONFIG, EVENTS_GET, EVENTS, COMMAND, DIAGNOSTICS
 
 SETPOINT_POWER, SETPOINT_TTL, SETPOINT_DEPARTURE, SETPOINT_RESERVE = 2, 3, 4, 5
+# extension: frequency-watt on top of the setpoint (docs/grid-services.md)
+SETPOINT_FREQ_MODE, SETPOINT_FREQ_CURVE, SETPOINT_FREQ_REVERT = 6, 7, 8
+FREQ_DROOP, FREQ_CURVE = 1, 2
 ACK_SEQ, ACK_TARGET, ACK_REASONS = 2, 3, 4
+CONFIG_NEXT = 3  # extension: where a config listing too long for one frame goes on
 ERROR_SEQ, ERROR_CODE, ERROR_DETAIL = 2, 3, 4
 HELLO_PILE_ID, HELLO_FIRMWARE, HELLO_NONCE, HELLO_PROTOCOL, HELLO_NEXT_SEQ = 2, 3, 4, 7, 8
 
@@ -41,7 +45,8 @@ COMMANDS = {"reset-fault": 1, "reboot": 2, "stop": 3, "release": 4}
 TELEMETRY_FIELDS = {2: "state", 3: "power_w", 4: "soc_permille", 5: "battery_temp_dc",
                     6: "converter_temp_dc", 7: "max_charge_w", 8: "max_discharge_w",
                     9: "reasons", 10: "applied_w", 11: "ttl_left_s", 12: "site_w",
-                    13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh"}
+                    13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh",
+                    17: "grid_freq_mhz", 18: "freq_response_w"}  # 17, 18: extension
 HELLO_FIELDS = {HELLO_PILE_ID: "pile_id", HELLO_FIRMWARE: "firmware", HELLO_NONCE: "nonce",
                 5: "rated_charge_w", 6: "rated_discharge_w", HELLO_PROTOCOL: "protocol"}
 LINK_KEY = "link_key"  # the write-only config keys that provision the aggregator's key

@@ -12,7 +12,8 @@ RATED = 11000
 
 
 def telemetry(**fields):
-    """A healthy, plugged-in EV at 60 % and 25 degC unless `fields` say otherwise."""
+    """A healthy, plugged-in EV at 60 % and 25 degC on a 50 Hz grid unless `fields` say
+    otherwise."""
     tel = Telemetry()
     tel.status = STATUS_READY | STATUS_EV_CONNECTED
     tel.soc = 600
@@ -22,6 +23,7 @@ def telemetry(**fields):
     tel.ev_max_discharge = RATED
     tel.rated_charge = RATED
     tel.rated_discharge = RATED
+    tel.grid_freq = 5000  # 0.01 Hz
     for name, value in fields.items():
         setattr(tel, name, value)
     return tel
@@ -200,6 +202,7 @@ def pile_with_ev():
     tel.converter_temp = 400
     tel.ev_max_charge = tel.ev_max_discharge = RATED
     tel.rated_charge = tel.rated_discharge = RATED
+    tel.grid_freq = 5000
     pile.ctl.decide(pile.now(), tel, True, 5000, 0)
     return pile
 

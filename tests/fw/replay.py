@@ -3,7 +3,7 @@
 Shared by the hypothesis properties (CPython) and the differential check that
 replays the same scenarios under MicroPython and compares tick by tick.
 Per tick it returns [applied, target, reasons, state, max_charge, max_discharge,
-must_charge, ack], ack being [target, reasons] for an accepted setpoint, the
+must_charge, ack, base, freq_w], ack being [target, reasons] for an accepted setpoint, the
 string "refused" for a refused one, "busy" for one before the converter was first
 read, or None without a setpoint that tick.
 """
@@ -28,9 +28,11 @@ def replay(scenario):
         elif action == "release":
             ctl.release()
         elif action:
-            power, ttl, departure, reserve = action
+            power, ttl, departure, reserve = action[:4]
+            mode, curve, revert = action[4] if len(action) > 4 else (None, None, None)
             try:
-                target, reasons = ctl.set_setpoint(power, ttl, now, departure, reserve)
+                target, reasons = ctl.set_setpoint(power, ttl, now, departure, reserve, mode,
+                                                   curve, revert)
                 ack = [target, reasons]
             except ValueError:
                 ack = "refused"
@@ -43,7 +45,7 @@ def replay(scenario):
         applied = ctl.decide(now, tel, step["ok"], step["site"], step["age"], step["estop"])
         env = ctl.env
         rows.append([applied, ctl.target, ctl.reasons, ctl.state, env.max_charge,
-                     env.max_discharge, env.must_charge, ack])
+                     env.max_discharge, env.must_charge, ack, ctl.base, ctl.freq_w])
     return rows
 
 

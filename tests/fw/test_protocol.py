@@ -102,10 +102,33 @@ def test_replay_and_seq_order():
     assert loads(host.session.hello())[8] == 12  # a restarted host resumes above 11
 
 
+def listing(host):
+    """Every config value, page by page as a full listing too long for one frame comes."""
+    reply = host.send(CONFIG_GET)
+    values = dict(reply[2])
+    while 3 in reply:
+        reply = host.send(CONFIG_GET, {3: reply[3]})
+        values.update(reply[2])
+    return values
+
+
+def test_a_full_config_listing_comes_in_frames_the_link_carries():
+    pile = Pile("test-001")
+    pile.set_key(KEY_BYTES)
+    host = Host(pile, key=KEY_BYTES)
+    first = host.send(CONFIG_GET)
+    assert set(KEY_NUMBERS[:22]) <= set(first[2])  # what hosts before the frequency keys knew
+    assert first[3] == len(first[2])
+    assert listing(host) == pile.cfg.values
+    assert max(len(reply) for reply in host.replies) <= 510  # signed, with its CRC: <= 512
+    assert host.send(CONFIG_GET, {3: len(KEY_NUMBERS)})[3] == ERR_OUT_OF_RANGE
+    assert host.send(CONFIG_GET, {3: "next"})[3] == ERR_BAD_FIELD
+
+
 def test_config_get_set_all_or_nothing():
     pile = Pile("test-001")
     host = Host(pile)
-    assert host.send(CONFIG_GET)[2] == pile.cfg.values
+    assert listing(host) == pile.cfg.values
     wanted = host.send(CONFIG_GET, {2: ["min_soc", "fallback"]})[2]
     assert wanted == {"min_soc": 20, "fallback": "idle"}
     assert host.send(CONFIG_GET, {2: ["nope"]})[3] == ERR_BAD_FIELD
@@ -240,13 +263,14 @@ def test_telemetry_fields():
     host.send(SETPOINT, {2: -3000, 3: 60})
     pile.ctl.decide(pile.now() + 1000, pile.tel, True, 4200, 0)  # one second: ramped all the way
     tel = loads(host.session.telemetry())
-    assert tel[0] == TELEMETRY and sorted(tel) == list(range(17))
+    assert tel[0] == TELEMETRY and sorted(tel) == list(range(19))
+    assert tel[17] == 50000 and tel[18] == 0  # grid frequency mHz, no frequency response
     assert tel[4] == 600 and tel[5] == 250 and tel[12] == 4200 and tel[11] == 60
     assert tel[7] == 6800 and tel[8] == 4200 and tel[10] == -3000  # other load 4.2 kW
     pile.site_w = None
     assert loads(host.session.telemetry())[12] is None
     with raises(KeyError):
-        tel[17]
+        tel[19]
 
 
 def test_a_config_from_another_version_keeps_what_it_can():
