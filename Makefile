@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat $(PICO_MODULES)
 
@@ -90,6 +90,10 @@ bench-perf: setup
 # Setpoint and safety-cut latency on the virtual bench, 200 trials each (about 5 minutes).
 bench-latency: setup
 	$(BIN)/python bench/latency_bench.py 200
+
+# Frequency-watt: a 50.00 <-> 49.80 Hz step to the converter write with 90 % of the response.
+bench-frequency: setup
+	$(BIN)/python bench/frequency_bench.py $(or $(TRIALS),200)
 
 # The smallest -X heapsize the firmware survives the evening scenario with (about 10 minutes).
 bench-heap: setup

@@ -99,4 +99,5 @@ async def main(trials):
     print(json.dumps({"setpoint": setpoint, "safety_cut": cut, "tick_ms": tick_ms}))
 
 
-asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))

@@ -145,8 +145,13 @@ class BoardPile(PileUnderTest):
             wired = await self._after_reboot(booted)
         self.client = wired
         # every key back to its default (a board keeps its config from the last test, a
-        # fallback to charge, say), then the suite's
-        await wired.config_set({**config.defaults(), **scenario["config"]})
+        # fallback to charge, say), then the suite's; only those that differ, as all of
+        # them no longer fit one frame
+        wanted = {**config.defaults(), **scenario["config"]}
+        now = await wired.config_get()
+        changes = {key: value for key, value in wanted.items() if now.get(key) != value}
+        if changes:
+            await wired.config_set(changes)
         await self.until(lambda t: t["state"] == STATE_IDLE and t["site_w"] is not None,
                          what="the pile settling idle with a meter reading")
         self.events_from = (await wired.diagnostics())["event_next"]

@@ -102,3 +102,77 @@ def test_a_stale_heartbeat_counts_only_while_the_converter_can_hear(deaf_s, hear
     assert sim.plant.commanded_w == -4000
     stale = [v for v in sim.oracle.violations if "heartbeat" in v.rule]
     assert bool(stale) == violated
+
+
+def command(sim, watts):
+    """The firmware's control write, as the bus would carry it: `watts`, run, a heartbeat."""
+    converter = sim.plant.converter
+    words = [(watts >> 16) & 0xFFFF, watts & 0xFFFF, 1, converter.holding[HEARTBEAT] + 1]
+    for offset, value in enumerate(words):
+        converter.holding[SETPOINT + offset] = value
+    converter.on_write(SETPOINT, words)
+
+
+def test_the_grid_steps_ramps_and_plays_a_recorded_event():
+    sim = Simulation({"grid": {"hz": [[0, 50.0], [1, 50.0], [1, 49.8], [2, 49.9]],
+                               "event": "gb-2019-08-09", "event_at": 10}})
+    seen = {}
+    for _ in range(int(100 / 0.05)):
+        sim.advance(0.05)
+        seen[round(sim.plant.t, 2)] = sim.plant.converter.holding[11]
+    assert seen[0.5] == 5000 and seen[1.05] == 4980 and seen[1.5] == 4985  # 0.01 Hz
+    assert seen[86.0] == 4880  # the event's second fall, 76 s after it began
+    assert min(seen.values()) == 4880
+
+
+@pytest.mark.parametrize("grid, said", [
+    ({"hz": [[0, 5000]]}, "5000 Hz at 0 s is no grid frequency"),
+    ({"event": "nope"}, "no recorded grid event 'nope'"),
+    ({"hertz": []}, "grid.hertz is not a grid key"),
+    ({"response": {"droop": 5}}, "grid.response.droop is not a response key")])
+def test_grid_mistakes_are_named(tmp_path, grid, said):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "grid": grid}))
+    result = pilectl("sim", "--bus", "/dev/no-such-adapter", "--scenario", str(path))
+    assert result.returncode == 1 and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("answer_w, after_s, held_by, violated", [
+    (-3721, 0.3, None, False),  # the droop's -721 W on time
+    (-3721, 0.8, None, True),  # late: 0.2 s response + 0.3 s reading delay allowed
+    (-3300, 0.3, None, True),  # on time but short of 90 %
+    (-3300, 0.3, "soc", False),  # short, held at the SOC floor
+    (-3300, 0.3, "export", False)])  # short, held by the site's export cap
+def test_the_oracle_expects_the_frequency_response(answer_w, after_s, held_by, violated):
+    limits = {"site_export_limit_w": 11000, "min_soc_pct": 20}
+    if held_by == "soc":
+        limits["min_soc_pct"] = 59.9
+    if held_by == "export":
+        limits["site_export_limit_w"] = 300  # 3 kW of load, 3.3 kW of discharge
+    sim = Simulation({"grid": {"hz": [[0, 50.0], [1, 50.0], [1, 49.8]], "response": {}},
+                      "load_w": [[0, 3000]], "oracle": limits})
+    command(sim, -3000)
+    while sim.plant.t < 1 + after_s:
+        sim.advance(0.05)
+    command(sim, answer_w)
+    while sim.plant.t < 3:
+        sim.advance(0.05)
+    found = [v for v in sim.oracle.violations if "frequency" in v.rule]
+    assert bool(found) == violated, found
+    others = [v for v in sim.oracle.violations if "frequency" not in v.rule]
+    assert held_by == "soc" or not others, others
+
+
+def test_a_response_within_the_plants_step_is_not_taken_for_the_baseline():
+    """The pile may answer between the plant's steps: the baseline is the power before."""
+    sim = Simulation({"grid": {"hz": [[0, 50.0]], "response": {}}, "load_w": [[0, 3000]],
+                      "oracle": {"site_export_limit_w": 11000}})
+    command(sim, -3000)
+    while sim.plant.t < 1:
+        sim.advance(0.05)
+    sim.plant.grid_hz_at = lambda t: 49.8
+    command(sim, -3721)  # answered before the plant's next step
+    while sim.plant.t < 3:
+        sim.advance(0.05)
+    assert not sim.oracle.violations, sim.oracle.violations

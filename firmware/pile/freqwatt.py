@@ -83,23 +83,29 @@ class FreqWatt:
         self.target = 0  # W the curve or droop asks for at the latest reading
         self.response = 0  # W, moving towards target within the response time
         self.valid = False  # the latest reading was fresh and plausible
+        self._held_ms = 0  # how long the response has not moved: what it may move by now
 
     def update(self, mode, curve, mhz, fresh, rated_c, rated_d, cfg, dt):
         """The response (W) for this decision, `dt` ms after the last one."""
         self.valid = fresh and MIN_MHZ <= mhz <= MAX_MHZ
         if mode == MODE_OFF or not self.valid:
-            self.target = self.response = 0
+            self.target = self.response = self._held_ms = 0
             return 0
         if mode == MODE_CURVE:
             target = curve_w(curve, mhz)
         else:
             target = droop_w(mhz, rated_c, rated_d, cfg)
         self.target = target
+        # A full-rating step takes the whole response time. The time counts from the
+        # response's last move, not the last decision: a reading that comes right after
+        # a decision (the tick's transaction) may still move it by the whole time it held.
         window = cfg.freq_response_ms
-        if dt >= window:
+        held = min(self._held_ms + dt, window)
+        last = self.response
+        if held >= window:
             self.response = target
-        else:  # a full-rating step takes the whole response time
-            step = _scaled(max(rated_c, rated_d, 1), dt, window)
-            gap = target - self.response
-            self.response += max(-step, min(step, gap))
+        else:
+            step = _scaled(max(rated_c, rated_d, 1), held, window)
+            self.response += max(-step, min(step, target - last))
+        self._held_ms = 0 if self.response != last else held
         return self.response

@@ -276,12 +276,15 @@ class Client:
         key = self.technician_key or self.key
         return wire.sign(key, message, self.nonce) if key is not None else message
 
-    async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None):
+    async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None, freq_mode=None,
+                       freq_curve=None, freq_revert_s=None):
+        """Ask for `power_w`; with `freq_mode` (wire.FREQ_DROOP, or wire.FREQ_CURVE and a
+        `freq_curve` of [mHz, W] points) a frequency response rides on top of it."""
         fields = {wire.SETPOINT_POWER: power_w, wire.SETPOINT_TTL: ttl_s}
-        if departure_s is not None:
-            fields[wire.SETPOINT_DEPARTURE] = departure_s
-        if reserve_soc is not None:
-            fields[wire.SETPOINT_RESERVE] = reserve_soc
+        optional = ((wire.SETPOINT_DEPARTURE, departure_s), (wire.SETPOINT_RESERVE, reserve_soc),
+                    (wire.SETPOINT_FREQ_MODE, freq_mode), (wire.SETPOINT_FREQ_CURVE, freq_curve),
+                    (wire.SETPOINT_FREQ_REVERT, freq_revert_s))
+        fields.update((key, value) for key, value in optional if value is not None)
         return _ack(await self.request(wire.SETPOINT, fields, wire.ACK))
 
     async def config_get(self, keys=None):

@@ -139,3 +139,11 @@ def test_bad_frequency_fields_are_refused_and_change_nothing():
         with raises(ValueError):
             run.setpoint(1000, **extra)
         assert run.ctl.setpoint == -2000 and run.ctl._freq_mode == freqwatt.MODE_OFF
+
+
+def test_time_the_response_held_counts_towards_its_next_move():
+    fw = freqwatt.FreqWatt()
+    cfg = config()  # 200 ms for the rating
+    assert fw.update(freqwatt.MODE_DROOP, None, 50000, True, RATED, RATED, cfg, 250) == 0
+    # the tick's fresh reading, 3 ms after the decision before its transaction
+    assert fw.update(freqwatt.MODE_DROOP, None, 49800, True, RATED, RATED, cfg, 3) == -721

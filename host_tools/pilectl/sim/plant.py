@@ -67,6 +67,7 @@ class Oracle:
     limits: OracleLimits = field(default_factory=OracleLimits)
     violations: list = field(default_factory=list)
     _since: dict = field(default_factory=dict)  # rule -> (start time, worst value)
+    freq: object = None  # a grid.FreqWatch when the scenario expects a frequency response
 
     def check(self, t, plant, site_w):
         lim = self.limits
@@ -94,6 +95,10 @@ class Oracle:
         self._rule(t, "power commanded while the heartbeat is stale",
                    plant.commanded_w != 0 and plant.unheard_s > HEARTBEAT_TIMEOUT_S,
                    plant.unheard_s, HEARTBEAT_TIMEOUT_S, 0.0)
+        if self.freq is not None:
+            short = self.freq.shortfall(t, plant.grid_hz, plant, lim)
+            self._rule(t, "frequency response short of 90 % after its response time",
+                       short > 0, short, 0.0, 0.0)
 
     def _rule(self, t, rule, broken, value, limit, grace):
         if not broken:
@@ -115,7 +120,7 @@ class Oracle:
 class Plant:
     """Converter, EV battery and site load, stepping in simulated seconds."""
 
-    def __init__(self, params=None, load_w=None, meter_unit=2, converter_unit=1):
+    def __init__(self, params=None, load_w=None, meter_unit=2, converter_unit=1, grid_hz=None):
         self.p = params or PlantParams()
         p = self.p
         self.soc = p.soc
@@ -132,6 +137,8 @@ class Plant:
         self.unheard_s = 0.0  # of heartbeat_age_s, the time the converter was listening
         self.converter_unit = converter_unit
         self.load_w = load_w or (lambda t: 3000.0)
+        self.grid_hz_at = grid_hz or (lambda t: 50.0)  # the grid's frequency over time
+        self.grid_hz = self.grid_hz_at(0)
         self.site_w = self.load_w(0)
         self.t = 0.0
         self.converter = Device(holding={a: 0 for a in list(range(0, 18)) +
@@ -214,6 +221,7 @@ class Plant:
         self.converter_temp_c += dt * (p.converter_heat_c_per_kws * kw
                                        - (self.converter_temp_c - p.ambient_c) / p.converter_tau_s)
         self.site_w = self.load_w(self.t) + power
+        self.grid_hz = self.grid_hz_at(self.t)
         self.publish()
 
     def publish(self):
@@ -234,7 +242,7 @@ class Plant:
             7: int(self.battery_temp_c * 10) & 0xFFFF,
             8: int(self.converter_temp_c * 10) & 0xFFFF,
             9: self.ev_max_charge_w() // 10, 10: self.ev_max_discharge_w() // 10,
-            11: 5000, 12: int(p.grid_voltage_v * 10),
+            11: round(self.grid_hz * 100), 12: int(p.grid_voltage_v * 10),
             13: self.converter.holding[HEARTBEAT],
         }
         hold = self.converter.holding

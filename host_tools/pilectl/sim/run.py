@@ -5,7 +5,8 @@ A scenario is JSON: `duration_s`, `plant` (PlantParams fields), `oracle`
 ([{"at": s, "do": ..., ...}]). Events: silence, meter_silence, crc, noise,
 exception (code), slow (delay_s), wrong_unit (unit), no_function_23 — each with
 an optional "for" in seconds — and fault (code), battery_temp / converter_temp
-(value), unplug, plug (soc, optional).
+(value), unplug, plug (soc, optional). `grid`: the frequency and the response the
+oracle expects (pilectl.sim.grid).
 """
 
 import asyncio
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from pilectl.sim.bus import Faults, start_server
+from pilectl.sim.grid import FreqRule, FreqWatch, GridError, frequency_profile
 from pilectl.sim.plant import Oracle, OracleLimits, Plant, PlantParams
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -62,7 +64,27 @@ def load_scenario(name_or_path):
                                     f", not {value!r}")
     if "soc" in scenario.get("plant", {}):
         _fraction(path, "plant.soc", scenario["plant"]["soc"])
+    _check_grid(path, scenario.get("grid", {}))
     return scenario
+
+
+_GRID_KEYS = {"hz", "noise_mhz", "seed", "event", "event_at", "response"}
+
+
+def _check_grid(path, grid):
+    unknown = set(grid) - _GRID_KEYS
+    if unknown:
+        raise ScenarioError(f"{path}: grid.{sorted(unknown)[0]} is not a grid key; known: "
+                            f"{', '.join(sorted(_GRID_KEYS))}")
+    known = {f.name for f in dataclasses.fields(FreqRule)}
+    for key in grid.get("response", {}):
+        if key not in known:
+            raise ScenarioError(f"{path}: grid.response.{key} is not a response key; known: "
+                                f"{', '.join(sorted(known))}")
+    try:
+        frequency_profile(grid, piecewise)
+    except GridError as exc:
+        raise ScenarioError(f"{path}: {exc}") from exc
 
 
 def _fraction(path, what, value):
@@ -72,10 +94,11 @@ def _fraction(path, what, value):
 
 
 def piecewise(points, default=3000.0):
-    """A function of time, linear between [t, value] points, flat outside them."""
+    """A function of time, linear between [t, value] points, flat outside them; two points
+    at one time make a step (in the order given)."""
     if not points:
         return lambda t: default
-    points = sorted(points)
+    points = sorted(points, key=lambda point: point[0])
 
     def value(t):
         if t <= points[0][0]:
@@ -130,9 +153,13 @@ class Simulation:
 
     def __init__(self, scenario, step_s=0.05):
         self.scenario = scenario
+        grid = scenario.get("grid", {})
         self.plant = Plant(PlantParams(**scenario.get("plant", {})),
-                           piecewise(scenario.get("load_w")))
+                           piecewise(scenario.get("load_w")),
+                           grid_hz=frequency_profile(grid, piecewise))
         self.oracle = Oracle(OracleLimits(**scenario.get("oracle", {})))
+        if "response" in grid:
+            self.oracle.freq = FreqWatch(FreqRule(**grid["response"]))
         self.faults = Faults()
         self.step_s = step_s
         self._pending = sorted(scenario.get("events", []), key=lambda e: e["at"])
@@ -145,6 +172,8 @@ class Simulation:
         now = self.plant.t
         self.plant.load_w = piecewise([[at + now, w] for at, w in self.scenario.get("load_w")
                                        or []])
+        grid_hz = frequency_profile(self.scenario.get("grid", {}), piecewise)
+        self.plant.grid_hz_at = lambda t: grid_hz(t - now)
         self._pending = [dict(event, at=event["at"] + now) for event in self._pending]
 
     def inject(self, event, after_s=0.0):
@@ -179,6 +208,7 @@ class Simulation:
                 "battery_temp_c": round(plant.battery_temp_c, 2),
                 "converter_temp_c": round(plant.converter_temp_c, 2),
                 "site_w": round(plant.site_w), "ev_connected": plant.ev_connected,
+                "grid_hz": round(plant.grid_hz, 3),
                 "heartbeat_age_s": round(plant.heartbeat_age_s, 2),
                 "violations": len(self.oracle.violations)}
 
