@@ -36,6 +36,7 @@ from pathlib import Path
 
 from pile.events import RESET_POWER_ON, RESET_REQUESTED
 from pilectl import field
+from pilectl.build import build
 from pilectl.client import LinkError, PileError
 from pilectl.vbench import VirtualBench
 
@@ -395,13 +396,17 @@ def main():
     parser.add_argument("--heapsize", default="192K", help="the firmware's -X heapsize")
     parser.add_argument("--out", type=Path, default=None, help="where soak.png and soak.jsonl go")
     parser.add_argument("--firmware", type=Path, default=None,
-                        help="a firmware tree (main.py, pile/, profiles/) other than this one")
+                        help="a firmware tree (main.py, pile/, profiles/); default: this one "
+                             "built to .mpy, as deployed")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     out = args.out or Path(tempfile.mkdtemp(prefix="soak-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"soak: {args.minutes:g} min, seed {seed}, heap {args.heapsize}, output in {out}",
           flush=True)
+    if args.firmware is None:  # as a board runs it: precompiled, no compiler on the heap
+        args.firmware = out / "firmware-mpy"
+        build(args.firmware)
     started = time.monotonic()
     soak, wrong, kept, boots = asyncio.run(run(args.minutes, seed, args.heapsize, out,
                                                args.firmware))

@@ -14,7 +14,7 @@ def test_two_minutes_of_every_fault(tmp_path):
         [sys.executable, str(ROOT / "bench" / "soak.py"), "2", "--seed", "20261203",
          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr
+    assert lines and lines[-1].startswith("{"), result.stdout + result.stderr
     found = json.loads(lines[-1])
     assert found["violations"] == 0, result.stdout
     assert found["crashes"] == 0, result.stdout
