@@ -8,8 +8,6 @@ import websockets
 from ocpp.routing import on
 from ocpp.v21 import ChargePoint, call, call_result
 
-HEARTBEAT_S = 30
-
 
 def _stamp():
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -30,8 +28,8 @@ class StationView(ChargePoint):
     @on("BootNotification")
     def on_boot(self, **payload):
         self._record("BootNotification", payload)
-        return call_result.BootNotification(current_time=_stamp(), interval=HEARTBEAT_S,
-                                            status="Accepted")
+        return call_result.BootNotification(current_time=_stamp(),
+                                            interval=self.csms.heartbeat_s, status="Accepted")
 
     @on("Heartbeat")
     def on_heartbeat(self, **payload):
@@ -64,7 +62,8 @@ class StationView(ChargePoint):
 
 
 class Csms:
-    def __init__(self):
+    def __init__(self, heartbeat_s=30):
+        self.heartbeat_s = heartbeat_s  # the interval BootNotification's response gives
         self.stations = {}
         self.arrived = asyncio.Event()
         self.server = None

@@ -31,9 +31,9 @@ pytestmark = pytest.mark.usefixtures("socat")
 class Rig:
     """The bench, the CSMS and the bridge between them, and a watcher on the pile."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, heartbeat_s=30):
         self.bench = VirtualBench(tmp_path, SCENARIO)
-        self.csms = Csms()
+        self.csms = Csms(heartbeat_s)
 
     async def __aenter__(self):
         await self.bench.start()
@@ -84,7 +84,7 @@ class Rig:
 
 
 async def test_the_station_boots_reports_and_tells_the_evs_needs(tmp_path):
-    async with Rig(tmp_path) as rig:
+    async with Rig(tmp_path, heartbeat_s=1) as rig:
         boot = rig.view.last("BootNotification")
         assert boot["reason"] == "PowerUp" and boot["charging_station"]["vendor_name"]
         status = await rig.csms.until(STATION, "StatusNotification")
@@ -98,6 +98,7 @@ async def test_the_station_boots_reports_and_tells_the_evs_needs(tmp_path):
         assert measured["SoC"] == pytest.approx(60, abs=1)
         assert {"Power.Active.Import", "Power.Active.Export", "Energy.Active.Import.Register",
                 "Energy.Active.Export.Register", "Frequency"} <= set(measured)
+        await rig.csms.until(STATION, "Heartbeat")  # at the interval the CSMS gave
 
 
 async def test_each_operation_mode_drives_the_converter_within_a_second(tmp_path):
