@@ -36,25 +36,37 @@ class Rig:
         self.csms = Csms(heartbeat_s)
 
     async def __aenter__(self):
-        await self.bench.start()
+        self.running = None
         await self.csms.start()
-        self.station = Station(STATION, await self.bench.tcp(), f"{self.csms.url}/{STATION}",
-                               meter_interval_s=1.0)
-        self.running = asyncio.create_task(self.station.run())
+        try:
+            await self.bench.start()
+            self.station = Station(STATION, await self.bench.tcp(),
+                                   f"{self.csms.url}/{STATION}", meter_interval_s=1.0)
+            self.running = asyncio.create_task(self.station.run())
+            await self._connected()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def _connected(self):
         self.view = await self.csms.station(STATION)
         self.writes = self.bench.sim.plant.control_writes()
         self.transaction = (await self.csms.until(
             STATION, "TransactionEvent", lambda p: p["event_type"] == "Started"))[
             "transaction_info"]["transaction_id"]
-        return self
+
+    async def _stop(self):
+        if self.running is not None:
+            self.running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self.running, 10)  # a hang fails, not waits
+        await self.csms.stop()
+        await self.bench.stop()
 
     async def __aexit__(self, *exc):
-        self.running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.running
-        await self.csms.stop()
         violations = self.bench.sim.oracle.summary()
-        await self.bench.stop()
+        await self._stop()
         assert not violations, violations
 
     def profile(self, mode, **period):

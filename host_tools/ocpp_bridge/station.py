@@ -248,7 +248,15 @@ class Station:
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
 
+
+async def _cancel(tasks):
+    """Cancel `tasks` and wait until they end. A cancel can be lost on Python 3.11, when a
+    task's `wait_for` finishes in the same step (a telemetry arriving every second makes
+    that likely over a long run), so the ones still running are cancelled again."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
