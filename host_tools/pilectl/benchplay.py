@@ -55,7 +55,7 @@ async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmwa
     else:
         bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
     rows = []
-    acked = refused = rejected = 0
+    acked = refused = 0
     try:
         await bench.start()
         client = await bench.aggregator()
@@ -81,15 +81,16 @@ async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmwa
                 rows.append(row)
                 if show_live:
                     live.update(live_table(row, scenario.get("name", "?")))
-        rejected = client.rejected
         await client.close()
-        figures = await bench.figures()
+        # the verdict and the energies before the on-board figures: those stop the
+        # firmware's loop (the REPL runs the benchmarks), which the plant would count
+        summary = summarise(rows, bench, acked, refused, client.rejected)
+        summary.update(await bench.figures())
     except (OSError, TimeoutError, LinkError, PileError) as exc:
         said = "\n".join(bench.firmware_output[-8:])
         raise RuntimeError(f"{exc}\nthe firmware's last words:\n{said}") from exc
     finally:
         await bench.stop()
-    summary = dict(summarise(rows, bench, acked, refused, rejected), **figures)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "bench.jsonl", "w") as trace:
         for row in rows:
