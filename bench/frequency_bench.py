@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from latency_bench import first_write
+from pilectl.sim.plant import first_write
 from pilectl.vbench import VirtualBench
 from stats import figures
 
@@ -39,12 +39,6 @@ SCENARIO = {"name": "frequency", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "grid": {"hz": [[0, 50.0]], "response": {"rated_w": RATED_W}}}
 
 
-def set_frequency(plant, hz):
-    plant.grid_hz_at = lambda t: hz
-    plant.grid_hz = hz
-    plant.publish()  # the register changes now
-
-
 async def trials(bench, client, count):
     plant = bench.sim.plant
     writes = plant.control_writes()
@@ -54,7 +48,7 @@ async def trials(bench, client, count):
     for i in range(count):
         await asyncio.sleep(random.uniform(0.3, 0.6))  # settled, at a random tick phase
         under = i % 2 == 0
-        set_frequency(plant, STEP_HZ if under else 50.0)
+        plant.hold_grid(STEP_HZ if under else 50.0)
         stepped = time.monotonic()
         if under:
             reached = await first_write(writes, stepped,

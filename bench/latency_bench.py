@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pilectl import wire
-from pilectl.sim.plant import setpoint_w
+from pilectl.sim.plant import first_write
 from pilectl.vbench import VirtualBench
 from stats import figures
 
@@ -29,17 +29,6 @@ SCENARIO = {"name": "latency", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
             "config": {"site_import_limit_w": 16000, "site_export_limit_w": 11000,
                        "ramp_w_per_s": 1000000, "telemetry_period_s": 1},
             "oracle": {"site_import_limit_w": 16000, "site_export_limit_w": 11000}}
-
-
-async def first_write(writes, since, condition, timeout=3.0):
-    """Seconds from `since` to the first control write whose setpoint (W) meets `condition`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for at, registers in writes:
-            if at >= since and condition(setpoint_w(registers)):
-                return at - since
-        await asyncio.sleep(0.002)
-    raise TimeoutError("no matching Modbus write")
 
 
 async def setpoint_trials(bench, client, writes, trials):

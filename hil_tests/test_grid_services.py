@@ -10,24 +10,17 @@ from pilectl.client import PileError
 DROOP_AT_49_80 = -(RATED * 164 // 2500)  # 164 mHz past the 36 mHz deadband, 5 % droop
 
 
-def grid(pile, hz):
-    plant = pile.plant
-    plant.grid_hz_at = lambda t: hz
-    plant.grid_hz = hz
-    plant.publish()
-
-
 async def test_droop_answers_an_under_frequency_step_on_top_of_the_setpoint(pile):
     await pile.client.config_set({"freq_response": "droop"})
     await pile.client.setpoint(-3000, 60)
     await pile.until(lambda t: t["applied_w"] == -3000, what="the setpoint applied")
-    grid(pile, 49.80)
+    pile.plant.hold_grid(49.80)
     tel = await pile.until(lambda t: t["freq_response_w"] == DROOP_AT_49_80,
                            what="the droop response")
     assert tel["grid_freq_mhz"] == 49800 and tel["applied_w"] == -3000 + DROOP_AT_49_80
     assert tel["reasons"] & limits.REASON_FREQ_RESPONSE
     assert pile.plant.commanded_w == -3000 + DROOP_AT_49_80
-    grid(pile, 50.0)
+    pile.plant.hold_grid(50.0)
     await pile.until(lambda t: t["applied_w"] == -3000 and t["freq_response_w"] == 0,
                      what="back to the setpoint")
     await pile.client.config_set({"freq_response": "off"})
@@ -37,14 +30,14 @@ async def test_a_setpoints_curve_and_an_implausible_frequency(pile):
     curve = [[49500, -4000], [49900, 0], [50100, 0], [50500, 4000]]
     ack = await pile.client.setpoint(1000, 60, freq_mode=wire.FREQ_CURVE, freq_curve=curve)
     assert ack["target_w"] == 1000  # the baseline; the response comes on top
-    grid(pile, 49.70)
+    pile.plant.hold_grid(49.70)
     await pile.until(lambda t: t["applied_w"] == 1000 - 2000, what="the curve's response")
-    grid(pile, 30.0)  # no grid runs at 30 Hz: a converter's bad reading
+    pile.plant.hold_grid(30.0)  # no grid runs at 30 Hz: a converter's bad reading
     tel = await pile.until(lambda t: t["reasons"] & limits.REASON_FREQ_INVALID,
                            what="the reading refused")
     assert tel["freq_response_w"] == 0
     await pile.until(lambda t: t["applied_w"] == 1000, what="the baseline alone")
-    grid(pile, 50.0)
+    pile.plant.hold_grid(50.0)
 
 
 async def test_a_bad_curve_is_refused_and_changes_nothing(pile):

@@ -15,7 +15,7 @@ import pytest
 from ocpp_bridge.station import Station
 from ocpp_csms import Csms
 from pilectl import keys
-from pilectl.sim.plant import setpoint_w
+from pilectl.sim.plant import first_write, setpoint_w
 from pilectl.vbench import VirtualBench
 
 SCENARIO = {"name": "ocpp", "plant": {"capacity_kwh": 500.0, "soc": 0.6},
@@ -79,13 +79,7 @@ class Rig:
 
     async def write_of(self, since, condition, timeout=5.0):
         """Seconds from `since` to the first converter write meeting `condition`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, registers in list(self.writes):
-                if at >= since and condition(setpoint_w(registers)):
-                    return at - since
-            await asyncio.sleep(0.01)
-        raise AssertionError("no such converter write")
+        return await first_write(self.writes, since, condition, timeout)
 
     async def drive(self, mode, condition, **period):
         """Send a profile; seconds from the CSMS's call to the converter write it makes."""
@@ -129,10 +123,9 @@ async def test_each_operation_mode_drives_the_converter_within_a_second(tmp_path
         delays.append(await rig.drive("LocalFrequency", lambda v: v == -1000,
                                       v2xBaseline=-1000, v2xFreqWattCurve=curve))
         plant = rig.bench.sim.plant
-        plant.grid_hz_at = lambda t: 49.7  # the curve: -2000 W more at 49.70 Hz
-        plant.publish()
+        plant.hold_grid(49.7)  # the curve: -2000 W more at 49.70 Hz
         await rig.write_of(time.monotonic() - 0.5, lambda v: v == -3000)
-        plant.grid_hz_at = lambda t: 50.0
+        plant.hold_grid(50.0)
         p95 = statistics.quantiles(delays, n=20)[-1]
         print(f"CSMS SetChargingProfile -> converter write: median "
               f"{statistics.median(delays) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")

@@ -171,7 +171,7 @@ def test_a_response_within_the_plants_step_is_not_taken_for_the_baseline():
     command(sim, -3000)
     while sim.plant.t < 1:
         sim.advance(0.05)
-    sim.plant.grid_hz_at = lambda t: 49.8
+    sim.plant.hold_grid(49.8)
     command(sim, -3721)  # answered before the plant's next step
     while sim.plant.t < 3:
         sim.advance(0.05)

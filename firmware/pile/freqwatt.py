@@ -12,6 +12,8 @@ sum into the envelope. Integers only (mHz, W), every product below 2**30, no all
 
 from micropython import const
 
+from pile.limits import MAX_POWER_W
+
 MODE_OFF = const(0)
 MODE_DROOP = const(1)
 MODE_CURVE = const(2)
@@ -19,7 +21,6 @@ MIN_MHZ = const(45000)  # outside 45..65 Hz a reading is implausible, not a grid
 MAX_MHZ = const(65000)
 MIN_POINTS = const(2)
 MAX_POINTS = const(20)
-_MAX_W = const(1000000)  # limits.MAX_POWER_W: no curve point asks for more
 
 
 def check_curve(points):
@@ -36,8 +37,8 @@ def check_curve(points):
         mhz, watts = point
         if not MIN_MHZ <= mhz <= MAX_MHZ or mhz <= last:
             raise ValueError("curve frequencies must rise strictly within 45000..65000 mHz")
-        if not -_MAX_W <= watts <= _MAX_W:
-            raise ValueError("curve power must be within +-%d W" % _MAX_W)
+        if not -MAX_POWER_W <= watts <= MAX_POWER_W:
+            raise ValueError("curve power must be within +-%d W" % MAX_POWER_W)
         curve.append((mhz, watts))
         last = mhz
     return tuple(curve)

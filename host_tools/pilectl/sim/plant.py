@@ -6,6 +6,7 @@ registers (DESIGN section 4). The Oracle watches the physics, not the firmware's
 claims, and records every moment a safety rule of DESIGN section 6 is broken.
 """
 
+import asyncio
 import struct
 import time
 from dataclasses import dataclass, field
@@ -179,6 +180,12 @@ class Plant:
         self.converter.on_write = on_write
         return writes
 
+    def hold_grid(self, hz):
+        """The grid at `hz` from now on, in the frequency register at once (a step)."""
+        self.grid_hz_at = lambda t: hz
+        self.grid_hz = hz
+        self.publish()
+
     # -- limits the converter itself applies ---------------------------------------------
 
     def ev_max_charge_w(self):
@@ -256,6 +263,18 @@ class Plant:
         self.meter.input[52], self.meter.input[53] = hi, lo
         hi, lo = struct.unpack(">HH", struct.pack(">f", self.site_w * 10))  # DTSU666: 0.1 W
         self.meter.holding[8210], self.meter.holding[8211] = hi, lo
+
+
+async def first_write(writes, since, condition, timeout=3.0):
+    """Seconds from `since` to the first write in `writes` (Plant.control_writes) whose
+    setpoint (W) meets `condition`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for at, registers in writes:
+            if at >= since and condition(setpoint_w(registers)):
+                return at - since
+        await asyncio.sleep(0.002)
+    raise TimeoutError("no matching Modbus write")
 
 
 def _put32(table, address, value):
