@@ -1,7 +1,7 @@
 # Two commands for a newcomer: `make bench` (the main job) and `make test`.
 # Both set up what they need: .venv with the packages pinned in constraints.txt, the
-# MicroPython port stubs, socat and Node.js (apt) when missing, and the emulated Pico's
-# npm packages (host_tools/pico, npm ci).
+# MicroPython port stubs, socat, Mosquitto and Node.js (apt) when missing, and the
+# emulated Pico's npm packages (host_tools/pico, npm ci).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,9 +12,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-rp2 soak deploy hil hil-rp2 clean
 
-setup: $(STAMP) $(STUBS) socat $(PICO_MODULES)
+setup: $(STAMP) $(STUBS) socat mosquitto $(PICO_MODULES)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ $(VENV)/stubs/%/.installed: | $(STAMP)
 
 socat:
 	@command -v socat >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat; }
+
+# The MQTT broker the broker tests and benches start on 127.0.0.1 (aggregator/broker.py);
+# the Debian package's own service is not used.
+mosquitto:
+	@command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
 
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }

@@ -2,8 +2,9 @@
 
 Firmware modules write `from micropython import const` (aioble style) so mpy-cross folds
 their constants; on CPython, where host tools and tests import them, const() is the
-identity. `asyncio.sleep_ms` is MicroPython's; CPython gets it here, so the control loop
-and the link run unchanged in host processes and tests. Never imported on a board.
+identity. `asyncio.sleep_ms` and `asyncio.wait_for_ms` are MicroPython's; CPython gets
+them here, so the control loop and the link run unchanged in host processes and tests.
+Never imported on a board.
 """
 
 import asyncio
@@ -18,7 +19,13 @@ def _sleep_ms(ms):
     return asyncio.sleep(ms / 1000)
 
 
+def _wait_for_ms(awaitable, ms):
+    return asyncio.wait_for(awaitable, ms / 1000)
+
+
 def install():
     sys.modules["micropython"] = sys.modules[__name__]
     if not hasattr(asyncio, "sleep_ms"):
         asyncio.sleep_ms = _sleep_ms
+    if not hasattr(asyncio, "wait_for_ms"):
+        asyncio.wait_for_ms = _wait_for_ms

@@ -13,14 +13,16 @@ _PIN = "a pin number or name"
 # key: what it must be; the required keys of each part are in _REQUIRED
 _TOP = {"board": _TEXT, "pile_id": _TEXT, "modbus": dict, "link": dict, "wifi": dict,
         "estop_pin": _PIN, "estop_file": _TEXT, "contactor_pin": _PIN, "status_led_pin": _PIN,
-        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict}
+        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict, "mqtt": dict}
 _MODBUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT,
            "termios_baud": _INT, "converter_unit": _INT, "meter_unit": _INT,
            "converter_profile": _TEXT, "meter_profile": _TEXT}
 _LINK = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "baud": _INT, "tcp_port": _INT,
          "tcp_host": _TEXT}
 _WIFI = {"ssid": _TEXT, "password": _TEXT}
-_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI}
+_MQTT = {"host": _TEXT, "port": _INT, "user": _TEXT, "password": _TEXT, "keepalive_s": _INT,
+         "topic_prefix": _TEXT}
+_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT}
 
 
 class BoardError(ValueError):
@@ -47,9 +49,33 @@ def check(board):
         if "baud" not in link:
             raise BoardError("link.baud is missing")
         _wiring(link, "link", ("uart", "tx", "rx"))
-    port = link.get("tcp_port")
+    _port(link, "tcp_port", "link.")
+    if "mqtt" in board:
+        _broker(board["mqtt"], board["pile_id"])
+
+
+def _port(part, key, prefix):
+    port = part.get(key)
     if port is not None and not 1 <= port <= 65535:
-        raise BoardError("link.tcp_port %d is not a TCP port (1..65535)" % port)
+        raise BoardError("%s%s %d is not a TCP port (1..65535)" % (prefix, key, port))
+
+
+def _broker(mqtt, pile_id):
+    """The MQTT part: a broker to dial, a keepalive the aggregators can rely on."""
+    for c in "/+#":
+        if c in pile_id:
+            raise BoardError("pile_id %r has %s: on MQTT a pile id is one topic level" % (
+                pile_id, c))
+    if "host" not in mqtt:
+        raise BoardError("mqtt.host is missing: the broker's address")
+    _port(mqtt, "port", "mqtt.")
+    keepalive = mqtt.get("keepalive_s", 10)
+    if not 5 <= keepalive <= 15:
+        raise BoardError("mqtt.keepalive_s %d is not 5..15 s (an aggregator sees a pile "
+                         "gone within 1.5 keepalives)" % keepalive)
+    prefix = mqtt.get("topic_prefix", "v2g")
+    if not prefix or "+" in prefix or "#" in prefix:
+        raise BoardError("mqtt.topic_prefix %r must be a topic without wildcards" % prefix)
 
 
 def _kinds(values, spec, prefix):

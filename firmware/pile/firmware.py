@@ -67,10 +67,12 @@ def build_loop(pile, hal, board):
 
 
 def build_link(pile, hal, board, on_refused=None):
-    """The host link: the serial line the board file names, and TCP on its `tcp_port`."""
+    """The host link: the serial line the board file names, TCP on its `tcp_port`, and the
+    MQTT broker of its `mqtt` part."""
     wiring = board.get("link", {})
     return Link(pile, hal.link_stream(), wiring.get("tcp_port"),
-                wiring.get("tcp_host", "0.0.0.0"), board.get("insecure", False), on_refused)
+                wiring.get("tcp_host", "0.0.0.0"), board.get("insecure", False), on_refused,
+                mqtt=board.get("mqtt"))
 
 
 class Firmware:

@@ -99,7 +99,7 @@ class Deframer:
     """Splits a byte stream into checked messages and counts what it drops."""
 
     def __init__(self):
-        self._raw = bytearray(_MAX_ENCODED)  # also decoded in place: one buffer a connection
+        self._raw = None  # also decoded in place: one buffer a connection, at its first byte
         self._n = 0
         self._overflow = False
         self.frames = 0  # good frames handed on
@@ -110,6 +110,8 @@ class Deframer:
     def feed(self, data, on_message):
         """Consume `data`; call `on_message(bytes)` for every good frame in it."""
         raw = self._raw
+        if raw is None:
+            raw = self._raw = bytearray(_MAX_ENCODED)
         limit = len(raw)
         for b in data:
             if b:
@@ -181,8 +183,20 @@ class Connection:
         if len(outbox) >= _OUTBOX or (droppable and outbox):
             self.dropped_out += 1
             return
-        outbox.append(frame(message))
+        self.queue(self.wrap(message))
+
+    def wrap(self, message):
+        """The bytes that carry one message on this connection's stream."""
+        return frame(message)
+
+    def queue(self, data):
+        """Bytes for the writer task, past the outbox's limit (the transport's own)."""
+        self.outbox.append(data)
         self._ready.set()
+
+    def dropped_in(self):
+        """What came in and was dropped before it could be answered."""
+        return self.deframer.dropped()
 
     async def write_out(self):
         """The connection's writer task: the outbox onto the stream, frame by frame. A
@@ -225,8 +239,12 @@ class Connection:
     async def receive(self, data, still_allowed=None):
         """Deframe `data` and answer every message in it while `still_allowed()` holds;
         return False once it does not (the TCP link lost its key)."""
+        self.deframer.feed(data, self._inbox.append)
+        return await self.answer(still_allowed)
+
+    async def answer(self, still_allowed=None):
+        """Answer every message waiting in the inbox (see `receive`)."""
         inbox = self._inbox
-        self.deframer.feed(data, inbox.append)
         while inbox:
             if still_allowed is not None and not still_allowed():
                 inbox.clear()
@@ -268,21 +286,23 @@ class Connection:
 
 
 class Link:
-    """Every open connection of the pile: the serial line, and TCP clients.
+    """Every open connection of the pile: the serial line, TCP clients, and a broker.
 
     `serial` is a (reader, writer) pair of asyncio streams, or None; `tcp_port` None
-    serves no TCP. `on_refused(reason)` hears once why TCP waits (no key and not
-    `insecure`). TCP keeps at most two authenticated clients (the aggregator and a
-    technician) and `_MAX_TCP` sockets in all: a client that has not made one accepted
-    request within `_AUTH_MS`, or says nothing for `_IDLE_TCP_MS`, is closed; a new
-    connection over the cap closes the oldest unauthenticated one; one that
-    authenticates while two others are, closes the one silent the longest. So idle,
+    serves no TCP; `mqtt` (the board file's part) dials a broker (pile/mqttlink.py).
+    `on_refused(reason)` hears once why TCP waits (no key and not `insecure`), and why
+    the broker did not take the pile. TCP keeps at most two authenticated clients (the
+    aggregator and a technician) and `_MAX_TCP` sockets in all: a client that has not
+    made one accepted request within `_AUTH_MS`, or says nothing for `_IDLE_TCP_MS`, is
+    closed; a new connection over the cap closes the oldest unauthenticated one; one
+    that authenticates while two others are, closes the one silent the longest. So idle,
     slow or half-open connections never lock an aggregator out.
     """
 
     def __init__(self, pile, serial=None, tcp_port=None, tcp_host="0.0.0.0", insecure=False,
-                 on_refused=None, requests_per_s=_REQUESTS_PER_S):
+                 on_refused=None, requests_per_s=_REQUESTS_PER_S, mqtt=None):
         self.pile = pile
+        self.mqtt = mqtt  # the board file's "mqtt" part: dial out to that broker
         self.serial = serial
         self.tcp_port = tcp_port
         self.tcp_host = tcp_host
@@ -292,12 +312,14 @@ class Link:
         self.connections = []
         self.tcp_server = None  # once listening
         self.serial_conn = None  # once served
+        self.broker = None  # a pile.mqttlink.MqttLink, once served
         self.tcp_refused = 0
         self.tcp_closed_idle = 0  # closed for not authenticating, or for silence
         self.send_failures = 0
         self._closed = [0, 0, 0, 0]  # dropped in, refused, dropped out, shed: closed conns
 
-    def tcp_allowed(self):
+    def remote_allowed(self):
+        """TCP and the broker carry requests only when they can be signed, or on a bench."""
         return self.pile.key is not None or self.insecure
 
     def servers(self):
@@ -307,6 +329,11 @@ class Link:
             found.append(self.serve_serial(*self.serial))
         if self.tcp_port is not None:
             found.append(self.run_tcp())
+        if self.mqtt is not None:
+            from pile.mqttlink import MqttLink  # only boards that dial a broker pay for it
+
+            self.broker = MqttLink(self, self.mqtt)
+            found.append(self.broker.run())
         return found
 
     def open(self, reader, writer, name, may_provision=False):
@@ -320,7 +347,7 @@ class Link:
         if conn in self.connections:
             self.connections.remove(conn)
             closed = self._closed
-            closed[0] += conn.deframer.dropped()
+            closed[0] += conn.dropped_in()
             closed[1] += conn.session.refused()
             closed[2] += conn.dropped_out
             closed[3] += conn.shed
@@ -353,10 +380,10 @@ class Link:
         calling `on_refused(reason)` once so the refusal is seen, not silent. Then it
         watches its TCP clients for ever (see the class).
         """
-        if not self.tcp_allowed():
+        if not self.remote_allowed():
             if self.on_refused is not None:
                 self.on_refused(_NEEDS_KEY)
-            while not self.tcp_allowed():
+            while not self.remote_allowed():
                 await asyncio.sleep_ms(_KEY_POLL_MS)
         self.tcp_server = await asyncio.start_server(self._tcp_client, self.tcp_host,
                                                      self.tcp_port)
@@ -393,9 +420,9 @@ class Link:
             waiting = [c for c in tcp if not c.admitted]
             if waiting:
                 self.close(waiting[0])
-        if len(self._tcp()) >= _MAX_TCP or not self.tcp_allowed():
+        if len(self._tcp()) >= _MAX_TCP or not self.remote_allowed():
             self.tcp_refused += 1
-            detail = _TOO_MANY if self.tcp_allowed() else _NEEDS_KEY
+            detail = _TOO_MANY if self.remote_allowed() else _NEEDS_KEY
             # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.
             writer.write(frame(dumps({0: ERROR, 1: 1, 2: 0, 3: ERR_BUSY, 4: detail})))
             try:
@@ -407,13 +434,13 @@ class Link:
         conn = self.open(reader, writer, "tcp")
         conn.on_admitted = self._make_room
         try:
-            await conn.serve(self.tcp_allowed)
+            await conn.serve(self.remote_allowed)
         finally:
             self.close(conn)
 
     def broadcast_telemetry(self):
         for conn in self.connections:
-            if conn.admitted or conn.name == "serial":
+            if conn.admitted or conn.name != "tcp":  # the broker's ACL and MACs guard MQTT
                 conn.send(conn.session.telemetry(), droppable=True)
 
     async def run_telemetry(self, check_in=None):
@@ -432,13 +459,15 @@ class Link:
     def diagnostics(self):
         live = self.connections
         closed = self._closed
-        return {"link_connections": len(live), "tcp_refused": self.tcp_refused,
+        found = {} if self.broker is None else self.broker.diagnostics()
+        found.update({"link_connections": len(live), "tcp_refused": self.tcp_refused,
                 "tcp_closed_idle": self.tcp_closed_idle,
                 "link_send_failures": self.send_failures + sum(c.write_errors for c in live),
-                "frames_dropped": closed[0] + sum(c.deframer.dropped() for c in live),
+                "frames_dropped": closed[0] + sum(c.dropped_in() for c in live),
                 "requests_refused": closed[1] + sum(c.session.refused() for c in live),
                 "replies_dropped": closed[2] + sum(c.dropped_out for c in live),
-                "requests_shed": closed[3] + sum(c.shed for c in live)}
+                "requests_shed": closed[3] + sum(c.shed for c in live)})
+        return found
 
 
 async def _shut(writer):

@@ -8,6 +8,7 @@ API and /metrics when the fleet file names an address, and shows a live table (o
 JSON line a period with --json). A mistake in the fleet file is one message and exit 2.
 """
 
+import importlib.util
 import json
 import sys
 
@@ -33,6 +34,10 @@ def run(fleet_file, as_json, trace, duration):
         fleet = load(fleet_file)
     except FleetError as exc:
         click.echo(f"pile-aggregator: {exc}", err=True)
+        sys.exit(2)
+    if fleet.broker is not None and importlib.util.find_spec("aiomqtt") is None:
+        click.echo("pile-aggregator: piles on a broker need aiomqtt: "
+                   "pip install 'pilectl[mqtt]'", err=True)
         sys.exit(2)
     try:
         run_loop(_run(fleet, as_json, trace, duration))

@@ -16,9 +16,16 @@
                                # the aggregator's start
     http = "127.0.0.1:8080"    # optional: the HTTP API and /metrics
 
+    [broker]                   # for piles with mqtt = true (docs/aggregator.md)
+    address = "127.0.0.1:1883"
+    user = "agg-1"             # the aggregator's own broker user
+    password_file = "keys/agg-1.password"
+    topic_prefix = "v2g"       # as the piles' board files say
+    keepalive_s = 10
+
     [[pile]]
     id = "pile-001"
-    tcp = "192.168.1.50:7700"  # or serial = "/dev/ttyUSB0"
+    tcp = "192.168.1.50:7700"  # or serial = "/dev/ttyUSB0", or mqtt = true
     key_file = "keys/pile-001.key"
     priority = 0               # tier: lower tiers are filled first
     group = "depot-a"
@@ -44,6 +51,7 @@ class PileEntry:
     key: bytes
     tcp: tuple | None = None  # (host, port)
     serial: str | None = None
+    mqtt: bool = False  # reached through the fleet's broker
     priority: int = 0
     group: str = ""
 
@@ -59,6 +67,16 @@ class Dispatch:
 
 
 @dataclass
+class Broker:
+    host: str
+    port: int
+    user: str
+    password: str
+    topic_prefix: str = "v2g"
+    keepalive_s: int = 10
+
+
+@dataclass
 class Fleet:
     piles: list
     dispatch: Dispatch = field(default_factory=Dispatch)
@@ -66,6 +84,7 @@ class Fleet:
     schedule: list = field(default_factory=list)  # [(at_s, power_w)], sorted
     schedule_start: float | None = None  # epoch s the steps count from; None: at start
     http: tuple | None = None  # (host, port)
+    broker: Broker | None = None
 
 
 def load(path):
@@ -80,10 +99,10 @@ def load(path):
 
 
 def parse(data, base, where="the fleet file"):
-    unknown = set(data) - {"dispatch", "target", "pile"}
+    unknown = set(data) - {"dispatch", "target", "pile", "broker"}
     if unknown:
         raise FleetError(f"{where}: unknown section {sorted(unknown)[0]!r}; "
-                         "known: dispatch, target, pile")
+                         "known: dispatch, target, broker, pile")
     dispatch = _dispatch(data.get("dispatch", {}), where)
     target = data.get("target", {})
     _known(target, {"power_w", "schedule", "http"}, f"{where} [target]")
@@ -96,12 +115,35 @@ def parse(data, base, where="the fleet file"):
         if pile.pile_id in seen:
             raise FleetError(f"{where}: pile {pile.pile_id!r} is listed twice")
         seen.add(pile.pile_id)
+    broker = _broker(data["broker"], base, f"{where} [broker]") if "broker" in data else None
+    if broker is None and any(pile.mqtt for pile in piles):
+        raise FleetError(f"{where}: piles with mqtt = true need a [broker] section")
     schedule, start = [], None
     if "schedule" in target:
         start, schedule = load_schedule(Path(base) / target["schedule"])
     return Fleet(piles, dispatch, _int(target.get("power_w", 0), f"{where} [target] power_w"),
                  schedule, start, _address(target["http"], f"{where} [target] http")
-                 if "http" in target else None)
+                 if "http" in target else None, broker)
+
+
+def _broker(section, base, where):
+    _known(section, {"address", "user", "password_file", "topic_prefix", "keepalive_s"}, where)
+    for name in ("address", "user", "password_file"):
+        if not isinstance(section.get(name), str):
+            raise FleetError(f"{where}: {name} (text) is required")
+    path = Path(base) / section["password_file"]
+    try:
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise FleetError(f"{where}: cannot read password_file {path}: {exc.strerror}") from None
+    prefix = section.get("topic_prefix", "v2g")
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "+#"):
+        raise FleetError(f"{where}: topic_prefix must be a topic without wildcards")
+    keepalive = section.get("keepalive_s", 10)
+    if not isinstance(keepalive, int) or isinstance(keepalive, bool) or not 1 <= keepalive <= 60:
+        raise FleetError(f"{where}: keepalive_s must be whole seconds, 1..60")
+    return Broker(*_address(section["address"], f"{where} address"), section["user"],
+                  password, prefix, keepalive)
 
 
 def load_schedule(path):
@@ -151,12 +193,19 @@ def _dispatch(section, where):
 
 
 def _pile(entry, base, where):
-    _known(entry, {"id", "tcp", "serial", "key_file", "priority", "group"}, where)
+    _known(entry, {"id", "tcp", "serial", "mqtt", "key_file", "priority", "group"}, where)
     pile_id = entry.get("id")
     if not isinstance(pile_id, str) or not pile_id:
         raise FleetError(f"{where}: id (text) is required")
-    if ("tcp" in entry) == ("serial" in entry):
-        raise FleetError(f"{where} ({pile_id}): give tcp = \"HOST:PORT\" or serial = \"DEVICE\"")
+    mqtt = entry.get("mqtt", False)
+    if not isinstance(mqtt, bool):
+        raise FleetError(f"{where} ({pile_id}): mqtt must be true or false")
+    if ("tcp" in entry) + ("serial" in entry) + mqtt != 1:
+        raise FleetError(f"{where} ({pile_id}): give one of tcp = \"HOST:PORT\", "
+                         "serial = \"DEVICE\" or mqtt = true")
+    if mqtt and any(c in pile_id for c in "/+#"):
+        raise FleetError(f"{where} ({pile_id}): on MQTT a pile id is one topic level: "
+                         "no / + #")
     if "key_file" not in entry:
         raise FleetError(f"{where} ({pile_id}): key_file is required (the pile's link key)")
     try:
@@ -167,7 +216,7 @@ def _pile(entry, base, where):
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         raise FleetError(f"{where} ({pile_id}): priority must be a whole number >= 0")
     return PileEntry(pile_id, key, _address(entry["tcp"], f"{where} ({pile_id}) tcp")
-                     if "tcp" in entry else None, entry.get("serial"), priority,
+                     if "tcp" in entry else None, entry.get("serial"), mqtt, priority,
                      str(entry.get("group", "")))
 
 

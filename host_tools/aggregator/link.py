@@ -38,6 +38,7 @@ class PileLink:
         self._writer = None
         self._nonce = None
         self._deframer = None  # a new one each connection
+        self._wrap = wire.frame  # what carries a message: a frame on a stream
 
     @property
     def connected(self):
@@ -92,15 +93,16 @@ class PileLink:
         self._deframer.dropped = 0
 
     def _receive(self, data):
-        nonce = self._nonce
-        if nonce is None:  # before the HELLO: only the HELLO itself, whose nonce is in it
-            fields = wire.decode(mac0.payload(data) if wire.is_signed(data) else data)
-            if fields[wire.TYPE] != wire.HELLO:
+        fields = None
+        if self._nonce is not None:
+            try:
+                fields = wire.decode(mac0.verify(self.entry.key, data, self._nonce))
+            except wire.WireError:
+                fields = None  # a pile that booted again says HELLO under its new nonce
+        if fields is None:
+            fields = self._new_hello(data)
+            if fields is None:
                 return
-            nonce = fields.get(wire.HELLO_NONCE)
-            if not isinstance(nonce, bytes):
-                raise wire.WireError(f"{self.entry.pile_id}: a HELLO without its nonce")
-        fields = wire.decode(mac0.verify(self.entry.key, data, nonce))
         self.counters["frames_verified"] += 1
         kind = fields[wire.TYPE]
         if kind == wire.HELLO:
@@ -113,6 +115,19 @@ class PileLink:
             self.acked_at = time.monotonic()
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
+
+    def _new_hello(self, data):
+        """A HELLO verified under the nonce it carries; None for anything else before the
+        first HELLO, WireError for anything else after it (the MAC did not verify)."""
+        fields = wire.decode(mac0.payload(data) if wire.is_signed(data) else data)
+        if fields.get(wire.TYPE) != wire.HELLO:
+            if self._nonce is None:
+                return None
+            raise wire.WireError(f"{self.entry.pile_id}: a message that fails its MAC")
+        nonce = fields.get(wire.HELLO_NONCE)
+        if not isinstance(nonce, bytes):
+            raise wire.WireError(f"{self.entry.pile_id}: a HELLO without its nonce")
+        return wire.decode(mac0.verify(self.entry.key, data, nonce))
 
     def _hello(self, fields):
         if fields.get(wire.HELLO_PILE_ID) != self.entry.pile_id:
@@ -141,7 +156,29 @@ class PileLink:
         self._write(wire.encode({**fields, wire.SEQ: self._seq}))
 
     def _write(self, message):
-        self._writer.write(wire.frame(mac0.sign(self.entry.key, self.kid, message, self._nonce)))
+        if self._writer is None:  # on a broker, heard before its status said online
+            return
+        self._writer.write(self._wrap(mac0.sign(self.entry.key, self.kid, message, self._nonce)))
+
+    def attach(self, publisher):
+        """On a broker (aggregator/brokerlink.py): messages go out through `publisher`
+        as they are, MQTT framing them; None detaches. The pile is asked for its HELLO,
+        as on a serial line, since the broker tells no one that it connected."""
+        self._drop()
+        self._writer = publisher
+        if publisher is not None:
+            self._wrap = bytes
+            publisher.write(wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}))
+
+    def receive(self, message):
+        """One whole message from the pile (a broker's PUBLISH); False when it was not
+        what it should be (counted)."""
+        try:
+            self._receive(message)
+        except wire.WireError:
+            self.counters["link_errors"] += 1
+            return False
+        return True
 
 
 class _Tcp(asyncio.Protocol):

@@ -70,9 +70,18 @@ class Aggregator:
         self._tasks = []
         self._most_heard = 0
         self.on_status = None  # called with each period's status
+        self.broker = None  # the BrokerLink of the piles with mqtt = true
 
     def start(self):
-        self._tasks = [asyncio.create_task(link.run()) for link in self.links]
+        direct = [link for link in self.links if not link.entry.mqtt]
+        self._tasks = [asyncio.create_task(link.run()) for link in direct]
+        if len(direct) < len(self.links):
+            from aggregator.brokerlink import BrokerLink  # aiomqtt: the mqtt extra
+
+            self.broker = BrokerLink(self.fleet.broker,
+                                     [link for link in self.links if link.entry.mqtt],
+                                     self.counters)
+            self._tasks.append(asyncio.create_task(self.broker.run()))
 
     async def stop(self):
         for task in self._tasks:

@@ -48,6 +48,9 @@ def main(fleet_file, csms, meter_interval, as_json, duration):
 
 
 async def _connect(entry):
+    if entry.mqtt:
+        raise LinkError(f"{entry.pile_id}: the OCPP bridge reaches a pile by tcp or serial; "
+                        "give it a fleet file without mqtt = true piles")
     if entry.tcp is not None:
         return await Client.tcp(*entry.tcp, key=entry.key)
     return await Client.serial(entry.serial, key=entry.key)

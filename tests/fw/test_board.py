@@ -40,3 +40,25 @@ def test_missing_and_wrong_kinds_are_named():
         with raises(BoardError) as caught:
             check(spec)
         assert named in str(caught.value), (named, str(caught.value))
+
+
+def test_the_mqtt_part_is_checked():
+    spec = board("unix_sim")
+    spec["mqtt"] = {"host": "10.0.0.5", "password": "pw", "keepalive_s": 15}
+    check(spec)
+    cases = (({"password": "pw"}, "mqtt.host is missing"),
+             ({"host": "h", "keepalive_s": 30}, "keepalive_s 30 is not 5..15"),
+             ({"host": "h", "port": 0}, "mqtt.port 0 is not a TCP port"),
+             ({"host": "h", "topic_prefix": "v2g/#"}, "without wildcards"),
+             ({"host": "h", "tls": True}, "mqtt.tls is not a board file key"),
+             ({"host": 5}, "mqtt.host must be a text string"))
+    for part, named in cases:
+        spec["mqtt"] = part
+        with raises(BoardError) as caught:
+            check(spec)
+        assert named in str(caught.value), (named, str(caught.value))
+    spec["mqtt"] = {"host": "h"}
+    spec["pile_id"] = "site/pile-1"
+    with raises(BoardError) as caught:
+        check(spec)
+    assert "one topic level" in str(caught.value)

@@ -1,0 +1,165 @@
+"""The pile's broker link: protocol-v1 messages as MQTT payloads (docs/protocol.md, MQTT).
+
+A pile behind a site router dials out to a broker; aggregators reach it there. Three
+topics a pile: `<prefix>/<pile_id>/down` (requests, subscribed at QoS 0), `.../up` (every
+message from the pile, QoS 0) and `.../status` (retained: `online` on connect, `offline`
+as the last will). Payloads are the messages as they are, signed: MQTT frames them, so
+no COBS or CRC. The session is clean, and a retained message on the down topic is
+dropped unanswered, so nothing a broker held ever reaches the controller: a setpoint's
+ttl counts from when the pile got it, from a live aggregator. Lost connections are
+opened again after 1, 2, 4 ... 30 s, each wait drawn between half and all of it, so a
+broker restart is not met by every pile at once.
+"""
+
+import asyncio
+import os
+
+from micropython import const
+
+from pile import mqtt
+from pile.clock import ticks_diff, ticks_ms
+from pile.link import MAX_FRAME, Connection
+from pile.protocol import Session
+
+_FIRST_BACKOFF_MS = const(1000)
+_MAX_BACKOFF_MS = const(30000)
+_HANDSHAKE_MS = const(10000)  # TCP connect, CONNACK and SUBACK within this
+_SUBSCRIPTION = const(1)  # the packet id of the one SUBSCRIBE
+_TOPIC_ROOM = const(128)  # topic and header bytes a PUBLISH may add to a message
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+def topics(prefix, pile_id):
+    """(up, down, status) for one pile."""
+    base = "%s/%s/" % (prefix, pile_id)
+    return base + "up", base + "down", base + "status"
+
+
+class MqttConnection(Connection):
+    """One broker connection: requests come in as PUBLISHes to the down topic, and every
+    message goes out as a PUBLISH to the up topic, through the outbox and writer task of
+    any connection (so a broker that stops reading stalls nothing but this link)."""
+
+    def __init__(self, reader, writer, session, up, down, requests_per_s):
+        super().__init__(reader, writer, session, "mqtt", requests_per_s)
+        self.up = up
+        self.down = down.encode()  # as topics come in
+        self.broker_heard_at = self.opened_at
+        self.retained_dropped = 0  # held by the broker: never answered
+        self.oversized = 0
+
+    def wrap(self, message):
+        return mqtt.publish_packet(self.up, message)
+
+    def dropped_in(self):
+        return self.retained_dropped + self.oversized
+
+    async def serve(self, still_allowed=None, lasting=False):
+        """Greet, then answer every request until the broker connection ends."""
+        writer = asyncio.create_task(self.write_out())
+        self.send(self.session.hello())
+        try:
+            while not self.closed:
+                first, body = await mqtt.read_packet(self.reader, MAX_FRAME + _TOPIC_ROOM)
+                self.broker_heard_at = ticks_ms()
+                if first & 0xF0 != mqtt.PUBLISH:
+                    continue  # PINGRESP: heard is all it says
+                if body is None:
+                    self.oversized += 1
+                    continue
+                topic, payload, retained = mqtt.split_publish(first, body)
+                if retained:
+                    self.retained_dropped += 1
+                elif topic == self.down and payload:  # empty: a retained one cleared
+                    self._inbox.append(payload)
+                    if not await self.answer(still_allowed):
+                        return
+        finally:
+            self.closed = True
+            writer.cancel()
+
+
+class MqttLink:
+    """Keeps the pile on its broker for ever (`run`), beside the serial link and TCP."""
+
+    def __init__(self, link, settings):
+        self.link = link
+        pile = link.pile
+        self.host = settings["host"]
+        self.port = settings.get("port", 1883)
+        self.user = settings.get("user", pile.pile_id)
+        self.password = settings.get("password")
+        self.keepalive_s = settings.get("keepalive_s", 10)
+        self.up, self.down, self.status = topics(settings.get("topic_prefix", "v2g"),
+                                                 pile.pile_id)
+        self.connects = 0
+        self.failures = 0
+        self.problem = None  # why the last attempt failed, said once until it changes
+        self.backoff_ms = _FIRST_BACKOFF_MS
+
+    async def run(self):
+        link = self.link
+        while not link.remote_allowed():
+            await asyncio.sleep_ms(1000)
+        while True:
+            try:
+                await self._session()
+            except (OSError, IndexError, asyncio.TimeoutError) as exc:  # IndexError: a runt
+                self._failed(exc)
+            wait = self.backoff_ms
+            self.backoff_ms = min(2 * wait, _MAX_BACKOFF_MS)
+            await asyncio.sleep_ms(wait // 2 + wait * os.urandom(1)[0] // 512)
+
+    def _failed(self, exc):
+        self.failures += 1
+        problem = "MQTT broker %s:%d: %s" % (self.host, self.port, exc)
+        if problem != self.problem and self.link.on_refused is not None:
+            self.link.on_refused(problem)
+        self.problem = problem
+
+    async def _session(self):
+        reader, writer = await asyncio.wait_for_ms(self._handshake(), _HANDSHAKE_MS)
+        link = self.link
+        conn = MqttConnection(reader, writer, Session(link.pile), self.up, self.down,
+                              link.requests_per_s)
+        link.connections.append(conn)
+        self.connects += 1
+        self.backoff_ms = _FIRST_BACKOFF_MS
+        self.problem = None
+        watch = asyncio.create_task(self._keep_alive(conn))
+        try:
+            await conn.serve(link.remote_allowed)
+        finally:
+            watch.cancel()
+            link.close(conn)
+
+    async def _handshake(self):
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(mqtt.connect_packet(self.link.pile.pile_id, self.keepalive_s, self.user,
+                                             self.password, (self.status, OFFLINE)))
+            await writer.drain()
+            mqtt.check_connack(*await mqtt.read_packet(reader, 4))
+            writer.write(mqtt.subscribe_packet(_SUBSCRIPTION, self.down))
+            await writer.drain()
+            mqtt.check_suback(*await mqtt.read_packet(reader, 8), _SUBSCRIPTION)
+            writer.write(mqtt.publish_packet(self.status, ONLINE, retain=True))
+        except BaseException:  # refused, timed out or cancelled: the socket goes with it
+            writer.close()
+            raise
+        return reader, writer
+
+    async def _keep_alive(self, conn):
+        """PINGREQ every half keepalive; a broker silent for 1.5 keepalives is gone (a
+        half-open connection looks alive to the pile's writes)."""
+        half_ms = self.keepalive_s * 500
+        while not conn.closed:
+            await asyncio.sleep_ms(half_ms)
+            if ticks_diff(ticks_ms(), conn.broker_heard_at) > 3 * half_ms:
+                self.link.close(conn)
+                return
+            conn.queue(mqtt.PINGREQ)
+
+    def diagnostics(self):
+        return {"mqtt_connects": self.connects, "mqtt_failures": self.failures}

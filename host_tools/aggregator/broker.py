@@ -1,0 +1,127 @@
+"""Mosquitto for a fleet: its config, users and ACL written from the fleet, and the process.
+
+Each pile logs in as its own pile id and may only publish its own `up` and `status`
+topics and read its own `down` topic (a Mosquitto ACL `pattern` on `%u`); each
+aggregator has its own user, reads every pile's `up` and `status`, writes every `down`,
+and shares the `<prefix>-agg/` topics with the other aggregators (docs/aggregator.md).
+Anonymous logins are refused. Tests and benches run it on 127.0.0.1; an operator gets
+the same files with `pile-aggregator broker-config`.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+DEFAULT_PREFIX = "v2g"
+_NOT_IN_ID = "/+#"  # topic separators and wildcards: a pile id is one topic level
+_SBIN = ":/usr/sbin:/usr/local/sbin"  # where Debian puts the broker, off a user's PATH
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def acl(aggregators, prefix=DEFAULT_PREFIX):
+    """The ACL file's text for these aggregator user names."""
+    lines = ["# written by pile-aggregator: piles by pattern, aggregators by name", ""]
+    for name in aggregators:
+        lines += [f"user {name}", f"topic read {prefix}/+/up", f"topic read {prefix}/+/status",
+                  f"topic write {prefix}/+/down", f"topic readwrite {prefix}-agg/#", ""]
+    lines += ["# every other user is a pile, named by its pile id",
+              f"pattern write {prefix}/%u/up", f"pattern write {prefix}/%u/status",
+              f"pattern read {prefix}/%u/down", ""]
+    return "\n".join(lines)
+
+
+def check_pile_id(pile_id):
+    bad = [c for c in _NOT_IN_ID if c in pile_id]
+    if bad or not pile_id:
+        raise BrokerError(f"pile id {pile_id!r} cannot be an MQTT user and topic level: "
+                          f"no {' '.join(_NOT_IN_ID)} and not empty")
+
+
+def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, host="127.0.0.1"):
+    """mosquitto.conf, passwd (hashed by mosquitto_passwd) and acl in `directory`, for
+    `users` {name: password} of which `aggregators` are the aggregators; the conf path."""
+    if shutil.which("mosquitto_passwd") is None:
+        raise BrokerError("mosquitto_passwd is missing: apt-get install mosquitto")
+    for name in users:
+        if name not in aggregators:
+            check_pile_id(name)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    passwd = directory / "passwd"
+    passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
+    passwd.chmod(0o600)
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+    (directory / "acl").write_text(acl(aggregators, prefix))
+    conf = directory / "mosquitto.conf"
+    conf.write_text("\n".join([
+        f"listener {port} {host}", "allow_anonymous false", f"password_file {passwd}",
+        f"acl_file {directory / 'acl'}", "persistence false", "log_dest stderr",
+        "log_type error", "log_type warning", "max_queued_messages 100",
+        # started as root (a CI machine), it would drop to the mosquitto user, which
+        # cannot read a private directory: a bench's broker stays who started it
+        *(["user root"] if os.geteuid() == 0 else []), ""]))
+    return conf
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A Mosquitto process on 127.0.0.1 with a config from `write_config`; `stop()` and
+    `start()` again keep the port, as a broker restarted by its operator does."""
+
+    def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None):
+        self.binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + _SBIN)
+        if self.binary is None:
+            raise BrokerError("mosquitto is missing: apt-get install mosquitto (make does)")
+        self.port = port or free_port()
+        self.directory = Path(directory)
+        self.conf = write_config(directory, self.port, users, aggregators, prefix)
+        self.process = None
+
+    def start(self, timeout_s=10):
+        log = open(self.directory / "mosquitto.log", "ab")
+        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log,
+                                        stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"mosquitto exited with {self.process.returncode}: "
+                                  f"{self.log()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on port {self.port} in {timeout_s} s")
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self):
+        path = self.directory / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

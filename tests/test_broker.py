@@ -1,0 +1,284 @@
+"""Piles and the aggregator on a real Mosquitto (127.0.0.1, a config written per test).
+
+The broker's ACL (aggregator/broker.py) seen from outside with aiomqtt and with the
+firmware's own MQTT packets; the real firmware (unix port, virtual bench, plant and
+oracle) following the aggregator's fleet target through the broker across a broker
+restart; replays and retained messages refused by the pile.
+"""
+
+import asyncio
+import json
+
+import aiomqtt
+import pytest
+from aggregator.broker import Mosquitto, acl
+from aggregator.fleet import parse
+from aggregator.service import Aggregator
+from pile import mqtt
+from pilectl import keys, wire
+from pilectl.vbench import VirtualBench
+
+pytestmark = pytest.mark.usefixtures("socat")
+
+USERS = {"p1": "pw-p1", "p2": "pw-p2", "agg-1": "pw-agg"}
+BENCH = {"name": "broker", "plant": {"capacity_kwh": 60.0, "soc": 0.7}, "load_w": [[0, 2000]],
+         "config": {"site_import_limit_w": 25000, "site_export_limit_w": 11000},
+         "oracle": {"site_import_limit_w": 25000, "site_export_limit_w": 11000}}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Mosquitto(tmp_path / "broker", USERS, ["agg-1"]) as running:
+        yield running
+
+
+def client(broker, user, password=None):
+    return aiomqtt.Client("127.0.0.1", broker.port, username=user,
+                          password=USERS[user] if password is None else password,
+                          identifier=user)
+
+
+async def received(messages, seconds):
+    """The messages that came within `seconds`."""
+    got = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in messages:
+                got.append((message.topic.value, bytes(message.payload)))
+    except TimeoutError:
+        pass
+    return got
+
+
+def test_the_acl_names_each_aggregator_and_matches_piles_by_user_name():
+    text = acl(["agg-1", "agg-2"])
+    assert text.count("topic write v2g/+/down") == 2
+    assert "pattern read v2g/%u/down" in text and "pattern write v2g/%u/up" in text
+
+
+async def firmware_handshake(port, user, password):
+    """The firmware's own CONNECT, from CPython against the broker: CONNACK checked."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(mqtt.connect_packet(user, 10, user, password))
+        await writer.drain()
+        mqtt.check_connack(*await mqtt.read_packet(reader, 4))
+        writer.write(mqtt.subscribe_packet(1, f"v2g/{user}/down"))
+        await writer.drain()
+        mqtt.check_suback(*await mqtt.read_packet(reader, 8), 1)
+    finally:
+        writer.close()
+
+
+async def test_wrong_credentials_are_refused(broker):
+    with pytest.raises(aiomqtt.MqttError):
+        async with client(broker, "p1", "not-the-password"):
+            pass
+    with pytest.raises(mqtt.MqttError, match="not authorised|wrong user name"):
+        await firmware_handshake(broker.port, "p1", "not-the-password")
+    with pytest.raises(mqtt.MqttError, match="not authorised|wrong user name"):
+        await firmware_handshake(broker.port, "nobody", "pw")
+
+
+async def test_a_pile_cannot_use_another_piles_topics(broker):
+    await firmware_handshake(broker.port, "p1", USERS["p1"])  # its own: granted
+    async with client(broker, "p1") as p1, client(broker, "p2") as p2, \
+            client(broker, "agg-1") as agg:
+        await agg.subscribe("v2g/+/up")
+        await agg.subscribe("v2g/+/status")
+        await p2.subscribe("v2g/p2/down")
+        await p1.subscribe("v2g/p2/down")  # Mosquitto grants it, and delivers nothing
+        await p1.subscribe("v2g/+/up")
+        await p1.publish("v2g/p2/up", b"forged telemetry")
+        await p1.publish("v2g/p2/status", b"offline")
+        await p1.publish("v2g/p2/down", b"forged setpoint")  # as if it were the aggregator
+        await p1.publish("v2g/p1/up", b"its own")
+        await agg.publish("v2g/p2/down", b"the aggregator's")
+        assert await received(agg.messages, 1.0) == [("v2g/p1/up", b"its own")]
+        assert await received(p2.messages, 0.5) == [("v2g/p2/down", b"the aggregator's")]
+        assert await received(p1.messages, 0.2) == []
+
+
+def bench_on_broker(tmp_path, broker, pile_id="p1", **mqtt_part):
+    board = {"pile_id": pile_id, "mqtt": {"host": "127.0.0.1", "port": broker.port,
+                                          "password": USERS[pile_id], "keepalive_s": 5,
+                                          **mqtt_part}}
+    return VirtualBench(tmp_path / "bench", dict(BENCH, board=board))
+
+
+def broker_fleet(tmp_path, broker, bench, target_w, ttl_s=3):
+    (tmp_path / "agg.password").write_text(USERS["agg-1"])
+    keys.save(bench.key, tmp_path / "p1.key")
+    return parse({"dispatch": {"period_s": 0.5, "ttl_s": ttl_s}, "target": {"power_w": target_w},
+                  "broker": {"address": f"127.0.0.1:{broker.port}", "user": "agg-1",
+                             "password_file": "agg.password", "keepalive_s": 5},
+                  "pile": [{"id": "p1", "mqtt": True, "key_file": "p1.key"}]}, tmp_path)
+
+
+async def run_until(aggregator, check, seconds):
+    """Dispatch every period until `check(status)` holds; the status, or AssertionError."""
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + seconds
+    while loop.time() < ends:
+        await aggregator.run(aggregator.dispatch.period_s)
+        if check(aggregator.last):
+            return aggregator.last
+    raise AssertionError(f"not within {seconds} s: {aggregator.last}")
+
+
+async def test_the_firmware_follows_the_fleet_through_the_broker_across_its_restart(
+        tmp_path, broker):
+    bench = bench_on_broker(tmp_path, broker)
+    aggregator = None
+    try:
+        await bench.start()
+        fleet = broker_fleet(tmp_path, broker, bench, -4000)
+        aggregator = Aggregator(fleet)
+        aggregator.start()
+        status = await run_until(aggregator, lambda s: abs(s["delivered_w"] + 4000) <= 200, 10)
+        assert status["online"] == 1
+        broker.stop()  # the site's broker goes down: the setpoint runs out into the fallback
+        await aggregator.run(fleet.dispatch.ttl_s + 1.5)  # dispatching on, to no one
+        assert bench.sim.plant.commanded_w == 0 and abs(bench.sim.plant.power_w) < 100
+        assert aggregator.last["online"] == 0
+        broker.start()  # back on the same port: the pile dials again, the fleet resumes
+        await run_until(aggregator, lambda s: abs(s["delivered_w"] + 4000) <= 200, 15)
+        assert bench.firmware.returncode is None
+        assert any("MQTT broker" in line for line in bench.firmware_output)  # said why
+        assert aggregator.broker.connects == 2 and aggregator.counters["refused"] == 0
+    finally:
+        if aggregator is not None:
+            await aggregator.stop()
+        await bench.stop()
+    assert bench.sim.oracle.violations == []
+
+
+async def test_a_replayed_or_retained_request_is_refused_and_changes_nothing(tmp_path, broker):
+    bench = bench_on_broker(tmp_path, broker)
+    try:
+        await bench.start()
+        async with client(broker, "agg-1") as agg:
+            await agg.subscribe("v2g/p1/up")
+            await agg.publish("v2g/p1/down", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}))
+            hello = await next_message(agg, bench, wire.HELLO)
+            nonce, seq = hello[wire.HELLO_NONCE], hello[wire.HELLO_NEXT_SEQ]
+            setpoint = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq, 2: 3000,
+                                                         3: 30}), nonce)
+            await agg.publish("v2g/p1/down", setpoint)
+            ack = await next_message(agg, bench, wire.ACK, nonce)
+            assert ack[2] == seq and ack[3] == 3000
+            # the pile's connection taken over by its own client id: while it dials again,
+            # a signed setpoint it never saw is retained on its down topic
+            async with client(broker, "p1"):
+                held = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq + 1,
+                                                         2: -5000, 3: 30}), nonce)
+                await agg.publish("v2g/p1/down", held, retain=True)
+            hello = await next_message(agg, bench, wire.HELLO, seconds=10)  # it is back
+            await agg.publish("v2g/p1/down", b"", retain=True)  # the retained one cleared
+            await agg.publish("v2g/p1/down", setpoint)  # the first setpoint's bytes again
+            error = await next_message(agg, bench, wire.ERROR, nonce)
+            assert error[2] == seq and error[3] == wire.ERR_REPLAY
+        await asyncio.sleep(1.0)
+        assert bench.sim.plant.commanded_w == 3000  # neither the retained one nor the replay
+        status = await bench.serial(key=bench.key)
+        try:
+            found = await status.diagnostics()
+        finally:
+            await status.close()
+        assert found["mqtt_connects"] == 2 and found["frames_dropped"] == 1  # the retained
+        assert found["requests_refused"] == 1  # the replay
+    finally:
+        await bench.stop()
+    assert bench.sim.oracle.violations == []
+
+
+async def next_message(agg, bench, kind, nonce=None, seconds=5):
+    """The next message of `kind` the pile published on its up topic, verified."""
+    async with asyncio.timeout(seconds):
+        async for message in agg.messages:
+            data = bytes(message.payload)
+            if nonce is None:
+                from aggregator import mac0
+                fields = wire.decode(mac0.payload(data))
+                fields = wire.decode(wire.verify(bench.key, data, fields[wire.HELLO_NONCE])) \
+                    if fields[wire.TYPE] == wire.HELLO else fields
+            else:
+                fields = wire.decode(wire.verify(bench.key, data, nonce))
+            if fields[wire.TYPE] == kind:
+                return fields
+    raise AssertionError(f"no message of type {kind}")
+
+
+async def test_a_board_file_with_the_wrong_password_says_so_and_the_pile_runs_on(
+        tmp_path, broker):
+    bench = bench_on_broker(tmp_path, broker, password="wrong")
+    try:
+        await bench.start()
+        await asyncio.sleep(1.0)
+        said = [line for line in bench.firmware_output if "MQTT broker" in line]
+        assert said and ("wrong user name" in said[0] or "not authorised" in said[0])
+        technician = await bench.technician()  # TCP, and so the control loop, run on
+        try:
+            assert (await technician.telemetry())["state"] is not None
+        finally:
+            await technician.close()
+        assert json.loads((tmp_path / "bench" / "board.json").read_text())["mqtt"]
+    finally:
+        await bench.stop()
+
+
+async def diagnostics(bench):
+    wired = await bench.serial(key=bench.key)
+    try:
+        return await wired.diagnostics()
+    finally:
+        await wired.close()
+
+
+async def periods_over(bench, seconds):
+    """Control periods the pile counted over `seconds` (4 a second when nothing delays them)."""
+    first = (await diagnostics(bench))["periods"]
+    await asyncio.sleep(seconds)
+    return (await diagnostics(bench))["periods"] - first
+
+
+async def test_a_broker_that_never_answers_delays_no_control_period(tmp_path):
+    """A listener that takes the connection and says nothing: the handshake waits in its
+    own task (a blocking client, umqtt.simple, held the loop for its whole socket timeout:
+    docs/decisions.md)."""
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    board = {"pile_id": "p1", "mqtt": {"host": "127.0.0.1", "port": port, "password": "x"}}
+    bench = VirtualBench(tmp_path / "bench", dict(BENCH, board=board))
+    try:
+        await bench.start()
+        counted = await periods_over(bench, 4.0)
+        assert counted >= 14, counted  # 16 at 250 ms
+        await asyncio.sleep(8.0)  # the 10 s handshake limit passes: said, and tried again
+        assert any("MQTT broker" in line and f"127.0.0.1:{port}" in line
+                   for line in bench.firmware_output), bench.firmware_output
+        assert (await diagnostics(bench))["mqtt_failures"] >= 1
+    finally:
+        await bench.stop()
+        silent.close()
+
+
+async def test_a_flood_on_the_down_topic_is_shed_and_delays_no_control_period(tmp_path, broker):
+    bench = bench_on_broker(tmp_path, broker)
+    try:
+        await bench.start()
+        async with client(broker, "agg-1") as agg:
+            async def flood():
+                for n in range(2000):
+                    await agg.publish("v2g/p1/down", b"\xa2\x00\x03\x01" + bytes((n & 0x17,)))
+                    if n % 100 == 0:
+                        await asyncio.sleep(0.1)
+            flooding = asyncio.create_task(flood())
+            counted = await periods_over(bench, 3.0)
+            await flooding
+        assert counted >= 10, counted  # 12 at 250 ms
+        found = await diagnostics(bench)
+        assert found["requests_shed"] > 1000 and found["mqtt_connects"] == 1
+    finally:
+        await bench.stop()
+    assert bench.sim.oracle.violations == []
