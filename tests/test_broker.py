@@ -3,15 +3,19 @@
 The broker's ACL (aggregator/broker.py) seen from outside with aiomqtt and with the
 firmware's own MQTT packets; the real firmware (unix port, virtual bench, plant and
 oracle) following the aggregator's fleet target through the broker across a broker
-restart; replays and retained messages refused by the pile.
+restart; replays and retained messages refused by the pile; two aggregator processes
+sharing a fleet of emulated piles and the real firmware, one of them killed.
 """
 
 import asyncio
 import json
+import sys
+import time
 
 import aiomqtt
 import pytest
 from aggregator.broker import Mosquitto, acl
+from aggregator.emulator import broker_users, pile_ids
 from aggregator.fleet import parse
 from aggregator.service import Aggregator
 from pile import mqtt
@@ -281,4 +285,107 @@ async def test_a_flood_on_the_down_topic_is_shed_and_delays_no_control_period(tm
         assert found["requests_shed"] > 1000 and found["mqtt_connects"] == 1
     finally:
         await bench.stop()
+    assert bench.sim.oracle.violations == []
+
+
+class Worker:
+    """`pile-aggregator run FLEET --worker NAME --json` as a process of its own; `latest`
+    is its last period's status and `at` when that line came."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.latest = None
+        self.at = None
+        self._reading = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, fleet_path, name, password_file):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aggregator.cli", "run", str(fleet_path), "--worker", name,
+            "--password-file", str(password_file), "--json", stdout=asyncio.subprocess.PIPE)
+        return cls(proc)
+
+    async def _read(self):
+        async for line in self.proc.stdout:
+            self.latest = json.loads(line)
+            self.at = time.monotonic()
+
+    async def kill(self):
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        self._reading.cancel()
+
+
+async def wait_for(check, seconds, what):
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if check():
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s: {what()}")
+
+
+def within_2_pct(delivered_w, target_w):
+    return abs(delivered_w - target_w) <= max(0.02 * abs(target_w), 1000)
+
+
+async def test_two_workers_share_a_fleet_and_one_takes_over_when_the_other_dies(tmp_path):
+    """120 emulated piles and the real firmware on one broker, two aggregator processes:
+    every pile served by exactly one, the fleet total met; one killed with SIGKILL, its
+    piles served again within 5 s and the total back within 2 % within 10 s."""
+    ids = pile_ids(120, "m-")
+    users = broker_users(tmp_path / "keys", ids)
+    users.update({"p1": USERS["p1"], "agg-1": "pw-agg-1", "agg-2": "pw-agg-2"})
+    for name in ("agg-1", "agg-2"):
+        (tmp_path / f"{name}.password").write_text(users[name])
+    target_w = -300000
+    workers, emulator = [], None
+    with Mosquitto(tmp_path / "broker", users, ["agg-1", "agg-2"]) as broker:
+        bench = bench_on_broker(tmp_path, broker)
+        try:
+            await bench.start()
+            keys.save(bench.key, tmp_path / "p1.key")
+            emulator = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aggregator.emulator", "--piles", "120", "--broker",
+                f"127.0.0.1:{broker.port}", "--keys", str(tmp_path / "keys"), "--prefix", "m-",
+                "--fleet", str(tmp_path / "emu.toml"), stdout=asyncio.subprocess.PIPE)
+            assert (await asyncio.wait_for(emulator.stdout.readline(), 30)).startswith(b"ready")
+            fleet = tmp_path / "fleet.toml"
+            fleet.write_text(
+                f"[dispatch]\nttl_s = 5\n\n[target]\npower_w = {target_w}\n\n[broker]\n"
+                f'address = "127.0.0.1:{broker.port}"\nuser = "agg-1"\n'
+                f'password_file = "agg-1.password"\nkeepalive_s = 3\n\n'
+                f'[[pile]]\nid = "p1"\nmqtt = true\nkey_file = "p1.key"\ngroup = "real"\n\n'
+                + (tmp_path / "emu.toml").read_text())
+            workers = [await Worker.start(fleet, name, tmp_path / f"{name}.password")
+                       for name in ("agg-1", "agg-2")]
+
+            def fleet_now():
+                return [w.latest for w in workers if w.latest is not None]
+
+            def shared_and_met():
+                found = fleet_now()
+                return len(found) == 2 and all(s["workers"] == 2 for s in found) and \
+                    sum(s["online"] for s in found) == 121 and \
+                    sum(s["piles"] for s in found) == 121 and \
+                    within_2_pct(sum(s["delivered_w"] for s in found), target_w)
+
+            await wait_for(shared_and_met, 30, fleet_now)
+            assert all(s["online"] > 30 for s in fleet_now())  # both serve a part
+            doomed, survivor = sorted(workers, key=lambda w: w.latest["online"])
+            await doomed.kill()
+            served_s = await wait_for(lambda: survivor.latest["online"] == 121, 5,
+                                      lambda: survivor.latest)
+            met_s = await wait_for(lambda: within_2_pct(survivor.latest["delivered_w"],
+                                                        target_w), 10, lambda: survivor.latest)
+            print(f"served again after {served_s:.1f} s, total back after {met_s:.1f} s")
+            assert survivor.latest["groups"]["real"]["delivered_w"] < 0  # the firmware too
+        finally:
+            for worker in workers:
+                await worker.kill()
+            if emulator is not None:
+                emulator.kill()
+                await emulator.wait()
+            await bench.stop()
     assert bench.sim.oracle.violations == []

@@ -9,6 +9,8 @@
 Bodies are JSON; a bad one gets 400 with {"error": "..."} saying what to send instead.
 """
 
+import time
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,7 +46,7 @@ class Metrics:
         self.dispatch.observe(status["dispatch_ms"] / 1000)
         self.online.set(status["online"])
         self.excluded.set(status["excluded"])
-        self.target.set(status["target_w"])
+        self.target.set(status["fleet_target_w"])
         self.delivered.set(status["delivered_w"])
         self.shortfall.set(status["shortfall_w"])
         counters = status["counters"]
@@ -73,10 +75,15 @@ def application(aggregator, metrics):
         if for_s is not None and (not isinstance(for_s, int | float) or for_s <= 0):
             return _bad("for_s must be seconds > 0, or left out for until changed")
         aggregator.target.set(watts, for_s)
+        if aggregator.broker is not None:  # every worker of the fleet follows it
+            until = None if for_s is None else time.time() + for_s
+            aggregator.broker.publish_target(watts, until)
         return await get_target(request)
 
     async def delete_target(request):
         aggregator.target.clear()
+        if aggregator.broker is not None:
+            aggregator.broker.publish_target(None, None)
         return await get_target(request)
 
     async def status(request):

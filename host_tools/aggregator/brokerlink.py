@@ -1,22 +1,42 @@
-"""The fleet's piles on an MQTT broker: one client connection for all of them.
+"""The fleet's piles on an MQTT broker: one client connection for all a worker serves.
 
 Piles dial out to the broker (firmware pile/mqttlink.py) and publish every message to
-`<prefix>/<pile_id>/up` and their state to the retained `.../status`; the aggregator
-publishes requests to `.../down`. This connection subscribes to every pile's up and
-status topics at QoS 0 with a clean session and routes each message to its `PileLink`.
-A pile's `online` (retained, so every pile online is told at subscription) gives its
-link a publisher for the pile's down topic and asks the pile for its HELLO, since the
-broker says nothing else of a new connection; its `offline` (the last will) takes it
-out of the next split at once. A lost broker connection detaches every pile
-and is opened again after 1, 2, 4, 8, then every 10 s, as a pile link is.
+`<prefix>/<pile_id>/up` and their state to the retained `.../status`; an aggregator
+publishes requests to `.../down`. One aggregator process (a worker) or several share a
+fleet (aggregator/shard.py, docs/aggregator.md):
+
+- each worker announces itself with a retained `<prefix>-agg/workers/<user>` and a last
+  will that clears it, so every worker knows the live set, and a worker that dies
+  leaves it as soon as the broker notices (at once when its socket closes, within 1.5
+  keepalives when its host vanishes);
+- every worker computes the same owner for each pile from that set and subscribes to
+  the up topics of its own piles only;
+- every period each worker publishes its reach (`<prefix>-agg/reach/<user>`) and takes
+  its share of the fleet target from everyone's;
+- a target set through one worker's API is published retained on `<prefix>-agg/target`
+  and followed by all.
+
+A pile's `online` (retained, so every online pile's comes at subscription) gives its
+link, if the pile is this worker's, a publisher for the pile's down topic and asks the
+pile for its HELLO: the broker says nothing else of a new connection. Its `offline`,
+the last will, takes it out of the next split at once. Clean sessions and QoS 0 for
+pile traffic (docs/protocol.md, MQTT); QoS 1 for the workers' own retained records. A
+lost broker connection detaches every pile and is opened again after 1, 2, 4, 8, then
+every 10 s, as a pile link is.
 """
 
 import asyncio
+import json
+import time
 
 import aiomqtt
 
+from aggregator import shard
+
 _RETRY_S = (1, 2, 4, 8, 10)
-_STATUS_ONLINE = b"online"
+_ONLINE = b"online"
+_SUBSCRIBE_BATCH = 500  # topics in one SUBSCRIBE packet
+_REACH_PERIODS = 3  # a worker's reach older than this many periods is not counted
 
 
 class Publisher:
@@ -38,21 +58,36 @@ class Publisher:
 
 
 class BrokerLink:
-    def __init__(self, settings, links, counters):
-        """`settings` the fleet file's [broker]; `links` the PileLinks it carries."""
+    def __init__(self, settings, links, counters, target=None, period_s=1.0):
+        """`settings` the fleet file's [broker] (its user is this worker's name); `links`
+        the PileLinks of every pile on the broker; `target` the aggregator's Target,
+        shared with the other workers."""
         self.settings = settings
         self.prefix = settings.topic_prefix
+        self.shared = f"{self.prefix}-agg"
+        self.worker = settings.user
         self.links = {link.entry.pile_id: link for link in links}
         self.counters = counters
+        self.target = target
+        self.period_s = period_s
         self.connected = False
         self.connects = 0
+        self.workers = set()  # live workers, from their retained records
+        self.owned = set()  # pile ids this worker serves
+        self.online = set()  # pile ids whose status says online
+        self.reaches = {}  # worker -> (low_w, high_w, monotonic time heard)
+        self._joined = False  # this worker's own record came back: the set is known
         self._client = None
         self._sending = set()  # publishes under way, held until done
+        self._subscribing = asyncio.Lock()
+        self._subscribed = set()  # pile ids whose up topic is subscribed
 
-    def publish(self, topic, payload):
+    # -- sending --------------------------------------------------------------------
+
+    def publish(self, topic, payload, qos=0, retain=False):
         if self._client is None:
             return
-        task = asyncio.create_task(self._client.publish(topic, payload))
+        task = asyncio.create_task(self._client.publish(topic, payload, qos, retain))
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
@@ -60,6 +95,26 @@ class BrokerLink:
         self._sending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.counters["publish_errors"] += 1
+
+    def publish_reach(self, low_w, high_w):
+        """This worker's reach for the others' shares (each dispatch period)."""
+        self.reaches[self.worker] = (low_w, high_w, time.monotonic())
+        self.publish(f"{self.shared}/reach/{self.worker}", json.dumps([low_w, high_w]))
+
+    def share(self, target_w, now):
+        """This worker's part of `target_w`, from the fresh reaches of the live workers."""
+        fresh = {w: r[:2] for w, r in self.reaches.items()
+                 if w in self.workers and now - r[2] <= _REACH_PERIODS * self.period_s}
+        if set(fresh) <= {self.worker}:  # alone: the whole target (its shortfall shows)
+            return target_w
+        return shard.worker_share(target_w, self.worker, fresh)
+
+    def publish_target(self, power_w, until_epoch):
+        """A target set here (the API) for every worker: retained until changed."""
+        payload = b"" if power_w is None else json.dumps([power_w, until_epoch])
+        self.publish(f"{self.shared}/target", payload, qos=1, retain=True)
+
+    # -- the connection -------------------------------------------------------------
 
     async def run(self):
         """Keep the broker connection for ever."""
@@ -77,35 +132,141 @@ class BrokerLink:
             await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
             attempt += 1
 
+    @property
+    def _record(self):
+        return f"{self.shared}/workers/{self.worker}"
+
     async def _session(self):
         s = self.settings
+        will = aiomqtt.Will(self._record, b"", qos=1, retain=True)
         async with aiomqtt.Client(s.host, s.port, username=s.user, password=s.password,
                                   identifier=s.user, clean_session=True,
-                                  keepalive=s.keepalive_s) as client:
-            await client.subscribe(f"{self.prefix}/+/up")
-            await client.subscribe(f"{self.prefix}/+/status")
+                                  keepalive=s.keepalive_s, will=will) as client:
+            await client.subscribe([(f"{self.shared}/workers/+", 1),
+                                    (f"{self.shared}/reach/+", 0),
+                                    (f"{self.shared}/target", 1),
+                                    (f"{self.prefix}/+/status", 0)])
+            client.pending_calls_threshold = 2 * len(self.links) + 100  # a target change
             self._client = client
             self.connected = True
             self.connects += 1
+            await client.publish(self._record, b"up", qos=1, retain=True)
             async for message in client.messages:
                 self._route(message)
 
-    def _route(self, message):
-        parts = message.topic.value.split("/")
-        link = self.links.get(parts[1]) if len(parts) == 3 else None
-        if link is None:
-            self.counters["unknown_topics"] += 1
-            return
-        payload = bytes(message.payload)
-        if parts[2] == "up":
-            link.receive(payload)
-        elif payload == _STATUS_ONLINE:
-            link.attach(Publisher(self, f"{self.prefix}/{parts[1]}/down"))
-        else:
-            link.attach(None)
-            link.telemetry = link.heard_at = None
+    async def leave(self):
+        """Clear this worker's record before a clean stop, so the others take its piles
+        at once (a DISCONNECT does not publish the will)."""
+        if self._client is not None:
+            try:
+                await self._client.publish(self._record, b"", qos=1, retain=True, timeout=2)
+            except aiomqtt.MqttError:
+                self.counters["broker_errors"] += 1  # gone already: the will does it
 
     def _detach(self):
         self._client = None
+        self._joined = False
+        self.workers.clear()
+        self.owned.clear()
+        self.online.clear()
+        self._subscribed.clear()
         for link in self.links.values():
             link.attach(None)
+
+    # -- what comes in --------------------------------------------------------------
+
+    def _route(self, message):
+        parts = message.topic.value.split("/")
+        payload = bytes(message.payload)
+        if len(parts) == 3 and parts[0] == self.prefix:
+            link = self.links.get(parts[1])
+            if link is None:
+                self.counters["unknown_topics"] += 1
+            elif parts[2] == "up":
+                if parts[1] in self.owned:
+                    link.receive(payload)
+            else:
+                self._status(parts[1], payload == _ONLINE)
+        elif len(parts) >= 2 and parts[0] == self.shared:
+            self._shared(parts, payload)
+
+    def _status(self, pile_id, online):
+        if online:
+            self.online.add(pile_id)
+        else:
+            self.online.discard(pile_id)
+        if pile_id in self.owned:
+            self._serve(pile_id, online)
+
+    def _serve(self, pile_id, serving):
+        link = self.links[pile_id]
+        if serving and pile_id in self.online and pile_id in self._subscribed:
+            link.attach(Publisher(self, f"{self.prefix}/{pile_id}/down"))
+        elif not serving:
+            link.attach(None)
+            link.telemetry = link.heard_at = None
+
+    def _shared(self, parts, payload):
+        kind, name = parts[1], parts[2] if len(parts) == 3 else None
+        if kind == "workers" and name:
+            if payload:
+                self.workers.add(name)
+            else:
+                self.workers.discard(name)
+                self.reaches.pop(name, None)
+            if name == self.worker and payload:
+                self._joined = True
+            self._rebalance()
+        elif kind == "reach" and name and name != self.worker:
+            try:
+                low, high = json.loads(payload)
+                self.reaches[name] = (int(low), int(high), time.monotonic())
+            except (ValueError, TypeError):
+                self.counters["bad_shared_records"] += 1
+        elif kind == "target" and self.target is not None:
+            self._follow_target(payload)
+
+    def _follow_target(self, payload):
+        if not payload:
+            self.target.clear()
+            return
+        try:
+            power_w, until_epoch = json.loads(payload)
+            for_s = None if until_epoch is None else until_epoch - time.time()
+            if for_s is None or for_s > 0:
+                self.target.set(int(power_w), for_s)
+        except (ValueError, TypeError):
+            self.counters["bad_shared_records"] += 1
+
+    def _rebalance(self):
+        """The live set changed: serve the piles this worker owns now, let go of others."""
+        if not self._joined:
+            return
+        owned = {p for p in self.links if shard.owner(p, self.workers) == self.worker}
+        for pile_id in self.owned - owned:
+            self._serve(pile_id, False)
+        self.owned = owned
+        task = asyncio.create_task(self._resubscribe())
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    async def _resubscribe(self):
+        """Up topics: subscribe to those of the piles owned now, drop the others; then
+        serve the new ones that are online (subscribed first: their HELLO is not missed)."""
+        async with self._subscribing:
+            client = self._client
+            if client is None:
+                return
+            gained = sorted(self.owned - self._subscribed)
+            lost = sorted(self._subscribed - self.owned)
+            for at in range(0, len(lost), _SUBSCRIBE_BATCH):
+                await client.unsubscribe([f"{self.prefix}/{p}/up"
+                                          for p in lost[at:at + _SUBSCRIBE_BATCH]])
+            self._subscribed -= set(lost)
+            for at in range(0, len(gained), _SUBSCRIBE_BATCH):
+                batch = gained[at:at + _SUBSCRIBE_BATCH]
+                await client.subscribe([(f"{self.prefix}/{p}/up", 0) for p in batch])
+                self._subscribed |= set(batch)
+                for pile_id in batch:
+                    if pile_id in self.owned:
+                        self._serve(pile_id, True)

@@ -8,9 +8,11 @@ API and /metrics when the fleet file names an address, and shows a live table (o
 JSON line a period with --json). A mistake in the fleet file is one message and exit 2.
 """
 
+import dataclasses
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -28,10 +30,16 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="One JSON line a period, no table.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Append each period (JSONL).")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
-def run(fleet_file, as_json, trace, duration):
+@click.option("--worker", help="This process's broker user, one of several sharing the "
+              "fleet (instead of [broker] user).")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="That user's broker password (instead of [broker] password_file).")
+def run(fleet_file, as_json, trace, duration, worker, password_file):
     """Dispatch the fleet of FLEET_FILE until Ctrl-C."""
     try:
         fleet = load(fleet_file)
+        if worker or password_file:
+            fleet.broker = as_worker(fleet, worker, password_file)
     except FleetError as exc:
         click.echo(f"pile-aggregator: {exc}", err=True)
         sys.exit(2)
@@ -47,6 +55,21 @@ def run(fleet_file, as_json, trace, duration):
         click.echo(f"pile-aggregator: {exc.strerror or exc}: is the HTTP address in "
                    "use by another process?", err=True)
         sys.exit(1)
+
+
+def as_worker(fleet, worker, password_file):
+    """The fleet's [broker] as another worker: its own user and password."""
+    if fleet.broker is None:
+        raise FleetError("--worker and --password-file are for piles on a broker: the "
+                         "fleet file has no [broker] section")
+    changes = {"user": worker} if worker else {}
+    if password_file:
+        try:
+            changes["password"] = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise FleetError(f"cannot read --password-file {password_file}: "
+                             f"{exc.strerror}") from None
+    return dataclasses.replace(fleet.broker, **changes)
 
 
 async def _run(fleet, as_json, trace_path, duration):
@@ -94,8 +117,10 @@ async def _run(fleet, as_json, trace_path, duration):
 def _table(status):
     from rich.table import Table
 
-    table = Table(title=f"fleet: {status['online']} of {status['piles']} piles heard, "
-                        f"{status['excluded']} excluded")
+    worker = f"worker {status['worker']} of {status['workers']}, its share of " \
+        f"{status['fleet_target_w'] / 1000:,.1f} kW: " if "worker" in status else ""
+    table = Table(title=f"{worker}fleet: {status['online']} of {status['piles']} piles "
+                        f"heard, {status['excluded']} excluded")
     for column in ("", "target", "planned", "delivered", "shortfall", "envelope"):
         table.add_column(column, justify="right")
     kw = lambda w: f"{w / 1000:,.1f} kW"  # noqa: E731

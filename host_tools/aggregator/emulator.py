@@ -2,6 +2,7 @@
 
     pile-emulator --piles 1000 --port 20000 --keys DIR [--prefix emu-] [--seed N]
                   [--fleet FILE] [--groups N]
+    pile-emulator --piles 1000 --broker HOST:PORT --keys DIR [--keepalive S] ...
 
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
 envelope) and protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...): protocol v1
@@ -15,6 +16,12 @@ each pile sends TELEMETRY every second to the clients whose request it accepted.
 Prints "ready N" when every pile listens. --fleet writes the [[pile]] entries of a
 fleet file for them (groups g0, g1, ... in turn).
 
+With --broker the piles dial an MQTT broker instead of listening (aggregator/mqttpile.py:
+the firmware's packets and topics), each as its own user with the password in
+DIR/PILE_ID.mqtt (written when missing: `broker_users` gives them to the broker's
+config); "ready N" once every pile is subscribed. SIGUSR1 freezes --freeze piles more
+(silent, sockets open, as piles whose power died) and prints "frozen N".
+
 The transport is an asyncio protocol a pile, not the firmware's `Link` (a reader and a
 writer task a connection): a pile costs a few callbacks a message, so thousands fit in
 a process. Like the firmware, a pile greets each connection with HELLO, sends TELEMETRY
@@ -27,6 +34,8 @@ import argparse
 import asyncio
 import random
 import resource
+import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -62,6 +71,7 @@ class EmulatedPile:
         self.load_w = rng.randint(0, 3000)
         self.port = port
         self.clients = []  # _Client, oldest first
+        self.broker = None  # a mqttpile.BrokerPile, on a broker
         self._in_wh = self._out_wh = 0.0
 
     async def listen(self):
@@ -72,6 +82,8 @@ class EmulatedPile:
         for client in self.clients:
             if client.session.verified:
                 client.send(client.session.telemetry(), droppable=True)
+        if self.broker is not None:
+            self.broker.telemetry()
 
     def step(self, now):
         """One controller tick with the battery model's readings, then the model moves on
@@ -130,23 +142,43 @@ class _Client(asyncio.Protocol):
 
 
 def fleet_entries(piles, first_port, key_dir, groups=1):
-    """The [[pile]] entries of a fleet file (TOML) for emulated piles."""
+    """The [[pile]] entries of a fleet file (TOML) for emulated piles: on TCP from
+    `first_port`, or on the fleet's broker when `first_port` is None."""
     return "".join(
-        f'[[pile]]\nid = "{p.pile.pile_id}"\ntcp = "127.0.0.1:{first_port + i}"\n'
-        f'key_file = "{Path(key_dir).resolve() / (p.pile.pile_id + ".key")}"\n'
+        f'[[pile]]\nid = "{p.pile.pile_id}"\n'
+        + ("mqtt = true\n" if first_port is None else f'tcp = "127.0.0.1:{first_port + i}"\n')
+        + f'key_file = "{Path(key_dir).resolve() / (p.pile.pile_id + ".key")}"\n'
         f'group = "g{i % groups}"\n\n' for i, p in enumerate(piles))
+
+
+def pile_ids(count, prefix):
+    return [f"{prefix}{i:05d}" for i in range(count)]
+
+
+def broker_users(key_dir, ids):
+    """{pile id: broker password}, from DIR/PILE_ID.mqtt, each written when missing: what
+    the broker's config (aggregator/broker.py) and the emulated piles both read."""
+    users = {}
+    for pile_id in ids:
+        path = Path(key_dir) / f"{pile_id}.mqtt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(12))
+            path.chmod(0o600)
+        users[pile_id] = path.read_text().strip()
+    return users
 
 
 def make_piles(count, first_port, key_dir, prefix, seed):
     rng = random.Random(seed)
     piles = []
-    for i in range(count):
-        pile_id = f"{prefix}{i:05d}"
+    for i, pile_id in enumerate(pile_ids(count, prefix)):
         path = Path(key_dir) / f"{pile_id}.key"
         key = keys.read(path) if path.exists() else keys.new_key()
         if not path.exists():
             keys.save(key, path)
-        piles.append(EmulatedPile(pile_id, key, first_port + i, rng))
+        port = None if first_port is None else first_port + i  # None: on a broker
+        piles.append(EmulatedPile(pile_id, key, port, rng))
     return piles
 
 
@@ -157,6 +189,34 @@ async def serve(piles):
     except OSError as exc:  # a port in use, most likely: say which, and stop
         raise SystemExit(f"pile-emulator: cannot listen: {exc}") from None
     print(f"ready {len(piles)}", flush=True)
+    await step_for_ever(piles)
+
+
+async def dial(piles, broker, users, keepalive_s, freeze):
+    """Every pile onto the broker, then step them for ever; SIGUSR1 freezes `freeze` more."""
+    from aggregator.mqttpile import BrokerPile
+
+    for emulated in piles:
+        emulated.broker = BrokerPile(emulated, broker, users[emulated.pile.pile_id],
+                                     keepalive_s)
+    dialling = [asyncio.create_task(p.broker.run()) for p in piles]
+    loop = asyncio.get_running_loop()
+    frozen = iter(piles)
+
+    def freeze_more():
+        for _, emulated in zip(range(freeze), frozen, strict=False):
+            emulated.broker.freeze()
+        print(f"frozen {freeze}", flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, freeze_more)
+    stepping = asyncio.create_task(step_for_ever(piles))
+    while not all(p.broker.ready for p in piles):
+        await asyncio.sleep(0.1)
+    print(f"ready {len(piles)}", flush=True)
+    await asyncio.gather(stepping, *dialling)
+
+
+async def step_for_ever(piles):
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
@@ -173,15 +233,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pile-emulator",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--piles", type=int, required=True)
-    parser.add_argument("--port", type=int, required=True, help="the first pile's TCP port")
+    parser.add_argument("--port", type=int, help="the first pile's TCP port")
+    parser.add_argument("--broker", help="HOST:PORT of an MQTT broker to dial instead")
+    parser.add_argument("--keepalive", type=int, default=10, help="MQTT keepalive, s")
+    parser.add_argument("--freeze", type=int, default=0,
+                        help="piles SIGUSR1 freezes (MQTT: silent, sockets left open)")
     parser.add_argument("--keys", required=True, help="folder of PILE_ID.key files")
     parser.add_argument("--prefix", default="emu-", help="pile ids are PREFIX00000 ...")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fleet", help="write the piles' [[pile]] entries to this file")
     parser.add_argument("--groups", type=int, default=1, help="groups in the fleet entries")
     args = parser.parse_args(argv)
+    if (args.port is None) == (args.broker is None):
+        parser.error("give --port (piles listen on TCP) or --broker (piles dial MQTT)")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * args.piles + 64  # a listening and an accepted socket per pile
+    need = (1 if args.broker else 2) * args.piles + 64  # TCP: listening and accepted
     if need > hard:
         sys.exit(f"pile-emulator: {args.piles} piles need {need} file descriptors, the "
                  f"limit is {hard}: run several emulators with fewer piles each")
@@ -190,8 +256,14 @@ def main(argv=None):
     piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed)
     if args.fleet:
         Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        users = broker_users(args.keys, [p.pile.pile_id for p in piles])
+        running = dial(piles, (host, int(port)), users, args.keepalive, args.freeze)
+    else:
+        running = serve(piles)
     try:
-        run_loop(serve(piles))
+        run_loop(running)
     except KeyboardInterrupt:
         pass  # Ctrl-C or the bench stopping it: nothing to save
 

@@ -21,7 +21,7 @@
     user = "agg-1"             # the aggregator's own broker user
     password_file = "keys/agg-1.password"
     topic_prefix = "v2g"       # as the piles' board files say
-    keepalive_s = 10
+    keepalive_s = 2            # other workers notice this one gone in 1.5 of them
 
     [[pile]]
     id = "pile-001"
@@ -73,7 +73,7 @@ class Broker:
     user: str
     password: str
     topic_prefix: str = "v2g"
-    keepalive_s: int = 10
+    keepalive_s: int = 2
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _broker(section, base, where):
     prefix = section.get("topic_prefix", "v2g")
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "+#"):
         raise FleetError(f"{where}: topic_prefix must be a topic without wildcards")
-    keepalive = section.get("keepalive_s", 10)
+    keepalive = section.get("keepalive_s", 2)
     if not isinstance(keepalive, int) or isinstance(keepalive, bool) or not 1 <= keepalive <= 60:
         raise FleetError(f"{where}: keepalive_s must be whole seconds, 1..60")
     return Broker(*_address(section["address"], f"{where} address"), section["user"],

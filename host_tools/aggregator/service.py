@@ -17,7 +17,7 @@ from pile.limits import REASON_DEPARTURE_RESERVE
 from pilectl import wire
 
 from aggregator.link import PileLink
-from aggregator.split import Share, split
+from aggregator.split import Share, reach, split
 
 _SILENT_PERIODS = 3
 _POWER, _MAX_CHARGE, _MAX_DISCHARGE, _REASONS, _APPLIED, _ENERGY_OUT = 3, 7, 8, 9, 10, 16
@@ -80,10 +80,12 @@ class Aggregator:
 
             self.broker = BrokerLink(self.fleet.broker,
                                      [link for link in self.links if link.entry.mqtt],
-                                     self.counters)
+                                     self.counters, self.target, self.dispatch.period_s)
             self._tasks.append(asyncio.create_task(self.broker.run()))
 
     async def stop(self):
+        if self.broker is not None:
+            await self.broker.leave()  # the other workers take its piles at once
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -123,8 +125,12 @@ class Aggregator:
             self._most_heard = len(heard)
             self._freeze()
         started = time.perf_counter()
-        result = split(target_w, [self._share(link, now) for link in heard],
-                       self.dispatch.wear_fair)
+        shares = [self._share(link, now) for link in heard]
+        asked_w = target_w  # this worker's part of the fleet target, when it has others
+        if self.broker is not None:
+            self.broker.publish_reach(*reach(shares))
+            asked_w = self.broker.share(target_w, now)
+        result = split(asked_w, shares, self.dispatch.wear_fair)
         self.split_ms = (time.perf_counter() - started) * 1000
         # renewed while 2 periods of its ttl are left (half a period's slack for timing), so
         # a restarted aggregator's first setpoint comes before the last one runs out
@@ -137,6 +143,8 @@ class Aggregator:
             if moved or now - link.sent_at >= refresh:
                 link.setpoint(watts, self.dispatch.ttl_s)
         self.last = self._status(now, target_w, source, result, heard)
+        if self.broker is not None:
+            self.last.update(worker=self.broker.worker, workers=len(self.broker.workers))
         self.last["dispatch_ms"] = round((time.perf_counter() - began) * 1000, 2)
         if self.on_status is not None:
             self.on_status(self.last)
@@ -154,7 +162,8 @@ class Aggregator:
 
     def _status(self, now, target_w, source, result, heard):
         groups = {}
-        for link in self.links:
+        served = self.served()
+        for link in served:
             groups.setdefault(link.entry.group, {"piles": 0, "online": 0, "delivered_w": 0,
                                                  "planned_w": 0})["piles"] += 1
         for link in heard:  # heard piles have telemetry
@@ -163,13 +172,22 @@ class Aggregator:
             group["delivered_w"] += link.telemetry.get(_POWER, 0)
             group["planned_w"] += result.setpoints.get(link.entry.pile_id,
                                                        link.telemetry.get(_APPLIED, 0))
-        return {"t": round(time.time(), 3), "target_w": target_w, "source": source,
+        return {"t": round(time.time(), 3), "target_w": result.target_w,
+                "fleet_target_w": target_w, "source": source,
                 "planned_w": result.planned_w, "shortfall_w": result.shortfall_w,
                 "delivered_w": sum(g["delivered_w"] for g in groups.values()),
                 "envelope_low_w": result.low_w, "envelope_high_w": result.high_w,
-                "forced_w": result.forced_w, "piles": len(self.links), "online": len(heard),
-                "excluded": len(self.links) - len(heard), "split_ms": round(self.split_ms, 2),
+                "forced_w": result.forced_w, "piles": len(served), "online": len(heard),
+                "excluded": len(served) - len(heard), "split_ms": round(self.split_ms, 2),
                 "groups": groups, "counters": dict(self.counters)}
+
+    def served(self):
+        """The piles this process serves: all, but of those on a broker shared with other
+        workers only its own (aggregator/shard.py)."""
+        if self.broker is None:
+            return self.links
+        owned = self.broker.owned
+        return [link for link in self.links if not link.entry.mqtt or link.entry.pile_id in owned]
 
     def pile_status(self):
         """Every pile's latest: for /status?piles=1."""

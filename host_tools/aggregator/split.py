@@ -40,13 +40,21 @@ class Split:
         return self.target_w - self.planned_w
 
 
+def reach(shares):
+    """(low_w, high_w): the most discharge and the most charge `shares` can make together,
+    with the forced charges counted."""
+    forced_w = sum(s.forced_w for s in shares if s.forced_w is not None)
+    free = [s for s in shares if s.forced_w is None]
+    return (forced_w - sum(s.max_discharge_w for s in free),
+            forced_w + sum(s.max_charge_w for s in free))
+
+
 def split(target_w, shares, wear_fair=False):
     """Setpoints for `shares` that add up to `target_w` clipped to what they allow."""
     forced = [s for s in shares if s.forced_w is not None]
     free = sorted((s for s in shares if s.forced_w is None), key=lambda s: s.pile_id)
     forced_w = sum(s.forced_w for s in forced)
-    high = forced_w + sum(s.max_charge_w for s in free)
-    low = forced_w - sum(s.max_discharge_w for s in free)
+    low, high = reach(shares)
     wanted = min(high, max(low, int(target_w))) - forced_w
     setpoints = dict.fromkeys((s.pile_id for s in free), 0)
     tiers = {}

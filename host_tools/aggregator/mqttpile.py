@@ -1,0 +1,142 @@
+"""An emulated pile's broker connection: the firmware's MQTT packets on an asyncio protocol.
+
+What pile/mqttlink.py does on a board, for thousands of emulated piles in one process
+(aggregator/emulator.py --broker): CONNECT with the pile's own user and an `offline`
+will, SUBSCRIBE to its down topic, `online` retained, HELLO, then every request answered
+on the up topic and TELEMETRY every second. The packets are built by the firmware's own
+`pile.mqtt`; a callback a connection instead of a reader task, as the emulator's TCP
+piles. Retained requests are dropped; a lost connection is opened again after 1, 2, 4 ...
+30 s, jittered. No PINGREQ: TELEMETRY every second keeps the connection alive for the
+broker, and the emulator faces brokers under test, not half-open networks.
+"""
+
+import asyncio
+import random
+
+from pile import mqtt
+from pile.mqttlink import OFFLINE, ONLINE, topics
+from pile.protocol import Session
+
+_FIRST_BACKOFF_S = 1.0
+_MAX_BACKOFF_S = 30.0
+_BACKLOG = 4096  # bytes unsent above which TELEMETRY is dropped, as on TCP
+_LIMIT = 640  # the largest packet taken, as the firmware's (512 + topic room)
+
+
+def packets(buffer):
+    """Take every whole packet off the front of `buffer` (a bytearray): (first, body)
+    pairs; a body is None when it was longer than the firmware takes."""
+    found = []
+    while len(buffer) >= 2:
+        n = shift = 0
+        at = 1
+        while True:
+            if at >= len(buffer):
+                return found
+            b = buffer[at]
+            n |= (b & 0x7F) << shift
+            at += 1
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise mqtt.MqttError("a packet length of more than 4 bytes")
+        if len(buffer) < at + n:
+            return found
+        found.append((buffer[0], bytes(buffer[at:at + n]) if n <= _LIMIT else None))
+        del buffer[:at + n]
+    return found
+
+
+class BrokerPile(asyncio.Protocol):
+    """One emulated pile's broker connection, dialled again whenever it is lost."""
+
+    def __init__(self, emulated, broker, password, keepalive_s=10, prefix="v2g"):
+        self.emulated = emulated
+        self.broker = broker  # (host, port)
+        self.password = password
+        self.keepalive_s = keepalive_s
+        self.up, self.down_topic, self.status = topics(prefix, emulated.pile.pile_id)
+        self.down = self.down_topic.encode()  # as topics come in
+        self.session = None
+        self.transport = None
+        self.ready = False  # subscribed: requests and TELEMETRY flow
+        self.frozen = False  # gone silent on purpose, its socket left open
+        self.connects = 0
+        self._buffer = bytearray()
+        self._backoff = _FIRST_BACKOFF_S
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            lost = loop.create_future()
+            self._lost = lost
+            try:
+                await loop.create_connection(lambda: self, *self.broker)
+                await lost
+            except OSError:
+                pass  # refused or unreachable: dial again below
+            if self.frozen:
+                return
+            wait = self._backoff
+            self._backoff = min(2 * wait, _MAX_BACKOFF_S)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._buffer.clear()
+        pile = self.emulated.pile
+        transport.write(mqtt.connect_packet(pile.pile_id, self.keepalive_s, pile.pile_id,
+                                            self.password, (self.status, OFFLINE)))
+
+    def connection_lost(self, exc):
+        self.transport = None
+        self.ready = False
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def data_received(self, data):
+        if self.frozen:
+            return
+        self._buffer += data
+        try:
+            for first, body in packets(self._buffer):
+                self._packet(first, body)
+        except mqtt.MqttError:
+            self.transport.close()
+
+    def _packet(self, first, body):
+        kind = first & 0xF0
+        if kind == 0x20:  # CONNACK
+            mqtt.check_connack(first, body)
+            self.transport.write(mqtt.subscribe_packet(1, self.down_topic))
+        elif kind == mqtt.SUBACK:
+            mqtt.check_suback(first, body, 1)
+            self.ready = True
+            self.connects += 1
+            self._backoff = _FIRST_BACKOFF_S
+            self.session = Session(self.emulated.pile)
+            self.transport.write(mqtt.publish_packet(self.status, ONLINE, retain=True))
+            self.send(self.session.hello())
+        elif kind == mqtt.PUBLISH and body is not None and self.ready:
+            topic, payload, retained = mqtt.split_publish(first, body)
+            if topic == self.down and payload and not retained:
+                self.send(self.session.handle(payload))
+
+    def send(self, message, droppable=False):
+        transport = self.transport
+        if transport is None or self.frozen:
+            return
+        waiting = transport.get_write_buffer_size()
+        if waiting and droppable or waiting > _BACKLOG:
+            return
+        transport.write(mqtt.publish_packet(self.up, message))
+
+    def telemetry(self):
+        if self.ready:
+            self.send(self.session.telemetry(), droppable=True)
+
+    def freeze(self):
+        """Go silent with the socket open, as a pile whose power or radio died: the
+        broker notices only by the keepalive, then publishes the will."""
+        self.frozen = True
