@@ -78,12 +78,14 @@ def application(aggregator, metrics):
         if aggregator.broker is not None:  # every worker of the fleet follows it
             until = None if for_s is None else time.time() + for_s
             aggregator.broker.publish_target(watts, until)
+        aggregator.dispatch_once()  # at once, not at the next period
         return await get_target(request)
 
     async def delete_target(request):
         aggregator.target.clear()
         if aggregator.broker is not None:
             aggregator.broker.publish_target(None, None)
+        aggregator.dispatch_once()
         return await get_target(request)
 
     async def status(request):

@@ -9,6 +9,7 @@ the same files with `pile-aggregator broker-config`.
 """
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -69,6 +70,12 @@ def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, hos
     return conf
 
 
+def _more_files():
+    """A socket a client: the broker may keep as many files open as the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +98,7 @@ class Mosquitto:
     def start(self, timeout_s=10):
         log = open(self.directory / "mosquitto.log", "ab")
         self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, preexec_fn=_more_files)
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

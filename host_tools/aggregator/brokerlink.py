@@ -76,6 +76,7 @@ class BrokerLink:
         self.owned = set()  # pile ids this worker serves
         self.online = set()  # pile ids whose status says online
         self.reaches = {}  # worker -> (low_w, high_w, monotonic time heard)
+        self.on_target = None  # called when another worker's target came: dispatch now
         self._joined = False  # this worker's own record came back: the set is known
         self._client = None
         self._sending = set()  # publishes under way, held until done
@@ -229,14 +230,18 @@ class BrokerLink:
     def _follow_target(self, payload):
         if not payload:
             self.target.clear()
-            return
-        try:
-            power_w, until_epoch = json.loads(payload)
-            for_s = None if until_epoch is None else until_epoch - time.time()
-            if for_s is None or for_s > 0:
+        else:
+            try:
+                power_w, until_epoch = json.loads(payload)
+                for_s = None if until_epoch is None else until_epoch - time.time()
+                if for_s is not None and for_s <= 0:
+                    return  # ended already
                 self.target.set(int(power_w), for_s)
-        except (ValueError, TypeError):
-            self.counters["bad_shared_records"] += 1
+            except (ValueError, TypeError):
+                self.counters["bad_shared_records"] += 1
+                return
+        if self.on_target is not None:
+            self.on_target()
 
     def _rebalance(self):
         """The live set changed: serve the piles this worker owns now, let go of others."""

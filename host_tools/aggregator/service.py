@@ -81,6 +81,7 @@ class Aggregator:
             self.broker = BrokerLink(self.fleet.broker,
                                      [link for link in self.links if link.entry.mqtt],
                                      self.counters, self.target, self.dispatch.period_s)
+            self.broker.on_target = self.dispatch_once  # a new target goes out at once
             self._tasks.append(asyncio.create_task(self.broker.run()))
 
     async def stop(self):

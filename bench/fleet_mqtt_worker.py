@@ -1,0 +1,58 @@
+"""One aggregator worker for bench/fleet_mqtt_bench.py: `pile-aggregator run --worker`,
+plus what the bench measures inside it.
+
+    python bench/fleet_mqtt_worker.py FLEET.toml WORKER PASSWORD_FILE
+
+Prints a JSON line a period ({"status": ...}, as --json) and, after each target change
+that came through the broker, one {"acked": [epoch s ...], "wanted": N} once every pile
+it sent a new setpoint has ACKed it (or 10 s have passed): the ACKs' wall-clock times,
+which the bench compares with the time it published the change.
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+from aggregator import run as run_loop
+from aggregator.cli import as_worker
+from aggregator.fleet import load
+from aggregator.service import Aggregator
+
+_ACK_WAIT_S = 10.0
+
+
+async def follow_acks(aggregator, since):
+    wanted = {link: link.sent_seq for link in aggregator.links
+              if link.sent_at is not None and link.sent_at >= since}
+    count = len(wanted)
+    acked = []
+    while wanted and time.monotonic() - since < _ACK_WAIT_S:
+        await asyncio.sleep(0.02)
+        for link in [link for link, seq in wanted.items() if link.acked_seq >= seq]:
+            acked.append(time.time() - (time.monotonic() - link.acked_at))
+            del wanted[link]
+    print(json.dumps({"acked": acked, "wanted": count}), flush=True)
+
+
+async def main(path, worker, password_file):
+    fleet = load(path)
+    fleet.broker = as_worker(fleet, worker, password_file)
+    aggregator = Aggregator(fleet)
+    aggregator.on_status = lambda status: print(json.dumps({"status": status}), flush=True)
+    aggregator.start()
+    following = set()
+
+    def retarget():
+        since = time.monotonic()
+        aggregator.dispatch_once(since)
+        task = asyncio.create_task(follow_acks(aggregator, since))
+        following.add(task)
+        task.add_done_callback(following.discard)
+
+    aggregator.broker.on_target = retarget
+    await aggregator.run()
+
+
+if __name__ == "__main__":
+    run_loop(main(*sys.argv[1:4]))
