@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat mosquitto $(PICO_MODULES)
 
@@ -121,6 +121,10 @@ bench-flood: setup
 # size); one JSON line per size (about 5 minutes for the three).
 bench-fleet: setup
 	$(BIN)/python bench/fleet_bench.py $(PILES)
+
+# What the broker link costs the pile: heap and memory without MQTT, on MQTT, on TLS.
+bench-mqtt: setup
+	$(BIN)/python bench/mqtt_heap_bench.py
 
 # The fleet through Mosquitto: emulated piles and WORKERS aggregator processes sharing it
 # (1,000/5,000/10,000 piles with 1 and 2 workers, or PILES=N WORKERS=K for one run).

@@ -139,7 +139,8 @@ async def measure(piles, workers, directory):
         for name in names:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(_WORKER), str(fleet), name,
-                str(directory / f"{name}.password"), stdout=asyncio.subprocess.PIPE)
+                str(directory / f"{name}.password"), stdout=asyncio.subprocess.PIPE,
+                limit=1 << 24)  # a report of 10,000 ACK times is one long line
             running.append(Worker(proc))
 
         def online():

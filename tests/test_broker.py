@@ -14,7 +14,7 @@ import time
 
 import aiomqtt
 import pytest
-from aggregator.broker import Mosquitto, acl
+from aggregator.broker import Mosquitto, acl, make_certificates
 from aggregator.emulator import broker_users, pile_ids
 from aggregator.fleet import parse
 from aggregator.service import Aggregator
@@ -389,3 +389,38 @@ async def test_two_workers_share_a_fleet_and_one_takes_over_when_the_other_dies(
                 await emulator.wait()
             await bench.stop()
     assert bench.sim.oracle.violations == []
+
+
+async def test_a_pile_on_tls_verifies_the_broker_and_a_wrong_ca_is_refused(tmp_path):
+    """The pile dials the broker's TLS listener with the CA of the board file's ca_file;
+    the aggregator on the plain listener of the same broker gets its ACK. A CA that did
+    not sign the broker's certificate: no connection, and the pile says why."""
+    with Mosquitto(tmp_path / "broker", USERS, ["agg-1"], tls=True) as broker:
+        ca = tmp_path / "broker" / "tls" / "ca.der"
+        bench = bench_on_broker(tmp_path, broker, port=broker.tls_port, ca_file=str(ca),
+                                tls_hostname="localhost")
+        try:
+            await bench.start()
+            async with client(broker, "agg-1") as agg:
+                await agg.subscribe("v2g/p1/up")
+                await agg.publish("v2g/p1/down", wire.encode({wire.TYPE: wire.HELLO,
+                                                              wire.SEQ: 0}))
+                hello = await next_message(agg, bench, wire.HELLO)
+                nonce, seq = hello[wire.HELLO_NONCE], hello[wire.HELLO_NEXT_SEQ]
+                await agg.publish("v2g/p1/down", wire.sign(bench.key, wire.encode(
+                    {0: wire.SETPOINT, 1: seq, 2: 2500, 3: 30}), nonce))
+                ack = await next_message(agg, bench, wire.ACK, nonce)
+                assert ack[3] == 2500
+        finally:
+            await bench.stop()
+        other = make_certificates(tmp_path / "other")[1]  # a CA the broker never used
+        bench = bench_on_broker(tmp_path / "b", broker, port=broker.tls_port,
+                                ca_file=str(other), tls_hostname="localhost")
+        try:
+            await bench.start()
+            await asyncio.sleep(1.5)
+            said = [line for line in bench.firmware_output if "MQTT broker" in line]
+            assert said, bench.firmware_output
+            assert (await diagnostics(bench))["mqtt_connects"] == 0
+        finally:
+            await bench.stop()

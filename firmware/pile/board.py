@@ -21,7 +21,7 @@ _LINK = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "baud": _INT, "t
          "tcp_host": _TEXT}
 _WIFI = {"ssid": _TEXT, "password": _TEXT}
 _MQTT = {"host": _TEXT, "port": _INT, "user": _TEXT, "password": _TEXT, "keepalive_s": _INT,
-         "topic_prefix": _TEXT}
+         "topic_prefix": _TEXT, "ca_file": _TEXT, "tls_hostname": _TEXT}
 _PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT}
 
 
@@ -73,6 +73,9 @@ def _broker(mqtt, pile_id):
     if not 5 <= keepalive <= 15:
         raise BoardError("mqtt.keepalive_s %d is not 5..15 s (an aggregator sees a pile "
                          "gone within 1.5 keepalives)" % keepalive)
+    if "tls_hostname" in mqtt and "ca_file" not in mqtt:
+        raise BoardError("mqtt.tls_hostname is for TLS: give mqtt.ca_file, the broker's CA "
+                         "certificate (DER)")
     prefix = mqtt.get("topic_prefix", "v2g")
     if not prefix or "+" in prefix or "#" in prefix:
         raise BoardError("mqtt.topic_prefix %r must be a topic without wildcards" % prefix)

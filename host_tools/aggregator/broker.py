@@ -44,9 +44,33 @@ def check_pile_id(pile_id):
                           f"no {' '.join(_NOT_IN_ID)} and not empty")
 
 
-def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, host="127.0.0.1"):
+def make_certificates(directory, hostname="localhost"):
+    """A CA and a broker certificate it signed for `hostname` and 127.0.0.1, made with the
+    openssl command: (ca.pem, ca.der, broker.pem, broker.key) in `directory`. For benches
+    and tests; a site's broker has its operator's certificates."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key = directory / "broker.pem", directory / "broker.key"
+    request = directory / "broker.csr"
+    (directory / "san.cnf").write_text(f"subjectAltName=DNS:{hostname},IP:127.0.0.1\n")
+    for args in (
+            ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", ca_key, "-out", ca, "-days", "30", "-subj", "/CN=pile bench CA"],
+            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", request, "-subj", f"/CN={hostname}"],
+            ["x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "30", "-extfile", directory / "san.cnf"],
+            ["x509", "-in", ca, "-outform", "der", "-out", directory / "ca.der"]):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, directory / "ca.der", cert, key
+
+
+def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, host="127.0.0.1",
+                 tls_port=None):
     """mosquitto.conf, passwd (hashed by mosquitto_passwd) and acl in `directory`, for
-    `users` {name: password} of which `aggregators` are the aggregators; the conf path."""
+    `users` {name: password} of which `aggregators` are the aggregators; the conf path.
+    With `tls_port`, a second listener there takes TLS with `make_certificates`' files."""
     if shutil.which("mosquitto_passwd") is None:
         raise BrokerError("mosquitto_passwd is missing: apt-get install mosquitto")
     for name in users:
@@ -59,9 +83,14 @@ def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, hos
     passwd.chmod(0o600)
     subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
     (directory / "acl").write_text(acl(aggregators, prefix))
+    tls = []
+    if tls_port is not None:
+        ca, _, cert, key = make_certificates(directory / "tls")
+        tls = [f"listener {tls_port} {host}", f"cafile {ca}", f"certfile {cert}",
+               f"keyfile {key}"]
     conf = directory / "mosquitto.conf"
     conf.write_text("\n".join([
-        f"listener {port} {host}", "allow_anonymous false", f"password_file {passwd}",
+        f"listener {port} {host}", *tls, "allow_anonymous false", f"password_file {passwd}",
         f"acl_file {directory / 'acl'}", "persistence false", "log_dest stderr",
         "log_type error", "log_type warning", "max_queued_messages 100",
         # started as root (a CI machine), it would drop to the mosquitto user, which
@@ -86,13 +115,16 @@ class Mosquitto:
     """A Mosquitto process on 127.0.0.1 with a config from `write_config`; `stop()` and
     `start()` again keep the port, as a broker restarted by its operator does."""
 
-    def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None):
+    def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None,
+                 tls=False):
         self.binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + _SBIN)
         if self.binary is None:
             raise BrokerError("mosquitto is missing: apt-get install mosquitto (make does)")
         self.port = port or free_port()
+        self.tls_port = free_port() if tls else None  # and the CA in directory/tls/ca.der
         self.directory = Path(directory)
-        self.conf = write_config(directory, self.port, users, aggregators, prefix)
+        self.conf = write_config(directory, self.port, users, aggregators, prefix,
+                                 tls_port=self.tls_port)
         self.process = None
 
     def start(self, timeout_s=10):

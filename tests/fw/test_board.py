@@ -51,6 +51,7 @@ def test_the_mqtt_part_is_checked():
              ({"host": "h", "port": 0}, "mqtt.port 0 is not a TCP port"),
              ({"host": "h", "topic_prefix": "v2g/#"}, "without wildcards"),
              ({"host": "h", "tls": True}, "mqtt.tls is not a board file key"),
+             ({"host": "h", "tls_hostname": "broker"}, "give mqtt.ca_file"),
              ({"host": 5}, "mqtt.host must be a text string"))
     for part, named in cases:
         spec["mqtt"] = part
