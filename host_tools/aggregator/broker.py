@@ -1,15 +1,20 @@
-"""Mosquitto for a fleet: its config, users and ACL written from the fleet, and the process.
+"""Brokers for a fleet: config, users and ACL written from the fleet, and the process.
 
 Each pile logs in as its own pile id and may only publish its own `up` and `status`
 topics and read its own `down` topic (a Mosquitto ACL `pattern` on `%u`); each
 aggregator has its own user, reads every pile's `up` and `status`, writes every `down`,
 and shares the `<prefix>-agg/` topics with the other aggregators (docs/aggregator.md).
-Anonymous logins are refused. Tests and benches run it on 127.0.0.1; an operator gets
-the same files with `pile-aggregator broker-config`.
+Anonymous logins are refused. Tests and benches run Mosquitto on 127.0.0.1 (`Mosquitto`);
+`RabbitMQ` runs a private RabbitMQ node with its MQTT plugin and the same rules, for
+`make test-rabbitmq` (the piles and workers use plain MQTT 3.1.1, so any broker will do).
 """
 
+import base64
+import hashlib
+import json
 import os
 import resource
+import secrets
 import shutil
 import socket
 import subprocess
@@ -164,3 +169,131 @@ class Mosquitto:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+_RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the Debian package's own scripts, which run
+# as the calling user (the /usr/sbin wrappers switch to the rabbitmq user)
+
+
+def _rabbit_hash(password):
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt || sha256(salt || password))."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def rabbit_definitions(users, aggregators, prefix=DEFAULT_PREFIX):
+    """RabbitMQ definitions (users, permissions, topic permissions) with the ACL of `acl`:
+    MQTT topics are routing keys on amq.topic there, with `/` written `.`."""
+    p = prefix.replace(".", r"\.")
+    pile = (rf"^{p}\.{{username}}\.(up|status)$", rf"^{p}\.{{username}}\.down$")
+    worker = (rf"^({p}\.[^.]+\.down|{p}-agg\..*)$", rf"^({p}\.[^.]+\.(up|status)|{p}-agg\..*)$")
+    return {
+        "users": [{"name": name, "password_hash": _rabbit_hash(password),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
+                  for name, password in users.items()],
+        "vhosts": [{"name": "/"}],
+        "permissions": [{"user": name, "vhost": "/", "configure": ".*", "write": ".*",
+                         "read": ".*"} for name in users],
+        "topic_permissions": [
+            {"user": name, "vhost": "/", "exchange": "amq.topic",
+             "write": (worker if name in aggregators else pile)[0],
+             "read": (worker if name in aggregators else pile)[1]} for name in users]}
+
+
+class RabbitMQ:
+    """A private RabbitMQ node with the MQTT plugin on 127.0.0.1, as `Mosquitto`: the
+    same users and topic rules (loaded from definitions at boot), `stop()` and `start()`
+    keep its port. A node takes about 10 s to boot."""
+
+    def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None,
+                 tls=False):
+        if not (_RABBIT_BIN / "rabbitmq-server").exists():
+            raise BrokerError("rabbitmq-server is missing: apt-get install rabbitmq-server "
+                              "(make test-rabbitmq does)")
+        for name in users:
+            if name not in aggregators:
+                check_pile_id(name)
+                if "." in name:
+                    raise BrokerError(f"pile id {name!r}: RabbitMQ writes topic levels "
+                                      "with dots, so a pile id may not hold one there")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.tls_port = free_port() if tls else None
+        self.node = f"piletest{self.port}@localhost"
+        (self.directory / "definitions.json").write_text(
+            json.dumps(rabbit_definitions(users, aggregators, prefix)))
+        conf = [f"listeners.tcp.default = {free_port()}",
+                f"mqtt.listeners.tcp.default = {self.port}", "mqtt.allow_anonymous = false",
+                "loopback_users = none",
+                f"load_definitions = {self.directory / 'definitions.json'}"]
+        if tls:
+            ca, _, cert, key = make_certificates(self.directory / "tls")
+            conf += [f"mqtt.listeners.ssl.default = {self.tls_port}",
+                     f"ssl_options.cacertfile = {ca}", f"ssl_options.certfile = {cert}",
+                     f"ssl_options.keyfile = {key}", "ssl_options.verify = verify_none"]
+        (self.directory / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
+        (self.directory / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        self.env = dict(os.environ, HOME=str(self.directory), RABBITMQ_NODENAME=self.node,
+                        RABBITMQ_DIST_PORT=str(free_port()),
+                        RABBITMQ_MNESIA_BASE=str(self.directory / "mnesia"),
+                        RABBITMQ_LOG_BASE=str(self.directory / "log"),
+                        RABBITMQ_CONFIG_FILE=str(self.directory / "rabbitmq"),
+                        RABBITMQ_ENABLED_PLUGINS_FILE=str(self.directory / "enabled_plugins"),
+                        RABBITMQ_PID_FILE=str(self.directory / "pid"))
+        self.process = None
+
+    def _ctl(self, *args, timeout_s=90):
+        return subprocess.run([str(_RABBIT_BIN / "rabbitmqctl"), "-n", self.node, *args],
+                              env=self.env, capture_output=True, text=True, timeout=timeout_s)
+
+    def start(self, timeout_s=90):
+        log = open(self.directory / "rabbitmq.out", "ab")
+        self.process = subprocess.Popen([str(_RABBIT_BIN / "rabbitmq-server")], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=_more_files, start_new_session=True)
+        log.close()
+        done = self._ctl("await_startup", "--timeout", str(timeout_s), timeout_s=timeout_s + 10)
+        if done.returncode != 0:
+            self.stop()
+            raise BrokerError(f"RabbitMQ did not start: {done.stderr[-500:]}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the MQTT listener comes with the plugin
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise BrokerError(f"RabbitMQ's MQTT listener did not open port {self.port}")
+
+    def stop(self):
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self._ctl("stop")
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+        self.process = None
+
+    def log(self):
+        path = self.directory / "rabbitmq.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def broker_class(name=None):
+    """The broker the tests and benches start: PILE_BROKER=rabbitmq picks RabbitMQ."""
+    name = name or os.environ.get("PILE_BROKER", "mosquitto")
+    kinds = {"mosquitto": Mosquitto, "rabbitmq": RabbitMQ}
+    if name not in kinds:
+        raise BrokerError(f"PILE_BROKER={name!r}: use mosquitto or rabbitmq")
+    return kinds[name]

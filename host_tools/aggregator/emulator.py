@@ -53,6 +53,7 @@ _STEP_S = 1.0
 _PHASES = 10  # a tenth of the piles ticks every 0.1 s
 _MAX_CLIENTS = 2  # authenticated, as the firmware's link keeps
 _BACKLOG = 4096  # bytes unsent to a client above which its replies are dropped too
+_HANDSHAKES = 64  # broker connections being opened at once
 
 
 class EmulatedPile:
@@ -199,7 +200,8 @@ async def dial(piles, broker, users, keepalive_s, freeze):
     for emulated in piles:
         emulated.broker = BrokerPile(emulated, broker, users[emulated.pile.pile_id],
                                      keepalive_s)
-    dialling = [asyncio.create_task(p.broker.run()) for p in piles]
+    gate = asyncio.Semaphore(_HANDSHAKES)
+    dialling = [asyncio.create_task(p.broker.run(gate)) for p in piles]
     loop = asyncio.get_running_loop()
     frozen = iter(piles)
 

@@ -66,13 +66,20 @@ class BrokerPile(asyncio.Protocol):
         self._buffer = bytearray()
         self._backoff = _FIRST_BACKOFF_S
 
-    async def run(self):
+    async def run(self, gate):
+        """Dial for ever; `gate` (a semaphore shared by the emulator's piles) bounds the
+        handshakes under way: thousands at once overflow the broker's listen backlog, and
+        the kernel's SYN retries (1, 3, 7 ... s) then stretch a start to minutes."""
         loop = asyncio.get_running_loop()
         while True:
             lost = loop.create_future()
             self._lost = lost
+            self._subscribed = loop.create_future()
             try:
-                await loop.create_connection(lambda: self, *self.broker)
+                async with gate:
+                    await loop.create_connection(lambda: self, *self.broker)
+                    await asyncio.wait([lost, self._subscribed],
+                                       return_when=asyncio.FIRST_COMPLETED)
                 await lost
             except OSError:
                 pass  # refused or unreachable: dial again below
@@ -113,6 +120,8 @@ class BrokerPile(asyncio.Protocol):
         elif kind == mqtt.SUBACK:
             mqtt.check_suback(first, body, 1)
             self.ready = True
+            if not self._subscribed.done():
+                self._subscribed.set_result(None)
             self.connects += 1
             self._backoff = _FIRST_BACKOFF_S
             self.session = Session(self.emulated.pile)
