@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat mosquitto $(PICO_MODULES)
 
@@ -61,6 +61,12 @@ $(PICO_MODULES): $(PICO)/package.json $(PICO)/package-lock.json | node
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# The broker tests again on RabbitMQ's MQTT plugin (a private node: about 10 s a start),
+# to show the piles and workers need nothing of Mosquitto's own.
+test-rabbitmq: setup
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq rabbitmq-server; }
+	PILE_BROKER=rabbitmq $(BIN)/pytest -q tests/test_broker.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,11 +1,14 @@
 """`pile-aggregator`: the fleet aggregator an operator runs.
 
     pile-aggregator run FLEET.toml [--json] [--trace FILE] [--duration S]
+                       [--worker NAME --password-file FILE]
     pile-aggregator plot TRACE.jsonl OUT.png
 
 `run` connects to every pile of the fleet file, dispatches every period, serves the HTTP
 API and /metrics when the fleet file names an address, and shows a live table (or one
-JSON line a period with --json). A mistake in the fleet file is one message and exit 2.
+JSON line a period with --json). With --worker, this process is one of several sharing
+the fleet's piles on its broker (docs/aggregator.md). A mistake in the fleet file is one
+message and exit 2.
 """
 
 import dataclasses
