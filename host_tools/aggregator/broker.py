@@ -253,10 +253,15 @@ class RabbitMQ:
                                         stdout=log, stderr=subprocess.STDOUT,
                                         preexec_fn=_more_files, start_new_session=True)
         log.close()
-        done = self._ctl("await_startup", "--timeout", str(timeout_s), timeout_s=timeout_s + 10)
-        if done.returncode != 0:
-            self.stop()
-            raise BrokerError(f"RabbitMQ did not start: {done.stderr[-500:]}")
+        deadline = time.monotonic() + timeout_s
+        while True:  # await_startup fails at once while the node is not yet known to epmd
+            done = self._ctl("await_startup", "--timeout", "10", timeout_s=30)
+            if done.returncode == 0:
+                break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"RabbitMQ did not start: {done.stderr[-500:]}")
+            time.sleep(0.5)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the MQTT listener comes with the plugin
             try:

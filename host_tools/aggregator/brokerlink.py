@@ -107,9 +107,20 @@ class BrokerLink:
             self.counters["publish_errors"] += 1
 
     def publish_reach(self, low_w, high_w):
-        """This worker's reach for the others' shares (each dispatch period)."""
-        self.reaches[self.worker] = (low_w, high_w, time.monotonic())
+        """This worker's reach for the others' shares, each dispatch period. It is also
+        the workers' heartbeat: a worker known only by its reach (a broker that does not
+        send retained records to wildcard subscriptions) and silent for 3 periods leaves
+        the live set."""
+        now = time.monotonic()
+        self.reaches[self.worker] = (low_w, high_w, now)
         self.publish(f"{self.shared}/reach/{self.worker}", json.dumps([low_w, high_w]))
+        stale = [w for w, r in self.reaches.items()
+                 if w != self.worker and now - r[2] > _REACH_PERIODS * self.period_s]
+        for worker in stale:
+            del self.reaches[worker]
+            if worker in self.workers:
+                self.workers.discard(worker)
+                self._rebalance()
 
     def share(self, target_w, now):
         """This worker's part of `target_w`, from the fresh reaches of the live workers."""
@@ -199,6 +210,10 @@ class BrokerLink:
                 self.counters["unknown_topics"] += 1
             elif parts[2] == "up":
                 if parts[1] in self.owned:
+                    if not link.attached and parts[1] in self._subscribed:
+                        # heard before its retained `online` (a broker that keeps retained
+                        # messages from wildcard subscriptions, as RabbitMQ's plugin does)
+                        self._status(parts[1], True)
                     link.receive(payload)
             else:
                 self._status(parts[1], payload == _ONLINE)
@@ -238,6 +253,10 @@ class BrokerLink:
                 self.reaches[name] = (int(low), int(high), time.monotonic())
             except (ValueError, TypeError):
                 self.counters["bad_shared_records"] += 1
+                return
+            if name not in self.workers:  # its record's retained copy never came to us
+                self.workers.add(name)
+                self._rebalance()
         elif kind == "target" and self.target is not None:
             self._follow_target(payload)
 

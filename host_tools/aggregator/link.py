@@ -44,6 +44,11 @@ class PileLink:
     def connected(self):
         return self._writer is not None and self._nonce is not None
 
+    @property
+    def attached(self):
+        """Given a way to write to the pile (a connection, or a broker's publisher)."""
+        return self._writer is not None
+
     async def run(self):
         """Keep the link open for ever."""
         attempt = 0
