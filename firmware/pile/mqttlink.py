@@ -103,9 +103,9 @@ class MqttLink:
 
     async def run(self):
         link = self.link
-        while not link.remote_allowed():
-            await asyncio.sleep_ms(1000)
         while True:
+            while not link.remote_allowed():  # no key yet, or no longer
+                await asyncio.sleep_ms(1000)
             try:
                 await self._session()
             except Exception as exc:  # noqa: BLE001 (said and counted: the pile runs on)
