@@ -10,6 +10,9 @@ sharing a fleet of emulated piles and the real firmware, one of them killed.
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 
@@ -21,7 +24,7 @@ from aggregator.fleet import parse
 from aggregator.service import Aggregator
 from pile import mqtt
 from pilectl import keys, wire
-from pilectl.vbench import VirtualBench
+from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
 Broker = broker_class()  # Mosquitto; PILE_BROKER=rabbitmq (make test-rabbitmq): RabbitMQ
@@ -448,3 +451,63 @@ async def test_a_pile_on_tls_verifies_the_broker_and_a_wrong_ca_is_refused(tmp_p
             assert (await diagnostics(bench))["mqtt_connects"] == 0
         finally:
             await bench.stop()
+
+
+def test_broker_config_writes_a_sites_mosquitto_files_that_let_each_pile_in(tmp_path):
+    keys.save(keys.new_key(), tmp_path / "k.key")
+    (tmp_path / "agg.password").write_text("pw-agg\n")
+    (tmp_path / "fleet.toml").write_text(
+        '[broker]\naddress = "127.0.0.1:1883"\nuser = "agg-1"\npassword_file = "agg.password"\n'
+        + "".join(f'[[pile]]\nid = "{p}"\nmqtt = true\nkey_file = "k.key"\n'
+                  for p in ("p1", "p2"))
+        + '[[pile]]\nid = "t1"\ntcp = "127.0.0.1:7700"\nkey_file = "k.key"\n')
+    port = free_port()
+
+    def run(*more):
+        return subprocess.run([sys.executable, "-m", "aggregator.cli", "broker-config",
+                               str(tmp_path / "fleet.toml"), str(tmp_path / "site"), "--port",
+                               str(port), "--host", "127.0.0.1", *more],
+                              capture_output=True, text=True)
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert "2 piles, workers agg-1" in done.stdout and "mosquitto -c" in done.stdout
+    password = (tmp_path / "site" / "piles" / "p1.password").read_text().strip()
+    assert not (tmp_path / "site" / "piles" / "t1.password").exists()  # on TCP
+    assert run("--worker", "agg-1", "--worker", "agg-2").returncode == 0  # a second worker
+    assert (tmp_path / "site" / "piles" / "p1.password").read_text().strip() == password
+    assert "pw-p1" not in (tmp_path / "site" / "passwd").read_text()  # hashed
+    conf = (tmp_path / "site" / "mosquitto.conf").read_text()
+    if os.geteuid() == 0:  # a site runs it as the mosquitto user from /etc; here, as root
+        (tmp_path / "site" / "mosquitto.conf").write_text(conf + "user root\n")
+    binary = shutil.which("mosquitto", path=os.environ["PATH"] + ":/usr/sbin")
+    broker = subprocess.Popen([binary, "-c", str(tmp_path / "site" / "mosquitto.conf")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(connects_as(port, "p1", password))
+        asyncio.run(connects_as(port, "agg-2", (tmp_path / "site" / "workers" /
+                                                "agg-2.password").read_text().strip()))
+        with pytest.raises(mqtt.MqttError):
+            asyncio.run(connects_as(port, "p2", password))  # p1's password is p1's only
+    finally:
+        broker.terminate()
+        broker.wait()
+    failed = subprocess.run([sys.executable, "-m", "aggregator.cli", "broker-config",
+                             str(tmp_path / "nope.toml"), str(tmp_path / "x")],
+                            capture_output=True, text=True)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+
+
+async def connects_as(port, user, password):
+    for _ in range(50):  # the broker just started
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    try:
+        writer.write(mqtt.connect_packet(user, 10, user, password))
+        await writer.drain()
+        mqtt.check_connack(*await mqtt.read_packet(reader, 4))
+    finally:
+        writer.close()

@@ -7,6 +7,7 @@ and shares the `<prefix>-agg/` topics with the other aggregators (docs/aggregato
 Anonymous logins are refused. Tests and benches run Mosquitto on 127.0.0.1 (`Mosquitto`);
 `RabbitMQ` runs a private RabbitMQ node with its MQTT plugin and the same rules, for
 `make test-rabbitmq` (the piles and workers use plain MQTT 3.1.1, so any broker will do).
+An operator writes a site's Mosquitto files with `pile-aggregator broker-config`.
 """
 
 import base64
@@ -72,10 +73,11 @@ def make_certificates(directory, hostname="localhost"):
 
 
 def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, host="127.0.0.1",
-                 tls_port=None):
+                 tls_port=None, bench=False):
     """mosquitto.conf, passwd (hashed by mosquitto_passwd) and acl in `directory`, for
     `users` {name: password} of which `aggregators` are the aggregators; the conf path.
-    With `tls_port`, a second listener there takes TLS with `make_certificates`' files."""
+    With `tls_port`, a second listener there takes TLS with `make_certificates`' files.
+    `bench`: a broker run by whoever wrote the files, in their own directory."""
     if shutil.which("mosquitto_passwd") is None:
         raise BrokerError("mosquitto_passwd is missing: apt-get install mosquitto")
     for name in users:
@@ -100,7 +102,7 @@ def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, hos
         "log_type error", "log_type warning", "max_queued_messages 100",
         # started as root (a CI machine), it would drop to the mosquitto user, which
         # cannot read a private directory: a bench's broker stays who started it
-        *(["user root"] if os.geteuid() == 0 else []), ""]))
+        *(["user root"] if bench and os.geteuid() == 0 else []), ""]))
     return conf
 
 
@@ -129,7 +131,7 @@ class Mosquitto:
         self.tls_port = free_port() if tls else None  # and the CA in directory/tls/ca.der
         self.directory = Path(directory)
         self.conf = write_config(directory, self.port, users, aggregators, prefix,
-                                 tls_port=self.tls_port)
+                                 tls_port=self.tls_port, bench=True)
         self.process = None
 
     def start(self, timeout_s=10):

@@ -3,6 +3,8 @@
     pile-aggregator run FLEET.toml [--json] [--trace FILE] [--duration S]
                        [--worker NAME --password-file FILE]
     pile-aggregator plot TRACE.jsonl OUT.png
+    pile-aggregator broker-config FLEET.toml OUT_DIR [--port 1883] [--host 0.0.0.0]
+                                  [--worker NAME ...]
 
 `run` connects to every pile of the fleet file, dispatches every period, serves the HTTP
 API and /metrics when the fleet file names an address, and shows a live table (or one
@@ -170,6 +172,58 @@ def plot(trace_file, png):
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     click.echo(png)
+
+
+@main.command("broker-config")
+@click.argument("fleet_file", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--port", default=1883, show_default=True, help="The broker's MQTT port.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="The address it listens on.")
+@click.option("--worker", "workers", multiple=True,
+              help="An aggregator worker's user (repeat; default: [broker] user).")
+def broker_config(fleet_file, out_dir, port, host, workers):
+    """Mosquitto's files for the piles of FLEET_FILE on its broker: mosquitto.conf, the
+    hashed passwd, the ACL, and one password a pile (and a worker) in OUT_DIR. Passwords
+    already there are kept, so running it again after adding piles changes no board."""
+    from aggregator.broker import BrokerError, write_config
+
+    try:
+        fleet = load(fleet_file)
+    except FleetError as exc:
+        click.echo(f"pile-aggregator: {exc}", err=True)
+        sys.exit(2)
+    if fleet.broker is None:
+        click.echo(f"pile-aggregator: {fleet_file} has no [broker] section: add one "
+                   "(docs/aggregator.md) and mqtt = true on the piles it serves", err=True)
+        sys.exit(2)
+    out = Path(out_dir).resolve()  # the config names its files by absolute path
+    names = list(workers) or [fleet.broker.user]
+    users = {entry.pile_id: _password(out / "piles", entry.pile_id)
+             for entry in fleet.piles if entry.mqtt}
+    for name in names:
+        users[name] = fleet.broker.password if name == fleet.broker.user else \
+            _password(out / "workers", name)
+    try:
+        conf = write_config(out, port, users, names, fleet.broker.topic_prefix, host)
+    except (BrokerError, OSError) as exc:
+        click.echo(f"pile-aggregator: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{conf}: {len(users) - len(names)} piles, workers {', '.join(names)}\n"
+               f"start it with: mosquitto -c {conf}\n"
+               f"each pile's password is in {out / 'piles'}/PILE_ID.password: put it in the "
+               "board file's mqtt.password")
+
+
+def _password(directory, name):
+    """The password kept in DIRECTORY/NAME.password, made when missing."""
+    import secrets
+
+    path = directory / f"{name}.password"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 if __name__ == "__main__":
