@@ -37,8 +37,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
-def rss_mb():
-    with open("/proc/self/status") as f:
+def rss_mb(pid="self"):
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024

@@ -34,21 +34,13 @@ from aggregator.broker import Mosquitto
 from aggregator.emulator import broker_users, pile_ids
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fleet_bench import cpu_seconds, percentile  # noqa: E402
+from fleet_bench import cpu_seconds, percentile, rss_mb  # noqa: E402
 
 _PER_EMULATOR = 2500
 _RATED_W = 11000
 _KEEPALIVE_S = 5
 _FROZEN = 100
 _WORKER = Path(__file__).with_name("fleet_mqtt_worker.py")
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Worker:

@@ -22,8 +22,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from pilectl.sim.harness import free_port, stop_process
+
 DEFAULT_PREFIX = "v2g"
-_NOT_IN_ID = "/+#"  # topic separators and wildcards: a pile id is one topic level
+NOT_IN_PILE_ID = "/+#"  # topic separators and wildcards: a pile id is one topic level
 _SBIN = ":/usr/sbin:/usr/local/sbin"  # where Debian puts the broker, off a user's PATH
 
 
@@ -43,11 +45,23 @@ def acl(aggregators, prefix=DEFAULT_PREFIX):
     return "\n".join(lines)
 
 
+def kept_password(path):
+    """The broker password kept in the file `path`, made (random, owner-only) when
+    missing: a site's config and a pile's board file, or a bench's broker and its
+    emulated piles, read the same file."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def check_pile_id(pile_id):
-    bad = [c for c in _NOT_IN_ID if c in pile_id]
+    bad = [c for c in NOT_IN_PILE_ID if c in pile_id]
     if bad or not pile_id:
         raise BrokerError(f"pile id {pile_id!r} cannot be an MQTT user and topic level: "
-                          f"no {' '.join(_NOT_IN_ID)} and not empty")
+                          f"no {' '.join(NOT_IN_PILE_ID)} and not empty")
 
 
 def make_certificates(directory, hostname="localhost"):
@@ -112,15 +126,45 @@ def _more_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _BrokerProcess:
+    """What both test brokers do with their process: start it with its output in a log
+    file in `directory`, wait for its MQTT listener on `port`, stop with the context."""
+
+    log_name = "broker.log"
+
+    def _launch(self, args, **popen):
+        with open(self.directory / self.log_name, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_more_files, **popen)
+
+    def _listening(self, timeout_s):
+        """True once the MQTT port takes connections; False if the process ended first or
+        `timeout_s` passed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def log(self):
+        path = self.directory / self.log_name
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
-class Mosquitto:
+class Mosquitto(_BrokerProcess):
     """A Mosquitto process on 127.0.0.1 with a config from `write_config`; `stop()` and
     `start()` again keep the port, as a broker restarted by its operator does."""
+
+    log_name = "mosquitto.log"
 
     def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None,
                  tls=False):
@@ -135,42 +179,19 @@ class Mosquitto:
         self.process = None
 
     def start(self, timeout_s=10):
-        log = open(self.directory / "mosquitto.log", "ab")
-        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log,
-                                        stderr=subprocess.STDOUT, preexec_fn=_more_files)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(f"mosquitto exited with {self.process.returncode}: "
-                                  f"{self.log()[-500:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
+        self._launch([self.binary, "-c", str(self.conf)])
+        if self._listening(timeout_s):
+            return self
+        if self.process.poll() is not None:
+            raise BrokerError(f"mosquitto exited with {self.process.returncode}: "
+                              f"{self.log()[-500:]}")
         self.stop()
         raise BrokerError(f"mosquitto did not listen on port {self.port} in {timeout_s} s")
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
-
-    def log(self):
-        path = self.directory / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 _RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")  # the Debian package's own scripts, which run
@@ -202,10 +223,12 @@ def rabbit_definitions(users, aggregators, prefix=DEFAULT_PREFIX):
              "read": (worker if name in aggregators else pile)[1]} for name in users]}
 
 
-class RabbitMQ:
+class RabbitMQ(_BrokerProcess):
     """A private RabbitMQ node with the MQTT plugin on 127.0.0.1, as `Mosquitto`: the
     same users and topic rules (loaded from definitions at boot), `stop()` and `start()`
     keep its port. A node takes about 10 s to boot."""
+
+    log_name = "rabbitmq.out"
 
     def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None,
                  tls=False):
@@ -250,11 +273,8 @@ class RabbitMQ:
                               env=self.env, capture_output=True, text=True, timeout=timeout_s)
 
     def start(self, timeout_s=90):
-        log = open(self.directory / "rabbitmq.out", "ab")
-        self.process = subprocess.Popen([str(_RABBIT_BIN / "rabbitmq-server")], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_more_files, start_new_session=True)
-        log.close()
+        self._launch([str(_RABBIT_BIN / "rabbitmq-server")], env=self.env,
+                     start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while True:  # await_startup fails at once while the node is not yet known to epmd
             done = self._ctl("await_startup", "--timeout", "10", timeout_s=30)
@@ -264,13 +284,8 @@ class RabbitMQ:
                 self.stop()
                 raise BrokerError(f"RabbitMQ did not start: {done.stderr[-500:]}")
             time.sleep(0.5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the MQTT listener comes with the plugin
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
+        if self._listening(10):  # the MQTT listener comes with the plugin
+            return self
         self.stop()
         raise BrokerError(f"RabbitMQ's MQTT listener did not open port {self.port}")
 
@@ -285,16 +300,6 @@ class RabbitMQ:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
         self.process = None
-
-    def log(self):
-        path = self.directory / "rabbitmq.out"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def broker_class(name=None):

@@ -185,7 +185,7 @@ def broker_config(fleet_file, out_dir, port, host, workers):
     """Mosquitto's files for the piles of FLEET_FILE on its broker: mosquitto.conf, the
     hashed passwd, the ACL, and one password a pile (and a worker) in OUT_DIR. Passwords
     already there are kept, so running it again after adding piles changes no board."""
-    from aggregator.broker import BrokerError, write_config
+    from aggregator.broker import BrokerError, kept_password, write_config
 
     try:
         fleet = load(fleet_file)
@@ -198,11 +198,11 @@ def broker_config(fleet_file, out_dir, port, host, workers):
         sys.exit(2)
     out = Path(out_dir).resolve()  # the config names its files by absolute path
     names = list(workers) or [fleet.broker.user]
-    users = {entry.pile_id: _password(out / "piles", entry.pile_id)
+    users = {entry.pile_id: kept_password(out / "piles" / f"{entry.pile_id}.password")
              for entry in fleet.piles if entry.mqtt}
     for name in names:
         users[name] = fleet.broker.password if name == fleet.broker.user else \
-            _password(out / "workers", name)
+            kept_password(out / "workers" / f"{name}.password")
     try:
         conf = write_config(out, port, users, names, fleet.broker.topic_prefix, host)
     except (BrokerError, OSError) as exc:
@@ -212,18 +212,6 @@ def broker_config(fleet_file, out_dir, port, host, workers):
                f"start it with: mosquitto -c {conf}\n"
                f"each pile's password is in {out / 'piles'}/PILE_ID.password: put it in the "
                "board file's mqtt.password")
-
-
-def _password(directory, name):
-    """The password kept in DIRECTORY/NAME.password, made when missing."""
-    import secrets
-
-    path = directory / f"{name}.password"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(18) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 if __name__ == "__main__":

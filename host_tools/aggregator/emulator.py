@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import random
 import resource
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +46,7 @@ from pilectl import keys, wire
 
 from aggregator import hostcodec
 from aggregator import run as run_loop
+from aggregator.broker import kept_password
 
 _RATED_W = 11000
 _STEP_S = 1.0
@@ -159,15 +159,7 @@ def pile_ids(count, prefix):
 def broker_users(key_dir, ids):
     """{pile id: broker password}, from DIR/PILE_ID.mqtt, each written when missing: what
     the broker's config (aggregator/broker.py) and the emulated piles both read."""
-    users = {}
-    for pile_id in ids:
-        path = Path(key_dir) / f"{pile_id}.mqtt"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(12))
-            path.chmod(0o600)
-        users[pile_id] = path.read_text().strip()
-    return users
+    return {pile_id: kept_password(Path(key_dir) / f"{pile_id}.mqtt") for pile_id in ids}
 
 
 def make_piles(count, first_port, key_dir, prefix, seed):

@@ -40,6 +40,8 @@ from pathlib import Path
 
 from pilectl import keys
 
+from aggregator.broker import NOT_IN_PILE_ID
+
 
 class FleetError(ValueError):
     pass
@@ -203,7 +205,7 @@ def _pile(entry, base, where):
     if ("tcp" in entry) + ("serial" in entry) + mqtt != 1:
         raise FleetError(f"{where} ({pile_id}): give one of tcp = \"HOST:PORT\", "
                          "serial = \"DEVICE\" or mqtt = true")
-    if mqtt and any(c in pile_id for c in "/+#"):
+    if mqtt and any(c in pile_id for c in NOT_IN_PILE_ID):
         raise FleetError(f"{where} ({pile_id}): on MQTT a pile id is one topic level: "
                          "no / + #")
     if "key_file" not in entry:

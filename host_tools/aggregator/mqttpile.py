@@ -62,7 +62,6 @@ class BrokerPile(asyncio.Protocol):
         self.transport = None
         self.ready = False  # subscribed: requests and TELEMETRY flow
         self.frozen = False  # gone silent on purpose, its socket left open
-        self.connects = 0
         self._buffer = bytearray()
         self._backoff = _FIRST_BACKOFF_S
 
@@ -122,7 +121,6 @@ class BrokerPile(asyncio.Protocol):
             self.ready = True
             if not self._subscribed.done():
                 self._subscribed.set_result(None)
-            self.connects += 1
             self._backoff = _FIRST_BACKOFF_S
             self.session = Session(self.emulated.pile)
             self.transport.write(mqtt.publish_packet(self.status, ONLINE, retain=True))

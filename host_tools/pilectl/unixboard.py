@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from pilectl import MICROPYTHON, micropython_env
-from pilectl.sim.harness import PlantThread, PtyPair, await_ptys
+from pilectl.sim.harness import PlantThread, PtyPair, await_ptys, stop_process
 from pilectl.sim.run import Simulation
 from pilectl.vbench import unix_board
 
@@ -42,13 +42,7 @@ class UnixBoard:
 
     def close(self):
         """Power off: the boot loop and whatever it runs go with socat's session."""
-        if self.socat.poll() is None:
-            self.socat.terminate()
-            try:
-                self.socat.wait(5)
-            except subprocess.TimeoutExpired:
-                self.socat.kill()
-                self.socat.wait()
+        stop_process(self.socat)
 
 
 class BoardBench:

@@ -10,19 +10,12 @@ import asyncio
 import json
 import secrets
 import shutil
-import socket
 from pathlib import Path
 
 from pilectl import FIRMWARE, MICROPYTHON, firmware_path, micropython_env
 from pilectl.client import Client, LinkError
-from pilectl.sim.harness import PtyPair
+from pilectl.sim.harness import PtyPair, free_port
 from pilectl.sim.run import Simulation
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unix_board(pile_id, bus, link=None, tcp_port=None, **more):

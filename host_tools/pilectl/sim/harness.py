@@ -1,4 +1,5 @@
-"""Pty pairs, and the simulated plant in a thread of its own, for benches and tests.
+"""Pty pairs, the simulated plant in a thread of its own, and the small things benches and
+tests need around the processes they start (a free port, a stop that cannot hang).
 
 The plant runs with its own event loop so the caller may block (subprocesses, serial
 reads) while it answers.
@@ -6,9 +7,28 @@ reads) while it answers.
 
 import asyncio
 import os
+import socket
 import subprocess
 import threading
 import time
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(process, grace_s=5):
+    """Ask `process` to end (SIGTERM), and kill it if it has not within `grace_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def await_ptys(socat, paths, owner):
