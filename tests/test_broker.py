@@ -200,10 +200,18 @@ async def test_a_replayed_or_retained_request_is_refused_and_changes_nothing(tmp
             assert ack[2] == seq and ack[3] == 3000
             # the pile's connection taken over by its own client id: while it dials again,
             # a signed setpoint it never saw is retained on its down topic
-            async with client(broker, "p1"):
-                held = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq + 1,
-                                                         2: -5000, 3: 30}), nonce)
-                await agg.publish("v2g/p1/down", held, retain=True)
+            wired = await bench.serial(key=bench.key)
+            try:
+                async with client(broker, "p1"):
+                    # the pile has seen its connection end (a broker may close it a moment
+                    # after the takeover: RabbitMQ does), and waits at least 0.5 s to dial
+                    while (await wired.diagnostics())["mqtt_failures"] < 1:
+                        await asyncio.sleep(0.02)
+                    held = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq + 1,
+                                                             2: -5000, 3: 30}), nonce)
+                    await agg.publish("v2g/p1/down", held, retain=True, qos=1)
+            finally:
+                await wired.close()
             hello = await next_message(agg, bench, wire.HELLO, seconds=10)  # it is back
             await agg.publish("v2g/p1/down", b"", retain=True)  # the retained one cleared
             await agg.publish("v2g/p1/down", setpoint)  # the first setpoint's bytes again
