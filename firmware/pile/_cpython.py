@@ -4,6 +4,8 @@ Firmware modules write `from micropython import const` (aioble style) so mpy-cro
 their constants; on CPython, where host tools and tests import them, const() is the
 identity. `asyncio.sleep_ms` and `asyncio.wait_for_ms` are MicroPython's; CPython gets
 them here, so the control loop and the link run unchanged in host processes and tests.
+`pile.native` is native code CPython cannot run: importing it fails, as on a port with
+no native emitter, and the bytecode twins in pile.crc and pile.cobs run instead.
 Never imported on a board.
 """
 
@@ -25,6 +27,7 @@ def _wait_for_ms(awaitable, ms):
 
 def install():
     sys.modules["micropython"] = sys.modules[__name__]
+    sys.modules["pile.native"] = None  # viper code: MicroPython's alone (pile/native.py)
     if not hasattr(asyncio, "sleep_ms"):
         asyncio.sleep_ms = _sleep_ms
     if not hasattr(asyncio, "wait_for_ms"):

@@ -72,8 +72,21 @@ class Converter:
         if not self.has_nameplate and not await self.read_nameplate():
             return False
         buf = self._control_block(setpoint_w, run)
+        master = self.master
+        data = None
         try:
-            data = await self._exchange(buf)
+            if self.use_23:
+                try:
+                    data = await master.read_write(self.unit, self._read_address,
+                                                   self._read_count, self._control_address, buf)
+                except DeviceException as exc:
+                    if exc.code != _ILLEGAL_FUNCTION:
+                        raise
+                    self.use_23 = False  # no function 23 on this converter: 16 then 3 now on
+            if data is None:
+                await master.write_multiple(self.unit, self._control_address, buf)
+                data = await master.read_holding(self.unit, self._read_address,
+                                                 self._read_count)
         except ModbusError as exc:
             self.last_error = exc
             return False
@@ -95,19 +108,6 @@ class Converter:
         for name, offset, kind, scale in self._fields:
             setattr(tel, name, registers.decode(data, offset, kind) * scale)
         self.last_error = None
-
-    async def _exchange(self, buf):
-        master = self.master
-        if self.use_23:
-            try:
-                return await master.read_write(self.unit, self._read_address, self._read_count,
-                                               self._control_address, buf)
-            except DeviceException as exc:
-                if exc.code != _ILLEGAL_FUNCTION:
-                    raise
-                self.use_23 = False  # this converter has no function 23: 16 then 3 from now on
-        await master.write_multiple(self.unit, self._control_address, buf)
-        return await master.read_holding(self.unit, self._read_address, self._read_count)
 
     async def command(self, setpoint_w, run):
         """Write the control block alone (function 16): a safety cut that cannot wait a tick."""

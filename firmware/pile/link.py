@@ -9,6 +9,7 @@ import asyncio
 
 from micropython import const
 
+from pile import cobs
 from pile.cbor import dumps
 from pile.clock import ticks_diff, ticks_ms
 from pile.crc import crc16
@@ -35,64 +36,19 @@ class FrameError(ValueError):
     pass
 
 
-def cobs_encode(data):
-    out = bytearray(len(data) + len(data) // 254 + 1)
-    code_at = 0  # where the current block's code byte goes
-    code = 1
-    n = 1
-    for b in data:
-        if code == 0xFF:  # the block is full: close it, open the next
-            out[code_at] = code
-            code_at = n
-            n += 1
-            code = 1
-        if b:
-            out[n] = b
-            n += 1
-            code += 1
-        else:
-            out[code_at] = code
-            code_at = n
-            n += 1
-            code = 1
-    out[code_at] = code
-    return out[:n]
-
-
-def cobs_decode(data, n, out, limit=None):
-    """Decode data[:n] into `out` (which may be `data` itself: the output never overtakes
-    the input); return the decoded length, or -1 when malformed or longer than `limit`."""
-    if limit is None:
-        limit = len(out)
-    i = m = 0
-    while i < n:
-        code = data[i]
-        end = i + code
-        if code == 0 or end > n or m + code - 1 > limit:
-            return -1
-        for j in range(i + 1, end):
-            out[m] = data[j]
-            m += 1
-        i = end
-        if code != 0xFF and i < n:
-            if m == limit:
-                return -1
-            out[m] = 0
-            m += 1
-    return m
-
-
 def frame(message):
     """The wire bytes for one message."""
-    if len(message) + 2 > MAX_FRAME:
-        raise FrameError("message is %d bytes, at most %d" % (len(message), MAX_FRAME - 2))
-    body = bytearray(message)
+    n = len(message)
+    if n + 2 > MAX_FRAME:
+        raise FrameError("message is %d bytes, at most %d" % (n, MAX_FRAME - 2))
+    body = bytearray(n + 2)
+    body[:n] = message
     crc = crc16(message)
-    body.append(crc & 0xFF)
-    body.append(crc >> 8)
-    encoded = cobs_encode(body)
-    encoded.append(0)
-    return bytes(encoded)
+    body[n] = crc & 0xFF
+    body[n + 1] = crc >> 8
+    out = bytearray(cobs.encoded_size(n + 2) + 1)
+    m = cobs.encode_into(body, n + 2, out)
+    return bytes(memoryview(out)[:m + 1])  # out[m] is already the delimiter, 0
 
 
 class Deframer:
@@ -113,14 +69,23 @@ class Deframer:
         if raw is None:
             raw = self._raw = bytearray(_MAX_ENCODED)
         limit = len(raw)
-        for b in data:
-            if b:
-                if self._n < limit:
-                    raw[self._n] = b
-                    self._n += 1
-                else:
+        i = 0
+        end = len(data)
+        while i < end:
+            zero = data.find(b"\x00", i)  # the delimiter, found in C rather than a byte loop
+            stop = end if zero < 0 else zero
+            if stop > i:
+                n = self._n
+                take = min(stop - i, limit - n)
+                if take:
+                    raw[n:n + take] = data[i:i + take]
+                    self._n = n + take
+                if take < stop - i:
                     self._overflow = True
-            elif self._overflow:
+            if zero < 0:
+                return
+            i = zero + 1
+            if self._overflow:
                 self.too_long += 1
                 self._n = 0
                 self._overflow = False
@@ -133,7 +98,7 @@ class Deframer:
 
     def _check(self):
         body = self._raw
-        m = cobs_decode(body, self._n, body, MAX_FRAME)
+        m = cobs.decode(body, self._n, body, MAX_FRAME)
         if m < 3:
             self.malformed += 1
             return None

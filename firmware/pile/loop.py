@@ -144,8 +144,12 @@ class ControlLoop:
         if self.converter_ok:
             self.commanded = applied
             self._freq_commanded = self.pile.ctl.freq_w
-            await self._cut_if_needed()  # the fresh readings, at once
-        await self._poll_meter()
+            again = self._cut_due()  # the fresh readings, at once
+            if again is not None:
+                await self._cut(again)
+        now = ticks_ms()
+        if self._meter_due(now):
+            await self._poll_meter(now)
 
     async def watch_estop(self):
         """The E-stop task: on a press, the cut goes to the converter at once (the bus
@@ -194,35 +198,46 @@ class ControlLoop:
         """Mid-tick: read the converter alone and cut at once if its fresh readings call for
         it. Commands nothing otherwise: setpoints and ramps go out with the tick."""
         if self.converter_ok and await self.converter.read():
-            await self._cut_if_needed()
+            again = self._cut_due()
+            if again is not None:
+                await self._cut(again)
 
-    async def _cut_if_needed(self):
-        """A cut, or a frequency response that moved, goes out at once: neither waits."""
+    # The checks below are plain functions and the writes coroutines, so a period that
+    # writes nothing more creates no coroutine for them (each allocates on the heap).
+
+    def _cut_due(self):
+        """Decide again with fresh readings: the power to write at once (a cut, or a
+        frequency response that moved: neither waits), else None."""
         again = self._decide(ticks_ms())
+        if again != self.commanded and (_is_cut(again, self.commanded)
+                                        or self.pile.ctl.freq_w != self._freq_commanded):
+            return again
+        return None
+
+    async def _cut(self, power):
         freq_w = self.pile.ctl.freq_w
-        cut = _is_cut(again, self.commanded)
-        if (cut or freq_w != self._freq_commanded) and again != self.commanded \
-                and await self.converter.command(again, again != 0):
-            self.commanded = again
+        cut = _is_cut(power, self.commanded)
+        if await self.converter.command(power, power != 0):
+            self.commanded = power
             self._freq_commanded = freq_w
             if cut:
                 self.cuts += 1
 
-    async def _poll_meter(self):
+    def _meter_due(self, now):
+        return self.meter is not None and (
+            self._meter_at is None
+            or ticks_diff(now, self._meter_at) >= self.pile.cfg.meter_period_ms)
+
+    async def _poll_meter(self, now):
         meter = self.meter
-        if meter is None:
-            return
-        now = ticks_ms()
-        period = self.pile.cfg.meter_period_ms
-        if self._meter_at is None or ticks_diff(now, self._meter_at) >= period:
-            self._meter_at = now
-            power = self.pile.tel.power  # the converter's, read this tick
-            if await meter.poll(now):
-                load = meter.site_w - power
-                if self._load is not None:
-                    self._load_fall = min(0, load - self._load)
-                self._load = load
-                self._power_at_reading = power
+        self._meter_at = now
+        power = self.pile.tel.power  # the converter's, read this tick
+        if await meter.poll(now):
+            load = meter.site_w - power
+            if self._load is not None:
+                self._load_fall = min(0, load - self._load)
+            self._load = load
+            self._power_at_reading = power
 
     def _log_changes(self, ctl):
         pile = self.pile

@@ -1,9 +1,10 @@
 """Modbus RTU master: functions 3, 4, 6, 16 and 23 over a half-duplex serial port.
 
 The port gives `readinto(buf)` (non-blocking: the bytes waiting, or None; it must not
-wait for more, as a MicroPython UART's `timeout_char` does),
-`async send(frame)` (which drives the RS485 direction pin around the frame) and
-`drain_input()` (drops stale bytes). Buffers are allocated once; a reply is scanned for at
+wait for more, as a MicroPython UART's `timeout_char` does), `start_send(frame)` (raises
+the RS485 direction pin and starts the frame; returns the ms it takes on the wire),
+`sent()` (True once the frame has left, the pin lowered) and `drain_input()` (drops
+stale bytes). Buffers are allocated once; a reply is scanned for at
 every offset, so noise ahead of it costs nothing but the noise. Exception
 replies raise DeviceException with their code and are not retried; silence,
 CRC errors and malformed replies are retried `retries` times, then raised.
@@ -14,7 +15,7 @@ import asyncio
 from micropython import const
 
 from pile.clock import ticks_diff, ticks_ms
-from pile.crc import crc16
+from pile.crc import TABLE, crc16
 
 READ_HOLDING = const(3)
 READ_INPUT = const(4)
@@ -108,50 +109,83 @@ class Master:
         self.bytes_out = 0
         self.bytes_in = 0
 
-    # -- the five functions; data comes back as a memoryview valid until the next call --
+    # -- the five functions: each returns the transaction to await; the data come back as
+    # -- a memoryview valid until the next transaction --------------------------------------
 
-    async def read_holding(self, unit, address, count):
-        return await self._read(unit, READ_HOLDING, address, count)
+    def read_holding(self, unit, address, count):
+        return self._transact(unit, READ_HOLDING, address, count)
 
-    async def read_input(self, unit, address, count):
-        return await self._read(unit, READ_INPUT, address, count)
+    def read_input(self, unit, address, count):
+        return self._transact(unit, READ_INPUT, address, count)
 
-    async def write_single(self, unit, address, value):
-        tx = self._tx
-        self._start(unit, WRITE_SINGLE, address, value)
-        start = await self._transact(append_crc(tx, 6), unit, WRITE_SINGLE, 8)
-        if self._rx[start + 2:start + 6] != tx[2:6]:
-            self._fail(BadReply("write of register %d not echoed" % address))
+    def write_single(self, unit, address, value):
+        return self._transact(unit, WRITE_SINGLE, address, value)
 
-    async def write_multiple(self, unit, address, data):
+    def write_multiple(self, unit, address, data):
         """Write registers from `data`: big-endian bytes, two per register."""
-        tx = self._tx
-        count = len(data) // 2
-        self._start(unit, WRITE_MULTIPLE, address, count)
-        tx[6] = len(data)
-        tx[7:7 + len(data)] = data
-        start = await self._transact(append_crc(tx, 7 + len(data)), unit, WRITE_MULTIPLE, 8)
-        if self._rx[start + 2:start + 6] != tx[2:6]:
-            self._fail(BadReply("write of registers %d+%d not confirmed" % (address, count)))
+        return self._transact(unit, WRITE_MULTIPLE, address, len(data) // 2, data)
 
-    async def read_write(self, unit, read_address, read_count, write_address, data):
+    def read_write(self, unit, read_address, read_count, write_address, data):
         """Function 23: write `data` at write_address, then read read_count registers."""
-        tx = self._tx
-        self._start(unit, READ_WRITE, read_address, read_count)
-        count = len(data) // 2
-        tx[6] = write_address >> 8
-        tx[7] = write_address & 0xFF
-        tx[8] = count >> 8
-        tx[9] = count & 0xFF
-        tx[10] = len(data)
-        tx[11:11 + len(data)] = data
-        start = await self._transact(append_crc(tx, 11 + len(data)), unit, READ_WRITE,
-                                     5 + 2 * read_count)
-        return self._data(start, read_count)
+        return self._transact(unit, READ_WRITE, read_address, read_count, data, write_address)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _start(self, unit, function, address, value):
+    async def _transact(self, unit, function, address, value, data=None, write_address=0):
+        """One request and its reply, retried; the reply's data (reads) or None (writes).
+
+        The one coroutine of a transaction, so a transaction allocates one generator
+        rather than one per helper (docs/performance.md). One transaction at a time: the
+        control task and the E-stop task share the bus, and the request is built only
+        once the bus is this transaction's."""
+        while self.busy:
+            await asyncio.sleep_ms(_POLL_MS)
+        self.busy = True
+        try:
+            self.transactions += 1
+            n = self._build(unit, function, address, value, data, write_address)
+            expect = 8 if function in (WRITE_SINGLE, WRITE_MULTIPLE) else 5 + 2 * value
+            port = self.port
+            error = None
+            for _ in range(1 + self.retries):
+                port.drain_input()
+                wait = port.start_send(self._txv[:n])
+                while True:  # until the frame has left
+                    await asyncio.sleep_ms(wait)
+                    if port.sent():
+                        break
+                    wait = _POLL_MS
+                self.bytes_out += n
+                # the reply: looked for once the rest of it can have come, else every ms
+                got = 0
+                heard = started = ticks_ms()
+                while True:
+                    more = self._take(got)
+                    now = ticks_ms()
+                    if more:
+                        got += more
+                        self.bytes_in += more
+                        heard = now
+                        start = _find_reply(self._rx, got, unit, function, TABLE)
+                        if start >= 0:
+                            break
+                    paused = got and ticks_diff(now, heard) >= self._idle_ms
+                    if got == _MAX_ADU or ticks_diff(now, started) >= self.timeout_ms or (
+                            paused and not _begun(self._rx, got, unit, function)):
+                        start = -1
+                        error = self._unanswered(got)
+                        break
+                    await asyncio.sleep_ms(self._idle_ms if paused else max(
+                        _POLL_MS, wire_us(expect - got, self.baud) // 1000))
+                await asyncio.sleep_ms(self.gap_ms)
+                if start >= 0:
+                    return self._result(start, function, address, value)
+            self._fail(error)
+        finally:
+            self.busy = False
+
+    def _build(self, unit, function, address, value, data, write_address):
+        """The request in tx; its length with the CRC."""
         tx = self._tx
         tx[0] = unit
         tx[1] = function
@@ -159,89 +193,25 @@ class Master:
         tx[3] = address & 0xFF
         tx[4] = value >> 8
         tx[5] = value & 0xFF
+        n = 6
+        if function == READ_WRITE:
+            count = len(data) // 2
+            tx[6] = write_address >> 8
+            tx[7] = write_address & 0xFF
+            tx[8] = count >> 8
+            tx[9] = count & 0xFF
+            n = 10
+        if data is not None:
+            tx[n] = len(data)
+            tx[n + 1:n + 1 + len(data)] = data
+            n += 1 + len(data)
+        return append_crc(tx, n)
 
-    async def _read(self, unit, function, address, count):
-        self._start(unit, function, address, count)
-        start = await self._transact(append_crc(self._tx, 6), unit, function, 5 + 2 * count)
-        return self._data(start, count)
-
-    def _data(self, start, count):
-        if self._rx[start + 2] != 2 * count:
-            self._fail(BadReply("asked for %d registers, got %d bytes" % (count,
-                                                                          self._rx[start + 2])))
-        return self._rxv[start + 3:start + 3 + 2 * count]
-
-    def _fail(self, error):
-        self.failures += 1
-        if isinstance(error, Timeout):
-            self.timeouts += 1
-        elif isinstance(error, BadReply):
-            self.bad_replies += 1
-        raise error
-
-    async def _transact(self, n, unit, function, expect):
-        """Send tx[:n]; return where the valid reply (`expect` bytes unless an exception)
-        starts in rx. Retries, then raises.
-
-        One transaction at a time: the control task and the E-stop task share the bus."""
-        while self.busy:
-            await asyncio.sleep_ms(_POLL_MS)
-        self.busy = True
-        try:
-            return await self._exchange(n, unit, function, expect)
-        finally:
-            self.busy = False
-
-    async def _exchange(self, n, unit, function, expect):
-        self.transactions += 1
-        error = None
-        for _ in range(1 + self.retries):
-            self.port.drain_input()
-            await self.port.send(self._txv[:n])
-            self.bytes_out += n
-            try:
-                start = await self._receive(unit, function, expect)
-            except (Timeout, BadReply) as exc:
-                error = exc
-                await asyncio.sleep_ms(self.gap_ms)
-                continue
-            await asyncio.sleep_ms(self.gap_ms)
-            if self._rx[start + 1] & _EXCEPTION_BIT:
-                self.exceptions += 1
-                self.failures += 1
-                raise DeviceException(function, self._rx[start + 2])
-            return start
-        self._fail(error)
-
-    async def _receive(self, unit, function, expect):
-        """Look at the port when the rest of the reply can have come, else every
-        millisecond (asyncio.wait_for would allocate ~1.4 KB a call)."""
-        port = self.port
-        rx = self._rx
-        rxv = self._rxv
-        baud = self.baud
-        n = 0
-        heard = started = ticks_ms()
-        while True:
-            got = self._read_more(n) if n else port.readinto(rxv)
-            now = ticks_ms()
-            if got:
-                n += got
-                self.bytes_in += got
-                heard = now
-                start = _find_reply(rx, n, unit, function)
-                if start >= 0:
-                    return start
-            paused = n and ticks_diff(now, heard) >= self._idle_ms
-            if n == _MAX_ADU or ticks_diff(now, started) >= self.timeout_ms or (
-                    paused and not _begun(rx, n, unit, function)):
-                return self._give_up(n)
-            # a reply paused mid-frame is looked at every idle time, not every millisecond
-            await asyncio.sleep_ms(self._idle_ms if paused else
-                                   max(_POLL_MS, wire_us(expect - n, baud) // 1000))
-
-    def _read_more(self, n):
-        """Bytes after the first `n`, appended to rx without a slice (a view allocates)."""
+    def _take(self, n):
+        """Bytes that have come after the first `n`, appended to rx without a slice (a view
+        allocates): the first straight into rx, the rest through `more`."""
+        if n == 0:
+            return self.port.readinto(self._rxv) or 0
         got = self.port.readinto(self._morev) if n < _MAX_ADU else 0
         if got:
             got = min(got, _MAX_ADU - n)
@@ -251,13 +221,42 @@ class Master:
                 rx[n + i] = more[i]
         return got
 
-    def _give_up(self, n):
+    def _result(self, start, function, address, value):
+        """The checked reply at rx[start]: a read's data, None for a write."""
+        rx = self._rx
+        if rx[start + 1] & _EXCEPTION_BIT:
+            self.exceptions += 1
+            self.failures += 1
+            raise DeviceException(function, rx[start + 2])
+        if function in (WRITE_SINGLE, WRITE_MULTIPLE):
+            tx = self._tx
+            for i in range(2, 6):
+                if rx[start + i] != tx[i]:
+                    self._fail(BadReply("write of register %d not echoed" % address
+                                        if function == WRITE_SINGLE else
+                                        "write of registers %d+%d not confirmed" % (address,
+                                                                                    value)))
+            return None
+        if rx[start + 2] != 2 * value:
+            self._fail(BadReply("asked for %d registers, got %d bytes" % (value, rx[start + 2])))
+        return self._rxv[start + 3:start + 3 + 2 * value]
+
+    def _fail(self, error):
+        self.failures += 1
+        if isinstance(error, Timeout):
+            self.timeouts += 1
+        elif isinstance(error, BadReply):
+            self.bad_replies += 1
+        raise error
+
+    def _unanswered(self, n):
+        """Why no reply was found in rx[:n]."""
         if n == 0:
-            raise Timeout("no reply within %d ms" % self.timeout_ms)
+            return Timeout("no reply within %d ms" % self.timeout_ms)
         rx = self._rx
         if n >= 4 and crc16(rx, 0, n - 2) == rx[n - 2] | rx[n - 1] << 8:
-            raise BadReply("reply from unit %d, function %d" % (rx[0], rx[1]))
-        raise BadReply("%d bytes, no valid reply (CRC error or noise)" % n)
+            return BadReply("reply from unit %d, function %d" % (rx[0], rx[1]))
+        return BadReply("%d bytes, no valid reply (CRC error or noise)" % n)
 
 
 def _begun(rx, n, unit, function):
@@ -270,8 +269,8 @@ def _begun(rx, n, unit, function):
     return False
 
 
-def _find_reply(rx, n, unit, function):
-    """Offset of a complete reply with a good CRC from `unit` to `function`, else -1."""
+def find_reply_bytecode(rx, n, unit, function, table):
+    """pile.native.find_reply, interpreted (`table` is its CRC table, unused here)."""
     for start in range(n - 1):
         if rx[start] != unit or rx[start + 1] & 0x7F != function:
             continue
@@ -282,3 +281,9 @@ def _find_reply(rx, n, unit, function):
         if crc16(rx, start, end) == rx[end] | rx[end + 1] << 8:
             return start
     return -1
+
+
+try:
+    from pile.native import find_reply as _find_reply
+except (ImportError, SyntaxError, ValueError):  # no native code here: see pile/native.py
+    _find_reply = find_reply_bytecode

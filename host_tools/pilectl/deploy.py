@@ -147,8 +147,8 @@ def plan(local, remote):
     return sorted(copy, key=lambda p: p == "main.py"), remove  # main.py last
 
 
-def build_image(board_file, source=None):
-    """{device path: bytes} for the firmware and the board file."""
+def read_board(board_file):
+    """The board file, parsed and checked, and its bytes: a typo must not deploy."""
     try:
         board_bytes = Path(board_file).read_bytes()
         board = json.loads(board_bytes)
@@ -160,14 +160,19 @@ def build_image(board_file, source=None):
         check_board(board)  # the firmware's own check: a typo must not deploy
     except BoardError as exc:
         raise DeployError(f"{board_file}: {exc}; nothing was deployed") from None
+    return board, board_bytes
+
+
+def build_image(board_bytes, source=None, march=None):
+    """{device path: bytes} for the firmware, built for `march`, and the board file."""
     with tempfile.TemporaryDirectory() as out:
         try:
-            written = builder.build(out, **({"source": Path(source)} if source else {}))
+            written = builder.build(out, source=Path(source) if source else None, march=march)
         except builder.BuildError as exc:
             raise DeployError(str(exc)) from None
         image = {p.relative_to(out).as_posix(): p.read_bytes() for p in written}
     image["board.json"] = board_bytes
-    return board, image
+    return image
 
 
 class RawRepl:
@@ -340,11 +345,7 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romf
         raise DeployError("--romfs and --frozen exclude each other: the firmware's modules "
                           "go to one place")
     started = time.monotonic()
-    board_spec, image = build_image(board_file, source)
-    rom = None
-    if romfs or frozen:
-        package, image = split_package(image)
-        rom = romfs_image(package) if romfs else None
+    board_spec, board_bytes = read_board(board_file)
     local_major = local_mpy_version()[0]
     board = RawRepl(port)
     rom_written = False
@@ -356,6 +357,11 @@ def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romf
             raise DeployError(f"the board's MicroPython loads .mpy {found}, this mpy-cross "
                               f"emits v{local_major}: flash MicroPython 1.22 or later "
                               "(docs/field-guide.md)")
+        image = build_image(board_bytes, source, builder.march_of(mpy))  # its machine code
+        rom = None
+        if romfs or frozen:
+            package, image = split_package(image)
+            rom = romfs_image(package) if romfs else None
         if rom is not None:
             held = board.romfs_hash(len(rom))
             if held is None:

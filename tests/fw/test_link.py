@@ -3,8 +3,10 @@
 from binascii import unhexlify
 
 from fwtest import raises
+from pile.cobs import decode as cobs_decode
+from pile.cobs import encode as cobs_encode
 from pile.crc import crc16
-from pile.link import MAX_FRAME, Deframer, FrameError, cobs_decode, cobs_encode, frame
+from pile.link import MAX_FRAME, Deframer, FrameError, frame
 
 # Wikipedia's COBS examples, plus the all-zero and full-block edges.
 COBS = (

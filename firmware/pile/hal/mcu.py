@@ -22,7 +22,8 @@ _STALE = bytearray(32)  # stale input is read into this and dropped
 
 
 class RS485:
-    """A half-duplex UART: `send()` drives DE around the frame, `readinto()` receives."""
+    """A half-duplex UART: `start_send()` raises DE, `sent()` lowers it once the frame has
+    left, `readinto()` receives."""
 
     def __init__(self, uart: UART, de: Pin, baud: int):
         self.uart = uart
@@ -35,14 +36,19 @@ class RS485:
         waiting = self.uart.any()
         return self.uart.readinto(buf, min(waiting, len(buf))) if waiting else None
 
-    async def send(self, frame: bytes):
+    def start_send(self, frame: memoryview) -> int:
+        """Drive the line and start `frame`; the ms it takes on the wire."""
         self._de.value(1)
         self.uart.write(frame)
-        await asyncio.sleep_ms(len(frame) * self._char_us // 1000)  # its time on the wire
-        while not self.uart.txdone():
-            await asyncio.sleep_ms(1)
+        return len(frame) * self._char_us // 1000
+
+    def sent(self) -> bool:
+        """True once the frame has left (the line released), else False: look again."""
+        if not self.uart.txdone():
+            return False
         time.sleep_us(self._char_us)  # txdone() can come before the final stop bit
         self._de.value(0)
+        return True
 
     def drain_input(self) -> None:
         """Drop stale bytes (a late reply, line noise) before the next request."""

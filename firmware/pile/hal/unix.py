@@ -56,18 +56,26 @@ class SerialPort:
 
     def __init__(self, path, baud=None):
         self.file = open_serial(path, baud)
+        self._pending = None  # what the line has not taken yet of the frame being sent
 
     def readinto(self, buf):
         return self.file.readinto(buf)
 
-    async def send(self, frame):
-        sent = 0
-        while sent < len(frame):
-            n = self.file.write(frame[sent:] if sent else frame)
+    def start_send(self, frame):
+        """Write what the line takes now; `sent()` writes the rest. The line paces itself,
+        so no time on the wire is waited for."""
+        self._pending = frame
+        self.sent()
+        return 0
+
+    def sent(self):
+        """True once all of the frame is written, else False: the line's buffer is full."""
+        pending = self._pending
+        if pending:
+            n = self.file.write(pending)
             if n:
-                sent += n
-            else:  # the line's buffer is full: let it drain
-                await asyncio.sleep_ms(1)
+                self._pending = pending[n:] if n < len(pending) else None
+        return not self._pending
 
     def drain_input(self):
         while self.file.readinto(_STALE):
