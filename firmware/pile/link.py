@@ -222,7 +222,8 @@ class Connection:
                     self.admitted = True
                     if self.on_admitted is not None:
                         self.on_admitted(self)
-                await asyncio.sleep_ms(0)  # the control loop goes first if it is due
+                if inbox:  # between two messages, the control loop goes first if due
+                    await asyncio.sleep_ms(0)  # (after the last, the reader's wait yields)
         return True
 
     async def serve(self, still_allowed=None, lasting=False):

@@ -91,7 +91,9 @@ class Master:
         self.port = port
         self.baud = baud
         self.retries = retries
-        self.gap_ms = (gap_us(baud) + 999) // 1000
+        self._gap_us = gap_us(baud)
+        self.gap_ms = (self._gap_us + 999) // 1000
+        self._quiet_at = ticks_ms()  # when the line last fell silent
         self.timeout_ms = timeout_ms or wire_us(_MAX_ADU, baud) // 1000 + _REPLY_MARGIN_MS
         self._idle_ms = max(_MIN_IDLE_MS, 4 * self.gap_ms)
         self._tx = bytearray(_MAX_ADU)
@@ -148,6 +150,9 @@ class Master:
             port = self.port
             error = None
             for _ in range(1 + self.retries):
+                quiet = self.gap_ms - ticks_diff(ticks_ms(), self._quiet_at)
+                if quiet > 0:  # the line has not been silent for t3.5 since the last frame
+                    await asyncio.sleep_ms(quiet)
                 port.drain_input()
                 wait = port.start_send(self._txv[:n])
                 while True:  # until the frame has left
@@ -175,9 +180,10 @@ class Master:
                         start = -1
                         error = self._unanswered(got)
                         break
-                    await asyncio.sleep_ms(self._idle_ms if paused else max(
-                        _POLL_MS, wire_us(expect - got, self.baud) // 1000))
-                await asyncio.sleep_ms(self.gap_ms)
+                    # a reply begins t3.5 after the request at the earliest
+                    await asyncio.sleep_ms(self._idle_ms if paused else max(_POLL_MS, (
+                        wire_us(expect - got, self.baud) + (0 if got else self._gap_us)) // 1000))
+                self._quiet_at = heard  # the next request waits for t3.5 after this
                 if start >= 0:
                     return self._result(start, function, address, value)
             self._fail(error)
@@ -215,10 +221,7 @@ class Master:
         got = self.port.readinto(self._morev) if n < _MAX_ADU else 0
         if got:
             got = min(got, _MAX_ADU - n)
-            rx = self._rx
-            more = self._more
-            for i in range(got):
-                rx[n + i] = more[i]
+            _append(self._rx, n, self._more, got)
         return got
 
     def _result(self, start, function, address, value):
@@ -283,7 +286,15 @@ def find_reply_bytecode(rx, n, unit, function, table):
     return -1
 
 
+def append_bytecode(dst, at, src, n):
+    """pile.native.append, interpreted."""
+    for i in range(n):
+        dst[at + i] = src[i]
+
+
 try:
+    from pile.native import append as _append
     from pile.native import find_reply as _find_reply
 except (ImportError, SyntaxError, ValueError):  # no native code here: see pile/native.py
+    _append = append_bytecode
     _find_reply = find_reply_bytecode

@@ -1,5 +1,5 @@
-"""The firmware's byte loops in native code (`@micropython.viper`): CRC-16, COBS and the
-Modbus reply search.
+"""The firmware's byte loops in native code (`@micropython.viper`): CRC-16, COBS, and the
+Modbus reply's search and assembly.
 
 Interpreted, these loops cost 10-13 us a byte on an RP2040, a third of a signed
 request's time (docs/performance.md). The `.mpy` is built for the board's architecture
@@ -102,3 +102,13 @@ def find_reply(rx: ptr8, n: int, unit: int, function: int, table: ptr16) -> int:
                     return start
         start += 1
     return -1
+
+
+@micropython.viper
+def append(dst: ptr8, at: int, src: ptr8, n: int):
+    """src[:n] copied to dst[at:], where a slice would allocate: the rest of a Modbus
+    reply that came in pieces."""
+    i = 0
+    while i < n:
+        dst[at + i] = src[i]
+        i += 1

@@ -31,11 +31,12 @@ def test_the_native_code_is_the_one_used_where_there_is_some():
 
         assert crc._kernel is native.crc16
         assert cobs._encode is native.cobs_encode and cobs._decode is native.cobs_decode
-        assert modbus._find_reply is native.find_reply
+        assert modbus._find_reply is native.find_reply and modbus._append is native.append
     else:
         assert crc._kernel is crc.crc16_bytecode
         assert cobs._encode is cobs.encode_bytecode and cobs._decode is cobs.decode_bytecode
         assert modbus._find_reply is modbus.find_reply_bytecode
+        assert modbus._append is modbus.append_bytecode
 
 
 def test_native_and_bytecode_compute_the_same_bytes():
@@ -83,3 +84,12 @@ def test_native_and_bytecode_find_the_same_modbus_reply():
                                                                  crc.TABLE), (rx, n, unit)
                         if not corrupt and n == len(rx) and unit == reply[0]:
                             assert got >= 0  # the reply is found after any noise
+
+
+def test_native_and_bytecode_append_the_same_bytes():
+    for at, n in ((0, 0), (0, 5), (7, 32), (250, 6)):
+        src = bytes(range(100, 100 + max(n, 1)))
+        fast, slow = bytearray(256), bytearray(256)
+        modbus._append(fast, at, src, n)
+        modbus.append_bytecode(slow, at, src, n)
+        assert fast == slow and fast[at:at + n] == src[:n]
