@@ -82,10 +82,7 @@ def _encode(out, obj, depth):
     elif obj is False:
         out.append(0xF4)
     elif isinstance(obj, int):
-        if obj >= 0:
-            _head(out, 0, obj)
-        else:
-            _head(out, 1, -1 - obj)
+        _int(out, obj)
     elif isinstance(obj, float):
         _float(out, obj)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
@@ -98,13 +95,13 @@ def _encode(out, obj, depth):
     elif isinstance(obj, (list, tuple)):
         _head(out, 4, len(obj))
         for item in obj:
-            _encode(out, item, depth + 1)
+            _item(out, item, depth + 1)
     elif isinstance(obj, dict):
         if _small_int_keys(obj):  # protocol messages: one-byte keys sort as numbers
             _head(out, 5, len(obj))
             for key in sorted(obj):
                 out.append(key)
-                _encode(out, obj[key], depth + 1)
+                _item(out, obj[key], depth + 1)
             return
         items = []
         for key, value in obj.items():
@@ -129,6 +126,22 @@ def _encode(out, obj, depth):
             raise CBORError("simple value %d cannot be encoded" % obj.value)
     else:
         raise CBORError("cannot encode %s" % type(obj).__name__)
+
+
+def _int(out, n):
+    if n >= 0:
+        _head(out, 0, n)
+    else:
+        _head(out, 1, -1 - n)
+
+
+def _item(out, obj, depth):
+    """An array's or map's item: an int directly, as most are. _encode's frame is too big
+    for the C stack, so on a board each call of it allocates one (docs/performance.md)."""
+    if type(obj) is int and depth <= _MAX_DEPTH:
+        _int(out, obj)
+    else:
+        _encode(out, obj, depth)
 
 
 def _small_int_keys(obj):
@@ -235,15 +248,32 @@ def _decode(view, pos, depth):
     if major == 4:
         _need(view, pos, arg)  # every item takes at least one byte
         items = []
+        inline = depth < _MAX_DEPTH  # an item inside is still within the nesting bound
         for _ in range(arg):
-            item, pos = _decode(view, pos, depth + 1)
+            item = view[pos]
+            if item < 24 and inline:  # a small unsigned int, decoded here: a call costs a frame
+                pos += 1
+            else:
+                item, pos = _decode(view, pos, depth + 1)
             items.append(item)
         return items, pos
     if major == 5:
         _need(view, pos, 2 * arg)
         result = {}
+        inline = depth < _MAX_DEPTH
         for _ in range(arg):
-            pos = _entry(view, pos, depth, result)
+            key = view[pos]
+            if key < 24 and inline:  # a protocol message's key: no call (see above)
+                pos += 1
+            else:
+                key, pos = _decode(view, pos, depth + 1)
+            _need(view, pos, 1)
+            value = view[pos]
+            if value < 24 and inline:
+                pos += 1
+            else:
+                value, pos = _decode(view, pos, depth + 1)
+            _store(result, key, value)
         return result, pos
     value, pos = _decode(view, pos, depth + 1)
     return Tag(arg, value), pos
@@ -259,13 +289,17 @@ def _text(raw):
 def _entry(view, pos, depth, result):
     key, pos = _decode(view, pos, depth + 1)
     value, pos = _decode(view, pos, depth + 1)
+    _store(result, key, value)
+    return pos
+
+
+def _store(result, key, value):
     try:
         if key in result:
             raise CBORError("duplicate map key %r" % (key,))
         result[key] = value
     except TypeError:
         raise CBORError("map key of type %s cannot be used" % type(key).__name__) from None
-    return pos
 
 
 def _simple(view, pos, info):
