@@ -128,7 +128,7 @@ import asyncio, time
 from machine import UART, Pin
 from pile.hal.mcu import RS485, UartReader
 uart = UART(0, 19200, tx=Pin(0), rx=Pin(1), timeout=0, rxbuf=512)
-port = RS485(uart, Pin(2, Pin.OUT), 19200)
+port = RS485(uart, Pin(2, Pin.OUT), 19200, False)
 view = memoryview(bytearray(256))
 got = longest = 0
 print('ready')

@@ -10,4 +10,6 @@ _SERVICE_TIMER = const(0)  # hardware timer 0: the ESP32 has no virtual timers
 
 
 def hal(spec):
-    return McuHal(spec, _WDT_MAX_MS, _SERVICE_TIMER)
+    # txdone() is ESP-IDF's uart_wait_tx_done(), which may return with the last stop bit
+    # still in the shift register: DE drops a character time later
+    return McuHal(spec, _WDT_MAX_MS, _SERVICE_TIMER, tx_settle=True)

@@ -10,4 +10,7 @@ _SERVICE_TIMER = const(-1)  # a virtual timer
 
 
 def hal(spec):
-    return McuHal(spec, _WDT_MAX_MS, _SERVICE_TIMER)
+    # txdone() waits for the PL011's BUSY bit, which "remains set until the complete byte,
+    # including all the stop bits, has been sent" (RP2040 datasheet, UARTFR): DE may drop
+    # at once, with no busy wait of a character (docs/performance.md)
+    return McuHal(spec, _WDT_MAX_MS, _SERVICE_TIMER, tx_settle=False)
