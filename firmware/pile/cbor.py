@@ -248,10 +248,13 @@ def _decode(view, pos, depth):
     if major == 4:
         _need(view, pos, arg)  # every item takes at least one byte
         items = []
-        inline = depth < _MAX_DEPTH  # an item inside is still within the nesting bound
+        # an item inside still within the nesting bound, and a byte left to look at (else
+        # _decode raises): a small unsigned int is decoded here, as a call costs a frame
+        inline = depth < _MAX_DEPTH
+        end = len(view)
         for _ in range(arg):
-            item = view[pos]
-            if item < 24 and inline:  # a small unsigned int, decoded here: a call costs a frame
+            if inline and pos < end and view[pos] < 24:
+                item = view[pos]
                 pos += 1
             else:
                 item, pos = _decode(view, pos, depth + 1)
@@ -261,15 +264,15 @@ def _decode(view, pos, depth):
         _need(view, pos, 2 * arg)
         result = {}
         inline = depth < _MAX_DEPTH
+        end = len(view)
         for _ in range(arg):
-            key = view[pos]
-            if key < 24 and inline:  # a protocol message's key: no call (see above)
+            if inline and pos < end and view[pos] < 24:  # a message's key: as above
+                key = view[pos]
                 pos += 1
             else:
                 key, pos = _decode(view, pos, depth + 1)
-            _need(view, pos, 1)
-            value = view[pos]
-            if value < 24 and inline:
+            if inline and pos < end and view[pos] < 24:
+                value = view[pos]
                 pos += 1
             else:
                 value, pos = _decode(view, pos, depth + 1)

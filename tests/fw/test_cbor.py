@@ -69,6 +69,10 @@ def test_strict_decoding_refuses_malformed_input():
         "5f 61 61 ff",  # text chunk inside a byte string
         "c1",  # tag without content
         "81" * 17 + "00",  # nested deeper than 16
+        "83 00 00",  # an array's last item missing
+        "a2 01 02 03",  # a map's last value missing
+        "a1 01",  # a map's only value missing
+        "82 1864",  # an array of two ints, the second missing
     )
     for text in bad:
         with raises(CBORError):
