@@ -2,6 +2,7 @@
 MicroPython's REPL over its USB serial with mpremote, UART0 and a GPIO from the host,
 flash that survives a power cycle, and a watchdog that resets the chip."""
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import pytest
 import serial
 from helpers import BIN, ROOT
+from pilectl import armprofile
 from pilectl.pico import SHARED, Pico, PicoError, firmware_image, missing
 from pilectl.picobench import bench_source
 
@@ -58,6 +60,35 @@ def test_uart0_carries_bytes_both_ways_at_line_speed(pico):
         got = remote(pico, "import machine, time\nu = machine.UART(0, 115200, rxbuf=256)\n"
                            "time.sleep(2)\nprint(u.read().hex())")
         assert bytes.fromhex(got) == sent
+
+
+_BIG_FRAMES = """
+import time
+def big(a, b, c, d, e, f, g, h, i, j, k, m):
+    return a + b + c + d + e + f + g + h + i + j + k + m
+until = time.ticks_add(time.ticks_ms(), 2500)
+while time.ticks_diff(until, time.ticks_ms()) > 0:
+    big(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+"""
+
+
+@pytest.mark.skipif(shutil.which(armprofile.NM) is None,
+                    reason=f"{armprofile.NM} names the samples: apt-get install "
+                           "binutils-arm-none-eabi (make arm-gcc)")
+def test_the_profiler_finds_who_calls_a_c_function(pico):
+    """Samples with return addresses (`profile(..., callers=K)`): a Python function whose
+    frame passes 11 words has it allocated on the heap at every call, so `gc_alloc` is
+    called from `fun_bc_call` (docs/pico.md, what the profiler found)."""
+    elf = firmware_image("stock").with_suffix(".elf")
+    if not elf.exists():
+        pytest.skip(f"no {elf.name} beside the firmware image: the official build ships one")
+    with subprocess.Popen([str(BIN / "mpremote"), "connect", pico.usb, "exec", _BIG_FRAMES],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as busy:
+        time.sleep(1)
+        samples = pico.profile(1, callers=3)
+        busy.wait(60)
+    chains = armprofile.callers(samples, elf, "gc_alloc")
+    assert chains and "fun_bc_call" in chains[0][0], chains
 
 
 def test_the_host_drives_an_input_pin(pico):
@@ -121,6 +152,19 @@ def test_a_decision_allocates_nothing_on_the_32_bit_port(deployed):
                          capture_output=True, text=True, timeout=120)
     assert "heap allocated per decision: 0 bytes (0 in total)" in out.stdout, \
         out.stdout + out.stderr
+
+
+_NATIVE = ("import pile.crc, pile.cobs, pile.modbus, pile.native as n\n"
+           "print(pile.crc._kernel is n.crc16, pile.cobs._encode is n.cobs_encode, "
+           "pile.modbus._find_reply is n.find_reply)")
+
+
+def test_the_byte_loops_run_as_native_code_on_the_rp2040(deployed):
+    """`pilectl deploy` built pile/native.py for the board's architecture (armv6m, from
+    its sys.implementation._mpy): the firmware runs it, not the bytecode twins."""
+    out = subprocess.run([str(BIN / "mpremote"), "connect", deployed.usb, "resume", "exec",
+                          _NATIVE], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True", "True"], out.stdout + out.stderr
 
 
 _UART_READS = """
@@ -199,9 +243,10 @@ def test_a_romfs_deploy_takes_over_from_the_filesystem_and_is_not_rewritten(tmp_
         assert not again["romfs_written"] and again["banner"][0] == "pile-pico-001"
         where = subprocess.run([str(BIN / "mpremote"), "connect", board.usb, "resume", "exec",
                                 "import os, pile.firmware\nprint(pile.firmware.__file__, "
-                                "[n for n in os.listdir('/') if n.startswith('pile')])"],
-                               capture_output=True, text=True, timeout=60)
-    assert where.stdout.split() == ["/rom/pile/firmware.mpy", "[]"], where.stdout + where.stderr
+                                "[n for n in os.listdir('/') if n.startswith('pile')])\n"
+                                + _NATIVE], capture_output=True, text=True, timeout=60)
+    assert where.stdout.split() == ["/rom/pile/firmware.mpy", "[]", "True", "True", "True"], \
+        where.stdout + where.stderr
 
 
 def frozen_build_is_older_than_the_sources():

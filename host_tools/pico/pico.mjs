@@ -13,7 +13,8 @@
 // says WDT_RESET. Commands on stdin or the control port, one JSON object a line:
 // {"gpio": [PIN, 0|1]} drives an input pin, {"power": "cycle"} cuts and restores power,
 // {"stats": true} asks for the counters, {"profile": N} samples the program counter every
-// N instructions until {"profile": 0} emits the samples. Events on stdout, one JSON object a line: ready
+// N instructions (with "callers": K, also up to K return addresses off the stack) until
+// {"profile": 0} emits the samples. Events on stdout, one JSON object a line: ready
 // (the ports), boot (its cause), watchdog, stats, profile.
 //
 // Four defects of rp2040js 1.4.1 are worked around here (../shared/rp2/README.md): the
@@ -42,6 +43,8 @@ const NS_PER_CYCLE = 8; // 125 MHz
 const AHEAD_NS = 2e6; // emulated time may run this far ahead of wall time
 const SLICE_INSTRUCTIONS = 200000; // then the event loop serves the sockets
 const UART_TXINTR = 1 << 5;
+const STACK_SCAN = 256; // bytes of stack looked through for a sample's callers
+const RAM_END = 0x20042000;
 const UART_DR = 0x0;
 const WATCHDOG_BASE = 0x40058000;
 const quiet = new ConsoleLogger(LogLevel.Error); // not "Read from invalid SIO address" at each boot
@@ -293,7 +296,25 @@ function answerRead() {
 let executed = 0; // instructions, since the last boot
 let idleNs = 0; // emulated time the core spent waiting for an interrupt, since then
 let profileEvery = 0; // sample the program counter every this many instructions (0: off)
-let profile = new Map(); // program counter -> samples
+let profileCallers = 0; // with each sample, up to this many return addresses off the stack
+let profile = new Map(); // "pc[:caller...]" -> samples
+
+// The program counter and the first words on the stack that look like return addresses
+// (odd, in flash): the M0+ keeps no frame pointer, so these are the callers most of the
+// time, with now and then a stale word (pilectl.armprofile.callers counts them).
+function sampleWithCallers(mcu) {
+  let key = String(mcu.core.PC);
+  const sp = mcu.core.SP;
+  let found = 0;
+  for (let at = sp; at < sp + STACK_SCAN && at < RAM_END && found < profileCallers; at += 4) {
+    const word = mcu.readUint32(at);
+    if ((word & 1) && word >= FLASH_BASE && word < FLASH_BASE + FLASH_SIZE) {
+      key += ':' + ((word & ~1) >>> 0);
+      found++;
+    }
+  }
+  return key;
+}
 
 function run() {
   if (resetPending) {
@@ -312,8 +333,8 @@ function run() {
       idleNs += skip;
     } else {
       if (profileEvery && executed % profileEvery === 0) {
-        const pc = mcu.core.PC;
-        profile.set(pc, (profile.get(pc) || 0) + 1);
+        const key = profileCallers ? sampleWithCallers(mcu) : String(mcu.core.PC);
+        profile.set(key, (profile.get(key) || 0) + 1);
       }
       clock.tick(mcu.core.executeInstruction() * NS_PER_CYCLE);
       executed++;
@@ -352,6 +373,7 @@ function command(line) {
       emit({ event: 'profile', every: profileEvery, samples: Object.fromEntries(profile) });
     }
     profileEvery = order.profile;
+    profileCallers = Number.isInteger(order.callers) ? order.callers : 0;
     profile = new Map();
   } else {
     emit({ event: 'error', detail: `unknown command: ${line}` });

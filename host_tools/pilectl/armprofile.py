@@ -1,4 +1,5 @@
-"""Program-counter samples from the emulated Pico, named by the firmware's symbols.
+"""Program-counter samples from the emulated Pico, named by the firmware's symbols, and
+the callers of a C function from samples taken with return addresses.
 
 The official builds ship an `.elf` beside the `.uf2`; Debian's binutils-arm-none-eabi
 lists its functions (`arm-none-eabi-nm`). A sample falls in the function whose start is
@@ -46,3 +47,17 @@ def by_function(samples, elf):
         counts[symbols.name(pc)] += n
     total = sum(counts.values()) or 1
     return [(name, n / total) for name, n in counts.most_common()]
+
+
+def callers(samples, elf, function, most=8):
+    """[(call chain, share of `function`'s samples)] for samples taken with callers
+    (`Pico.profile(..., callers=K)`): who called the C function, named, the most first.
+    Return addresses are read off the stack without frame pointers, so a chain now and
+    then holds a stale word; the common chains are the real ones."""
+    symbols = Symbols(elf)
+    chains = Counter()
+    for (pc, *above), n in samples.items():
+        if symbols.name(pc) == function:
+            chains[" < ".join(symbols.name(a) for a in above)] += n
+    total = sum(chains.values()) or 1
+    return [(chain, n / total) for chain, n in chains.most_common(most)]

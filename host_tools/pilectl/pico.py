@@ -233,13 +233,18 @@ class Pico:
         self.command(stats=True)
         return self.wait_for("stats", 10)
 
-    def profile(self, seconds, every=97):
+    def profile(self, seconds, every=97, callers=0):
         """Where the core spends its instructions over `seconds`: {program counter:
-        samples}, one sample every `every` instructions (pilectl.armprofile names them)."""
-        self.command(profile=every)
+        samples}, one sample every `every` instructions (pilectl.armprofile names them).
+        With `callers`, {(program counter, return address, ...): samples}: up to that many
+        return addresses found on the stack (pilectl.armprofile.callers)."""
+        self.command(profile=every, callers=callers)
         time.sleep(seconds)
         self.command(profile=0)
-        return {int(pc): n for pc, n in self.wait_for("profile", 10)["samples"].items()}
+        samples = self.wait_for("profile", 10)["samples"]
+        if callers:
+            return {tuple(int(a) for a in key.split(":")): n for key, n in samples.items()}
+        return {int(pc): n for pc, n in samples.items()}
 
     def stop(self):
         """Power off: the flash file keeps what was written."""
