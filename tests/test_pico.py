@@ -155,7 +155,7 @@ def test_a_decision_allocates_nothing_on_the_32_bit_port(deployed):
 
 
 _NATIVE = ("import pile.crc, pile.cobs, pile.modbus, pile.native as n\n"
-           "print(pile.crc._kernel is n.crc16, pile.cobs._encode is n.cobs_encode, "
+           "print(pile.crc._kernel is n.crc16, pile.cobs.encode_into is n.cobs_encode, "
            "pile.modbus._find_reply is n.find_reply)")
 
 

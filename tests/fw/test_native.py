@@ -30,11 +30,11 @@ def test_the_native_code_is_the_one_used_where_there_is_some():
         from pile import native
 
         assert crc._kernel is native.crc16
-        assert cobs._encode is native.cobs_encode and cobs._decode is native.cobs_decode
+        assert cobs.encode_into is native.cobs_encode and cobs._decode is native.cobs_decode
         assert modbus._find_reply is native.find_reply and modbus._append is native.append
     else:
         assert crc._kernel is crc.crc16_bytecode
-        assert cobs._encode is cobs.encode_bytecode and cobs._decode is cobs.decode_bytecode
+        assert cobs.encode_into is cobs.encode_bytecode and cobs._decode is cobs.decode_bytecode
         assert modbus._find_reply is modbus.find_reply_bytecode
         assert modbus._append is modbus.append_bytecode
 
@@ -48,7 +48,7 @@ def test_native_and_bytecode_compute_the_same_bytes():
                 crc.crc16_bytecode(data, 2, n - 1, crc.TABLE)
         size = cobs.encoded_size(n)
         fast, slow = bytearray(size), bytearray(size)
-        m = cobs._encode(data, n, fast)
+        m = cobs.encode_into(data, n, fast)
         assert m == cobs.encode_bytecode(data, n, slow) and fast == slow
         for limit in (512, n, max(0, n - 1)):
             for encoded in (bytes(fast[:m]), bytes(fast[:m // 2]), b"\x05" + bytes(fast[1:m])):
