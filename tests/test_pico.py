@@ -12,8 +12,8 @@ import pytest
 import serial
 from helpers import BIN, ROOT
 from pilectl import armprofile
+from pilectl.boardbench import bench_source
 from pilectl.pico import SHARED, Pico, PicoError, firmware_image, missing
-from pilectl.picobench import bench_source
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 

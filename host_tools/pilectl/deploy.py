@@ -99,11 +99,15 @@ print(repr(None if isinstance(_d, int) else
            binascii.hexlify(hashlib.sha256(memoryview(_d)[:%d]).digest()).decode()))
 """
 # After a soft reset: the watchdog the firmware started runs on (it cannot be stopped),
-# fed by a timer whose code is in RAM, as in the firmware's service mode.
+# fed by a timer whose code is in RAM, as in the firmware's service mode: a virtual timer
+# on the RP2040, hardware timer 0 on the ESP32 (which has no virtual ones).
 FEED_WATCHDOG = """
 import machine
 _wdt = machine.WDT(timeout=8388)
-_feeder = machine.Timer(period=1000, callback=lambda t: _wdt.feed())
+try:
+    _feeder = machine.Timer(period=1000, callback=lambda t: _wdt.feed())
+except TypeError:
+    _feeder = machine.Timer(0, period=1000, callback=lambda t: _wdt.feed())
 """
 # After a soft reset (nothing imported yet): the version of the board's frozen firmware.
 _FROZEN_VERSION = """
@@ -175,12 +179,27 @@ def build_image(board_bytes, source=None, march=None):
     return image
 
 
-class RawRepl:
-    """A MicroPython board on a serial port, in the raw REPL while open."""
+class _Transport(SerialTransport):
+    """mpremote's serial transport, waiting `quiet_s` for a board that says nothing while
+    it writes its flash (a command's reply ends a wait of 10 s in mpremote)."""
 
-    def __init__(self, port):
+    quiet_s = 10
+
+    def exec_raw(self, command, timeout=None, data_consumer=None):
+        return super().exec_raw(command, timeout=max(timeout or 0, self.quiet_s),
+                                data_consumer=data_consumer)
+
+
+class RawRepl:
+    """A MicroPython board on a serial port, in the raw REPL while open. `quiet_s`: how
+    long a command may go without a byte back (an emulated ESP32 takes minutes to tidy a
+    littlefs directory; docs/esp32.md)."""
+
+    def __init__(self, port, quiet_s=10):
+        self.quiet_s = quiet_s
         try:
-            self.transport = SerialTransport(port, 115200)
+            self.transport = _Transport(port, 115200)
+            self.transport.quiet_s = quiet_s
         except (TransportError, serial.SerialException, OSError) as exc:
             raise DeployError(f"cannot open {port}: {exc}. Is the board plugged in and the "
                               "port right (ls /dev/ttyUSB* /dev/ttyACM*)?") from None
@@ -257,7 +276,7 @@ class RawRepl:
             path.write_bytes(image)
             done = subprocess.run([str(MPREMOTE), "connect", port, "resume", "romfs",
                                    "deploy", str(path)], capture_output=True, text=True)
-        self.__init__(port)
+        self.__init__(port, self.quiet_s)
         if done.returncode:
             raise DeployError(f"writing the ROMFS image failed: {done.stdout[-300:]}"
                               f"{done.stderr[-300:]}; the firmware on the filesystem is intact")
@@ -311,6 +330,19 @@ class RawRepl:
         return None
 
 
+def interrupt(port, attempts=3):
+    """Stop a running firmware at the REPL on `port` (Ctrl-C, as mpremote does): the
+    firmware goes to its service mode. A board still starting up can miss the first
+    raw-REPL request (seen once on an emulated Pico), so it is asked again."""
+    for _ in range(attempts):
+        done = subprocess.run([str(MPREMOTE), "connect", port, "resume", "exec", "pass"],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode == 0:
+            return
+    raise DeployError(f"the board's REPL did not answer: {done.stdout[-300:]}"
+                      f"{done.stderr[-300:]}")
+
+
 def split_package(image):
     """(the `pile` package's files, the rest) of `image`."""
     package = {path: data for path, data in image.items() if path.startswith(_PACKAGE)}
@@ -336,18 +368,18 @@ def source_version(source=None):
 
 
 def deploy(board_file, port, source=None, on_bytes=lambda path, done: None, romfs=False,
-           frozen=False):
+           frozen=False, quiet_s=10):
     """Deploy and reset; returns the RawRepl (for its console `banner`) and a report (files,
     bytes, seconds). Waiting for HELLO is the caller's, which knows the link. `romfs`: the
     `pile` package into the ROMFS partition; `frozen`: the board's MicroPython has it
-    frozen in (see the module's docstring)."""
+    frozen in (see the module's docstring); `quiet_s`: RawRepl's."""
     if romfs and frozen:
         raise DeployError("--romfs and --frozen exclude each other: the firmware's modules "
                           "go to one place")
     started = time.monotonic()
     board_spec, board_bytes = read_board(board_file)
     local_major = local_mpy_version()[0]
-    board = RawRepl(port)
+    board = RawRepl(port, quiet_s)
     rom_written = False
     try:
         mpy, platform, remote, machine = board.inventory()

@@ -1,27 +1,21 @@
 """An emulated Raspberry Pi Pico: host_tools/pico/pico.mjs (rp2040js under Node), with
-its USB serial and both UARTs as ptys, so mpremote, pilectl and the plant use it as they
-use a board on a cable.
-
-The runner serves each channel on a TCP port; a thread here joins each to a pty of its
-own and keeps the pty's other side open, so a program that opens and closes the device
-(mpremote does, once a command) never ends the bridge. The board's flash is a file in
+its USB serial and both UARTs as ptys (pilectl.ptybridge), so mpremote, pilectl and the
+plant use it as they use a board on a cable. The board's flash is a file in
 the directory given: a Pico started again on it (a power cycle) keeps what was deployed.
 """
 
 import json
 import os
 import queue
-import select
 import shutil
 import socket
 import subprocess
 import threading
 import time
-import tty
 from pathlib import Path
 
 import pilectl
-from pilectl import MPREMOTE
+from pilectl.ptybridge import PtyBridge
 
 RUNNER = Path(pilectl.__file__).resolve().parent.parent / "pico" / "pico.mjs"
 SHARED = Path(pilectl.__file__).resolve().parents[3] / "shared" / "rp2"
@@ -67,45 +61,6 @@ def missing():
     return None
 
 
-class _Bridge(threading.Thread):
-    """One channel: a pty (its path linked at `link`) joined to the runner's TCP port."""
-
-    def __init__(self, port, link):
-        super().__init__(daemon=True)
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.link = Path(link)
-        self.link.unlink(missing_ok=True)
-        self.link.symlink_to(os.ttyname(self.slave))
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.stopping = False
-        self.start()
-
-    def run(self):
-        ends = [self.master, self.sock]
-        try:
-            while not self.stopping:
-                ready, _, _ = select.select(ends, [], [], 0.2)
-                if self.master in ready:
-                    self.sock.sendall(os.read(self.master, 4096))
-                if self.sock in ready:
-                    data = self.sock.recv(4096)
-                    if not data:
-                        return  # the runner is gone
-                    os.write(self.master, data)
-        except OSError:
-            return  # closed under us by close()
-
-    def close(self):
-        self.stopping = True
-        self.join(1)
-        for fd in (self.master, self.slave):
-            os.close(fd)
-        self.sock.close()
-        self.link.unlink(missing_ok=True)
-
-
 def send_command(control, **command):
     """One command to a running emulated Pico from another process, by its control port
     (HOST:PORT, `Pico.control`): `send_command(address, gpio=[15, 0])` presses an E-stop."""
@@ -149,7 +104,7 @@ class Pico:
         ready = self.wait_for("ready", 30)
         self.control = f"127.0.0.1:{ready['control']}"
         for name in CHANNELS:
-            self._bridges[name] = _Bridge(ready[name], self.dir / name)
+            self._bridges[name] = PtyBridge(ready[name], self.dir / name)
         self.flash_firmware = False  # a restart is a power cycle, not a reflash
         return self
 
@@ -217,17 +172,14 @@ class Pico:
             raise PicoError(f"the firmware did not start on the emulated Pico within {wait_s} s")
         return dict(report, banner=found)
 
-    def interrupt(self, attempts=3):
-        """Stop a running firmware at the REPL (Ctrl-C, as mpremote does): the firmware
-        goes to its service mode. A board still starting up can miss the first raw-REPL
-        request (seen once in make test), so it is asked again."""
-        for _ in range(attempts):
-            done = subprocess.run([str(MPREMOTE), "connect", self.usb, "resume", "exec",
-                                   "pass"], capture_output=True, text=True, timeout=60)
-            if done.returncode == 0:
-                return
-        raise PicoError(f"the board's REPL did not answer: {done.stdout[-300:]}"
-                        f"{done.stderr[-300:]}")
+    def interrupt(self):
+        """Stop a running firmware at the REPL: it goes to its service mode."""
+        from pilectl import deploy
+
+        try:
+            deploy.interrupt(self.usb)
+        except deploy.DeployError as exc:
+            raise PicoError(str(exc)) from None
 
     def stats(self):
         self.command(stats=True)
