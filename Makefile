@@ -1,7 +1,8 @@
 # Two commands for a newcomer: `make bench` (the main job) and `make test`.
 # Both set up what they need: .venv with the packages pinned in constraints.txt, the
-# MicroPython port stubs, socat, Mosquitto and Node.js (apt) when missing, and the
-# emulated Pico's npm packages (host_tools/pico, npm ci).
+# MicroPython port stubs, socat, Mosquitto, Node.js and the emulated ESP32's QEMU
+# libraries (apt) when missing, and the emulated Pico's npm packages (host_tools/pico,
+# npm ci).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,9 +13,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
 
-setup: $(STAMP) $(STUBS) socat mosquitto $(PICO_MODULES)
+setup: $(STAMP) $(STUBS) socat mosquitto qemu-libs $(PICO_MODULES)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,11 @@ socat:
 # the Debian package's own service is not used.
 mosquitto:
 	@command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
+
+# What the Wi-Fi QEMU of ../shared/esp32 needs at run time (pilectl.esp32, docs/esp32.md).
+ESP32_LIBS := libglib2.0-0 libpixman-1-0 libslirp0 libfdt1 libgcrypt20 libgnutls30 libpng16-16
+qemu-libs:
+	@dpkg -s $(ESP32_LIBS) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(ESP32_LIBS); }
 
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }

@@ -40,18 +40,23 @@ def live_table(row, name):
 
 
 async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
-               target="unix", layout="stock"):
+               target="unix", layout="stock", fresh=False):
     """Run `scenario`; return (rows, summary). Writes bench.jsonl and bench.png in out_dir.
 
     `heapsize` (e.g. "64K") starts the firmware with `micropython -X heapsize=...`;
     `firmware` runs another build (a directory, see pilectl.build); `target` "rp2" runs
     it on an emulated Raspberry Pi Pico (pilectl.picobench) instead of the unix port,
-    its modules laid out as `layout` says (pilectl.pico.LAYOUTS).
+    its modules laid out as `layout` says (pilectl.pico.LAYOUTS); "esp32" on an emulated
+    ESP32 over Wi-Fi (pilectl.esp32bench), deployed onto a blank board with `fresh`.
     """
     if target == "rp2":
         from pilectl.picobench import PicoBench
 
         bench = PicoBench(out_dir / "run", scenario, firmware=firmware, layout=layout)
+    elif target == "esp32":
+        from pilectl.esp32bench import Esp32Bench
+
+        bench = Esp32Bench(out_dir / "run", scenario, firmware=firmware, fresh=fresh)
     else:
         bench = VirtualBench(out_dir / "run", scenario, heapsize=heapsize, firmware=firmware)
     rows = []
@@ -184,6 +189,7 @@ def summary_table(summary, out_dir):
         table.add_row("core busy (emulated)", f"{summary['cpu_busy_pct']} % of the time, "
                       f"{summary['cpu_per_period_ms']} ms a control period; emulated time "
                       f"at {summary['emulated_per_wall']:.2f}x wall time")
+    if "decide_us" in summary:
         table.add_row("on the board: a decision / a signed SETPOINT / a TELEMETRY",
                       f"{summary['decide_us']} / {summary['setpoint_us']} / "
                       f"{summary['telemetry_us']} us")
@@ -198,6 +204,6 @@ def summary_table(summary, out_dir):
 
 
 def run(scenario, out_dir, console, show_live=True, heapsize=None, firmware=None,
-        target="unix", layout="stock"):
+        target="unix", layout="stock", fresh=False):
     return asyncio.run(play(scenario, out_dir, console, show_live, heapsize, firmware, target,
-                            layout))
+                            layout, fresh))

@@ -38,16 +38,20 @@ def _needs_bench_extra(command, unix_port=False):
               "128K); implies --mpy, since a board runs the precompiled build.")
 @click.option("--mpy", is_flag=True, help="Run the .mpy build a board gets (mpy-cross), not the "
               "sources.")
-@click.option("--target", type=click.Choice(["unix", "rp2"]), default="unix",
+@click.option("--target", type=click.Choice(["unix", "rp2", "esp32"]), default="unix",
               show_default=True, help="unix: the MicroPython unix port; rp2: the official "
               "Raspberry Pi Pico build on an emulated RP2040, deployed over its USB serial, "
-              "the plant on UART0, setpoints on the serial link (UART1).")
+              "the plant on UART0, setpoints on the serial link (UART1); esp32: the official "
+              "ESP32 build in a QEMU with Wi-Fi, deployed over UART0, the plant on UART2, "
+              "setpoints over Wi-Fi by TCP.")
+@click.option("--fresh", is_flag=True, help="With --target esp32: deploy onto a blank board "
+              "(minutes on the emulated flash) instead of one programmed with the firmware.")
 @click.option("--romfs", is_flag=True, help="With --target rp2: the RPI_PICO_ROMFS build, the "
               "firmware's modules deployed into its ROMFS partition (pilectl deploy --romfs).")
 @click.option("--frozen", is_flag=True, help="With --target rp2: the PILE_PICO build with the "
               "firmware frozen in (make firmware-rp2, or PICO_FIRMWARE_FROZEN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
-def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, as_json):
+def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, fresh, as_json):
     """The virtual bench: firmware on MicroPython, simulated plant, host link, live.
 
     Exits 1 when the plant's safety oracle recorded a violation.
@@ -76,9 +80,19 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, as_json):
             raise click.ClickException("no build with the firmware frozen in: run `make "
                                        "firmware-rp2` or set PICO_FIRMWARE_FROZEN "
                                        "(boards/rp2/README.md)")
+    elif target == "esp32":
+        from pilectl.esp32 import missing
+
+        if missing() is not None:
+            raise click.ClickException(f"no emulated ESP32 here: {missing()}")
+        if heapsize or romfs or frozen:
+            raise click.ClickException("--heapsize, --romfs and --frozen are not for the "
+                                       "ESP32: its image has its own heap and no ROMFS")
     elif romfs or frozen:
         raise click.ClickException("--romfs and --frozen need --target rp2: the unix port "
                                    "has no flash (make bench-romfs measures a ROMFS image)")
+    if fresh and target != "esp32":
+        raise click.ClickException("--fresh is for --target esp32")
     console = Console(stderr=as_json)
     firmware = None
     if (mpy or heapsize) and target == "unix":
@@ -89,7 +103,8 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, as_json):
     try:
         _, summary = benchplay.run(loaded, Path(out_dir), console, show_live=not as_json,
                                    heapsize=heapsize, firmware=firmware, target=target,
-                                   layout="romfs" if romfs else "frozen" if frozen else "stock")
+                                   layout="romfs" if romfs else "frozen" if frozen else "stock",
+                                   fresh=fresh)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
