@@ -2,9 +2,11 @@
 
 Takes a WLAN-like object (`isconnected()`, `connect(ssid, key)`, `disconnect()`),
 a `network.WLAN(network.STA_IF)` on the boards. A failed attempt doubles the
-wait (1 s up to 60 s) so a site with no access point is not flooded with
-association attempts; a success resets it. The TCP link listens regardless:
-clients simply find the pile again once it is back on the network.
+wait (1 s up to 5 s) so a site with no access point is not flooded with
+association attempts (at most one attempt of up to 15 s every 20 s); a success
+resets it. The cap is what a returning access point waits for at most: with an
+association of about 2 s the pile is back on the network within 10 s of it. The
+TCP link listens regardless: clients simply find the pile again once it is back.
 """
 
 import asyncio
@@ -14,7 +16,7 @@ from micropython import const
 from pile.clock import ticks_diff, ticks_ms
 
 _FIRST_BACKOFF_MS = const(1000)
-_MAX_BACKOFF_MS = const(60000)
+_MAX_BACKOFF_MS = const(5000)
 _CONNECT_TIMEOUT_MS = const(15000)
 _POLL_S = 0.05
 _WATCH_S = 2
