@@ -7,6 +7,12 @@ association attempts (at most one attempt of up to 15 s every 20 s); a success
 resets it. The cap is what a returning access point waits for at most: with an
 association of about 2 s the pile is back on the network within 10 s of it. The
 TCP link listens regardless: clients simply find the pile again once it is back.
+
+The radio is switched on by the first attempt, not at boot, and a refusal
+(OSError: on an ESP32 the driver's buffers come from the memory MicroPython's heap
+also grows into, and it said "WiFi Out of Memory" on an emulated board) is one
+more failed attempt: the pile controls its converter without Wi-Fi, where the
+error used to stop the firmware at start.
 """
 
 import asyncio
@@ -33,6 +39,8 @@ class Station:
         self.backoff_ms = first_backoff_ms
         self.attempts = 0
         self.connects = 0  # successful associations, for status
+        self.errors = 0  # attempts the radio refused (OSError)
+        self._failing = False  # said on the console once per run of refusals
 
     def next_backoff(self, connected):
         """The wait after an attempt: reset by a success, doubled (capped) by a failure."""
@@ -46,7 +54,17 @@ class Station:
     async def _attempt(self):
         self.attempts += 1
         wlan = self.wlan
-        wlan.connect(self.ssid, self.key)
+        try:
+            if not wlan.active():  # the radio starts here, not at boot: see the docstring
+                wlan.active(True)
+            wlan.connect(self.ssid, self.key)
+        except OSError as exc:  # out of memory for the radio's buffers, a driver error
+            self.errors += 1
+            if not self._failing:
+                print("Wi-Fi could not start (%s): trying again" % (exc,))
+            self._failing = True
+            return False
+        self._failing = False
         started = ticks_ms()
         while ticks_diff(ticks_ms(), started) < self.timeout_ms:
             if wlan.isconnected():

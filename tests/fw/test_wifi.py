@@ -10,15 +10,30 @@ from pile.wifi import Station
 
 
 class FlakyWlan:
-    def __init__(self, failures):
+    """Refuses `failures` associations; its radio refuses to start `radio_failures` times
+    (OSError, as an ESP32's out of memory), and it cannot connect before it started."""
+
+    def __init__(self, failures, radio_failures=0):
         self.failures = failures
+        self.radio_failures = radio_failures
+        self.started = False
         self.connected = False
         self.calls = []
+
+    def active(self, on=None):
+        if on is None:
+            return self.started
+        if self.radio_failures:
+            self.radio_failures -= 1
+            raise OSError(12)  # ENOMEM
+        self.started = on
 
     def isconnected(self):
         return self.connected
 
     def connect(self, ssid, key):
+        if not self.started:
+            raise OSError("Wifi Not Started")
         self.calls.append((ssid, key))
         if self.failures:
             self.failures -= 1
@@ -62,5 +77,24 @@ def test_reconnects_after_failures_and_after_a_drop():
         assert wlan.connected
         assert station.connects == 2
         assert wlan.calls == [("site", "secret")] * 4
+
+    asyncio.run(scenario())
+
+
+def test_a_radio_that_cannot_start_is_tried_again_and_stops_nothing():
+    """The radio is started by the station's attempts: one that fails (out of memory)
+    counts as a failed attempt and is tried again, where it used to stop the firmware."""
+    wlan = FlakyWlan(failures=0, radio_failures=2)
+    station = Station(wlan, "site", timeout_ms=30, first_backoff_ms=10)
+
+    async def scenario():
+        task = asyncio.create_task(station.keep_connected())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if wlan.connected:
+                break
+        task.cancel()
+        assert wlan.connected
+        assert (station.attempts, station.errors, station.connects) == (3, 2, 1)
 
     asyncio.run(scenario())

@@ -134,9 +134,7 @@ class McuHal:
             return None
         import network
 
-        wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        return Station(wlan, spec["ssid"], spec.get("password"))
+        return Station(network.WLAN(network.STA_IF), spec["ssid"], spec.get("password"))
 
     def output(self, name: str) -> Pin | None:
         """An output named in the board file ("contactor_pin", "status_led_pin"), low at
