@@ -1,18 +1,19 @@
 """Keep a Wi-Fi station connected: reconnect when the link drops, backing off.
 
-Takes a WLAN-like object (`isconnected()`, `connect(ssid, key)`, `disconnect()`),
-a `network.WLAN(network.STA_IF)` on the boards. A failed attempt doubles the
-wait (1 s up to 5 s) so a site with no access point is not flooded with
-association attempts (at most one attempt of up to 15 s every 20 s); a success
-resets it. The cap is what a returning access point waits for at most: with an
-association of about 2 s the pile is back on the network within 10 s of it. The
-TCP link listens regardless: clients simply find the pile again once it is back.
+Takes a function that opens a WLAN-like object (`active()`, `isconnected()`,
+`connect(ssid, key)`, `disconnect()`): `network.WLAN(network.STA_IF)` on the
+boards. A failed attempt doubles the wait (1 s up to 5 s) so a site with no
+access point is not flooded with association attempts (at most one attempt of
+up to 15 s every 20 s); a success resets it. The cap is what a returning access
+point waits for at most: with an association of about 2 s the pile is back on
+the network within 10 s of it. The TCP link listens regardless: clients simply
+find the pile again once it is back.
 
-The radio is switched on by the first attempt, not at boot, and a refusal
-(OSError: on an ESP32 the driver's buffers come from the memory MicroPython's heap
-also grows into, and it said "WiFi Out of Memory" on an emulated board) is one
-more failed attempt: the pile controls its converter without Wi-Fi, where the
-error used to stop the firmware at start.
+The WLAN is opened and its radio switched on by the first attempt, not at boot,
+and a refusal (OSError: on an ESP32 the driver's buffers come from the memory
+MicroPython's heap also grows into, and opening the WLAN said "WiFi Out of
+Memory" on an emulated board) is one more failed attempt: the pile controls its
+converter without Wi-Fi, where the error used to stop the firmware at start.
 """
 
 import asyncio
@@ -29,9 +30,10 @@ _WATCH_S = 2
 
 
 class Station:
-    def __init__(self, wlan, ssid, key=None, timeout_ms=_CONNECT_TIMEOUT_MS,
+    def __init__(self, open_wlan, ssid, key=None, timeout_ms=_CONNECT_TIMEOUT_MS,
                  first_backoff_ms=_FIRST_BACKOFF_MS):
-        self.wlan = wlan
+        self._open_wlan = open_wlan
+        self.wlan = None  # opened by the first attempt
         self.ssid = ssid
         self.key = key
         self.timeout_ms = timeout_ms
@@ -53,9 +55,11 @@ class Station:
 
     async def _attempt(self):
         self.attempts += 1
-        wlan = self.wlan
         try:
-            if not wlan.active():  # the radio starts here, not at boot: see the docstring
+            if self.wlan is None:  # opened and started here, not at boot: see the docstring
+                self.wlan = self._open_wlan()
+            wlan = self.wlan
+            if not wlan.active():
                 wlan.active(True)
             wlan.connect(self.ssid, self.key)
         except OSError as exc:  # out of memory for the radio's buffers, a driver error
@@ -76,7 +80,7 @@ class Station:
 
     async def keep_connected(self):
         while True:
-            if self.wlan.isconnected():
+            if self.wlan is not None and self.wlan.isconnected():
                 await asyncio.sleep(_WATCH_S)
                 continue
             wait = self.next_backoff(await self._attempt())

@@ -134,7 +134,8 @@ class McuHal:
             return None
         import network
 
-        return Station(network.WLAN(network.STA_IF), spec["ssid"], spec.get("password"))
+        return Station(lambda: network.WLAN(network.STA_IF), spec["ssid"],
+                       spec.get("password"))
 
     def output(self, name: str) -> Pin | None:
         """An output named in the board file ("contactor_pin", "status_led_pin"), low at
