@@ -57,6 +57,11 @@ class DeployedBench(VirtualBench):
     def repl(self):
         raise NotImplementedError
 
+    async def start(self):
+        await super().start()
+        self.sim.start_clock()  # the deploy took a while: the scenario starts now
+        return self
+
     def deploy(self):
         """Deploy onto the board and wait for the firmware's start-up line: the report."""
         raise NotImplementedError

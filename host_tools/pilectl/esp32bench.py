@@ -41,11 +41,6 @@ class Esp32Bench(DeployedBench):
     def repl(self):
         return self.esp32.uart0
 
-    async def start(self):
-        await super().start()
-        self.sim.start_clock()  # the deploy took a while: the scenario starts now
-        return self
-
     async def _power_on(self):
         board = self.board()
         self.board_path.write_text(json.dumps(board))

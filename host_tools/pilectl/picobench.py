@@ -39,7 +39,6 @@ class PicoBench(DeployedBench):
 
     async def start(self):
         await super().start()
-        self.sim.start_clock()  # the deploy took a while: the scenario starts now
         self._since = dict(self.pico.stats(), periods=(await self.diagnostics())["periods"])
         return self
 
