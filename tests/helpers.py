@@ -24,6 +24,16 @@ def run_micropython(script, *args, paths=(FIRMWARE,), input=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+def board_exec(port, code, timeout=60, resume=False):
+    """Run `code` on a board's REPL at `port` with mpremote (after a soft reset unless
+    `resume`); its output, stripped. The command must succeed."""
+    done = subprocess.run([str(BIN / "mpremote"), "connect", port,
+                           *(["resume"] if resume else []), "exec", code],
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
 class MicroPythonWorker:
     """tests/mp/worker.py under the unix port: firmware codecs on call, one process per session."""
 

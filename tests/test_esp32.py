@@ -11,7 +11,7 @@ import threading
 
 import pytest
 import serial
-from helpers import BIN, ROOT
+from helpers import BIN, ROOT, board_exec
 from pilectl import deploy
 from pilectl.esp32 import ACCESS_POINT, SERVICES_IP, Esp32, missing
 from pilectl.sim.harness import free_port
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 def remote(board, code, timeout=60, resume=False):
     """Run `code` on the board with mpremote (raw REPL over UART0), after a soft reset
     unless `resume`."""
-    done = subprocess.run([str(BIN / "mpremote"), "connect", board.uart0,
-                           *(["resume"] if resume else []), "exec", code],
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip()
+    return board_exec(board.uart0, code, timeout, resume)
 
 
 class EchoServer(threading.Thread):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import serial
-from helpers import BIN, ROOT
+from helpers import BIN, ROOT, board_exec
 from pilectl import armprofile
 from pilectl.boardbench import bench_source
 from pilectl.pico import SHARED, Pico, PicoError, firmware_image, missing
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
 def remote(pico, code, timeout=30):
     """Run `code` on the board with mpremote (raw REPL over the USB serial)."""
-    done = subprocess.run([str(BIN / "mpremote"), "connect", pico.usb, "exec", code],
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return board_exec(pico.usb, code, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -77,11 +77,7 @@ class DeployedBench(VirtualBench):
         """Deploy the firmware over the REPL port and wait for its start-up line."""
         if script is not None:
             raise ValueError("an emulated board runs the deployed firmware only")
-        loop = asyncio.get_running_loop()
-        try:
-            self.deployed = await loop.run_in_executor(None, self.deploy)
-        except RuntimeError as exc:  # the emulators' errors
-            raise RuntimeError(str(exc)) from None
+        self.deployed = await asyncio.get_running_loop().run_in_executor(None, self.deploy)
         self.machine = self.deployed["machine"]
         pile_id, version = self.deployed["banner"]
         self.firmware_output.append(f"pile {pile_id} firmware {version} running")

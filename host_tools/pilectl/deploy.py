@@ -48,7 +48,7 @@ from pilectl import build as builder
 
 _MPY_CROSS_VERSION = re.compile(r"mpy v(\d+)\.(\d+)")
 _CHUNK = 512
-_BANNER = re.compile(rb"pile (\S+) firmware (\S+) running")  # pile/firmware.py says it
+BANNER = re.compile(rb"pile (\S+) firmware (\S+) running")  # pile/firmware.py says it
 
 # Runs on the board: its .mpy version, platform, the SHA-256 of every firmware file and
 # the machine MicroPython was built for.
@@ -321,7 +321,7 @@ class RawRepl:
         try:
             while time.monotonic() < deadline:
                 seen += port.read(max(1, port.in_waiting))
-                found = _BANNER.search(seen)
+                found = BANNER.search(seen)
                 if found:
                     return found.group(1).decode(), found.group(2).decode()
                 time.sleep(0.05)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pilectl
+from pilectl import build, deploy
 from pilectl.ptybridge import PtyBridge
 from pilectl.sim.harness import free_port, stop_process
 
@@ -46,9 +47,9 @@ WHERE_TO_GET = (f"the official MicroPython v1.28.0 image for the ESP32 ({FIRMWAR
                 f"micropython.org/download/ESP32_GENERIC) and the Wi-Fi QEMU of "
                 f"../shared/esp32 (qemu-system-xtensa, its ROMs and esp32_efuse.bin)")
 CHANNELS = ("uart0", "uart1", "uart2")
-_BANNER = re.compile(r"pile (\S+) firmware (\S+) running")  # pile/firmware.py says it
 _MACHINE = "Generic ESP32 module with ESP32"  # sys.implementation._machine of the image
-_STARTED = re.compile(r"firmware \S+ running|Traceback")  # main.py's first words
+# MicroPython's banner, or main.py's first words: the firmware's start-up line or its error
+_STARTED = re.compile(rb"MicroPython v|Traceback|" + deploy.BANNER.pattern)
 _MPY = 11014  # sys.implementation._mpy of the v1.28.0 image: .mpy v6.3, xtensawin
 # Tidying a littlefs directory of 30 entries took the emulated flash 85 s (a flash
 # operation takes 6 ms here, microseconds on a chip: docs/esp32.md)
@@ -273,9 +274,9 @@ class Esp32:
         (self.dir / "qmp.sock").unlink(missing_ok=True)
         (self.dir / "uart0.log").unlink(missing_ok=True)
         ports = [free_port() for _ in CHANNELS]
-        self.proc = subprocess.Popen(self.command_line(ports), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "qemu.log", "w"))
+        with open(self.dir / "qemu.log", "w") as log:  # QEMU keeps its own copy
+            self.proc = subprocess.Popen(self.command_line(ports), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log)
         try:
             for name, port in zip(CHANNELS, ports, strict=True):  # in QEMU's order: UART0 first
                 self._bridges[name] = self._bridge(name, port)
@@ -308,29 +309,32 @@ class Esp32:
         path = self.dir / "uart0.log"
         return path.read_bytes().decode(errors="replace") if path.exists() else ""
 
+    def _watch(self, pattern, timeout, since, what):
+        """The first match of `pattern` (bytes) in the console after `since` characters,
+        waiting up to `timeout` s; Esp32Error naming `what` if none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = pattern.search(self.console()[since:].encode())
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                raise Esp32Error(f"QEMU stopped: {self.log()[-500:]}")
+            time.sleep(0.1)
+        raise Esp32Error(f"the emulated ESP32 printed no {what} within {timeout} s: "
+                         f"{self.console()[-500:]!r}")
+
     def wait_for_banner(self, timeout=_BOOT_S, since=0):
         """Wait until the board has started (after `since` characters of the console):
         MicroPython's banner, or what main.py printed first (the firmware's start-up line,
         or its error)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            said = self.console()[since:]
-            if "MicroPython v" in said or _STARTED.search(said):
-                time.sleep(0.3)  # the REPL prompt follows the banner
-                return
-            if self.proc.poll() is not None:
-                raise Esp32Error(f"QEMU stopped: {self.log()[-500:]}")
-            time.sleep(0.1)
-        raise Esp32Error(f"the emulated ESP32 printed no MicroPython banner within "
-                         f"{timeout} s: {self.console()[-300:]!r}")
+        self._watch(_STARTED, timeout, since, "MicroPython banner")
+        time.sleep(0.3)  # the REPL prompt follows the banner
 
     def program(self, board_file, source=None, leave_out=()):
         """Before the first power-on, the factory's way: the flash written with the image
         and, in its filesystem, the firmware built for the ESP32 (`source`: another tree)
         and the board file, but the paths in `leave_out`. `pilectl deploy` then finds it
         and copies what differs."""
-        from pilectl import build, deploy
-
         if self.proc is not None:
             raise Esp32Error("program the flash before the board is powered on")
         board_bytes = Path(board_file).read_bytes()
@@ -342,8 +346,6 @@ class Esp32:
         """The firmware onto this board as onto a real one: `pilectl deploy` over UART0,
         waiting long for the flash (docs/esp32.md), then its start-up line; the deploy's
         report with `banner` (pile id, version)."""
-        from pilectl import deploy
-
         try:
             repl, report = deploy.deploy(board_file, self.uart0, source, quiet_s=_FLASH_QUIET_S)
         except deploy.DeployError as exc:
@@ -357,15 +359,9 @@ class Esp32:
     def programmed(self, wait_s=_BOOT_S):
         """The firmware a factory programmed (`program`), started at power-on: its
         start-up line; a report as `deploy` gives, with nothing copied."""
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            found = _BANNER.search(self.console())
-            if found:
-                return {"banner": found.groups(), "machine": _MACHINE, "files_copied": [],
-                        "seconds": 0}
-            time.sleep(0.2)
-        raise Esp32Error(f"the firmware did not start on the emulated ESP32 within "
-                         f"{wait_s} s: {self.console()[-500:]}")
+        found = self._watch(deploy.BANNER, wait_s, 0, "firmware start-up line")
+        return {"banner": tuple(part.decode() for part in found.groups()),
+                "machine": _MACHINE, "files_copied": [], "seconds": 0}
 
     def wifi(self, up):
         """The access point's uplink cut (False) or restored (True). The emulated access

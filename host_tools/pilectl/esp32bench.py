@@ -16,7 +16,7 @@ import asyncio
 import json
 
 from pilectl.boardbench import ROOT, DeployedBench
-from pilectl.esp32 import Esp32, Esp32Error
+from pilectl.esp32 import Esp32
 
 BOARD = ROOT / "boards" / "esp32.json"
 
@@ -48,22 +48,16 @@ class Esp32Bench(DeployedBench):
         self.esp32.flash.unlink(missing_ok=True)  # a fresh board every bench
         if not self.fresh:
             self.esp32.program(self.board_path, self.firmware_dir)
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, self.esp32.start)
-        except Esp32Error as exc:
-            raise RuntimeError(str(exc)) from None
+        await asyncio.get_running_loop().run_in_executor(None, self.esp32.start)
         self.tcp_port = self.esp32.listening[board["link"]["tcp_port"]]
         self._sim_task = asyncio.create_task(self.sim.run(self.esp32.uart2, duration_s=86400))
         await self.start_firmware()
 
     def deploy(self):
-        try:
-            if self.fresh:
-                return self.esp32.deploy(self.board_path, self.firmware_dir)
-            return self.esp32.programmed()
-        except Esp32Error as exc:
-            raise RuntimeError(str(exc)) from None
+        """Esp32Error, a RuntimeError, is what the bench's caller reports."""
+        if self.fresh:
+            return self.esp32.deploy(self.board_path, self.firmware_dir)
+        return self.esp32.programmed()
 
     async def aggregator(self):
         """The aggregator's client: TCP over the board's Wi-Fi, signed with the link key;

@@ -44,6 +44,14 @@ class FlakyWlan:
         self.connected = False
 
 
+async def connected(wlan, steps):
+    """Until `wlan` is associated, `steps` times 10 ms at most."""
+    for _ in range(steps):
+        await asyncio.sleep(0.01)
+        if wlan.connected:
+            return
+
+
 def test_backoff_doubles_to_five_seconds_and_resets_on_success():
     """However long the access point was gone, the pile tries again within 5 s of its
     return, so it is back within 10 s (issue 26); with a minute's cap, an outage of 30 s
@@ -62,17 +70,11 @@ def test_reconnects_after_failures_and_after_a_drop():
 
     async def scenario():
         task = asyncio.create_task(station.keep_connected())
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if wlan.connected:
-                break
+        await connected(wlan, 100)
         assert wlan.connected
         assert station.attempts == 3 and station.connects == 1
         wlan.connected = False  # the access point went away
-        for _ in range(400):
-            await asyncio.sleep(0.01)
-            if wlan.connected:
-                break
+        await connected(wlan, 400)
         task.cancel()
         assert wlan.connected
         assert station.connects == 2
@@ -97,10 +99,7 @@ def test_a_radio_that_cannot_start_is_tried_again_and_stops_nothing():
 
     async def scenario():
         task = asyncio.create_task(station.keep_connected())
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if wlan.connected:
-                break
+        await connected(wlan, 200)
         task.cancel()
         assert wlan.connected
         assert (station.attempts, station.errors, station.connects) == (4, 3, 1)
