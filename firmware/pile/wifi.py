@@ -4,7 +4,8 @@ Takes a function that opens a WLAN-like object (`active()`, `isconnected()`,
 `connect(ssid, key)`, `disconnect()`): `network.WLAN(network.STA_IF)` on the
 boards. A failed attempt doubles the wait (1 s up to 5 s) so a site with no
 access point is not flooded with association attempts (at most one attempt of
-up to 15 s every 20 s); a success resets it. The cap is what a returning access
+up to 15 s every 20 s); a success resets it (pile/backoff.py, without jitter: one
+station, no crowd to spread). The cap is what a returning access
 point waits for at most: with an association of about 2 s the pile is back on
 the network within 10 s of it. The TCP link listens regardless: clients simply
 find the pile again once it is back.
@@ -20,6 +21,7 @@ import asyncio
 
 from micropython import const
 
+from pile.backoff import Backoff
 from pile.clock import ticks_diff, ticks_ms
 
 _FIRST_BACKOFF_MS = const(1000)
@@ -37,8 +39,7 @@ class Station:
         self.ssid = ssid
         self.key = key
         self.timeout_ms = timeout_ms
-        self.first_backoff_ms = first_backoff_ms
-        self.backoff_ms = first_backoff_ms
+        self.backoff = Backoff(first_backoff_ms, _MAX_BACKOFF_MS)
         self.attempts = 0
         self.connects = 0  # successful associations, for status
         self.errors = 0  # attempts the radio refused (OSError)
@@ -47,11 +48,9 @@ class Station:
     def next_backoff(self, connected):
         """The wait after an attempt: reset by a success, doubled (capped) by a failure."""
         if connected:
-            self.backoff_ms = self.first_backoff_ms
+            self.backoff.reset()
             return 0
-        wait = self.backoff_ms
-        self.backoff_ms = min(2 * wait, _MAX_BACKOFF_MS)
-        return wait
+        return self.backoff.next_ms(0)
 
     async def _attempt(self):
         self.attempts += 1
