@@ -4,7 +4,8 @@ Clean sessions only, QoS 0 publishes and subscription, a retained last will: a b
 never holds anything for the pile across a reconnect (docs/decisions.md says why this
 and not umqtt or chumicro-mqtt). Packets are built whole and handed to the caller's
 writer, and read one at a time with a bound on their size, so a broker that sends a
-huge message costs a skip, not the heap.
+huge message costs a skip, not the heap. `split` takes packets off bytes already
+received (a host's emulated piles); both read the length with `remaining_length`.
 """
 
 from micropython import const
@@ -100,21 +101,55 @@ def split_publish(first, body):
     return bytes(body[2:2 + n]), body[2 + n:], bool(first & _RETAIN)
 
 
-async def read_packet(reader, limit):
-    """(first byte, body) of the next packet; the body is None when it was longer than
-    `limit` (read past and dropped). MqttError at the end of the stream."""
-    head = await reader.read(1)
-    if not head:
-        raise MqttError("the broker closed the connection")
+def remaining_length(buf, at=1):
+    """(n, end) of the remaining-length field that starts at `buf[at]` (7 bits a byte,
+    low first): the packet's body is the `n` bytes from `end` on. None while `buf` ends
+    inside the field; MqttError for a field longer than its 4 bytes."""
     n = shift = 0
-    while True:
-        b = await reader.readexactly(1)
-        n |= (b[0] & 0x7F) << shift
-        if not b[0] & 0x80:
-            break
+    while at < len(buf):
+        b = buf[at]
+        at += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, at
         shift += 7
         if shift > 21:
             raise MqttError("a packet length of more than 4 bytes")
+    return None
+
+
+def split(buffer, limit):
+    """Take every whole packet off the front of `buffer` (a bytearray of the bytes come
+    in so far): a list of (first byte, body) pairs, the body None when it was longer than
+    `limit`. A packet not whole yet stays in `buffer` for the bytes that follow."""
+    found = []
+    start = 0  # of the next packet
+    while len(buffer) - start >= 2:
+        field = remaining_length(buffer, start + 1)
+        if field is None:
+            break
+        n, at = field
+        if len(buffer) < at + n:
+            break
+        found.append((buffer[start], bytes(buffer[at:at + n]) if n <= limit else None))
+        start = at + n
+    buffer[:start] = b""  # MicroPython's bytearray has no `del` of a slice
+    return found
+
+
+async def read_packet(reader, limit):
+    """(first byte, body) of the next packet on a stream; the body is None when it was
+    longer than `limit` (read past and dropped, never held). MqttError at the end of the
+    stream."""
+    head = await reader.read(1)
+    if not head:
+        raise MqttError("the broker closed the connection")
+    field = bytearray(head)
+    found = None
+    while found is None:
+        field += await reader.readexactly(1)
+        found = remaining_length(field)
+    n = found[0]
     if n > limit:
         while n:
             n -= len(await reader.readexactly(min(n, _SKIP)))

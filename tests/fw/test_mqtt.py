@@ -105,3 +105,56 @@ def test_the_end_of_the_stream_and_a_runaway_length_are_errors():
 
 def test_a_piles_topics():
     assert topics("v2g", "p-7") == ("v2g/p-7/up", "v2g/p-7/down", "v2g/p-7/status")
+
+
+def test_the_remaining_length_is_read_from_bytes_or_waits_for_more():
+    for n, field in ((0, b"\x00"), (127, b"\x7f"), (128, b"\x80\x01"), (16383, b"\xff\x7f"),
+                     (16384, b"\x80\x80\x01"), (268435455, b"\xff\xff\xff\x7f")):
+        packet = b"\x30" + field
+        assert mqtt.remaining_length(packet) == (n, len(packet)), n
+        assert mqtt.remaining_length(packet[:-1]) is None  # the field is not all here yet
+    assert mqtt.remaining_length(b"xx\x05", 2) == (5, 3)
+    with raises(mqtt.MqttError):  # a fifth byte would be needed: never a valid packet
+        mqtt.remaining_length(b"\x30\xff\xff\xff\xff")
+
+
+def test_packets_split_off_bytes_arriving_one_at_a_time():
+    wire = (mqtt.publish_packet("v2g/p1/down", bytes(200)) + b"\xd0\x00"
+            + mqtt.publish_packet("v2g/p1/down", b"ok", retain=True))
+    buffer = bytearray()
+    found = []
+    for i in range(len(wire)):
+        buffer += wire[i:i + 1]
+        found += mqtt.split(buffer, 640)
+    assert len(buffer) == 0 and len(found) == 3
+    assert mqtt.split_publish(*found[0]) == (b"v2g/p1/down", bytes(200), False)
+    assert found[1] == (mqtt.PINGRESP, b"")
+    assert mqtt.split_publish(*found[2]) == (b"v2g/p1/down", b"ok", True)
+
+
+def test_several_packets_in_one_buffer_and_a_partial_one_left_for_later():
+    one = mqtt.publish_packet("t", b"1")
+    two = mqtt.publish_packet("t", b"2")
+    three = mqtt.publish_packet("t", bytes(300))
+    buffer = bytearray(one + two + three[:5])
+    assert [mqtt.split_publish(*p)[1] for p in mqtt.split(buffer, 640)] == [b"1", b"2"]
+    assert bytes(buffer) == three[:5]
+    buffer += three[5:]
+    assert [mqtt.split_publish(*p)[1] for p in mqtt.split(buffer, 640)] == [bytes(300)]
+    assert mqtt.split(buffer, 640) == [] and len(buffer) == 0
+
+
+def test_an_oversized_body_is_split_off_as_none_and_the_next_packet_is_whole():
+    buffer = bytearray(mqtt.publish_packet("t", bytes(1000)) + mqtt.publish_packet("t", b"ok"))
+    (first, body), (_, small) = mqtt.split(buffer, 640)
+    assert first == mqtt.PUBLISH and body is None
+    assert mqtt.split_publish(first, small)[1] == b"ok" and len(buffer) == 0
+
+
+def test_a_five_byte_length_is_an_error_split_or_streamed():
+    with raises(mqtt.MqttError):
+        mqtt.split(bytearray(b"\x30\xff\xff\xff\xff\x01"), 640)
+    with raises(mqtt.MqttError):  # as soon as the fourth byte says more follow
+        mqtt.split(bytearray(b"\x30\x80\x80\x80\x80"), 640)
+    with raises(mqtt.MqttError):
+        asyncio.run(mqtt.read_packet(Stream(b"\x30\x80\x80\x80\x80\x01"), 64))
