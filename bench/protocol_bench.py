@@ -22,8 +22,8 @@ from pile.app import Pile, key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign, mac0_verify
 from pile.firmware import build_link
+from pile.framing import frame
 from pile.hal import select
-from pile.link import frame
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 
 KEY = b"bench-key-0123456789abcdef-01234"

@@ -70,9 +70,13 @@ def build_link(pile, hal, board, on_refused=None):
     """The host link: the serial line the board file names, TCP on its `tcp_port`, and the
     MQTT broker of its `mqtt` part."""
     wiring = board.get("link", {})
-    return Link(pile, hal.link_stream(), wiring.get("tcp_port"),
-                wiring.get("tcp_host", "0.0.0.0"), board.get("insecure", False), on_refused,
-                mqtt=board.get("mqtt"))
+    link = Link(pile, hal.link_stream(), wiring.get("tcp_port"),
+                wiring.get("tcp_host", "0.0.0.0"), board.get("insecure", False), on_refused)
+    if board.get("mqtt") is not None:
+        from pile.mqttlink import MqttLink  # only boards that dial a broker pay for it
+
+        link.broker = MqttLink(link, board["mqtt"])
+    return link
 
 
 class Firmware:

@@ -1,274 +1,51 @@
-"""Host link framing: COBS(message || crc16 little-endian) || 0x00, DESIGN section 5.
+"""The pile's host link: every open connection, and the serving of serial, TCP and a broker.
 
-A bad frame (COBS error, CRC mismatch, longer than 512 bytes before COBS) is
-counted and dropped; the deframer resynchronises on the next 0x00, so a line
-glitch costs one message, never the stream.
+`Link` holds the set of connections (`open`, `adopt`, `close`), serves the serial line
+and TCP, runs the broker link its builder hands it (pile/firmware.py, `build_link`), and
+sends TELEMETRY to every connection; its counters (`diagnostics`) include the closed
+connections'. What it is made of, one job a module:
+- pile/framing.py: COBS and CRC framing, and the deframer;
+- pile/connection.py: one connection, its Session, outbox and request budget;
+- pile/admission.py: which TCP clients stay (the policy, as pure functions);
+- pile/mqttlink.py: the broker link (only on boards whose board file names a broker).
 """
 
 import asyncio
 
 from micropython import const
 
-from pile import cobs
+from pile import admission
 from pile.cbor import dumps
 from pile.clock import ticks_diff, ticks_ms
-from pile.crc import crc16
+from pile.connection import Connection
+from pile.framing import frame
 from pile.protocol import ERR_BUSY, ERROR, Session
 
-MAX_FRAME = const(512)  # message + CRC, before COBS
-_MAX_ENCODED = const(515)  # MAX_FRAME plus one COBS code byte per 254 data bytes, rounded up
-_MAX_TCP_CLIENTS = const(2)  # authenticated: the aggregator and a technician
-_MAX_TCP = const(4)  # TCP sockets in all, authenticated or not yet
-_AUTH_MS = const(5000)  # a TCP client's first accepted request comes within this
-_IDLE_TCP_MS = const(60000)  # a TCP client silent this long is gone (pilectl pings at 20 s)
 _WATCH_MS = const(1000)
 _STUCK_MS = const(2000)  # a serial write unfinished by then is hung (512 B at 9600 baud: 0.5 s)
-_OUTBOX = const(4)  # frames waiting to go out, per connection
 _REQUESTS_PER_S = const(20)  # per connection; a board spends ~5-10 ms on a signed request
-_IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _KEY_POLL_MS = const(1000)
 _NEEDS_KEY = ("the TCP link needs a link key: provision one over USB serial, "
               'or set "insecure": true in the board file')
 _TOO_MANY = "too many TCP connections: close one, or wait a few seconds"
 
 
-class FrameError(ValueError):
-    pass
-
-
-def frame(message):
-    """The wire bytes for one message."""
-    n = len(message)
-    if n + 2 > MAX_FRAME:
-        raise FrameError("message is %d bytes, at most %d" % (n, MAX_FRAME - 2))
-    body = bytearray(n + 2)
-    body[:n] = message
-    crc = crc16(message)
-    body[n] = crc & 0xFF
-    body[n + 1] = crc >> 8
-    out = bytearray(cobs.encoded_size(n + 2) + 1)
-    m = cobs.encode_into(body, n + 2, out)
-    return bytes(memoryview(out)[:m + 1])  # out[m] is already the delimiter, 0
-
-
-class Deframer:
-    """Splits a byte stream into checked messages and counts what it drops."""
-
-    def __init__(self):
-        self._raw = None  # also decoded in place: one buffer a connection, at its first byte
-        self._n = 0
-        self._overflow = False
-        self.frames = 0  # good frames handed on
-        self.bad_crc = 0
-        self.malformed = 0  # COBS errors and frames too short to hold a CRC
-        self.too_long = 0
-
-    def feed(self, data, on_message):
-        """Consume `data`; call `on_message(bytes)` for every good frame in it."""
-        raw = self._raw
-        if raw is None:
-            raw = self._raw = bytearray(_MAX_ENCODED)
-        limit = len(raw)
-        i = 0
-        end = len(data)
-        while i < end:
-            zero = data.find(b"\x00", i)  # the delimiter, found in C rather than a byte loop
-            stop = end if zero < 0 else zero
-            if stop > i:
-                n = self._n
-                take = min(stop - i, limit - n)
-                if take:
-                    raw[n:n + take] = data[i:i + take]
-                    self._n = n + take
-                if take < stop - i:
-                    self._overflow = True
-            if zero < 0:
-                return
-            i = zero + 1
-            if self._overflow:
-                self.too_long += 1
-                self._n = 0
-                self._overflow = False
-            elif self._n:
-                message = self._check()
-                self._n = 0
-                if message is not None:
-                    self.frames += 1
-                    on_message(message)
-
-    def _check(self):
-        body = self._raw
-        m = cobs.decode(body, self._n, body, MAX_FRAME)
-        if m < 3:
-            self.malformed += 1
-            return None
-        if crc16(body, 0, m - 2) != body[m - 2] | body[m - 1] << 8:
-            self.bad_crc += 1
-            return None
-        return bytes(body[: m - 2])
-
-    def dropped(self):
-        return self.bad_crc + self.malformed + self.too_long
-
-
-class Connection:
-    """One stream (the UART, or one TCP client) with its own deframer, Session and outbox.
-
-    Replies and telemetry wait in a small outbox that a writer task of the connection
-    drains, so a host that never reads stalls nothing but its own replies: when the
-    outbox is full, telemetry is dropped first (it is only ever the latest), then
-    replies, all counted. Requests are handled at most `requests_per_s` a second (0: no
-    limit), with a yield after each, so a flood never delays the control loop.
-    """
-
-    def __init__(self, reader, writer, session, name, requests_per_s=0):
-        self.reader = reader
-        self.writer = writer
-        self.session = session
-        self.name = name
-        self.deframer = Deframer()
-        self.outbox = []
-        self.dropped_out = 0  # frames the outbox had no room for
-        self.write_errors = 0
-        self.shed = 0  # requests over the budget, dropped unanswered
-        self.opened_at = self.heard_at = ticks_ms()
-        self.closed = False
-        self.writing_since = None  # ticks_ms when the write under way began
-        self.admitted = False  # counted among the authenticated clients
-        self.on_admitted = None  # called once its first request is accepted under a key
-        self._inbox = []
-        self._ready = asyncio.Event()
-        self._rate = requests_per_s
-        self._tokens = requests_per_s
-        self._refilled_at = self.opened_at
-
-    def send(self, message, droppable=False):
-        """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
-        outbox = self.outbox
-        if len(outbox) >= _OUTBOX or (droppable and outbox):
-            self.dropped_out += 1
-            return
-        self.queue(self.wrap(message))
-
-    def wrap(self, message):
-        """The bytes that carry one message on this connection's stream."""
-        return frame(message)
-
-    def queue(self, data):
-        """Bytes for the writer task, past the outbox's limit (the transport's own)."""
-        self.outbox.append(data)
-        self._ready.set()
-
-    def dropped_in(self):
-        """What came in and was dropped before it could be answered."""
-        return self.deframer.dropped()
-
-    async def write_out(self):
-        """The connection's writer task: the outbox onto the stream, frame by frame. A
-        write that fails (the peer is gone) ends it; the reader then sees the end too."""
-        while not self.closed:
-            if not self.outbox:
-                self._ready.clear()
-                await self._ready.wait()
-            try:
-                await self.flush()
-            except OSError:
-                self.write_errors += 1
-                self.closed = True
-
-    async def flush(self):
-        """Write out what waits in the outbox, frame by frame."""
-        outbox = self.outbox
-        while outbox:
-            self.writing_since = ticks_ms()
-            self.writer.write(outbox.pop(0))
-            await self.writer.drain()
-            self.writing_since = None
-
-    def _admit(self):
-        """One request's worth of the budget, or False to shed it."""
-        rate = self._rate
-        if not rate:
-            return True
-        now = ticks_ms()
-        earned = ticks_diff(now, self._refilled_at) * rate // 1000
-        if earned:
-            self._tokens = min(rate, self._tokens + earned)
-            self._refilled_at = now
-        if not self._tokens:
-            self.shed += 1
-            return False
-        self._tokens -= 1
-        return True
-
-    async def receive(self, data, still_allowed=None):
-        """Deframe `data` and answer every message in it while `still_allowed()` holds;
-        return False once it does not (the TCP link lost its key)."""
-        self.deframer.feed(data, self._inbox.append)
-        return await self.answer(still_allowed)
-
-    async def answer(self, still_allowed=None):
-        """Answer every message waiting in the inbox (see `receive`)."""
-        inbox = self._inbox
-        while inbox:
-            if still_allowed is not None and not still_allowed():
-                inbox.clear()
-                return False
-            message = inbox.pop(0)
-            self.heard_at = ticks_ms()
-            if self._admit():
-                self.send(self.session.handle(message))
-                if not self.admitted and self.session.verified:
-                    self.admitted = True
-                    if self.on_admitted is not None:
-                        self.on_admitted(self)
-                if inbox:  # between two messages, the control loop goes first if due
-                    await asyncio.sleep_ms(0)  # (after the last, the reader's wait yields)
-        return True
-
-    async def serve(self, still_allowed=None, lasting=False):
-        """Greet, then answer every message until EOF or `still_allowed()` turns False.
-
-        A `lasting` line (the serial link) outlives a hang-up: it waits and reads on.
-        """
-        writer = asyncio.create_task(self.write_out())
-        self.send(self.session.hello())
-        try:
-            while not self.closed:
-                try:
-                    data = await self.reader.read(256)
-                except OSError:  # reset by the peer, or closed by `Link.close`
-                    return
-                if data:
-                    if not await self.receive(data, still_allowed):
-                        return
-                elif lasting:
-                    await asyncio.sleep_ms(_IDLE_MS)
-                else:
-                    return  # EOF: the TCP client left
-        finally:
-            self.closed = True
-            writer.cancel()
-
-
 class Link:
     """Every open connection of the pile: the serial line, TCP clients, and a broker.
 
     `serial` is a (reader, writer) pair of asyncio streams, or None; `tcp_port` None
-    serves no TCP; `mqtt` (the board file's part) dials a broker (pile/mqttlink.py).
-    `on_refused(reason)` hears once why TCP waits (no key and not `insecure`), and why
-    the broker did not take the pile. TCP keeps at most two authenticated clients (the
-    aggregator and a technician) and `_MAX_TCP` sockets in all: a client that has not
-    made one accepted request within `_AUTH_MS`, or says nothing for `_IDLE_TCP_MS`, is
-    closed; a new connection over the cap closes the oldest unauthenticated one; one
-    that authenticates while two others are, closes the one silent the longest. So idle,
+    serves no TCP; `broker` is set by the builder to a pile.mqttlink.MqttLink when the
+    board file names a broker, and is served with the rest. `on_refused(reason)` hears
+    once why TCP waits (no key and not `insecure`), and why the broker did not take the
+    pile. Which TCP clients stay is pile/admission.py's policy: at most two
+    authenticated (the aggregator and a technician), the rest closed when they do not
+    authenticate in time, fall silent, or a newer client needs their socket. So idle,
     slow or half-open connections never lock an aggregator out.
     """
 
     def __init__(self, pile, serial=None, tcp_port=None, tcp_host="0.0.0.0", insecure=False,
-                 on_refused=None, requests_per_s=_REQUESTS_PER_S, mqtt=None):
+                 on_refused=None, requests_per_s=_REQUESTS_PER_S):
         self.pile = pile
-        self.mqtt = mqtt  # the board file's "mqtt" part: dial out to that broker
         self.serial = serial
         self.tcp_port = tcp_port
         self.tcp_host = tcp_host
@@ -278,7 +55,7 @@ class Link:
         self.connections = []
         self.tcp_server = None  # once listening
         self.serial_conn = None  # once served
-        self.broker = None  # a pile.mqttlink.MqttLink, once served
+        self.broker = None  # a pile.mqttlink.MqttLink, on a board that dials a broker
         self.tcp_refused = 0
         self.tcp_closed_idle = 0  # closed for not authenticating, or for silence
         self.send_failures = 0
@@ -295,21 +72,23 @@ class Link:
             found.append(self.serve_serial(*self.serial))
         if self.tcp_port is not None:
             found.append(self.run_tcp())
-        if self.mqtt is not None:
-            from pile.mqttlink import MqttLink  # only boards that dial a broker pay for it
-
-            self.broker = MqttLink(self, self.mqtt)
+        if self.broker is not None:
             found.append(self.broker.run())
         return found
 
     def open(self, reader, writer, name, may_provision=False):
         """A new connection on this link, counted among `connections` until closed."""
-        conn = Connection(reader, writer, Session(self.pile, may_provision), name,
-                          self.requests_per_s)
+        return self.adopt(Connection(reader, writer, Session(self.pile, may_provision), name,
+                                     self.requests_per_s))
+
+    def adopt(self, conn):
+        """Count `conn`, made by a transport of its own (the broker link's), among
+        `connections` until `close(conn)`: it gets TELEMETRY and is in the counters."""
         self.connections.append(conn)
         return conn
 
     def close(self, conn):
+        """Close `conn` and keep its counters among the closed connections'."""
         if conn in self.connections:
             self.connections.remove(conn)
             closed = self._closed
@@ -363,30 +142,22 @@ class Link:
     def _watch_tcp(self, now):
         """Close TCP clients that never authenticated in time, or fell silent."""
         for conn in self._tcp():
-            silent = ticks_diff(now, conn.heard_at)
-            if not conn.admitted and ticks_diff(now, conn.opened_at) > _AUTH_MS \
-                    or silent > _IDLE_TCP_MS:
+            if admission.overdue(conn, now):
                 self.tcp_closed_idle += 1
                 self.close(conn)
 
     def _make_room(self, conn):
-        """After `conn` authenticated: at most two authenticated TCP clients stay."""
-        verified = [c for c in self._tcp() if c.admitted and c is not conn]
-        if len(verified) >= _MAX_TCP_CLIENTS:
-            oldest = verified[0]
-            for other in verified:
-                if ticks_diff(oldest.heard_at, other.heard_at) > 0:
-                    oldest = other
+        """After `conn` authenticated: the authenticated client it displaces goes."""
+        gone = admission.closed_for_admitted(self._tcp(), conn)
+        if gone is not None:
             self.tcp_closed_idle += 1
-            self.close(oldest)
+            self.close(gone)
 
     async def _tcp_client(self, reader, writer):
-        tcp = self._tcp()
-        if len(tcp) >= _MAX_TCP:  # the oldest client that has not authenticated gives way
-            waiting = [c for c in tcp if not c.admitted]
-            if waiting:
-                self.close(waiting[0])
-        if len(self._tcp()) >= _MAX_TCP or not self.remote_allowed():
+        gone = admission.closed_for_new(self._tcp())
+        if gone is not None:
+            self.close(gone)
+        if admission.full(self._tcp()) or not self.remote_allowed():
             self.tcp_refused += 1
             detail = _TOO_MANY if self.remote_allowed() else _NEEDS_KEY
             # Unsigned: a client cannot check a MAC before its HELLO, and this changes nothing.

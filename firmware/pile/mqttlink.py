@@ -7,9 +7,11 @@ as the last will). Payloads are the messages as they are, signed: MQTT frames th
 no COBS or CRC. The session is clean, and a retained message on the down topic is
 dropped unanswered, so nothing a broker held ever reaches the controller: a setpoint's
 ttl counts from when the pile got it, from a live aggregator. Lost connections are
-opened again after 1, 2, 4 ... 30 s, each wait drawn between half and all of it, so a
-broker restart is not met by every pile at once. With a `ca_file` the connection is TLS,
-and the broker's certificate must be signed by that CA and name `tls_hostname`.
+opened again after 1, 2, 4 ... 30 s, each wait drawn between half and all of it
+(pile/backoff.py), so a broker restart is not met by every pile at once. With a `ca_file`
+the connection is TLS, and the broker's certificate must be signed by that CA and name
+`tls_hostname`. Each broker connection is one of the pile's `Link` while it lasts: the
+board's builder (pile/firmware.py, `build_link`) hands the link its `MqttLink`.
 """
 
 import asyncio
@@ -18,8 +20,10 @@ import os
 from micropython import const
 
 from pile import mqtt
+from pile.backoff import Backoff
 from pile.clock import ticks_diff, ticks_ms
-from pile.link import MAX_FRAME, Connection
+from pile.connection import Connection
+from pile.framing import MAX_FRAME
 from pile.protocol import Session
 
 _FIRST_BACKOFF_MS = const(1000)
@@ -56,33 +60,27 @@ class MqttConnection(Connection):
     def dropped_in(self):
         return self.retained_dropped + self.oversized
 
-    async def serve(self, still_allowed=None, lasting=False):
-        """Greet, then answer every request until the broker connection ends."""
-        writer = asyncio.create_task(self.write_out())
-        self.send(self.session.hello())
-        try:
-            while not self.closed:
-                first, body = await mqtt.read_packet(self.reader, MAX_FRAME + _TOPIC_ROOM)
-                self.broker_heard_at = ticks_ms()
-                if first & 0xF0 != mqtt.PUBLISH:
-                    continue  # PINGRESP: heard is all it says
-                if body is None:
-                    self.oversized += 1
-                    continue
-                topic, payload, retained = mqtt.split_publish(first, body)
-                if retained:
-                    self.retained_dropped += 1
-                elif topic == self.down and payload:  # empty: a retained one cleared
-                    self._inbox.append(payload)
-                    if not await self.answer(still_allowed):
-                        return
-        finally:
-            self.closed = True
-            writer.cancel()
+    async def read_messages(self, lasting):
+        """The broker's next packet: a request on the down topic goes into the inbox. The
+        end of the connection raises (MqttError, OSError), for `MqttLink` to count."""
+        first, body = await mqtt.read_packet(self.reader, MAX_FRAME + _TOPIC_ROOM)
+        self.broker_heard_at = ticks_ms()
+        if first & 0xF0 != mqtt.PUBLISH:
+            return True  # PINGRESP: heard is all it says
+        if body is None:
+            self.oversized += 1
+            return True
+        topic, payload, retained = mqtt.split_publish(first, body)
+        if retained:
+            self.retained_dropped += 1
+        elif topic == self.down and payload:  # empty: a retained one cleared
+            self._inbox.append(payload)
+        return True
 
 
 class MqttLink:
-    """Keeps the pile on its broker for ever (`run`), beside the serial link and TCP."""
+    """Keeps the pile on its broker for ever (`run`), beside the serial link and TCP; each
+    broker connection is one of `link`'s while it lasts (`Link.adopt`, `Link.close`)."""
 
     def __init__(self, link, settings):
         self.link = link
@@ -99,7 +97,7 @@ class MqttLink:
         self.connects = 0
         self.failures = 0
         self.problem = None  # why the last attempt failed, said once until it changes
-        self.backoff_ms = _FIRST_BACKOFF_MS
+        self.backoff = Backoff(_FIRST_BACKOFF_MS, _MAX_BACKOFF_MS)
 
     async def run(self):
         link = self.link
@@ -113,9 +111,7 @@ class MqttLink:
                 # ValueError for a broker its CA did not sign: whatever ends the broker
                 # link must not end the control loop that runs beside it
                 self._failed(exc)
-            wait = self.backoff_ms
-            self.backoff_ms = min(2 * wait, _MAX_BACKOFF_MS)
-            await asyncio.sleep_ms(wait // 2 + wait * os.urandom(1)[0] // 512)
+            await asyncio.sleep_ms(self.backoff.next_ms(os.urandom(1)[0]))
 
     def _failed(self, exc):
         self.failures += 1
@@ -130,9 +126,9 @@ class MqttLink:
         link = self.link
         conn = MqttConnection(reader, writer, Session(link.pile), self.up, self.down,
                               link.requests_per_s)
-        link.connections.append(conn)
+        link.adopt(conn)
         self.connects += 1
-        self.backoff_ms = _FIRST_BACKOFF_MS
+        self.backoff.reset()
         self.problem = None
         watch = asyncio.create_task(self._keep_alive(conn))
         try:

@@ -6,7 +6,7 @@ from pile.app import Pile, key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign, mac0_verify
 from pile.firmware import Firmware
-from pile.link import MAX_FRAME
+from pile.framing import MAX_FRAME
 from pile.modbus import DeviceException, Timeout
 from pile.protocol import DIAGNOSTICS, DIAGNOSTICS_GET, ERR_OUT_OF_RANGE, ERROR, Session
 

@@ -6,7 +6,7 @@ from fwtest import raises
 from pile.cobs import decode as cobs_decode
 from pile.cobs import encode_into, encoded_size
 from pile.crc import crc16
-from pile.link import MAX_FRAME, Deframer, FrameError, frame
+from pile.framing import MAX_FRAME, Deframer, FrameError, frame
 
 
 def cobs_encode(data):

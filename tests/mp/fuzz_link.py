@@ -20,8 +20,8 @@ from pile.app import key_id
 from pile.cbor import dumps, loads
 from pile.cose import mac0_sign
 from pile.firmware import build_link
+from pile.framing import Deframer, frame
 from pile.hal import select
-from pile.link import Deframer, frame
 
 KEY = b"fuzz-key-0123456789abcdef-012345"
 _state = int(sys.argv[1]) or 1

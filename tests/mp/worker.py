@@ -11,7 +11,7 @@ from binascii import hexlify, unhexlify
 
 from pile.cbor import Tag, dumps, loads
 from pile.cose import mac0_sign, mac0_verify
-from pile.link import Deframer, frame
+from pile.framing import Deframer, frame
 
 
 def F(h):
