@@ -16,6 +16,7 @@ from micropython import const
 from pile import events, profile
 from pile.app import Pile
 from pile.board import BoardError, check
+from pile.cbor import dumps
 from pile.converter import Converter
 from pile.link import Link
 from pile.loop import ControlLoop
@@ -28,6 +29,12 @@ from pile.supervisor import Supervisor
 # before its own heartbeat watchdog (5 s) has to; every supervised task checks in at least
 # once a second (the control task every period, at most 1 s).
 _WATCHDOG_MS = const(3000)
+# The DIAGNOSTICS counters are paged by the most each can take in CBOR, so a part keeps
+# its counters however they grow, and the number of parts is known from the start.
+_PART_BYTES = const(440)  # of counters in one DIAGNOSTICS reply: signed, under 510 bytes
+_INT_BYTES = const(9)  # the most a CBOR integer takes (up to 64 bits)
+_TEXT = const(24)  # characters a text counter (a device's last error) shows at most
+_TEXT_BYTES = const(26)  # the most such a text takes in CBOR: its head, 24 ASCII characters
 
 
 def load_board(path):
@@ -79,6 +86,28 @@ def build_link(pile, hal, board, on_refused=None):
     return link
 
 
+def parts_of(counters, budget=_PART_BYTES):
+    """The names of `counters` (name: value), sorted, in parts whose counters take at most
+    `budget` bytes of CBOR each, at the most every value can take (`_INT_BYTES`, or
+    `_TEXT_BYTES` for a text or None): so a part that fits one frame now always will."""
+    parts = [[]]
+    size = 0
+    for name in sorted(counters):
+        value = counters[name]
+        need = len(dumps(name)) + (_INT_BYTES if type(value) is int else _TEXT_BYTES)
+        if size + need > budget and parts[-1]:
+            parts.append([])
+            size = 0
+        parts[-1].append(name)
+        size += need
+    return parts
+
+
+def _shown(value):
+    """A counter's value as DIAGNOSTICS carries it: a text cut to `_TEXT` characters."""
+    return value[:_TEXT] if type(value) is str else value
+
+
 class Firmware:
     def __init__(self, board, hal):
         self.board = board
@@ -89,28 +118,33 @@ class Firmware:
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
+        self._parts = parts_of(self.counters())
         self.pile.diagnostics = self.diagnostics
-        self.pile.diagnostic_parts = 2
+        self.pile.diagnostic_parts = len(self._parts)
 
     def _watchdog_fired(self):
         """The unix port's watchdog, about to end the process: the next boot logs why."""
         self.pile.note_reset(events.RESET_WATCHDOG)
 
-    def diagnostics(self, part):
-        """The counters a technician reads with `pilectl status` (DIAGNOSTICS message), in
-        parts that each fit one frame: 0 the loop, bus and link, 1 heap and flash."""
-        if part == 0:
-            found = self.loop.diagnostics()
-            found.update(self.link.diagnostics())
-            if self.wifi is not None:
-                found["wifi_connects"] = self.wifi.connects
-            return found
+    def counters(self):
+        """Every counter a technician reads with `pilectl status` (DIAGNOSTICS message), by
+        name: the loop's, the bus's and the devices', the link's, Wi-Fi's, heap and flash."""
+        found = self.loop.diagnostics()
+        found.update(self.link.diagnostics())
+        if self.wifi is not None:
+            found["wifi_connects"] = self.wifi.connects
         pile = self.pile
         log = pile.events
-        return {"heap_free": self.loop.heap_free, "heap_low": self.loop.heap_low,
-                "flash_writes": pile.store.writes + log.journal.writes,
-                "flash_errors": pile.flash_errors, "events_lost": log.lost,
-                "event_next": log.next_index, "reset_cause": pile.reset_cause}
+        found.update({"heap_free": self.loop.heap_free, "heap_low": self.loop.heap_low,
+                      "flash_writes": pile.store.writes + log.journal.writes,
+                      "flash_errors": pile.flash_errors, "events_lost": log.lost,
+                      "event_next": log.next_index, "reset_cause": pile.reset_cause})
+        return found
+
+    def diagnostics(self, part):
+        """Part `part` of the counters (`parts_of`: each fits one signed frame)."""
+        found = self.counters()
+        return {name: _shown(found[name]) for name in self._parts[part]}
 
     def service_mode(self):
         """Stopped at the REPL: the converter told to stop (its own heartbeat watchdog
