@@ -14,38 +14,14 @@ import asyncio
 import random
 
 from pile import mqtt
+from pile.backoff import Backoff
 from pile.mqttlink import OFFLINE, ONLINE, topics
 from pile.protocol import Session
 
-_FIRST_BACKOFF_S = 1.0
-_MAX_BACKOFF_S = 30.0
+_FIRST_BACKOFF_MS = 1000
+_MAX_BACKOFF_MS = 30000
 _BACKLOG = 4096  # bytes unsent above which TELEMETRY is dropped, as on TCP
 _LIMIT = 640  # the largest packet taken, as the firmware's (512 + topic room)
-
-
-def packets(buffer):
-    """Take every whole packet off the front of `buffer` (a bytearray): (first, body)
-    pairs; a body is None when it was longer than the firmware takes."""
-    found = []
-    while len(buffer) >= 2:
-        n = shift = 0
-        at = 1
-        while True:
-            if at >= len(buffer):
-                return found
-            b = buffer[at]
-            n |= (b & 0x7F) << shift
-            at += 1
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise mqtt.MqttError("a packet length of more than 4 bytes")
-        if len(buffer) < at + n:
-            return found
-        found.append((buffer[0], bytes(buffer[at:at + n]) if n <= _LIMIT else None))
-        del buffer[:at + n]
-    return found
 
 
 class BrokerPile(asyncio.Protocol):
@@ -63,7 +39,7 @@ class BrokerPile(asyncio.Protocol):
         self.ready = False  # subscribed: requests and TELEMETRY flow
         self.frozen = False  # gone silent on purpose, its socket left open
         self._buffer = bytearray()
-        self._backoff = _FIRST_BACKOFF_S
+        self._backoff = Backoff(_FIRST_BACKOFF_MS, _MAX_BACKOFF_MS)
 
     async def run(self, gate):
         """Dial for ever; `gate` (a semaphore shared by the emulator's piles) bounds the
@@ -84,9 +60,7 @@ class BrokerPile(asyncio.Protocol):
                 pass  # refused or unreachable: dial again below
             if self.frozen:
                 return
-            wait = self._backoff
-            self._backoff = min(2 * wait, _MAX_BACKOFF_S)
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            await asyncio.sleep(self._backoff.next_ms(random.getrandbits(8)) / 1000)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -106,7 +80,7 @@ class BrokerPile(asyncio.Protocol):
             return
         self._buffer += data
         try:
-            for first, body in packets(self._buffer):
+            for first, body in mqtt.split(self._buffer, _LIMIT):
                 self._packet(first, body)
         except mqtt.MqttError:
             self.transport.close()
@@ -121,7 +95,7 @@ class BrokerPile(asyncio.Protocol):
             self.ready = True
             if not self._subscribed.done():
                 self._subscribed.set_result(None)
-            self._backoff = _FIRST_BACKOFF_S
+            self._backoff.reset()
             self.session = Session(self.emulated.pile)
             self.transport.write(mqtt.publish_packet(self.status, ONLINE, retain=True))
             self.send(self.session.hello())
