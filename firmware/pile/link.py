@@ -2,8 +2,8 @@
 
 `Link` holds the set of connections (`open`, `adopt`, `close`), serves the serial line
 and TCP, runs the broker link its builder hands it (pile/firmware.py, `build_link`), and
-sends TELEMETRY to every connection; its counters (`diagnostics`) include the closed
-connections'. What it is made of, one job a module:
+sends TELEMETRY to its connections (a TCP client once it authenticated); its counters
+(`diagnostics`) include the closed connections'. What it is made of, one job a module:
 - pile/framing.py: COBS and CRC framing, and the deframer;
 - pile/connection.py: one connection, its Session, outbox and request budget;
 - pile/admission.py: which TCP clients stay (the policy, as pure functions);
@@ -176,6 +176,7 @@ class Link:
             self.close(conn)
 
     def broadcast_telemetry(self):
+        """TELEMETRY to the serial line, the broker and every authenticated TCP client."""
         for conn in self.connections:
             if conn.admitted or conn.name != "tcp":  # the broker's ACL and MACs guard MQTT
                 conn.send(conn.session.telemetry(), droppable=True)
