@@ -10,6 +10,19 @@ response that moved with the fresh grid frequency. Half a period later `watch` r
 converter once more and cuts (or responds) the same way, so a crossing waits at most half
 a period to be seen. The loop is the only caller of
 `Controller.decide`, and it carries out the actions requests leave on the Pile.
+
+The rules are split from the I/O. `ControlStep` holds a period's rules as plain
+methods that take the readings as arguments and do no I/O: `decide` (the decision with
+the converter's latest readings, in the Pile's telemetry, and the meter's latest
+reading, moved on by the pile's own change since; the stale-meter rule; the event log),
+`polled` (the tick's transaction done), `cut_due` (a power just decided goes out at once,
+or waits for the next tick), `cut_written`, `meter_due` and `meter_polled`. `ControlLoop`
+is a ControlStep that does the I/O around them on the board's schedule: its coroutines
+call them between Modbus transactions. The pile emulator (aggregator/emulator.py) calls
+the same methods with its battery model's readings, so an emulated pile decides, cuts
+and logs as a board does. A subclass rather than a member, so the loop's counters
+(`commanded`, `converter_ok`, `cuts`) stay where DIAGNOSTICS and the benches read them,
+and a decision costs no extra attribute lookup on a board.
 """
 
 import asyncio
@@ -21,6 +34,7 @@ from pile import events
 from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT
 from pile.clock import ticks_diff, ticks_ms, ticks_us
 from pile.control import STATE_FAULT, STATE_NO_EV, STATE_STOPPED
+from pile.meter import NEVER
 from pile.telemetry import STATUS_EV_CONNECTED
 
 _REBOOT_DELAY_MS = const(300)  # lets the reply to the reboot request leave first
@@ -37,28 +51,30 @@ _MEM_FREE = hasattr(gc, "mem_free")  # MicroPython's; CPython has no such figure
 _COLLECT_MS = const(10000)
 
 
-class ControlLoop:
-    """`period()` is the whole schedule; main.py's control task runs it forever.
+class ControlStep:
+    """A control period's rules for `pile`, without I/O: what to write to the converter,
+    and when. `metered` says a site meter is wired.
 
-    `contactor` and `led` are optional output pins, `reset` the HAL's reboot.
+    A period, as the board's ControlLoop runs it and the emulator too:
+    - the tick: `power = decide(...)`; write it and read the converter back;
+      `polled(ok, power)`; if ok, `again = decide(...)` with the fresh readings and, when
+      `cut_due(again)`, write it and `cut_written(again)`; then, when `meter_due(now)`,
+      read the meter and `meter_polled(...)`;
+    - the watch, half a period later, if the converter answered the tick: read it; `again
+      = decide(...)`, and the same cut.
+    Time is a ticks_ms value on every call, so a test or an emulator drives the clock.
     """
 
-    def __init__(self, pile, converter, meter=None, estop=None, contactor=None, led=None,
-                 reset=None):
+    def __init__(self, pile, metered=True):
         self.pile = pile
-        self.converter = converter
-        self.meter = meter
-        self.estop = estop
-        self.contactor = contactor
-        self.led = led
-        self.reset = reset
-        self.converter_ok = False
+        self.metered = metered
+        self.converter_ok = False  # the converter answered the last tick's transaction
         self.commanded = 0  # W last written to the converter
         self._freq_commanded = 0  # W of it that was frequency response
-        self.periods = 0
         self.cuts = 0  # immediate safety writes
-        self.poll_us = 0  # how long the last tick's converter transaction took
-        self._meter_at = None
+        self._due_cut = False  # the write cut_due asked for is a cut
+        self._due_freq_w = 0  # W of that write that is frequency response
+        self._meter_at = None  # ticks_ms of the last meter poll
         self._state = None
         self._meter_fresh = None  # unknown until the first reading or the first stale period
         self._ev = False
@@ -69,13 +85,27 @@ class ControlLoop:
         self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
         self._limits = 0  # the _LIMIT_BITS last logged
         self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
-        self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
-        self.heap_free = None  # bytes free after the last collection (None on CPython)
-        self.heap_low = None  # the fewest bytes free seen, just before a collection
-        self._collected_at = ticks_ms() - _COLLECT_MS
 
-    def _meter_inputs(self, now):
-        """The site power to decide with, and the reading's age.
+    def decide(self, now, site_w, meter_age_ms, pressed=False):
+        """Decide with the converter's latest readings (the Pile's telemetry), the meter's
+        latest reading (`site_w` W, + import, taken `meter_age_ms` ago; neither is used
+        without a meter) and the E-stop input (`pressed`). Returns the power to write to
+        the converter (W). The Pile's `site_w` is that reading while it is fresh, else None.
+        """
+        pile = self.pile
+        if self.metered:
+            moved = self._meter_inputs(site_w)
+        else:
+            moved, meter_age_ms = 0, NEVER  # no meter: always "lost" (docs/decisions.md)
+        applied = pile.ctl.decide(now, pile.tel, self.converter_ok, moved, meter_age_ms,
+                                  pressed)
+        fresh = meter_age_ms < pile.cfg.meter_stale_s * 1000
+        pile.site_w = site_w if fresh else None
+        self._log_changes(pile.ctl)  # after every decision: a state can last one decision only
+        return applied
+
+    def _meter_inputs(self, site_w):
+        """The site power to decide with, from the meter's last reading `site_w`.
 
         The meter is read about once a second; the converter's power changes every tick.
         So the reading is moved on by the converter's change since it was taken (the
@@ -84,21 +114,124 @@ class ControlLoop:
         instead would take each change of the pile's own power for a change of the load and
         ratchet: discharge rising until a reading shows export, then collapsing.
         """
-        meter = self.meter
-        if meter is None:
-            return 0, 1 << 29  # no meter: always "lost" (docs/decisions.md)
-        moved = meter.site_w + self.pile.tel.power - self._power_at_reading
-        return moved + self._load_fall, meter.age_ms(now)
+        return site_w + self.pile.tel.power - self._power_at_reading + self._load_fall
+
+    def polled(self, ok, power):
+        """The tick's transaction is done: `ok` when the converter answered, told `power` W
+        (its fresh readings are then in the Pile's telemetry)."""
+        self.converter_ok = ok
+        if ok:
+            self.commanded = power
+            self._freq_commanded = self.pile.ctl.freq_w
+
+    def cut_due(self, power):
+        """Whether `power`, decided with fresh readings, is written at once rather than
+        with the next tick: a cut (less power in the same direction, or a reversal) or a
+        frequency response that moved; neither waits. When it is, call `cut_written(power)`
+        once the converter took it."""
+        commanded = self.commanded
+        if power == commanded:
+            return False
+        cut = _is_cut(power, commanded)
+        freq_w = self.pile.ctl.freq_w
+        if not cut and freq_w == self._freq_commanded:
+            return False
+        self._due_cut = cut
+        self._due_freq_w = freq_w
+        return True
+
+    def cut_written(self, power):
+        """The converter took the write `cut_due` asked for."""
+        self.commanded = power
+        self._freq_commanded = self._due_freq_w
+        if self._due_cut:
+            self.cuts += 1
+
+    def meter_due(self, now):
+        """Whether the meter is read now: at the first tick, then every `meter_period_ms`."""
+        at = self._meter_at
+        return self.metered and (
+            at is None or ticks_diff(now, at) >= self.pile.cfg.meter_period_ms)
+
+    def meter_polled(self, now, site_w, power):
+        """The meter was asked at `now`, the converter at `power` W: `site_w` is its reading
+        (W, + import), None when it did not answer."""
+        self._meter_at = now
+        if site_w is not None:
+            load = site_w - power
+            if self._load is not None:
+                self._load_fall = min(0, load - self._load)
+            self._load = load
+            self._power_at_reading = power
+
+    def _log_changes(self, ctl):
+        pile = self.pile
+        log = pile.events.add
+        up = ctl.uptime_s
+        state = ctl.state
+        if state != self._state:
+            if state == STATE_FAULT:
+                log(up, events.EVENT_FAULT, pile.tel.fault_code)
+            elif self._state == STATE_FAULT:
+                log(up, events.EVENT_FAULT_CLEARED)
+            if state == STATE_STOPPED and ctl.estop:
+                log(up, events.EVENT_STOP, 2)
+            self._state = state
+        fresh = pile.site_w is not None
+        if self.metered and fresh != self._meter_fresh:
+            if self._meter_fresh is not None or not fresh and up >= pile.cfg.meter_stale_s:
+                log(up, events.EVENT_METER_BACK if fresh else events.EVENT_METER_LOST)
+                self._meter_fresh = fresh
+            elif fresh:
+                self._meter_fresh = True  # the first reading after boot: nothing to report
+        ev = bool(pile.tel.status & STATUS_EV_CONNECTED)
+        if ev != self._ev:
+            log(up, events.EVENT_EV_PLUGGED if ev else events.EVENT_EV_UNPLUGGED)
+            self._ev = ev
+        if ctl.sessions_ended != self._sessions_ended:
+            log(up, events.EVENT_SESSION_ENDED)
+            self._sessions_ended = ctl.sessions_ended
+        if self._live and not ctl.setpoint_live:
+            log(up, events.EVENT_SETPOINT_EXPIRED)
+        self._live = ctl.setpoint_live
+        limits = ctl.reasons & _LIMIT_BITS
+        if limits != self._limits and up - self._limits_at >= _LIMITS_LOG_S:
+            log(up, events.EVENT_LIMITS, limits)
+            self._limits = limits
+            self._limits_at = up
+
+
+class ControlLoop(ControlStep):
+    """`period()` is the whole schedule; main.py's control task runs it forever. The I/O
+    around ControlStep's rules: the converter's and the meter's transactions, the E-stop,
+    the outputs, the event flush, the collection.
+
+    `contactor` and `led` are optional output pins, `reset` the HAL's reboot.
+    """
+
+    def __init__(self, pile, converter, meter=None, estop=None, contactor=None, led=None,
+                 reset=None):
+        super().__init__(pile, meter is not None)
+        self.converter = converter
+        self.meter = meter
+        self.estop = estop
+        self.contactor = contactor
+        self.led = led
+        self.reset = reset
+        self.periods = 0
+        self.poll_us = 0  # how long the last tick's converter transaction took
+        self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
+        self.heap_free = None  # bytes free after the last collection (None on CPython)
+        self.heap_low = None  # the fewest bytes free seen, just before a collection
+        self._collected_at = ticks_ms() - _COLLECT_MS
 
     def _decide(self, now):
-        pile = self.pile
-        site_w, age = self._meter_inputs(now)
+        """`decide` with the meter's last reading and the E-stop input as they are now."""
         pressed = self.estop.update(now) if self.estop is not None else False
-        applied = pile.ctl.decide(now, pile.tel, self.converter_ok, site_w, age, pressed)
-        fresh = age < pile.cfg.meter_stale_s * 1000
-        pile.site_w = self.meter.site_w if fresh else None
-        self._log_changes(pile.ctl)  # after every decision: a state can last one decision only
-        return applied
+        meter = self.meter
+        if meter is None:
+            return self.decide(now, 0, NEVER, pressed)
+        return self.decide(now, meter.site_w, meter.age_ms(now), pressed)
 
     async def period(self):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
@@ -139,16 +272,15 @@ class ControlLoop:
             await self._reboot()
         applied = self._decide(ticks_ms())
         started = ticks_us()
-        self.converter_ok = await self.converter.poll(applied, applied != 0)
+        ok = await self.converter.poll(applied, applied != 0)
         self.poll_us = ticks_diff(ticks_us(), started)
-        if self.converter_ok:
-            self.commanded = applied
-            self._freq_commanded = self.pile.ctl.freq_w
-            again = self._cut_due()  # the fresh readings, at once
-            if again is not None:
+        self.polled(ok, applied)
+        if ok:
+            again = self._decide(ticks_ms())  # the fresh readings, at once
+            if self.cut_due(again):
                 await self._cut(again)
         now = ticks_ms()
-        if self._meter_due(now):
+        if self.meter_due(now):
             await self._poll_meter(now)
 
     async def watch_estop(self):
@@ -198,82 +330,22 @@ class ControlLoop:
         """Mid-tick: read the converter alone and cut at once if its fresh readings call for
         it. Commands nothing otherwise: setpoints and ramps go out with the tick."""
         if self.converter_ok and await self.converter.read():
-            again = self._cut_due()
-            if again is not None:
+            again = self._decide(ticks_ms())
+            if self.cut_due(again):
                 await self._cut(again)
 
-    # The checks below are plain functions and the writes coroutines, so a period that
-    # writes nothing more creates no coroutine for them (each allocates on the heap).
-
-    def _cut_due(self):
-        """Decide again with fresh readings: the power to write at once (a cut, or a
-        frequency response that moved: neither waits), else None."""
-        again = self._decide(ticks_ms())
-        if again != self.commanded and (_is_cut(again, self.commanded)
-                                        or self.pile.ctl.freq_w != self._freq_commanded):
-            return again
-        return None
+    # The checks are plain methods and the writes coroutines, so a period that writes
+    # nothing more creates no coroutine for them (each allocates on the heap).
 
     async def _cut(self, power):
-        freq_w = self.pile.ctl.freq_w
-        cut = _is_cut(power, self.commanded)
         if await self.converter.command(power, power != 0):
-            self.commanded = power
-            self._freq_commanded = freq_w
-            if cut:
-                self.cuts += 1
-
-    def _meter_due(self, now):
-        return self.meter is not None and (
-            self._meter_at is None
-            or ticks_diff(now, self._meter_at) >= self.pile.cfg.meter_period_ms)
+            self.cut_written(power)
 
     async def _poll_meter(self, now):
         meter = self.meter
-        self._meter_at = now
         power = self.pile.tel.power  # the converter's, read this tick
-        if await meter.poll(now):
-            load = meter.site_w - power
-            if self._load is not None:
-                self._load_fall = min(0, load - self._load)
-            self._load = load
-            self._power_at_reading = power
-
-    def _log_changes(self, ctl):
-        pile = self.pile
-        log = pile.events.add
-        up = ctl.uptime_s
-        state = ctl.state
-        if state != self._state:
-            if state == STATE_FAULT:
-                log(up, events.EVENT_FAULT, pile.tel.fault_code)
-            elif self._state == STATE_FAULT:
-                log(up, events.EVENT_FAULT_CLEARED)
-            if state == STATE_STOPPED and ctl.estop:
-                log(up, events.EVENT_STOP, 2)
-            self._state = state
-        fresh = pile.site_w is not None
-        if self.meter is not None and fresh != self._meter_fresh:
-            if self._meter_fresh is not None or not fresh and up >= pile.cfg.meter_stale_s:
-                log(up, events.EVENT_METER_BACK if fresh else events.EVENT_METER_LOST)
-                self._meter_fresh = fresh
-            elif fresh:
-                self._meter_fresh = True  # the first reading after boot: nothing to report
-        ev = bool(pile.tel.status & STATUS_EV_CONNECTED)
-        if ev != self._ev:
-            log(up, events.EVENT_EV_PLUGGED if ev else events.EVENT_EV_UNPLUGGED)
-            self._ev = ev
-        if ctl.sessions_ended != self._sessions_ended:
-            log(up, events.EVENT_SESSION_ENDED)
-            self._sessions_ended = ctl.sessions_ended
-        if self._live and not ctl.setpoint_live:
-            log(up, events.EVENT_SETPOINT_EXPIRED)
-        self._live = ctl.setpoint_live
-        limits = ctl.reasons & _LIMIT_BITS
-        if limits != self._limits and up - self._limits_at >= _LIMITS_LOG_S:
-            log(up, events.EVENT_LIMITS, limits)
-            self._limits = limits
-            self._limits_at = up
+        ok = await meter.poll(now)
+        self.meter_polled(now, meter.site_w if ok else None, power)
 
 
 def _is_cut(new, old):
