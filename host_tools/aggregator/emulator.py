@@ -57,7 +57,12 @@ _HANDSHAKES = 64  # broker connections being opened at once
 
 
 class EmulatedPile:
+    """A pile: the firmware's `Pile` and its control period's rules (`pile.loop.ControlStep`)
+    with a battery model as its converter and the household load as its site meter."""
+
     def __init__(self, pile_id, key, port, rng):
+        from pile.loop import ControlStep  # the firmware's period, without its I/O
+
         self.pile = Pile(pile_id)
         self.pile.set_key(key)
         self.pile.cfg.update({"site_import_limit_w": 25000, "site_export_limit_w": _RATED_W,
@@ -70,10 +75,16 @@ class EmulatedPile:
         self.capacity_wh = rng.randint(20, 80) * 1000
         self.energy_wh = self.capacity_wh * rng.uniform(0.25, 0.9)
         self.load_w = rng.randint(0, 3000)
+        self.power_w = 0  # what the converter runs at: the power last written to it
+        self.meter_answers = True  # the site meter: False leaves its reading to go stale
+        self.control = ControlStep(self.pile)
         self.port = port
         self.clients = []  # _Client, oldest first
         self.broker = None  # a mqttpile.BrokerPile, on a broker
         self._in_wh = self._out_wh = 0.0
+        self._meter_w = 0  # W, the meter's last reading: the load and the converter's power
+        self._meter_at = None  # ticks_ms of that reading
+        self._read()  # the first decision has the converter's readings, SOC included
 
     async def listen(self):
         loop = asyncio.get_running_loop()
@@ -87,20 +98,58 @@ class EmulatedPile:
             self.broker.telemetry()
 
     def step(self, now):
-        """One controller tick with the battery model's readings, then the model moves on
-        by the power the controller applied."""
-        pile = self.pile
-        tel = pile.tel
-        tel.soc = int(1000 * self.energy_wh / self.capacity_wh)
-        applied = pile.ctl.decide(now, tel, True, self.load_w + tel.power, 0)
-        pile.site_w = self.load_w + applied
-        tel.power = applied
-        wh = applied * _STEP_S / 3600
+        """One control period of the firmware's, as its ControlLoop runs it (pile/loop.py),
+        each half a period after the model ran for half a period at the power last
+        written: the last period's watch, half a period before `now`, then this period's
+        tick at `now`. The converter answers every transaction, and its readings (power,
+        SOC) are taken when the firmware's would be: at the tick's transaction and the
+        watch's read; the meter reads the household load plus the converter's power."""
+        from pile.clock import ticks_add, ticks_diff
+        from pile.meter import NEVER
+
+        control = self.control
+        tel = self.pile.tel
+        half_ms = int(_STEP_S * 500)
+        self._run(_STEP_S / 2)
+        if control.converter_ok:  # the watch: the converter read, a cut written at once
+            then = ticks_add(now, -half_ms)
+            self._read()
+            age = NEVER if self._meter_at is None else ticks_diff(then, self._meter_at)
+            again = control.decide(then, self._meter_w, age)
+            if control.cut_due(again):
+                self.power_w = again
+                control.cut_written(again)
+        self._run(_STEP_S / 2)
+        age = NEVER if self._meter_at is None else ticks_diff(now, self._meter_at)
+        applied = control.decide(now, self._meter_w, age)  # the tick
+        self.power_w = applied
+        self._read()  # the tick's transaction: written, read back
+        control.polled(True, applied)
+        again = control.decide(now, self._meter_w, age)
+        if control.cut_due(again):
+            self.power_w = again
+            control.cut_written(again)
+        if control.meter_due(now):
+            reading = None
+            if self.meter_answers:
+                reading = self._meter_w = self.load_w + self.power_w
+                self._meter_at = now
+            control.meter_polled(now, reading, tel.power)
+
+    def _run(self, seconds):
+        """The model runs for `seconds` at the converter's power."""
+        wh = self.power_w * seconds / 3600
         self.energy_wh = min(self.capacity_wh, max(0.0, self.energy_wh + wh))
         if wh > 0:
             self._in_wh += wh
         else:
             self._out_wh -= wh
+
+    def _read(self):
+        """The converter's readings as the firmware reads them: its power and the SOC."""
+        tel = self.pile.tel
+        tel.power = self.power_w
+        tel.soc = int(1000 * self.energy_wh / self.capacity_wh)
         tel.energy_in, tel.energy_out = int(self._in_wh), int(self._out_wh)
 
 
