@@ -31,7 +31,7 @@ def flood(kind, where, key_hex, seconds):
     """A flooder process: `flood serial DEVICE KEY S` or `flood tcp PORT KEY S`."""
     import cbor2
     import serial
-    from pilectl import wire
+    from pilectl import cose, wire
 
     key = bytes.fromhex(key_hex)
     deframer = wire.Deframer()
@@ -54,7 +54,7 @@ def flood(kind, where, key_hex, seconds):
     sent, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
         request = {wire.TYPE: wire.CONFIG_GET, wire.SEQ: seq + sent}
-        send(wire.frame(wire.sign(key, wire.encode(request), nonce)))
+        send(wire.frame(cose.sign(key, wire.encode(request), nonce)))
         sent += 1
     print(json.dumps({"flooder": kind, "requests_sent": sent}))
 

@@ -11,7 +11,7 @@ import pytest
 import serial
 from pile.control import STATE_STOPPED
 from pile_under_test import SCENARIO, VirtualPile
-from pilectl import wire
+from pilectl import cose, wire
 from pilectl.client import PileError
 
 pytestmark = pytest.mark.virtual_only("raw TCP connections need the virtual bench")
@@ -45,7 +45,7 @@ class RawLink:
             for message in self.deframer.feed(data):
                 unverified = wire.decode(cbor2.loads(message).value[2])
                 nonce = unverified.get(wire.HELLO_NONCE) if self.nonce is None else self.nonce
-                self.inbox.append((message, wire.decode(wire.verify(self.key, message, nonce))))
+                self.inbox.append((message, wire.decode(cose.verify(self.key, message, nonce))))
 
     async def exchange(self, message):
         """Send `message` as it is; the pile's answer to it."""
@@ -101,7 +101,7 @@ async def test_the_piles_own_messages_reflected_back_change_nothing(pile):
 
         def request(seq):
             fields = {wire.TYPE: wire.CONFIG_GET, wire.SEQ: seq, wire.BODY: ["min_soc"]}
-            return wire.sign(pile.key, wire.encode(fields), link.nonce)
+            return cose.sign(pile.key, wire.encode(fields), link.nonce)
 
         assert (await link.exchange(request(seq)))[wire.TYPE] == wire.CONFIG  # telemetry on
         for _ in range(3):  # the pile's own seqs run ahead of this host's
@@ -168,7 +168,7 @@ async def test_a_host_flooding_the_serial_link_without_reading_never_delays_the_
     await pile.until(lambda t: t["applied_w"] == -3000)
     writes = pile.control_writes()
     nonce, key = pile.client.nonce, pile.key
-    frames = [wire.frame(wire.sign(key, wire.encode(
+    frames = [wire.frame(cose.sign(key, wire.encode(
         {wire.TYPE: wire.CONFIG_GET, wire.SEQ: 10_000 + i}), nonce)) for i in range(4000)]
     line = serial.Serial(str(pile.bench.dir / "link-host"), 115200, write_timeout=10)
 

@@ -12,12 +12,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from aggregator import mac0
 from aggregator.api import Metrics, application, serve
 from aggregator.fleet import FleetError, PileEntry, load, parse
 from aggregator.link import PileLink
 from aggregator.service import Aggregator
-from pilectl import keys, wire
+from pilectl import cose, keys, wire
 from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
@@ -229,7 +228,7 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
 
 
 async def test_an_emulated_pile_keeps_two_clients_as_the_firmware_does(tmp_path, monkeypatch):
-    monkeypatch.setattr("aggregator.link._RETRY_S", (30,))  # a link sent away stays away
+    monkeypatch.setattr("aggregator.link._FIRST_RETRY_MS", 30000)  # a link sent away stays away
     emulator = Emulator(tmp_path, 1)
     pile_id = "emu-00000"
     entry = PileEntry(pile_id, keys.read(tmp_path / "keys" / f"{pile_id}.key"),
@@ -263,7 +262,7 @@ async def test_a_garbled_pile_is_dropped_and_dialled_again(tmp_path):
     async def garble(reader, writer):
         connections.append(writer)
         bad = [b"\xff\xfe", b"\xd1\x84\xff", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}),
-               mac0.sign(bytes(32), b"kid0", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 1,
+               cose.sign(bytes(32), wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 1,
                                                           wire.HELLO_PILE_ID: "other",
                                                           wire.HELLO_NONCE: b"n"}), b"n")]
         writer.write(wire.frame(bad[(len(connections) - 1) % len(bad)]))

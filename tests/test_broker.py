@@ -23,7 +23,7 @@ from aggregator.emulator import broker_users, pile_ids
 from aggregator.fleet import parse
 from aggregator.service import Aggregator
 from pile import mqtt
-from pilectl import keys, wire
+from pilectl import cose, keys, wire
 from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
@@ -193,7 +193,7 @@ async def test_a_replayed_or_retained_request_is_refused_and_changes_nothing(tmp
             await agg.publish("v2g/p1/down", wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}))
             hello = await next_message(agg, bench, wire.HELLO)
             nonce, seq = hello[wire.HELLO_NONCE], hello[wire.HELLO_NEXT_SEQ]
-            setpoint = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq, 2: 3000,
+            setpoint = cose.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq, 2: 3000,
                                                          3: 30}), nonce)
             await agg.publish("v2g/p1/down", setpoint)
             ack = await next_message(agg, bench, wire.ACK, nonce)
@@ -207,7 +207,7 @@ async def test_a_replayed_or_retained_request_is_refused_and_changes_nothing(tmp
                     # after the takeover: RabbitMQ does), and waits at least 0.5 s to dial
                     while (await wired.diagnostics())["mqtt_failures"] < 1:
                         await asyncio.sleep(0.02)
-                    held = wire.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq + 1,
+                    held = cose.sign(bench.key, wire.encode({0: wire.SETPOINT, 1: seq + 1,
                                                              2: -5000, 3: 30}), nonce)
                     await agg.publish("v2g/p1/down", held, retain=True, qos=1)
             finally:
@@ -237,12 +237,11 @@ async def next_message(agg, bench, kind, nonce=None, seconds=5):
         async for message in agg.messages:
             data = bytes(message.payload)
             if nonce is None:
-                from aggregator import mac0
-                fields = wire.decode(mac0.payload(data))
-                fields = wire.decode(wire.verify(bench.key, data, fields[wire.HELLO_NONCE])) \
+                fields = wire.decode(cose.payload(data))
+                fields = wire.decode(cose.verify(bench.key, data, fields[wire.HELLO_NONCE])) \
                     if fields[wire.TYPE] == wire.HELLO else fields
             else:
-                fields = wire.decode(wire.verify(bench.key, data, nonce))
+                fields = wire.decode(cose.verify(bench.key, data, nonce))
             if fields[wire.TYPE] == kind:
                 return fields
     raise AssertionError(f"no message of type {kind}")
@@ -442,7 +441,7 @@ async def test_a_pile_on_tls_verifies_the_broker_and_a_wrong_ca_is_refused(tmp_p
                                                               wire.SEQ: 0}))
                 hello = await next_message(agg, bench, wire.HELLO)
                 nonce, seq = hello[wire.HELLO_NONCE], hello[wire.HELLO_NEXT_SEQ]
-                await agg.publish("v2g/p1/down", wire.sign(bench.key, wire.encode(
+                await agg.publish("v2g/p1/down", cose.sign(bench.key, wire.encode(
                     {0: wire.SETPOINT, 1: seq, 2: 2500, 3: 30}), nonce))
                 ack = await next_message(agg, bench, wire.ACK, nonce)
                 assert ack[3] == 2500

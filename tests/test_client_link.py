@@ -5,12 +5,13 @@ import asyncio
 
 import pytest
 import serial
-from pilectl import wire
+from pilectl import cose, wire
 from pilectl.client import Client
 from pilectl.sim.harness import PtyPair
 
 KEY = bytes(range(32))
 NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+AHEAD = 2**60  # a pile's next seq, beyond any the host's clock gives
 pytestmark = pytest.mark.usefixtures("socat")
 
 
@@ -26,12 +27,12 @@ def test_telemetry_ahead_of_the_hello_is_set_aside(tmp_path):
         telemetry = {wire.TYPE: wire.TELEMETRY, wire.SEQ: 7, 2: 1}
         hello = {wire.TYPE: wire.HELLO, wire.SEQ: 8, wire.HELLO_PILE_ID: "race-001",
                  wire.HELLO_FIRMWARE: "0.1.0", wire.HELLO_NONCE: NONCE, 5: 11000, 6: 11000,
-                 wire.HELLO_PROTOCOL: wire.PROTOCOL_VERSION, wire.HELLO_NEXT_SEQ: 3}
+                 wire.HELLO_PROTOCOL: wire.PROTOCOL_VERSION, wire.HELLO_NEXT_SEQ: AHEAD}
         for fields in (telemetry, hello):  # a telemetry frame wins the race to the host
-            pile.write(wire.frame(wire.sign(KEY, wire.encode(fields), NONCE)))
+            pile.write(wire.frame(cose.sign(KEY, wire.encode(fields), NONCE)))
         client = await connecting
         assert client.hello[wire.HELLO_PILE_ID] == "race-001" and client.key == KEY
-        assert client.seq == 2  # it resumes above what the pile said
+        assert client.seq == AHEAD - 1  # it resumes above what the pile said
         await client.close()
 
     try:

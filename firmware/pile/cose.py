@@ -2,13 +2,15 @@
 
 MicroPython has no `hmac` module, so HMAC-SHA256 (RFC 2104) is built here.
 The tag is compared in constant time so a forger learns nothing from timing.
+`codec` is the CBOR codec (`dumps`, `loads`, `Tag`, `CBORError`): pile.cbor on a board,
+the host's C codec in an emulator (pile.protocol.Session hands on its own).
 """
 
 from hashlib import sha256
 
 from micropython import const
 
-from pile.cbor import CBORError, Tag, dumps, loads
+from pile import cbor
 
 _MAC0 = const(17)
 _ALG_HMAC_256_64 = const(4)
@@ -55,29 +57,30 @@ def _pads(key):
     return pads
 
 
-def _to_mac(protected, external_aad, payload):
-    return dumps(["MAC0", protected, external_aad, payload])
+def _to_mac(codec, protected, external_aad, payload):
+    return codec.dumps(["MAC0", protected, external_aad, payload])
 
 
-def mac0_sign(key, payload, external_aad=b"", kid=None):
+def mac0_sign(key, payload, external_aad=b"", kid=None, codec=cbor):
     """A tagged COSE_Mac0 carrying `payload`, with `{4: kid}` unprotected when kid is given."""
     unprotected = {} if kid is None else {4: kid}
-    tag = hmac_sha256(key, _to_mac(_PROTECTED, external_aad, payload))[:_TAG_LEN]
-    return dumps(Tag(_MAC0, [_PROTECTED, unprotected, payload, tag]))
+    tag = hmac_sha256(key, _to_mac(codec, _PROTECTED, external_aad, payload))[:_TAG_LEN]
+    return codec.dumps(codec.Tag(_MAC0, [_PROTECTED, unprotected, payload, tag]))
 
 
-def mac0_verify(key, data, external_aad=b""):
+def mac0_verify(key, data, external_aad=b"", codec=cbor):
     """Return the payload of a COSE_Mac0 made with `key`; raise CoseError on any mismatch."""
-    return mac0_open((key,), data, external_aad)[0]
+    return mac0_open((key,), data, external_aad, codec)[0]
 
 
-def mac0_open(keys, data, external_aad=b""):
+def mac0_open(keys, data, external_aad=b"", codec=cbor):
     """(payload, index in `keys` of the key that made it); CoseError when none did."""
+    loads = codec.loads
     try:
         msg = loads(data)
-    except CBORError as exc:
+    except codec.CBORError as exc:
         raise CoseError("not CBOR: %s" % exc)
-    if not isinstance(msg, Tag) or msg.tag != _MAC0:
+    if not isinstance(msg, codec.Tag) or msg.tag != _MAC0:
         raise CoseError("not a tagged COSE_Mac0")
     if type(msg.value) is not list or len(msg.value) != 4:
         raise CoseError("a COSE_Mac0 is an array of 4")
@@ -89,11 +92,11 @@ def mac0_open(keys, data, external_aad=b""):
         raise CoseError("unprotected header must be a map")
     try:
         protected = loads(protected_bytes)
-    except CBORError as exc:
+    except codec.CBORError as exc:
         raise CoseError("protected header is not CBOR: %s" % exc)
     if protected != {1: _ALG_HMAC_256_64}:
         raise CoseError("protected header must be {1: 4} (HMAC 256/64)")
-    to_mac = _to_mac(protected_bytes, external_aad, payload)  # the same for every key
+    to_mac = _to_mac(codec, protected_bytes, external_aad, payload)  # the same for every key
     for index in range(len(keys)):
         if equal(hmac_sha256(keys[index], to_mac)[:_TAG_LEN], tag):
             return payload, index

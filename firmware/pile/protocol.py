@@ -15,8 +15,8 @@ docs/protocol.md has the design and its threat model.
 
 from micropython import const
 
+from pile import cbor
 from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
-from pile.cbor import CBORError, Tag, dumps, loads
 from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, ConfigError
 from pile.control import NotReady
 from pile.cose import CoseError, mac0_open, mac0_sign
@@ -78,11 +78,16 @@ class Refused(Exception):
 
 
 class Session:
-    """One connection: our seq, the peer's last accepted seq, and what was refused."""
+    """One connection: our seq, the peer's last accepted seq, and what was refused.
 
-    def __init__(self, pile, may_provision=False):
+    `codec` is what encodes and decodes CBOR: `dumps`, `loads`, `Tag` and `CBORError`,
+    pile.cbor on a board; a host emulator hands its C codec (aggregator/hostcodec.py).
+    """
+
+    def __init__(self, pile, may_provision=False, codec=cbor):
         self.pile = pile
         self.may_provision = may_provision  # only the wired serial link may set keys
+        self.codec = codec
         self.seq = 0
         self.accepted = 0
         self.verified = False  # a request of this connection was accepted under a key
@@ -117,11 +122,11 @@ class Session:
         self.seq += 1
         fields[0] = mtype
         fields[1] = self.seq
-        message = dumps(fields)
+        message = self.codec.dumps(fields)
         key = self.pile.key
         if key is None:
             return message
-        return mac0_sign(key, message, self.pile.nonce, self.pile.kid)
+        return mac0_sign(key, message, self.pile.nonce, self.pile.kid, self.codec)
 
     # -- messages from the host ---------------------------------------------------
 
@@ -170,15 +175,17 @@ class Session:
         slot = SLOT_UNSIGNED if not slots else None
         if slots and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
             try:
-                data, index = mac0_open([pile.keys[s] for s in slots], data, pile.nonce)
+                data, index = mac0_open([pile.keys[s] for s in slots], data, pile.nonce,
+                                        self.codec)
             except CoseError as exc:
                 raise Refused(ERR_AUTH, "not authenticated: %s" % exc)
             slot = slots[index]
+        codec = self.codec
         try:
-            msg = loads(data)
-        except CBORError as exc:
+            msg = codec.loads(data)
+        except codec.CBORError as exc:
             raise Refused(ERR_MALFORMED, "not CBOR: %s" % exc)
-        if not slots and isinstance(msg, Tag) and msg.tag == _COSE_MAC0:
+        if not slots and isinstance(msg, codec.Tag) and msg.tag == _COSE_MAC0:
             raise Refused(ERR_AUTH, "signed, but this pile has no link key: provision one first")
         if type(msg) is not dict:
             raise Refused(ERR_MALFORMED, "a message is a CBOR map")
@@ -275,6 +282,7 @@ class Session:
         if not 0 <= first < len(KEY_NUMBERS):
             raise Refused(ERR_OUT_OF_RANGE, "next must be 0..%d" % (len(KEY_NUMBERS) - 1))
         values = self.pile.cfg.values
+        dumps = self.codec.dumps
         shown = {}
         size = 0
         for index in range(first, len(KEY_NUMBERS)):

@@ -6,8 +6,8 @@
 
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
 envelope) and protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...): protocol v1
-exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing), with the
-host's C codec under the session (aggregator/hostcodec.py: the same bytes). Instead of a
+exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing), each session
+handed the host's C codec (aggregator/hostcodec.py: the same bytes). Instead of a
 converter, a small model: an EV battery (20-80 kWh, SOC 25-90 %) that takes the power
 the controller applies, a household load, and temperatures that stay normal. So
 emulated piles clamp exactly like real ones. One task steps every pile once a second
@@ -38,10 +38,17 @@ import signal
 import sys
 from pathlib import Path
 
-from pile.app import Pile
-from pile.clock import ticks_ms
-from pile.protocol import Session
-from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
+from pile.surface import (
+    NEVER,
+    STATUS_EV_CONNECTED,
+    STATUS_READY,
+    ControlStep,
+    Pile,
+    Session,
+    ticks_add,
+    ticks_diff,
+    ticks_ms,
+)
 from pilectl import keys, wire
 
 from aggregator import hostcodec
@@ -61,8 +68,6 @@ class EmulatedPile:
     with a battery model as its converter and the household load as its site meter."""
 
     def __init__(self, pile_id, key, port, rng):
-        from pile.loop import ControlStep  # the firmware's period, without its I/O
-
         self.pile = Pile(pile_id)
         self.pile.set_key(key)
         self.pile.cfg.update({"site_import_limit_w": 25000, "site_export_limit_w": _RATED_W,
@@ -104,9 +109,6 @@ class EmulatedPile:
         tick at `now`. The converter answers every transaction, and its readings (power,
         SOC) are taken when the firmware's would be: at the tick's transaction and the
         watch's read; the meter reads the household load plus the converter's power."""
-        from pile.clock import ticks_add, ticks_diff
-        from pile.meter import NEVER
-
         control = self.control
         tel = self.pile.tel
         half_ms = int(_STEP_S * 500)
@@ -158,7 +160,7 @@ class _Client(asyncio.Protocol):
 
     def __init__(self, emulated):
         self.emulated = emulated
-        self.session = Session(emulated.pile)
+        self.session = Session(emulated.pile, codec=hostcodec.CODEC)
         self.deframer = wire.Deframer()
         self.transport = None
 
@@ -295,7 +297,6 @@ def main(argv=None):
         sys.exit(f"pile-emulator: {args.piles} piles need {need} file descriptors, the "
                  f"limit is {hard}: run several emulators with fewer piles each")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
-    hostcodec.install()
     piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed)
     if args.fleet:
         Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))

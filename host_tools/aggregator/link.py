@@ -1,48 +1,53 @@
 """One pile's link as the aggregator holds it: connected, kept, read, written to.
 
-Leaner than `pilectl.client.Client` (no request/reply pairing, no keepalive task, the
-Mac0 computed directly, aggregator/mac0.py), because one aggregator holds thousands:
-setpoints go out without waiting, and what comes back (TELEMETRY, ACK, ERROR, HELLO) is
-kept as the pile's latest state for the next dispatch. A lost connection is opened again
-after 1, 2, 4 ... 10 s; on every HELLO the seq goes on above the pile's key 8, so an
-aggregator restart is never refused as a replay, and a signed CONFIG_GET of no keys
-goes out at once: a pile sends TELEMETRY on TCP only once a request was accepted.
+The protocol is pilectl/session.py's, as for every host tool; what this adds is what
+one aggregator holding thousands needs: no request/reply pairing and no task a pile
+(setpoints go out without waiting; TCP bytes come in through a protocol callback), and
+what comes back (TELEMETRY, ACK, ERROR, HELLO) is kept as the pile's latest state for
+the next dispatch. A lost connection is opened again after 1, 2, 4 ... 10 s (each wait
+drawn between half and all of it, pile/backoff.py's rule, so a restarted aggregator's
+piles are not all dialled at once); on every HELLO the session goes on above the pile's
+seqs, so an aggregator restart is never refused as a replay, and a signed CONFIG_GET of
+no keys goes out at once: a pile sends TELEMETRY on TCP only once a request was accepted.
 """
 
 import asyncio
+import os
 import time
 
+from pile.surface import Backoff
 from pilectl import wire
 from pilectl.client import open_serial
+from pilectl.session import BeforeHello, Session
 
-from aggregator import cborhead, mac0
-
-_RETRY_S = (1, 2, 4, 8, 10)
+_FIRST_RETRY_MS = 1000
+_MAX_RETRY_MS = 10000
 
 
 class PileLink:
     def __init__(self, entry, counters):
         self.entry = entry
-        self.kid = wire.key_id(entry.key)
+        self.session = Session(entry.key, pile_id=entry.pile_id)
         self.counters = counters  # shared by the fleet: frames verified, refused, ...
         self.telemetry = None  # the latest TELEMETRY fields, by wire number
         self.heard_at = None  # monotonic time of the latest TELEMETRY
-        self.hello = None
         self.sent_w = None  # the last setpoint sent, when, and its seq
         self.sent_at = None
         self.sent_seq = None
         self.acked_seq = 0
         self.acked_at = None
         self.connects = 0
-        self._seq = 0
         self._writer = None
-        self._nonce = None
         self._deframer = None  # a new one each connection
         self._wrap = wire.frame  # what carries a message: a frame on a stream
 
     @property
+    def hello(self):
+        return self.session.hello
+
+    @property
     def connected(self):
-        return self._writer is not None and self._nonce is not None
+        return self._writer is not None and self.session.greeted
 
     @property
     def attached(self):
@@ -51,18 +56,17 @@ class PileLink:
 
     async def run(self):
         """Keep the link open for ever."""
-        attempt = 0
+        backoff = Backoff(_FIRST_RETRY_MS, _MAX_RETRY_MS)
         while True:
             try:
                 ended = await self._open()
-                attempt = 0
+                backoff.reset()
                 await ended
             except (OSError, wire.WireError):
                 self.counters["link_errors"] += 1
             finally:  # cancelled too: the pile sees the connection end
                 self._drop()
-            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
-            attempt += 1
+            await asyncio.sleep(backoff.next_ms(os.urandom(1)[0]) / 1000)
 
     async def _open(self):
         """Connect; return what to await until the connection ends."""
@@ -74,14 +78,15 @@ class PileLink:
             await loop.create_connection(lambda: _Tcp(self, ended), *entry.tcp)
             return ended
         reader, self._writer = await open_serial(entry.serial)
-        self._writer.write(b"\x00" + wire.frame(wire.encode({wire.TYPE: wire.HELLO,
-                                                              wire.SEQ: 0})))
-        return self._read(reader)  # a serial line has no connect event: ask for the HELLO
+        # a serial line has no connect event: ask for the HELLO, after a delimiter
+        self._writer.write(b"\x00" + wire.frame(self.session.ask_hello()))
+        return self._read(reader)
 
     def _drop(self):
         if self._writer is not None:
             self._writer.close()
-        self._writer = self._nonce = None
+        self._writer = None
+        self.session.restart()
 
     async def _read(self, reader):
         while True:
@@ -91,27 +96,25 @@ class PileLink:
             self.feed(data)
 
     def feed(self, data):
-        """Bytes from the pile: every whole frame in them taken in."""
+        """Bytes from the pile: every whole frame in them taken in. WireError for a
+        message that is not the pile's protocol, or not this pile's: on a stream from the
+        pile that means the connection is of no use."""
         for message in self._deframer.feed(data):
             self._receive(message)
         self.counters["frames_dropped"] += self._deframer.dropped
         self._deframer.dropped = 0
 
     def _receive(self, data):
-        fields = None
-        if self._nonce is not None:
-            try:
-                fields = wire.decode(mac0.verify(self.entry.key, data, self._nonce))
-            except wire.WireError:
-                fields = None  # a pile that booted again says HELLO under its new nonce
-        if fields is None:
-            fields = self._new_hello(data)
-            if fields is None:
-                return
+        """Take one message in; False for one that came before the HELLO (set aside),
+        WireError for one that is not a good message of this pile."""
+        try:
+            fields = self.session.receive(data)
+        except BeforeHello:
+            return False
         self.counters["frames_verified"] += 1
         kind = fields[wire.TYPE]
         if kind == wire.HELLO:
-            self._hello(fields)
+            self._hello()
         elif kind == wire.TELEMETRY:
             self.telemetry = fields
             self.heard_at = time.monotonic()
@@ -120,50 +123,27 @@ class PileLink:
             self.acked_at = time.monotonic()
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
+        return True
 
-    def _new_hello(self, data):
-        """A HELLO verified under the nonce it carries; None for anything else before the
-        first HELLO, WireError for anything else after it (the MAC did not verify)."""
-        fields = wire.decode(mac0.payload(data) if wire.is_signed(data) else data)
-        if fields.get(wire.TYPE) != wire.HELLO:
-            if self._nonce is None:
-                return None
-            raise wire.WireError(f"{self.entry.pile_id}: a message that fails its MAC")
-        nonce = fields.get(wire.HELLO_NONCE)
-        if not isinstance(nonce, bytes):
-            raise wire.WireError(f"{self.entry.pile_id}: a HELLO without its nonce")
-        return wire.decode(mac0.verify(self.entry.key, data, nonce))
-
-    def _hello(self, fields):
-        if fields.get(wire.HELLO_PILE_ID) != self.entry.pile_id:
-            raise wire.WireError(f"{self.entry.pile_id}: the pile says it is "
-                                 f"{fields.get(wire.HELLO_PILE_ID)!r}")
-        self.hello = fields
-        self._nonce = fields[wire.HELLO_NONCE]
-        self._seq = max(self._seq, fields.get(wire.HELLO_NEXT_SEQ, 0) - 1)
+    def _hello(self):
         self.telemetry = self.heard_at = None  # in the split again with its next TELEMETRY,
         self.sent_w = None  # which a pile sends once a request of ours is accepted:
-        self._send({wire.TYPE: wire.CONFIG_GET, wire.BODY: []})  # the cheapest, at once
+        self._write(self.session.request(wire.CONFIG_GET, {wire.BODY: []}))  # the cheapest
         self.connects += 1
 
     def setpoint(self, power_w, ttl_s):
         """Send a signed SETPOINT now (no wait for its ACK); False when not connected."""
         if not self.connected:
             return False
-        self._seq += 1
-        self._write(cborhead.setpoint(self._seq, power_w, ttl_s))
-        self.sent_w, self.sent_at, self.sent_seq = power_w, time.monotonic(), self._seq
+        self._write(self.session.setpoint(power_w, ttl_s))
+        self.sent_w, self.sent_at, self.sent_seq = power_w, time.monotonic(), self.session.seq
         self.counters["setpoints_sent"] += 1
         return True
-
-    def _send(self, fields):
-        self._seq += 1
-        self._write(wire.encode({**fields, wire.SEQ: self._seq}))
 
     def _write(self, message):
         if self._writer is None:  # on a broker, heard before its status said online
             return
-        self._writer.write(self._wrap(mac0.sign(self.entry.key, self.kid, message, self._nonce)))
+        self._writer.write(self._wrap(message))
 
     def attach(self, publisher):
         """On a broker (aggregator/brokerlink.py): messages go out through `publisher`
@@ -173,17 +153,16 @@ class PileLink:
         self._writer = publisher
         if publisher is not None:
             self._wrap = bytes
-            publisher.write(wire.encode({wire.TYPE: wire.HELLO, wire.SEQ: 0}))
+            publisher.write(self.session.ask_hello())
 
     def receive(self, message):
         """One whole message from the pile (a broker's PUBLISH); False when it was not
         what it should be (counted)."""
         try:
-            self._receive(message)
-        except wire.WireError:
+            return self._receive(message)
+        except wire.WireError:  # on a broker, one message is dropped, not the link
             self.counters["link_errors"] += 1
             return False
-        return True
 
 
 class _Tcp(asyncio.Protocol):

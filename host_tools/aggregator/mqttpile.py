@@ -13,10 +13,9 @@ broker, and the emulator faces brokers under test, not half-open networks.
 import asyncio
 import random
 
-from pile import mqtt
-from pile.backoff import Backoff
-from pile.mqttlink import OFFLINE, ONLINE, topics
-from pile.protocol import Session
+from pile import surface as fw
+
+from aggregator import hostcodec
 
 _FIRST_BACKOFF_MS = 1000
 _MAX_BACKOFF_MS = 30000
@@ -32,14 +31,14 @@ class BrokerPile(asyncio.Protocol):
         self.broker = broker  # (host, port)
         self.password = password
         self.keepalive_s = keepalive_s
-        self.up, self.down_topic, self.status = topics(prefix, emulated.pile.pile_id)
+        self.up, self.down_topic, self.status = fw.topics(prefix, emulated.pile.pile_id)
         self.down = self.down_topic.encode()  # as topics come in
         self.session = None
         self.transport = None
         self.ready = False  # subscribed: requests and TELEMETRY flow
         self.frozen = False  # gone silent on purpose, its socket left open
         self._buffer = bytearray()
-        self._backoff = Backoff(_FIRST_BACKOFF_MS, _MAX_BACKOFF_MS)
+        self._backoff = fw.Backoff(_FIRST_BACKOFF_MS, _MAX_BACKOFF_MS)
 
     async def run(self, gate):
         """Dial for ever; `gate` (a semaphore shared by the emulator's piles) bounds the
@@ -66,8 +65,8 @@ class BrokerPile(asyncio.Protocol):
         self.transport = transport
         self._buffer.clear()
         pile = self.emulated.pile
-        transport.write(mqtt.connect_packet(pile.pile_id, self.keepalive_s, pile.pile_id,
-                                            self.password, (self.status, OFFLINE)))
+        transport.write(fw.connect_packet(pile.pile_id, self.keepalive_s, pile.pile_id,
+                                          self.password, (self.status, fw.OFFLINE)))
 
     def connection_lost(self, exc):
         self.transport = None
@@ -80,27 +79,27 @@ class BrokerPile(asyncio.Protocol):
             return
         self._buffer += data
         try:
-            for first, body in mqtt.split(self._buffer, _LIMIT):
+            for first, body in fw.split_packets(self._buffer, _LIMIT):
                 self._packet(first, body)
-        except mqtt.MqttError:
+        except fw.MqttError:
             self.transport.close()
 
     def _packet(self, first, body):
         kind = first & 0xF0
         if kind == 0x20:  # CONNACK
-            mqtt.check_connack(first, body)
-            self.transport.write(mqtt.subscribe_packet(1, self.down_topic))
-        elif kind == mqtt.SUBACK:
-            mqtt.check_suback(first, body, 1)
+            fw.check_connack(first, body)
+            self.transport.write(fw.subscribe_packet(1, self.down_topic))
+        elif kind == fw.SUBACK:
+            fw.check_suback(first, body, 1)
             self.ready = True
             if not self._subscribed.done():
                 self._subscribed.set_result(None)
             self._backoff.reset()
-            self.session = Session(self.emulated.pile)
-            self.transport.write(mqtt.publish_packet(self.status, ONLINE, retain=True))
+            self.session = fw.Session(self.emulated.pile, codec=hostcodec.CODEC)
+            self.transport.write(fw.publish_packet(self.status, fw.ONLINE, retain=True))
             self.send(self.session.hello())
-        elif kind == mqtt.PUBLISH and body is not None and self.ready:
-            topic, payload, retained = mqtt.split_publish(first, body)
+        elif kind == fw.PUBLISH and body is not None and self.ready:
+            topic, payload, retained = fw.split_publish(first, body)
             if topic == self.down and payload and not retained:
                 self.send(self.session.handle(payload))
 
@@ -111,7 +110,7 @@ class BrokerPile(asyncio.Protocol):
         waiting = transport.get_write_buffer_size()
         if waiting and droppable or waiting > _BACKLOG:
             return
-        transport.write(mqtt.publish_packet(self.up, message))
+        transport.write(fw.publish_packet(self.up, message))
 
     def telemetry(self):
         if self.ready:

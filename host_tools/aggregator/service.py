@@ -13,7 +13,7 @@ import gc
 import time
 from collections import Counter, deque
 
-from pile.limits import REASON_DEPARTURE_RESERVE
+from pile.surface import REASON_DEPARTURE_RESERVE
 from pilectl import wire
 
 from aggregator.link import PileLink

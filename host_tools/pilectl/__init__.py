@@ -1,12 +1,13 @@
 """pilectl: the field technician's and bench engineer's tool for the V2G pile."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
-import pile
-
-PILE = Path(pile.__file__).resolve().parent  # the firmware package, as host code imports it
+# The firmware package, as host code imports it (pile.surface): found, not imported, so
+# `import pilectl` alone puts nothing of the firmware's (its CPython shim) into a process.
+PILE = Path(importlib.util.find_spec("pile").origin).resolve().parent
 _INSTALLED = Path(__file__).resolve().parent / "firmware"  # main.py, profiles/: package data
 # Where main.py and profiles/ lie: the checkout's firmware/ (beside pile/), or the copy
 # installed with pilectl.

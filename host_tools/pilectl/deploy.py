@@ -40,8 +40,7 @@ from pathlib import Path
 import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
-from pile.board import BoardError
-from pile.board import check as check_board
+from pile.surface import BoardError, check_board
 
 from pilectl import MPREMOTE
 from pilectl import build as builder

@@ -10,9 +10,9 @@ import asyncio
 import difflib
 from dataclasses import dataclass
 
-from pile.config import CHOICES, INTEGERS, Config, ConfigError, allowed
+from pile.surface import CHOICES, INTEGERS, Config, ConfigError, allowed
 
-from pilectl import keys, names, wire
+from pilectl import cose, keys, names, wire
 from pilectl.client import Client, LinkError, PileError
 
 _PAGE_GAP_S = 0.06  # between EVENTS_GET pages: under the pile's 20 requests a second
@@ -116,7 +116,7 @@ async def status(client):
             raise
         diagnostics = None
     return {"link": {"signed": client.key is not None,
-                     "key_id": wire.key_id(client.key).hex() if client.key else None},
+                     "key_id": cose.key_id(client.key).hex() if client.key else None},
             **readable_hello(client.hello), **readable_telemetry(telemetry),
             "diagnostics": diagnostics}
 
@@ -220,7 +220,7 @@ async def provision_key(client, target, remove=False, technician=False):
                          f"commands now report a key mismatch or are refused, give "
                          f"--{'technician-' if technician else ''}key-file {pending}") from None
     path = keys.promote(pending, final)
-    return {"pile_id": pile_id, "key_id": wire.key_id(key).hex(), "key_file": str(path)}
+    return {"pile_id": pile_id, "key_id": cose.key_id(key).hex(), "key_file": str(path)}
 
 
 def run(target, action):

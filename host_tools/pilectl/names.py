@@ -1,35 +1,35 @@
 """Human names for the firmware's states, reasons bits and events (DESIGN section 5)."""
 
-from pile import config, control, events, limits
+from pile import surface as fw
 
 STATES = {
-    control.STATE_BOOT: "boot",
-    control.STATE_IDLE: "idle",
-    control.STATE_CHARGING: "charging",
-    control.STATE_DISCHARGING: "discharging",
-    control.STATE_FAULT: "fault",
-    control.STATE_STOPPED: "stopped",
-    control.STATE_NO_EV: "no EV",
+    fw.STATE_BOOT: "boot",
+    fw.STATE_IDLE: "idle",
+    fw.STATE_CHARGING: "charging",
+    fw.STATE_DISCHARGING: "discharging",
+    fw.STATE_FAULT: "fault",
+    fw.STATE_STOPPED: "stopped",
+    fw.STATE_NO_EV: "no EV",
 }
 
 REASONS = (
-    (limits.REASON_SOC_FLOOR, "SOC floor"),
-    (limits.REASON_SOC_CEILING, "SOC ceiling"),
-    (limits.REASON_DEPARTURE_RESERVE, "departure reserve"),
-    (limits.REASON_BATTERY_HOT, "battery hot"),
-    (limits.REASON_BATTERY_COLD, "battery cold"),
-    (limits.REASON_CONVERTER_HOT, "converter hot"),
-    (limits.REASON_SITE_IMPORT_CAP, "site import cap"),
-    (limits.REASON_SITE_EXPORT_CAP, "site export cap"),
-    (limits.REASON_METER_LOST, "meter lost"),
-    (limits.REASON_EV_LIMIT, "EV limit"),
-    (limits.REASON_CONVERTER_FAULT, "converter fault"),
-    (limits.REASON_STOPPED, "stopped"),
-    (limits.REASON_SETPOINT_EXPIRED, "setpoint expired"),
-    (limits.REASON_RAMPING, "ramping"),
-    (limits.REASON_NO_EV, "no EV"),
-    (limits.REASON_FREQ_RESPONSE, "frequency response"),
-    (limits.REASON_FREQ_INVALID, "frequency unusable"),
+    (fw.REASON_SOC_FLOOR, "SOC floor"),
+    (fw.REASON_SOC_CEILING, "SOC ceiling"),
+    (fw.REASON_DEPARTURE_RESERVE, "departure reserve"),
+    (fw.REASON_BATTERY_HOT, "battery hot"),
+    (fw.REASON_BATTERY_COLD, "battery cold"),
+    (fw.REASON_CONVERTER_HOT, "converter hot"),
+    (fw.REASON_SITE_IMPORT_CAP, "site import cap"),
+    (fw.REASON_SITE_EXPORT_CAP, "site export cap"),
+    (fw.REASON_METER_LOST, "meter lost"),
+    (fw.REASON_EV_LIMIT, "EV limit"),
+    (fw.REASON_CONVERTER_FAULT, "converter fault"),
+    (fw.REASON_STOPPED, "stopped"),
+    (fw.REASON_SETPOINT_EXPIRED, "setpoint expired"),
+    (fw.REASON_RAMPING, "ramping"),
+    (fw.REASON_NO_EV, "no EV"),
+    (fw.REASON_FREQ_RESPONSE, "frequency response"),
+    (fw.REASON_FREQ_INVALID, "frequency unusable"),
 )
 
 
@@ -39,41 +39,41 @@ def reasons(bits):
 
 
 EVENTS = {
-    events.EVENT_BOOT: "boot",
-    events.EVENT_FAULT: "fault",
-    events.EVENT_FAULT_CLEARED: "fault cleared",
-    events.EVENT_STOP: "stop",
-    events.EVENT_RELEASE: "release",
-    events.EVENT_SETPOINT_EXPIRED: "setpoint expired",
-    events.EVENT_CONFIG_CHANGED: "config changed",
-    events.EVENT_METER_LOST: "meter lost",
-    events.EVENT_METER_BACK: "meter back",
-    events.EVENT_KEY_PROVISIONED: "key provisioned",
-    events.EVENT_REBOOT_REQUESTED: "reboot requested",
-    events.EVENT_EV_PLUGGED: "EV plugged in",
-    events.EVENT_EV_UNPLUGGED: "EV unplugged",
-    events.EVENT_FAULT_RESET_REQUESTED: "fault reset requested",
-    events.EVENT_STORE_DAMAGED: "settings file damaged",
-    events.EVENT_SESSION_ENDED: "session ended (setpoint and departure dropped)",
-    events.EVENT_CONFIG_KEY: "config key set",
-    events.EVENT_AUTH_FAILED: "requests refused as unauthenticated or replayed",
-    events.EVENT_LIMITS: "limits now",
-    events.EVENT_FLASH_ERROR: "event journal write failed",
+    fw.EVENT_BOOT: "boot",
+    fw.EVENT_FAULT: "fault",
+    fw.EVENT_FAULT_CLEARED: "fault cleared",
+    fw.EVENT_STOP: "stop",
+    fw.EVENT_RELEASE: "release",
+    fw.EVENT_SETPOINT_EXPIRED: "setpoint expired",
+    fw.EVENT_CONFIG_CHANGED: "config changed",
+    fw.EVENT_METER_LOST: "meter lost",
+    fw.EVENT_METER_BACK: "meter back",
+    fw.EVENT_KEY_PROVISIONED: "key provisioned",
+    fw.EVENT_REBOOT_REQUESTED: "reboot requested",
+    fw.EVENT_EV_PLUGGED: "EV plugged in",
+    fw.EVENT_EV_UNPLUGGED: "EV unplugged",
+    fw.EVENT_FAULT_RESET_REQUESTED: "fault reset requested",
+    fw.EVENT_STORE_DAMAGED: "settings file damaged",
+    fw.EVENT_SESSION_ENDED: "session ended (setpoint and departure dropped)",
+    fw.EVENT_CONFIG_KEY: "config key set",
+    fw.EVENT_AUTH_FAILED: "requests refused as unauthenticated or replayed",
+    fw.EVENT_LIMITS: "limits now",
+    fw.EVENT_FLASH_ERROR: "event journal write failed",
 }
 
-RESET_CAUSES = {events.RESET_POWER_ON: "power-on", events.RESET_WATCHDOG: "watchdog",
-                events.RESET_REQUESTED: "requested reboot"}
+RESET_CAUSES = {fw.RESET_POWER_ON: "power-on", fw.RESET_WATCHDOG: "watchdog",
+                fw.RESET_REQUESTED: "requested reboot"}
 _SLOTS = {0: "serial, unsigned", 1: "link key", 2: "technician key"}
 
 
 def event_detail(code, value):
     """What an event's value means, in words ("" where the number says it all)."""
-    if code == events.EVENT_BOOT:
+    if code == fw.EVENT_BOOT:
         return RESET_CAUSES.get(value, f"cause {value}")
-    if code == events.EVENT_CONFIG_KEY:
+    if code == fw.EVENT_CONFIG_KEY:
         number = value & 0xFF
-        key = config.KEY_NUMBERS[number - 1] if 0 < number <= len(config.KEY_NUMBERS) else "?"
+        key = fw.KEY_NUMBERS[number - 1] if 0 < number <= len(fw.KEY_NUMBERS) else "?"
         return f"{key} by {_SLOTS.get(value >> 8, f'slot {value >> 8}')}"
-    if code == events.EVENT_LIMITS:
+    if code == fw.EVENT_LIMITS:
         return ", ".join(reasons(value)) or "none"
     return ""

@@ -1,19 +1,13 @@
 """Link protocol v1 on the host (DESIGN section 5), built on independent libraries.
 
-Framing uses the `cobs` package and fastcrc's CRC-16/MODBUS, messages use cbor2 and
-the authentication pycose, so every host test also cross-checks the firmware's own
-codec, COBS, CRC and HMAC instead of agreeing with itself.
+Framing uses the `cobs` package and fastcrc's CRC-16/MODBUS and messages use cbor2
+(authentication: pilectl/cose.py, on `hmac`), so every host test also cross-checks the
+firmware's own codec, COBS, CRC and HMAC instead of agreeing with itself.
 """
-
-import hashlib
 
 import cbor2
 from cobs import cobs
 from fastcrc import crc16
-from pycose.algorithms import HMAC25664
-from pycose.headers import KID, Algorithm
-from pycose.keys import SymmetricKey
-from pycose.messages import CoseMessage, Mac0Message
 
 MAX_FRAME = 512  # message + CRC, before COBS
 PROTOCOL_VERSION = 1
@@ -100,44 +94,6 @@ class Deframer:
 def encode(fields):
     """Deterministic CBOR; with keys 0..23 cbor2's canonical order is RFC 8949's."""
     return cbor2.dumps(fields, canonical=True)
-
-
-def key_id(key):
-    """The COSE kid both sides derive: 4 bytes of the key's SHA-256."""
-    return hashlib.sha256(key).digest()[:4]
-
-
-def sign(key, message, nonce):
-    mac = Mac0Message(phdr={Algorithm: HMAC25664}, uhdr={KID: key_id(key)}, payload=message,
-                      external_aad=nonce)
-    mac.key = SymmetricKey(k=key)
-    return mac.encode(tag=True)
-
-
-def is_signed(data):
-    return data[:1] == b"\xd1"
-
-
-def verify(key, data, nonce):
-    """The payload of a COSE_Mac0 from the pile; WireError unless it carries a good MAC."""
-    try:
-        mac = CoseMessage.decode(data)
-    except Exception as exc:  # pycose raises many kinds on malformed input
-        raise WireError(f"not a COSE_Mac0: {exc}") from exc
-    if not isinstance(mac, Mac0Message):
-        raise WireError("not a COSE_Mac0")
-    mac.key = SymmetricKey(k=key)
-    mac.external_aad = nonce
-    try:
-        good = mac.verify_tag()
-    except Exception as exc:
-        raise WireError(f"cannot verify: {exc}") from exc
-    if not good:
-        kid = mac.uhdr.get(KID)
-        hint = "" if kid in (None, key_id(key)) else (
-            f" (the pile's key id is {kid.hex()}, yours is {key_id(key).hex()})")
-        raise WireError("MAC mismatch: the pile and this host hold different keys" + hint)
-    return mac.payload
 
 
 def decode(message):

@@ -4,7 +4,7 @@ the SETPOINT message.
 A fleet's target change signs and sends a setpoint to every pile at once: at 10,000
 piles, cbor2 took 11 us of a setpoint's 45 (profiled in `make bench-fleet`), most of it
 setting up an encoder for four small integers. These make the same deterministic bytes
-(tests/test_aggregator_mac0.py holds them against cbor2); everything else uses cbor2.
+(tests/test_host_cose.py holds them against cbor2); everything else uses cbor2.
 """
 
 _SETPOINT_HEAD = b"\xa4\x00\x03\x01"  # {0 (type): 3 (SETPOINT), 1 (seq): ...
