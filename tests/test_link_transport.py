@@ -98,6 +98,29 @@ def test_tcp_session_with_key(server):
     run(session())
 
 
+def test_two_tools_sharing_a_key_are_not_each_others_replays(server):
+    """An aggregator and the OCPP bridge both hold the link key, and a pile takes a seq
+    only above the last it accepted under that key. Their requests, interleaved, are each
+    taken the first time: none refused as a replay (the client would resume and retry,
+    hiding it; the pile's own counter does not)."""
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+
+    async def interleaved():
+        aggregator = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        bridge = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        try:
+            for _ in range(3):
+                await aggregator.config_get(["min_soc"])
+                await bridge.config_get(["min_soc"])
+            return (await aggregator.diagnostics())["requests_refused"]
+        finally:
+            await aggregator.close()
+            await bridge.close()
+
+    assert run(interleaved()) == 0
+
+
 def test_wrong_key_is_reported_as_such(server):
     srv = server(key=KEY)
     srv.wait_for("tcp up")
