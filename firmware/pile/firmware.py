@@ -22,6 +22,7 @@ from pile.link import Link
 from pile.loop import ControlLoop
 from pile.meter import Meter
 from pile.modbus import Master
+from pile.protocol import PAGE_BYTES
 from pile.store import Store
 from pile.supervisor import Supervisor
 
@@ -31,7 +32,6 @@ from pile.supervisor import Supervisor
 _WATCHDOG_MS = const(3000)
 # The DIAGNOSTICS counters are paged by the most each can take in CBOR, so a part keeps
 # its counters however they grow, and the number of parts is known from the start.
-_PART_BYTES = const(440)  # of counters in one DIAGNOSTICS reply: signed, under 510 bytes
 _INT_BYTES = const(9)  # the most a CBOR integer takes (up to 64 bits)
 _TEXT = const(24)  # characters a text counter (a device's last error) shows at most
 _TEXT_BYTES = const(26)  # the most such a text takes in CBOR: its head, 24 ASCII characters
@@ -86,7 +86,7 @@ def build_link(pile, hal, board, on_refused=None):
     return link
 
 
-def parts_of(counters, budget=_PART_BYTES):
+def parts_of(counters, budget=PAGE_BYTES):
     """The names of `counters` (name: value), sorted, in parts whose counters take at most
     `budget` bytes of CBOR each, at the most every value can take (`_INT_BYTES`, or
     `_TEXT_BYTES` for a text or None): so a part that fits one frame now always will."""

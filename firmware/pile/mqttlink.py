@@ -23,14 +23,13 @@ from pile import mqtt
 from pile.backoff import Backoff
 from pile.clock import ticks_diff, ticks_ms
 from pile.connection import Connection
-from pile.framing import MAX_FRAME
 from pile.protocol import Session
 
 _FIRST_BACKOFF_MS = const(1000)
 _MAX_BACKOFF_MS = const(30000)
 _HANDSHAKE_MS = const(10000)  # TCP connect, CONNACK and SUBACK within this
 _SUBSCRIPTION = const(1)  # the packet id of the one SUBSCRIBE
-_TOPIC_ROOM = const(128)  # topic and header bytes a PUBLISH may add to a message
+MAX_PACKET = const(640)  # the largest packet taken: MAX_FRAME and 128 bytes of topic and head
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -63,7 +62,7 @@ class MqttConnection(Connection):
     async def read_messages(self, lasting):
         """The broker's next packet: a request on the down topic goes into the inbox. The
         end of the connection raises (MqttError, OSError), for `MqttLink` to count."""
-        first, body = await mqtt.read_packet(self.reader, MAX_FRAME + _TOPIC_ROOM)
+        first, body = await mqtt.read_packet(self.reader, MAX_PACKET)
         self.broker_heard_at = ticks_ms()
         if first & 0xF0 != mqtt.PUBLISH:
             return True  # PINGRESP: heard is all it says

@@ -66,7 +66,7 @@ _FREQ_CURVE = const(7)  # [[mHz, W], ...] for mode 2
 _FREQ_REVERT = const(8)  # s: the response reverts to the config's sooner than the ttl
 _EVENTS_PER_REPLY = const(24)  # keeps an EVENTS reply well under 512 bytes
 _CONFIG_NEXT = const(3)  # CONFIG_GET and CONFIG extension: where a full listing goes on
-_CONFIG_BYTES = const(440)  # of config in one reply: signed, it stays under 510 bytes
+PAGE_BYTES = const(440)  # of a listing in one reply (config, counters): signed, under 510 B
 _MAX_SEQ = 0xFFFFFFFFFFFFFFFF
 
 
@@ -288,7 +288,7 @@ class Session:
         for index in range(first, len(KEY_NUMBERS)):
             key = KEY_NUMBERS[index]
             size += len(dumps(key)) + len(dumps(values[key]))
-            if size > _CONFIG_BYTES:
+            if size > PAGE_BYTES:
                 return self._send(CONFIG, {2: shown, _CONFIG_NEXT: index})
             shown[key] = values[key]
         return self._send(CONFIG, {2: shown})

@@ -94,7 +94,7 @@ from pile.mqtt import (
     subscribe_packet,
 )
 from pile.mqtt import split as split_packets
-from pile.mqttlink import OFFLINE, ONLINE, topics
+from pile.mqttlink import MAX_PACKET, OFFLINE, ONLINE, topics
 from pile.protocol import (
     ACK,
     CMD_REBOOT,

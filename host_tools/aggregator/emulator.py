@@ -25,9 +25,11 @@ config); "ready N" once every pile is subscribed. SIGUSR1 freezes --freeze piles
 The transport is an asyncio protocol a pile, not the firmware's `Link` (a reader and a
 writer task a connection): a pile costs a few callbacks a message, so thousands fit in
 a process. Like the firmware, a pile greets each connection with HELLO, sends TELEMETRY
-only after an accepted request, keeps two authenticated clients (a third evicts the
-older) and drops TELEMETRY while a client is not reading; it has no request budget and
-no idle timeout (it faces the aggregator under test, not a hostile host).
+only after an accepted request, admits TCP clients by the firmware's own policy
+(pile/admission.py: two authenticated, four sockets; a third authenticated client sends
+away the one silent longest) and drops TELEMETRY while a client is not reading; it has
+no request budget and no idle timeout (it faces the aggregator under test, not a
+hostile host).
 """
 
 import argparse
@@ -45,6 +47,7 @@ from pile.surface import (
     ControlStep,
     Pile,
     Session,
+    admission,
     ticks_add,
     ticks_diff,
     ticks_ms,
@@ -58,7 +61,6 @@ from aggregator.broker import kept_password
 _RATED_W = 11000
 _STEP_S = 1.0
 _PHASES = 10  # a tenth of the piles ticks every 0.1 s
-_MAX_CLIENTS = 2  # authenticated, as the firmware's link keeps
 _BACKLOG = 4096  # bytes unsent to a client above which its replies are dropped too
 _HANDSHAKES = 64  # broker connections being opened at once
 
@@ -163,27 +165,35 @@ class _Client(asyncio.Protocol):
         self.session = Session(emulated.pile, codec=hostcodec.CODEC)
         self.deframer = wire.Deframer()
         self.transport = None
+        self.opened_at = self.heard_at = ticks_ms()  # what the admission policy reads
+        self.admitted = False
 
     def connection_made(self, transport):
         self.transport = transport
-        self.emulated.clients.append(self)
+        clients = self.emulated.clients
+        gone = admission.closed_for_new(clients)  # the firmware's TCP admission policy
+        if gone is not None:
+            gone.transport.close()
+            clients.remove(gone)
+        elif admission.full(clients):
+            transport.close()  # every socket taken by an authenticated client
+            return
+        clients.append(self)
         self.send(self.session.hello())
 
     def connection_lost(self, exc):
-        self.emulated.clients.remove(self)
+        if self in self.emulated.clients:
+            self.emulated.clients.remove(self)
 
     def data_received(self, data):
         for message in self.deframer.feed(data):
-            verified = self.session.verified
+            self.heard_at = ticks_ms()
             self.send(self.session.handle(message))
-            if self.session.verified and not verified:
-                self._make_room()
-
-    def _make_room(self):
-        """Two authenticated clients at most: a third sends the older away."""
-        verified = [c for c in self.emulated.clients if c.session.verified and c is not self]
-        if len(verified) >= _MAX_CLIENTS:
-            verified[0].transport.close()
+            if self.session.verified and not self.admitted:
+                self.admitted = True
+                gone = admission.closed_for_admitted(self.emulated.clients, self)
+                if gone is not None:
+                    gone.transport.close()
 
     def send(self, message, droppable=False):
         """TELEMETRY (`droppable`) only when nothing waits; nothing once 4 KB wait."""

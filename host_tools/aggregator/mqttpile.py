@@ -20,7 +20,6 @@ from aggregator import hostcodec
 _FIRST_BACKOFF_MS = 1000
 _MAX_BACKOFF_MS = 30000
 _BACKLOG = 4096  # bytes unsent above which TELEMETRY is dropped, as on TCP
-_LIMIT = 640  # the largest packet taken, as the firmware's (512 + topic room)
 
 
 class BrokerPile(asyncio.Protocol):
@@ -79,7 +78,7 @@ class BrokerPile(asyncio.Protocol):
             return
         self._buffer += data
         try:
-            for first, body in fw.split_packets(self._buffer, _LIMIT):
+            for first, body in fw.split_packets(self._buffer, fw.MAX_PACKET):
                 self._packet(first, body)
         except fw.MqttError:
             self.transport.close()
