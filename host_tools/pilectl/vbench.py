@@ -7,6 +7,7 @@ and by the HIL suite (hil_tests/) when no real board is given.
 """
 
 import asyncio
+import contextlib
 import json
 import secrets
 import shutil
@@ -16,6 +17,8 @@ from pilectl import FIRMWARE, MICROPYTHON, firmware_path, micropython_env
 from pilectl.client import Client, LinkError
 from pilectl.sim.harness import PtyPair, free_port
 from pilectl.sim.run import Simulation
+
+_START_S = 10  # for the firmware's "running" line
 
 
 def unix_board(pile_id, bus, link=None, tcp_port=None, **more):
@@ -50,7 +53,9 @@ class VirtualBench:
         self.key = secrets.token_bytes(32) if key is True else key
         self.technician_key = secrets.token_bytes(32) if self.key is not None else None
         self.heapsize = heapsize
-        self.firmware_dir = Path(firmware) if firmware else FIRMWARE
+        # absolute: the firmware runs in self.dir, where a path relative to the caller's
+        # directory (make soak's bench-out/soak/firmware-mpy) names nothing
+        self.firmware_dir = Path(firmware).resolve() if firmware else FIRMWARE
         self.sim = Simulation(scenario)
         self.tcp_port = free_port()
         self.board_path = self.dir / "board.json"
@@ -69,15 +74,27 @@ class VirtualBench:
         return board
 
     async def start(self):
-        await self._power_on()
-        await self._provision()
+        """Power on and provision. A start that fails or is interrupted (an error, Ctrl-C,
+        a firmware that does not start) stops what it had started before it raises: the
+        caller has nothing to clean up."""
+        try:
+            await self._power_on()
+            await self._provision()
+        except BaseException:
+            await self._stop_after_failed_start()
+            raise
         return self
+
+    async def _stop_after_failed_start(self):
+        with contextlib.suppress(Exception):  # the start's own error is the one to report
+            await self.stop()
 
     async def _power_on(self):
         """The wiring, the plant on the bus, the firmware running."""
         shutil.rmtree(self.dir / "state", ignore_errors=True)  # a fresh pile every bench
-        self._ptys = [PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"),
-                      PtyPair(self.dir / "link-pile", self.dir / "link-host")]
+        self._ptys = []  # kept one by one: stop() closes those made before a failure
+        self._ptys.append(PtyPair(self.dir / "bus-pile", self.dir / "bus-plant"))
+        self._ptys.append(PtyPair(self.dir / "link-pile", self.dir / "link-host"))
         self.board_path.write_text(json.dumps(self.board()))
         self._sim_task = asyncio.create_task(self.sim.run(self._ptys[0].b, duration_s=86400))
         await self.start_firmware()
@@ -119,12 +136,36 @@ class VirtualBench:
             *args, str(self.board_path), cwd=self.dir,
             env=micropython_env(*firmware_path(self.firmware_dir)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        line = await asyncio.wait_for(self.firmware.stdout.readline(), 10)
+        try:
+            line = await asyncio.wait_for(self.firmware.stdout.readline(), _START_S)
+        except TimeoutError:
+            line = b""
+        except BaseException:
+            await self.stop_firmware()
+            raise
         self.firmware_output.append(line.decode().rstrip())
         if b"running" not in line:
-            rest = await self.firmware.stdout.read()
-            raise RuntimeError("the firmware did not start:\n" + line.decode() + rest.decode())
+            raise RuntimeError(await self._failed_start(line))
         self._reader = asyncio.create_task(self._collect())
+
+    async def _failed_start(self, line):
+        """The firmware did not say it runs: end it (it may still be booting, or hung)
+        and say what it said and what to check."""
+        try:
+            await asyncio.wait_for(self.firmware.wait(), 2)  # a traceback being written
+        except TimeoutError:
+            pass
+        running = self.firmware.returncode is None
+        await self.stop_firmware()
+        said = (line + await self.firmware.stdout.read()).decode(errors="replace").strip()
+        self.firmware_output += said.splitlines()[1:]
+        how = (f"said nothing of running within {_START_S:g} s and was stopped" if running
+               else f"exited with status {self.firmware.returncode}")
+        return (f"the firmware did not start: it {how}; its output:\n"
+                f"{said or '(nothing)'}\n"
+                f"Check the firmware tree ({self.firmware_dir}: main.py, pile/ and profiles/, "
+                f"--firmware) and the heap (--heapsize {self.heapsize or 'default'}: a "
+                "MemoryError wants more).")
 
     async def _collect(self):
         async for line in self.firmware.stdout:

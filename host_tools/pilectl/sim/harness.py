@@ -6,6 +6,7 @@ reads) while it answers.
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -32,13 +33,17 @@ def stop_process(process, grace_s=5):
 
 
 def await_ptys(socat, paths, owner):
-    """Wait until `socat` has made the pty links `paths`; else close `owner` and fail."""
+    """Wait until `socat` has made the pty links `paths`; else close `owner` and fail.
+    Interrupted (Ctrl-C), it closes `owner` too: socat never outlives a failed start."""
     deadline = time.monotonic() + 5
-    while not all(os.path.exists(path) for path in paths):
-        if time.monotonic() > deadline or socat.poll() is not None:
-            owner.close()
-            raise RuntimeError("socat made no pty: is socat installed (make setup)?")
-        time.sleep(0.02)
+    try:
+        while not all(os.path.exists(path) for path in paths):
+            if time.monotonic() > deadline or socat.poll() is not None:
+                raise RuntimeError("socat made no pty: is socat installed (make setup)?")
+            time.sleep(0.02)
+    except BaseException:
+        owner.close()
+        raise
 
 
 class PtyPair:
@@ -46,6 +51,12 @@ class PtyPair:
 
     def __init__(self, a, b):
         self.a, self.b = str(a), str(b)
+        # links left in this place by an earlier bench (a killed socat leaves them, and a
+        # live one keeps them pointing at its ptys) would pass for this socat's before it
+        # replaced them: the plant and the firmware could open ends of different pairs
+        for path in (self.a, self.b):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.a}",
                                        f"pty,raw,echo=0,link={self.b}"],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
