@@ -176,7 +176,8 @@ def test_a_stale_meter_is_lost_then_back_with_one_event_each():
     run.meter_answers = False
     run.ticks(11)  # the last reading is 2750 ms old
     assert run.pile.site_w == 2000 and run.logged(first) == []
-    run.tick()  # 3000 ms: no longer fresh, not yet lost to the envelope
+    run.tick()  # 3000 ms: not fresh (age < meter_stale_s), but the envelope's rule is
+    # age > meter_stale_s: it drops the reading one decision later
     assert run.pile.site_w is None and run.logged(first) == [[events.EVENT_METER_LOST, 0]]
     assert not run.ctl.reasons & limits.REASON_METER_LOST
     run.watch()
