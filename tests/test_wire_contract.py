@@ -1,4 +1,5 @@
-"""The host's protocol table (pilectl.wire) against the firmware's (pile.protocol).
+"""The host's protocol table (pilectl.wire) against the firmware's, as the host sees it
+(pile.surface).
 
 The two sides are written independently on purpose; this holds them together: every
 number the host names is the firmware's, and the fields the host reads out of HELLO
@@ -6,8 +7,8 @@ and TELEMETRY carry what the firmware put there.
 """
 
 import cbor2
-from pile import protocol
-from pile.app import Pile
+from pile import surface as protocol
+from pile.surface import Pile
 from pilectl import wire
 
 MESSAGE_TYPES = ("HELLO", "TELEMETRY", "SETPOINT", "ACK", "CONFIG_GET", "CONFIG_SET", "CONFIG",
