@@ -145,6 +145,7 @@ bench-fleet-mqtt: setup
 
 # The soak: SOAK_MIN minutes (30 by default) of random setpoints, loads and every fault the
 # bench makes, reboots and power cuts; series and PNG in bench-out/soak, one JSON line last.
+# It fails on a violation, a crash, a damaged event log or the aggregator locked out.
 SOAK_MIN ?= 30
 soak: setup
 	$(BIN)/python bench/soak.py $(SOAK_MIN) --out bench-out/soak

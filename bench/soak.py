@@ -20,6 +20,14 @@ Modbus and link counters); every 30 s the new event log entries. At the end it c
 event log: no gap, one boot entry for each start with the cause that was injected, and
 every entry read during the run still the same at its index. It writes soak.png (the
 series) and soak.jsonl (the samples), prints a table, and ends with one JSON line.
+
+Refused setpoints are counted by reason (`refusals`: the ERROR's name in pilectl.wire.ERRORS
+with the pile's latest detail text) with the longest run of them (`longest_refused_run`).
+A pile refuses the odd one by design (busy until its first converter reading after a boot),
+so a few in a row pass; an aggregator locked out does not: 10 setpoints refused in a row
+(LOCKOUT_SETPOINTS), or every setpoint for 60 s (LOCKOUT_S), is a lockout (`lockouts`).
+The soak fails (exit status 1, each reason on a `FAILED:` line before the JSON) on an
+oracle violation, a crash, an event log not intact, or a lockout.
 """
 
 import argparse
@@ -35,7 +43,7 @@ import time
 from pathlib import Path
 
 from pile.events import RESET_POWER_ON, RESET_REQUESTED
-from pilectl import field
+from pilectl import field, wire
 from pilectl.build import build
 from pilectl.client import LinkError, PileError
 from pilectl.vbench import VirtualBench
@@ -50,6 +58,12 @@ LINK_ERRORS = (LinkError, PileError, OSError, TimeoutError)
 _SAMPLE_S = 10
 _EVENTS_S = 30
 _SETTLE_S = 3.0  # after a start: the boot entry is on flash within a second
+# A host locked out fails the soak: LOCKOUT_SETPOINTS setpoints refused in a row, or every
+# setpoint refused for LOCKOUT_S. A pile refuses the odd setpoint by design (busy until its
+# first converter reading after a boot, which a bus fault of at most 4 s may delay): two
+# or three in a row, a few seconds; an aggregator refused for a minute has lost the pile.
+LOCKOUT_SETPOINTS = 10
+LOCKOUT_S = 60.0
 # A bus fault lasts at most 4 s, with 1 s of a working bus before the next: a bus down for
 # longer than the converter's heartbeat timeout (5 s) leaves the pile's last command
 # standing in a converter that no longer hears it. The converter's own watchdog then stops
@@ -79,6 +93,10 @@ class Soak:
         self.actions = []  # (plant time s, action), to explain a violation
         self.samples = []
         self.seen_events = {}  # index -> entry, as read during the run
+        self.refusals = {}  # ERROR name (pilectl.wire.ERRORS) -> {"count", "detail": last}
+        self.refused_run = []  # (s since start, ERROR name, detail): the refusals since the
+        self.longest_run = []  # last accepted setpoint, and the longest such run
+        self.lockouts = []  # texts: each run of refusals long enough to fail the soak
         self.boot_totals = {}  # counters summed over finished boots
         self.boot_last = {}
         self.started_at = time.monotonic()
@@ -147,8 +165,29 @@ class Soak:
         try:
             await self.aggregator.setpoint(power, rng.randint(1, 30), **extra)
             self.counts["setpoints"] += 1
-        except PileError:
-            self.counts["refused"] += 1  # e.g. busy right after a boot: counted, not a fault
+        except PileError as exc:
+            self.refused(exc)
+        else:
+            self.end_refused_run()
+
+    def refused(self, exc):
+        """A refused setpoint: counted by its reason; a run of them is a lockout when it
+        reaches LOCKOUT_SETPOINTS or LOCKOUT_S."""
+        self.counts["refused"] += 1
+        name = wire.ERRORS.get(exc.code, f"code {exc.code}")
+        reason = self.refusals.setdefault(name, {"count": 0, "detail": ""})
+        reason["count"] += 1
+        reason["detail"] = exc.detail
+        self.refused_run.append((round(time.monotonic() - self.started_at, 1), name,
+                                 exc.detail))
+        if len(self.refused_run) > len(self.longest_run):
+            self.longest_run = list(self.refused_run)
+
+    def end_refused_run(self):
+        """A setpoint accepted, or the end of the run: judge the refusals before it."""
+        run, self.refused_run = self.refused_run, []
+        if run and (len(run) >= LOCKOUT_SETPOINTS or run[-1][0] - run[0][0] >= LOCKOUT_S):
+            self.lockouts.append(describe_run(run))
 
     async def _load(self):
         if time.monotonic() < self.bus_free_at:  # see _LOAD_WHILE_SILENT
@@ -214,7 +253,10 @@ class Soak:
                               b"\x01" * rng.randint(1, 700) + b"\x00",  # over-long
                               None])
         if garbage is None:  # well framed, but not a message this pile takes
-            await client.send_raw(rng.randbytes(rng.randint(1, 60)))
+            # the pile's ERROR is read here: left unread, the client would take it for the
+            # reply to its next request (a setpoint "refused" that the pile had accepted)
+            with contextlib.suppress(PileError):
+                await client.exchange_raw(rng.randbytes(rng.randint(1, 60)))
         else:
             await client.send_raw(garbage, frame=False)
         self.counts["malformed_frames"] += 1
@@ -307,6 +349,8 @@ async def run(minutes, seed, heapsize, out, firmware):
     last_line = 0.0
     try:
         while time.monotonic() < end:
+            if keeper.done():  # the firmware did not start again: its error ends the soak
+                keeper.result()
             try:
                 await soak.clients()
                 now = time.monotonic()
@@ -344,11 +388,23 @@ async def run(minutes, seed, heapsize, out, firmware):
                 await asyncio.sleep(2)
         else:
             wrong, kept, boots = [f"the event log could not be read at the end: {failure}"], 0, 0
+        soak.end_refused_run()
     finally:
         keeper.cancel()
         await soak.drop_clients()
         await bench.stop()
     return soak, wrong, kept, boots
+
+
+def describe_run(run):
+    """A run of refused setpoints [(s, ERROR name, detail), ...], in a sentence."""
+    reasons = {}
+    for _, name, detail in run:
+        reasons.setdefault(name, detail)
+    said = "; ".join(f"{name} ({sum(r[1] == name for r in run)}: {detail})"
+                     for name, detail in reasons.items())
+    return (f"{len(run)} setpoints refused in a row over {run[-1][0] - run[0][0]:.0f} s "
+            f"(from {run[0][0]:.0f} s): {said}")
 
 
 def slope_per_min(samples, key):
@@ -400,16 +456,23 @@ def main():
                              "built to .mpy, as deployed")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    out = args.out or Path(tempfile.mkdtemp(prefix="soak-"))
+    # absolute from here on: the firmware runs in the bench's own directory, where `make
+    # soak`'s bench-out/soak (relative to the caller's) names nothing
+    out = (args.out or Path(tempfile.mkdtemp(prefix="soak-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"soak: {args.minutes:g} min, seed {seed}, heap {args.heapsize}, output in {out}",
           flush=True)
-    if args.firmware is None:  # as a board runs it: precompiled, no compiler on the heap
-        args.firmware = out / "firmware-mpy"
-        build(args.firmware)
-    started = time.monotonic()
-    soak, wrong, kept, boots = asyncio.run(run(args.minutes, seed, args.heapsize, out,
-                                               args.firmware))
+    try:
+        if args.firmware is None:  # as a board runs it: precompiled, no compiler on the heap
+            args.firmware = out / "firmware-mpy"
+            build(args.firmware)
+        started = time.monotonic()
+        soak, wrong, kept, boots = asyncio.run(run(args.minutes, seed, args.heapsize, out,
+                                                   args.firmware))
+    except RuntimeError as exc:  # the firmware did not build or start (again): said why
+        sys.exit(f"soak: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("soak: interrupted; the bench is stopped")
     minutes = (time.monotonic() - started) / 60
     samples = soak.samples
     with open(out / "soak.jsonl", "w") as f:
@@ -418,6 +481,7 @@ def main():
     plot(samples, out / "soak.png")
     last = samples[-1]
     hours = minutes / 60
+    longest = soak.longest_run
     result = {"minutes": round(minutes, 2), "seed": seed,
               "violations": len(soak.bench.sim.oracle.violations),
               "crashes": soak.counts["crashes"],
@@ -429,7 +493,11 @@ def main():
               "frames_dropped_or_refused": last["frames_dropped"] + last["requests_refused"],
               "event_log_intact": not wrong, "event_log_problems": wrong,
               "events_kept": kept, "boot_entries": boots, **soak.counts,
-              "plot": str(out / "soak.png")}
+              "refusals": soak.refusals,
+              "longest_refused_run": {
+                  "setpoints": len(longest), "from_s": longest[0][0] if longest else None,
+                  "seconds": round(longest[-1][0] - longest[0][0], 1) if longest else 0},
+              "lockouts": soak.lockouts, "plot": str(out / "soak.png")}
     if soak.crash_output:
         print("crashes:", json.dumps(soak.crash_output, indent=1))
     for violation in soak.bench.sim.oracle.summary():
@@ -439,11 +507,16 @@ def main():
         print("   plant:", [e for e in soak.bench.sim.log if start - 10 <= e[0] <= start + 1])
     width = max(len(k) for k in result)
     for key, value in result.items():
-        if key != "event_log_problems" or value:
+        if key not in ("event_log_problems", "lockouts") or value:
             print(f"  {key:<{width}}  {value}")
+    failures = [f"{result['violations']} oracle violations"] * bool(result["violations"])
+    failures += [f"{result['crashes']} crashes"] * bool(result["crashes"])
+    failures += [f"event log: {problem}" for problem in wrong]
+    failures += [f"the aggregator was locked out: {lockout}" for lockout in soak.lockouts]
+    for failure in failures:
+        print("FAILED:", failure)
     print(json.dumps(result))
-    ok = not result["violations"] and not result["crashes"] and not wrong
-    sys.exit(0 if ok else 1)
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
