@@ -26,6 +26,13 @@ from pilectl.sim.harness import free_port, stop_process
 
 DEFAULT_PREFIX = "v2g"
 NOT_IN_PILE_ID = "/+#"  # topic separators and wildcards: a pile id is one topic level
+# Mosquitto 2.0 drops a QoS 0 message for a client once max_queued_messages packets wait
+# for its socket. A worker reads every TELEMETRY of its piles, each second, and falls
+# behind for seconds at a fleet's start (thousands of HELLOs and first requests at
+# once): with 100 it lost the HELLOs of about 250 of 10,000 piles. Room for this many
+# messages a user (pile or worker) before any is dropped: 5 s of a lone worker's fleet.
+QUEUED_PER_USER = 5
+_MIN_QUEUED = 1000
 _SBIN = ":/usr/sbin:/usr/local/sbin"  # where Debian puts the broker, off a user's PATH
 
 
@@ -113,7 +120,8 @@ def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, hos
     conf.write_text("\n".join([
         f"listener {port} {host}", *tls, "allow_anonymous false", f"password_file {passwd}",
         f"acl_file {directory / 'acl'}", "persistence false", "log_dest stderr",
-        "log_type error", "log_type warning", "max_queued_messages 100",
+        "log_type error", "log_type warning",
+        f"max_queued_messages {max(_MIN_QUEUED, QUEUED_PER_USER * len(users))}",
         # started as root (a CI machine), it would drop to the mosquitto user, which
         # cannot read a private directory: a bench's broker stays who started it
         *(["user root"] if bench and os.geteuid() == 0 else []), ""]))

@@ -23,6 +23,12 @@ the last will, takes it out of the next split at once. Clean sessions and QoS 0 
 pile traffic (docs/protocol.md, MQTT); QoS 1 for the workers' own retained records. A
 lost broker connection detaches every pile and is opened again after 1, 2, 4, 8, then
 every 10 s, as a pile link is.
+
+QoS 0 may be lost (a broker drops it for a client that reads too slowly, as Mosquitto
+does past max_queued_messages): a pile that speaks without having answered the HELLO
+asked of it is asked again after 5 s, then 10, 20 ... 60 s; and a SUBSCRIBE that goes
+unacknowledged (a worker behind thousands of messages at a fleet's start reads its SUBACK
+late) is sent again, so no pile stays unserved for good.
 """
 
 import asyncio
@@ -38,6 +44,14 @@ _RETRY_S = (1, 2, 4, 8, 10)
 _ONLINE = b"online"
 _SUBSCRIBE_BATCH = 500  # topics in one SUBSCRIBE packet
 _REACH_PERIODS = 3  # a worker's reach older than this many periods is not counted
+# A pile heard without its HELLO this long after asking is asked again, then after twice
+# as long each time up to a minute: a worker far behind at a fleet's start (10,000 piles on
+# a busy machine: seconds) reads late HELLOs, not lost ones, and asking every 2 s asked
+# 2,288 times more, adding to what it was behind on.
+_HELLO_AGAIN_S = 5.0
+_HELLO_AGAIN_MAX_S = 60.0
+_SUBSCRIBE_S = 30.0  # for a SUBACK (aiomqtt's default, 10 s, was too short at a start)
+_SUBSCRIBE_AGAIN_S = 1.0
 
 
 class Publisher:
@@ -83,6 +97,7 @@ class BrokerLink:
         self._sending = set()  # publishes under way, held until done
         self._subscribing = asyncio.Lock()
         self._subscribed = set()  # pile ids whose up topic is subscribed
+        self._asked = {}  # pile id -> (monotonic time its HELLO was asked, wait to ask again)
 
     # -- sending --------------------------------------------------------------------
 
@@ -214,7 +229,8 @@ class BrokerLink:
                         # heard before its retained `online` (a broker that keeps retained
                         # messages from wildcard subscriptions, as RabbitMQ's plugin does)
                         self._status(parts[1], True)
-                    link.receive(payload)
+                    if not link.receive(payload) and link.attached and not link.connected:
+                        self._ask_again(parts[1])
             else:
                 self._status(parts[1], payload == _ONLINE)
         elif len(parts) >= 2 and parts[0] == self.shared:
@@ -228,10 +244,21 @@ class BrokerLink:
         if pile_id in self.owned:
             self._serve(pile_id, online)
 
+    def _ask_again(self, pile_id):
+        """A pile speaks but has not answered the HELLO asked of it: the request or its
+        answer was lost (QoS 0), or is late. Ask again after _HELLO_AGAIN_S, then twice as
+        long each time."""
+        asked_at, wait = self._asked.get(pile_id, (0.0, _HELLO_AGAIN_S))
+        if time.monotonic() - asked_at >= wait:
+            self.counters["hellos_asked_again"] += 1
+            self._serve(pile_id, True)
+            self._asked[pile_id] = (time.monotonic(), min(2 * wait, _HELLO_AGAIN_MAX_S))
+
     def _serve(self, pile_id, serving):
         link = self.links[pile_id]
         if serving and pile_id in self.online and pile_id in self._subscribed:
             link.attach(Publisher(self, f"{self.prefix}/{pile_id}/down"))
+            self._asked[pile_id] = (time.monotonic(), _HELLO_AGAIN_S)
         elif not serving:
             link.attach(None)
             link.telemetry = link.heard_at = None
@@ -295,16 +322,30 @@ class BrokerLink:
             client = self._client
             if client is None:
                 return
-            gained = sorted(self.owned - self._subscribed)
-            lost = sorted(self._subscribed - self.owned)
-            for at in range(0, len(lost), _SUBSCRIBE_BATCH):
-                await client.unsubscribe([f"{self.prefix}/{p}/up"
-                                          for p in lost[at:at + _SUBSCRIBE_BATCH]])
-            self._subscribed -= set(lost)
-            for at in range(0, len(gained), _SUBSCRIBE_BATCH):
-                batch = gained[at:at + _SUBSCRIBE_BATCH]
-                await client.subscribe([(f"{self.prefix}/{p}/up", 0) for p in batch])
-                self._subscribed |= set(batch)
-                for pile_id in batch:
+            # batch by batch, each taken from what is owned then: a rebalance while batches
+            # are under way (a worker joining) counts from the next batch on, where a list
+            # taken at the start went on subscribing piles no longer owned
+            while lost := sorted(self._subscribed - self.owned)[:_SUBSCRIBE_BATCH]:
+                await self._acknowledged(client, client.unsubscribe,
+                                         [f"{self.prefix}/{p}/up" for p in lost])
+                self._subscribed -= set(lost)
+            while gained := sorted(self.owned - self._subscribed)[:_SUBSCRIBE_BATCH]:
+                await self._acknowledged(client, client.subscribe,
+                                         [(f"{self.prefix}/{p}/up", 0) for p in gained])
+                self._subscribed |= set(gained)
+                for pile_id in gained:
                     if pile_id in self.owned:
                         self._serve(pile_id, True)
+
+    async def _acknowledged(self, client, call, topics):
+        """`call` (client.subscribe or unsubscribe) on `topics`, sent again until the broker
+        acknowledges it: a batch given up on would leave its piles unserved (or served
+        twice) until the next rebalance. MqttError once the connection is gone."""
+        while True:
+            try:
+                return await call(topics, timeout=_SUBSCRIBE_S)
+            except aiomqtt.MqttError:
+                if self._client is not client:
+                    raise  # a new connection subscribes anew
+                self.counters["subscribes_again"] += 1
+            await asyncio.sleep(_SUBSCRIBE_AGAIN_S)

@@ -20,6 +20,7 @@ from aggregator import hostcodec
 _FIRST_BACKOFF_MS = 1000
 _MAX_BACKOFF_MS = 30000
 _BACKLOG = 4096  # bytes unsent above which TELEMETRY is dropped, as on TCP
+_HANDSHAKE_S = 10.0  # connect to SUBACK: a broker that takes longer is dialled again
 
 
 class BrokerPile(asyncio.Protocol):
@@ -42,7 +43,9 @@ class BrokerPile(asyncio.Protocol):
     async def run(self, gate):
         """Dial for ever; `gate` (a semaphore shared by the emulator's piles) bounds the
         handshakes under way: thousands at once overflow the broker's listen backlog, and
-        the kernel's SYN retries (1, 3, 7 ... s) then stretch a start to minutes."""
+        the kernel's SYN retries (1, 3, 7 ... s) then stretch a start to minutes. A
+        handshake is given _HANDSHAKE_S: one that a broker never answers (no CONNACK or
+        SUBACK) would hold its place for ever, and the pile would never come online."""
         loop = asyncio.get_running_loop()
         while True:
             lost = loop.create_future()
@@ -50,9 +53,16 @@ class BrokerPile(asyncio.Protocol):
             self._subscribed = loop.create_future()
             try:
                 async with gate:
-                    await loop.create_connection(lambda: self, *self.broker)
-                    await asyncio.wait([lost, self._subscribed],
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    try:
+                        async with asyncio.timeout(_HANDSHAKE_S):
+                            await loop.create_connection(lambda: self, *self.broker)
+                            await asyncio.wait([lost, self._subscribed],
+                                               return_when=asyncio.FIRST_COMPLETED)
+                    except TimeoutError:  # closed, so `lost` ends: dialled again below
+                        if self.transport is not None:
+                            self.transport.close()
+                        elif not lost.done():
+                            lost.set_result(None)
                 await lost
             except OSError:
                 pass  # refused or unreachable: dial again below
