@@ -47,6 +47,7 @@ class Worker:
     def __init__(self, proc):
         self.proc = proc
         self.status = None
+        self.states = None  # its piles at each step to being served (fleet_mqtt_worker)
         self.acks = asyncio.Queue()
         self._reading = asyncio.create_task(self._read())
 
@@ -55,6 +56,7 @@ class Worker:
             found = json.loads(line)
             if "status" in found:
                 self.status = found["status"]
+                self.states = found.get("states")
             else:
                 self.acks.put_nowait(found)
 
@@ -138,7 +140,9 @@ async def measure(piles, workers, directory):
         def online():
             return sum(w.status["online"] for w in running if w.status)
 
-        await wait_until(lambda: online() == piles, 180, lambda: f"{online()} of {piles}")
+        await wait_until(lambda: online() == piles, 180, lambda: (
+            f"{online()} of {piles} piles online; by worker, its piles at each step to "
+            f"being served: {[w.states for w in running]}"))
         connect_s = time.monotonic() - started
         await asyncio.sleep(3)
         pids = [broker.process.pid] + [w.proc.pid for w in running]
@@ -173,7 +177,9 @@ async def measure(piles, workers, directory):
                 "broker_cpu_pct": round(cpu[0], 1), "broker_rss_mb": round(rss[0], 1),
                 "aggregator_cpu_pct": [round(c, 1) for c in cpu[1:]],
                 "aggregator_rss_mb": [round(r, 1) for r in rss[1:]],
-                "refused": sum(w.status["counters"].get("refused", 0) for w in running)}
+                "refused": sum(w.status["counters"].get("refused", 0) for w in running),
+                **{name: sum(w.status["counters"].get(name, 0) for w in running)
+                   for name in ("hellos_asked_again", "subscribes_again")}}
     finally:
         for worker in running:
             await worker.stop()

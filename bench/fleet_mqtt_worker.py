@@ -3,7 +3,9 @@ plus what the bench measures inside it.
 
     python bench/fleet_mqtt_worker.py FLEET.toml WORKER PASSWORD_FILE
 
-Prints a JSON line a period ({"status": ...}, as --json) and, after each target change
+Prints a JSON line a period ({"status": ...}, as --json, with "states": how many of the
+piles it owns are at each step to being served, which the bench shows when some never
+are) and, after each target change
 that came through the broker, one {"acked": [epoch s ...], "wanted": N} once every pile
 it sent a new setpoint has ACKed it (or 10 s have passed): the ACKs' wall-clock times,
 which the bench compares with the time it published the change.
@@ -35,11 +37,28 @@ async def follow_acks(aggregator, since):
     print(json.dumps({"acked": acked, "wanted": count}), flush=True)
 
 
+def states(aggregator):
+    """This worker's piles at each step to being served: owned, `online` seen (retained
+    status or a first up message), up topic subscribed, attached (asked for its HELLO),
+    HELLO heard (signed requests flow), TELEMETRY heard; and the HELLOs taken since the
+    start from any pile, owned now or not."""
+    broker = aggregator.broker
+    owned = [link for link in aggregator.links if link.entry.pile_id in broker.owned]
+    ids = [link.entry.pile_id for link in owned]
+    return {"owned": len(owned), "online": sum(p in broker.online for p in ids),
+            "subscribed": sum(p in broker._subscribed for p in ids),
+            "attached": sum(link.attached for link in owned),
+            "hello": sum(link.connected for link in owned),
+            "telemetry": sum(link.heard_at is not None for link in owned),
+            "hellos_taken": sum(link.connects for link in aggregator.links)}
+
+
 async def main(path, worker, password_file):
     fleet = load(path)
     fleet.broker = as_worker(fleet, worker, password_file)
     aggregator = Aggregator(fleet)
-    aggregator.on_status = lambda status: print(json.dumps({"status": status}), flush=True)
+    aggregator.on_status = lambda status: print(
+        json.dumps({"status": status, "states": states(aggregator)}), flush=True)
     aggregator.start()
     following = set()
 
