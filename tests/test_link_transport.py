@@ -121,6 +121,23 @@ def test_two_tools_sharing_a_key_are_not_each_others_replays(server):
     assert run(interleaved()) == 0
 
 
+def test_a_reply_to_something_sent_before_is_not_taken_for_the_next(server):
+    """A malformed frame sent as it is draws an ERROR (seq 0) nobody reads; the next
+    request's reply is the one that names its seq, not that ERROR."""
+    srv = server(key=KEY)
+    srv.wait_for("tcp up")
+
+    async def after_garbage():
+        client = await Client.tcp("127.0.0.1", srv.port, key=KEY)
+        try:
+            await client.send_raw(b"\x01\x02")  # framed, CRC good, not a CBOR map
+            return await client.config_get(["min_soc"])
+        finally:
+            await client.close()
+
+    assert run(after_garbage()) == {"min_soc": 20}
+
+
 def test_wrong_key_is_reported_as_such(server):
     srv = server(key=KEY)
     srv.wait_for("tcp up")

@@ -183,3 +183,21 @@ def test_a_pty_pair_where_an_earlier_one_left_its_socat(tmp_path):
             fresh.close()
     finally:
         leftover.close()
+
+
+@pytest.mark.usefixtures("socat")
+def test_a_unix_board_where_an_earlier_bench_left_its_socat(tmp_path):
+    """The same for the unix board's USB port (pilectl.unixboard, the deploy bench's
+    board): its link is its own socat's pty, not a leftover's."""
+    from pilectl.unixboard import UnixBoard
+
+    leftover = PtyPair(tmp_path / "usb", tmp_path / "other")
+    try:
+        board = UnixBoard(tmp_path / "flash", tmp_path / "usb")
+        try:
+            assert os.readlink(board.port) in _pty_ends(board.socat.pid), \
+                "the link is still the old pair's"
+        finally:
+            board.close()
+    finally:
+        leftover.close()

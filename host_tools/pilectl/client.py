@@ -137,7 +137,7 @@ class Client:
         self._writer.write(wire.frame(message))
         self._sent_at = asyncio.get_running_loop().time()
 
-    async def _reply(self, expected):
+    async def _reply(self, expected, seq=None):
         while True:
             try:
                 fields = await asyncio.wait_for(self._replies.get(), self.timeout)
@@ -151,7 +151,7 @@ class Client:
             if isinstance(fields, LinkError):
                 raise fields
             try:
-                reply = Session.reply(fields, expected)
+                reply = Session.reply(fields, expected, seq)
             except Unexpected as exc:
                 raise LinkError(str(exc)) from None
             if reply is not None:
@@ -169,7 +169,7 @@ class Client:
                 self._send(self.session.request(mtype, fields))
                 await self._writer.drain()
                 try:
-                    return await self._reply(expected)
+                    return await self._reply(expected, self.session.seq)
                 except PileError as exc:
                     if exc.code != wire.ERR_REPLAY or attempt:
                         raise

@@ -187,12 +187,17 @@ class Session:
     # -- replies --------------------------------------------------------------------
 
     @staticmethod
-    def reply(fields, expected):
-        """`fields` when they are the reply of type `expected` (None: any); None when they
-        are a HELLO that came meanwhile (an earlier greeting still in the line, or the
-        pile booted again): the reply is still to come. PileError for an ERROR."""
+    def reply(fields, expected, seq=None):
+        """`fields` when they are the reply of type `expected` (None: any) to the request
+        of `seq` (None: any); None when they are not, and the reply is still to come: a
+        HELLO that came meanwhile (an earlier greeting still in the line, or the pile
+        booted again), or an ACK or ERROR naming another seq (the answer to something
+        sent before, such as a malformed frame's ERROR). PileError for an ERROR."""
         kind = fields[wire.TYPE]
         if kind == wire.HELLO and expected not in (wire.HELLO, None):
+            return None
+        if seq is not None and kind in (wire.ACK, wire.ERROR) and fields.get(
+                wire.ACK_SEQ if kind == wire.ACK else wire.ERROR_SEQ) != seq:
             return None
         if kind == wire.ERROR:
             raise PileError(fields.get(wire.ERROR_CODE), fields.get(wire.ERROR_DETAIL, ""))

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from pilectl import MICROPYTHON, micropython_env
-from pilectl.sim.harness import PlantThread, PtyPair, await_ptys, stop_process
+from pilectl.sim.harness import PlantThread, PtyPair, await_ptys, clear_links, stop_process
 from pilectl.sim.run import Simulation
 from pilectl.vbench import unix_board
 
@@ -31,6 +31,7 @@ class UnixBoard:
         self.flash.mkdir(parents=True, exist_ok=True)
         self.port = str(port)
         loop = _BOOT_LOOP.format(mp=shlex.quote(str(MICROPYTHON)))
+        clear_links(self.port)
         # No `raw` on the board's side: Ctrl-C must raise KeyboardInterrupt in a running
         # program, as on a board's USB REPL; the REPL sets its own terminal mode.
         self.socat = subprocess.Popen(

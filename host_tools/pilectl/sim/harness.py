@@ -46,17 +46,22 @@ def await_ptys(socat, paths, owner):
         raise
 
 
+def clear_links(*paths):
+    """Remove pty links an earlier bench left at `paths` before a socat makes new ones: a
+    killed socat leaves them, and a live one keeps them pointing at its ptys, so they
+    would pass for the new socat's before it replaced them (the plant and the firmware
+    could then open ends of different pairs)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 class PtyPair:
     """Two linked ptys from socat, `a` and `b`: a serial cable with nothing in between."""
 
     def __init__(self, a, b):
         self.a, self.b = str(a), str(b)
-        # links left in this place by an earlier bench (a killed socat leaves them, and a
-        # live one keeps them pointing at its ptys) would pass for this socat's before it
-        # replaced them: the plant and the firmware could open ends of different pairs
-        for path in (self.a, self.b):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        clear_links(self.a, self.b)
         self.socat = subprocess.Popen(["socat", f"pty,raw,echo=0,link={self.a}",
                                        f"pty,raw,echo=0,link={self.b}"],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
