@@ -31,7 +31,7 @@ $(VENV)/stubs/%/.installed: | $(STAMP)
 socat:
 	@command -v socat >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq socat; }
 
-# The MQTT broker the broker tests and benches start on 127.0.0.1 (aggregator/broker.py);
+# The MQTT broker the broker tests and benches start on 127.0.0.1 (pilectl/aggregator/broker.py);
 # the Debian package's own service is not used.
 mosquitto:
 	@command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }

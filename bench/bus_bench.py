@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "firmware")]  # the plant, and the firmware
 
 from pile.modbus import gap_us, wire_us  # noqa: E402
 from plant_bench import CONFIG, PlantBench  # noqa: E402

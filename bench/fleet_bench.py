@@ -2,9 +2,9 @@
 
     python bench/fleet_bench.py [PILES ...]      (make bench-fleet, or PILES=N for one size)
 
-For each size: emulated piles (aggregator/emulator.py, the firmware's own core under
+For each size: emulated piles (pilectl/aggregator/emulator.py, the firmware's own core under
 CPython) in processes of at most 2,500 piles each (a listening and an accepted socket
-per pile), on 127.0.0.1; the aggregator (this process, aggregator/service.py) connects
+per pile), on 127.0.0.1; the aggregator (this process, pilectl/aggregator/service.py) connects
 to all of them, dispatches every second, and once every pile is heard the target steps
 from -30 % to +30 % of the fleet's rating. Reported: the split's time (p50 and the
 largest), the time from the target change to each pile's ACK of its new setpoint (p50,
@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from aggregator import run as run_loop
-from aggregator.fleet import load
-from aggregator.service import Aggregator
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.fleet import load
+from pilectl.aggregator.service import Aggregator
 
 _PER_EMULATOR = 2500
 _RATED_W = 11000
@@ -56,7 +56,7 @@ def start_emulators(piles, directory):
         count = min(_PER_EMULATOR, piles - first)
         fleet = directory / f"emu{n}.toml"
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "aggregator.emulator", "--piles",
+            [sys.executable, "-m", "pilectl.aggregator.emulator", "--piles",
              str(count), "--port", str(port), "--keys", str(directory / "keys"),
              "--prefix", f"e{n}-", "--fleet", str(fleet), "--groups", "4"],
             stdout=subprocess.PIPE, text=True))

@@ -4,10 +4,11 @@
     (make bench-fleet-mqtt; PILES=N WORKERS=K for one size)
 
 For each size and worker count: Mosquitto on 127.0.0.1 with a user per pile and the ACL
-(aggregator/broker.py); emulated piles dialling it (aggregator/emulator.py --broker, at
-most 2,500 a process, the firmware's own core and MQTT packets, keepalive 5 s); K
-aggregator processes sharing the fleet (bench/fleet_mqtt_worker.py, which is
-`pile-aggregator run --worker` with the ACKs timed inside). Once every pile is served,
+(pilectl/aggregator/broker.py); emulated piles dialling it
+(pilectl/aggregator/emulator.py --broker, at most 2,500 a process, the firmware's own
+core and MQTT packets, keepalive 5 s); K aggregator processes sharing the fleet
+(bench/fleet_mqtt_worker.py, which is `pile-aggregator run --worker` with the ACKs
+timed inside). Once every pile is served,
 the target steps from -30 % to +30 % of the fleet's rating through the broker, as a
 target set on one worker's API is: reported, the time from that change to each pile's
 ACK of its new setpoint (p50, p99). Then 100 piles go silent with their sockets open
@@ -29,9 +30,9 @@ import time
 from pathlib import Path
 
 import aiomqtt
-from aggregator import run as run_loop
-from aggregator.broker import Mosquitto
-from aggregator.emulator import broker_users, pile_ids
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.broker import Mosquitto
+from pilectl.aggregator.emulator import broker_users, pile_ids
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fleet_bench import cpu_seconds, percentile, rss_mb  # noqa: E402
@@ -73,7 +74,7 @@ async def start_emulators(piles, directory, port):
         count = min(_PER_EMULATOR, piles - first)
         fleet = directory / f"emu{n}.toml"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aggregator.emulator", "--piles", str(count), "--broker",
+            sys.executable, "-m", "pilectl.aggregator.emulator", "--piles", str(count), "--broker",
             f"127.0.0.1:{port}", "--keys", str(directory / "keys"), "--prefix", f"e{n}-",
             "--fleet", str(fleet), "--keepalive", str(_KEEPALIVE_S),
             "--freeze", str(_FROZEN), stdout=asyncio.subprocess.PIPE)

@@ -16,10 +16,10 @@ import json
 import sys
 import time
 
-from aggregator import run as run_loop
-from aggregator.cli import as_worker
-from aggregator.fleet import load
-from aggregator.service import Aggregator
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.cli import as_worker
+from pilectl.aggregator.fleet import load
+from pilectl.aggregator.service import Aggregator
 
 _ACK_WAIT_S = 10.0
 

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aggregator import run as run_loop
-from aggregator.broker import Mosquitto
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.broker import Mosquitto
 from pilectl.build import build
 from pilectl.sim.run import load_scenario
 from pilectl.vbench import VirtualBench

@@ -42,7 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pile.events import RESET_POWER_ON, RESET_REQUESTED
+import pilectl  # noqa: F401  (first: it makes the firmware's `pile` importable)
+from pile.surface import RESET_POWER_ON, RESET_REQUESTED
 from pilectl import field, wire
 from pilectl.build import build
 from pilectl.client import LinkError, PileError

@@ -1,4 +1,4 @@
-"""The aggregator end to end: emulated piles (aggregator/emulator.py, the firmware's own
+"""The aggregator end to end: emulated piles (pilectl/aggregator/emulator.py, the firmware's own
 core under CPython) and real firmwares on virtual benches, over TCP on 127.0.0.1."""
 
 import asyncio
@@ -12,11 +12,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from aggregator.api import Metrics, application, serve
-from aggregator.fleet import FleetError, PileEntry, load, parse
-from aggregator.link import PileLink
-from aggregator.service import Aggregator
 from pilectl import cose, keys, wire
+from pilectl.aggregator.api import Metrics, application, serve
+from pilectl.aggregator.fleet import FleetError, PileEntry, load, parse
+from pilectl.aggregator.link import PileLink
+from pilectl.aggregator.service import Aggregator
 from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
@@ -35,8 +35,8 @@ class Emulator:
         for _ in range(5):
             self.port = random.randrange(20000, 30000)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aggregator.emulator", "--piles", str(piles), "--port",
-                 str(self.port), "--keys", str(directory / "keys"), "--prefix", prefix,
+                [sys.executable, "-m", "pilectl.aggregator.emulator", "--piles", str(piles),
+                 "--port", str(self.port), "--keys", str(directory / "keys"), "--prefix", prefix,
                  "--fleet", str(self.fleet), "--groups", "2"], stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
             line = self.proc.stdout.readline()
@@ -222,13 +222,15 @@ async def test_real_firmwares_and_emulated_piles_follow_one_schedule(tmp_path):
         assert bench.sim.oracle.violations == []
     trace_file = tmp_path / "trace.jsonl"
     trace_file.write_text("".join(json.dumps(s) + "\n" for s in trace))
-    plotted = subprocess.run([sys.executable, "-m", "aggregator.cli", "plot", str(trace_file),
-                              str(tmp_path / "fleet.png")], capture_output=True, text=True)
+    plotted = subprocess.run([sys.executable, "-m", "pilectl.aggregator.cli", "plot",
+                              str(trace_file), str(tmp_path / "fleet.png")],
+                             capture_output=True, text=True)
     assert plotted.returncode == 0 and (tmp_path / "fleet.png").stat().st_size > 10000
 
 
 async def test_an_emulated_pile_keeps_two_clients_as_the_firmware_does(tmp_path, monkeypatch):
-    monkeypatch.setattr("aggregator.link._FIRST_RETRY_MS", 30000)  # a link sent away stays away
+    # a link sent away stays away
+    monkeypatch.setattr("pilectl.aggregator.link._FIRST_RETRY_MS", 30000)
     emulator = Emulator(tmp_path, 1)
     pile_id = "emu-00000"
     entry = PileEntry(pile_id, keys.read(tmp_path / "keys" / f"{pile_id}.key"),
@@ -322,7 +324,7 @@ def test_fleet_file_mistakes_say_what_to_do(tmp_path):
 def test_the_command_line_says_what_is_wrong_without_a_traceback(tmp_path):
     bad = tmp_path / "fleet.toml"
     bad.write_text("[[pile]]\nid = 3\n")
-    result = subprocess.run([sys.executable, "-m", "aggregator.cli", "run", str(bad)],
+    result = subprocess.run([sys.executable, "-m", "pilectl.aggregator.cli", "run", str(bad)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "id (text) is required" in result.stderr
     assert "Traceback" not in result.stderr
@@ -334,7 +336,7 @@ def test_the_operator_runs_it_from_the_command_line(tmp_path):
         fleet_file(tmp_path, [emulator.fleet.read_text()], -30000)
         fleet = tmp_path / "fleet.toml"
         trace = tmp_path / "trace.jsonl"
-        result = subprocess.run([sys.executable, "-m", "aggregator.cli", "run", str(fleet),
+        result = subprocess.run([sys.executable, "-m", "pilectl.aggregator.cli", "run", str(fleet),
                                  "--json", "--duration", "5", "--trace", str(trace)],
                                 capture_output=True, text=True, timeout=60)
     finally:
@@ -344,7 +346,7 @@ def test_the_operator_runs_it_from_the_command_line(tmp_path):
     assert len(periods) == 5 and trace.read_text().count("\n") == 5
     last = periods[-1]
     assert last["online"] == 6 and abs(last["delivered_w"] - -30000) <= tolerance(-30000)
-    from aggregator.cli import _table
+    from pilectl.aggregator.cli import _table
     from rich.console import Console
 
     console = Console(record=True, width=120)

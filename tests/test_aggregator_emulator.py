@@ -3,10 +3,10 @@
 import random
 
 import cbor2
-from aggregator import hostcodec
-from aggregator.emulator import EmulatedPile
 from pile.surface import Session
 from pilectl import cose, wire
+from pilectl.aggregator import hostcodec
+from pilectl.aggregator.emulator import EmulatedPile
 
 KEY = bytes(range(32))
 NONCE = b"\x01\x02\x03\x04\x05\x06\x07\x08"

@@ -1,8 +1,8 @@
-"""Workers sharing a fleet (aggregator/shard.py): who owns a pile, and each one's share."""
+"""Workers sharing a fleet (pilectl/aggregator/shard.py): who owns a pile, and each one's share."""
 
-from aggregator.shard import owner, worker_share
 from hypothesis import given
 from hypothesis import strategies as st
+from pilectl.aggregator.shard import owner, worker_share
 
 workers_st = st.sets(st.text("abcdefgh-0123456789", min_size=1, max_size=8), min_size=1,
                      max_size=6)

@@ -1,10 +1,10 @@
-"""The aggregator's split (aggregator/split.py), proven over random fleets and targets."""
+"""The aggregator's split (pilectl/aggregator/split.py), proven over random fleets and targets."""
 
 import random
 
-from aggregator.split import Share, fill, split
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pilectl.aggregator.split import Share, fill, split
 
 ids = st.text("abcdefgh0123456789", min_size=1, max_size=6)
 shares = st.lists(

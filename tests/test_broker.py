@@ -1,7 +1,7 @@
 """Piles and the aggregator on a real Mosquitto (127.0.0.1, a config written per test),
 or with PILE_BROKER=rabbitmq on a private RabbitMQ node (make test-rabbitmq).
 
-The broker's ACL (aggregator/broker.py) seen from outside with aiomqtt and with the
+The broker's ACL (pilectl/aggregator/broker.py) seen from outside with aiomqtt and with the
 firmware's own MQTT packets; the real firmware (unix port, virtual bench, plant and
 oracle) following the aggregator's fleet target through the broker across a broker
 restart; replays and retained messages refused by the pile; two aggregator processes
@@ -21,15 +21,21 @@ from types import SimpleNamespace
 
 import aiomqtt
 import pytest
-from aggregator import brokerlink, hostcodec
-from aggregator.broker import QUEUED_PER_USER, acl, broker_class, make_certificates, write_config
-from aggregator.emulator import EmulatedPile, broker_users, pile_ids
-from aggregator.fleet import parse
-from aggregator.link import PileLink
-from aggregator.service import Aggregator
 from pile import mqtt
 from pile.surface import Session
 from pilectl import cose, keys, wire
+from pilectl.aggregator import brokerlink, hostcodec
+from pilectl.aggregator.broker import (
+    QUEUED_PER_USER,
+    acl,
+    broker_class,
+    make_certificates,
+    write_config,
+)
+from pilectl.aggregator.emulator import EmulatedPile, broker_users, pile_ids
+from pilectl.aggregator.fleet import parse
+from pilectl.aggregator.link import PileLink
+from pilectl.aggregator.service import Aggregator
 from pilectl.vbench import VirtualBench, free_port
 
 pytestmark = pytest.mark.usefixtures("socat")
@@ -341,8 +347,9 @@ class Worker:
     @classmethod
     async def start(cls, fleet_path, name, password_file):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aggregator.cli", "run", str(fleet_path), "--worker", name,
-            "--password-file", str(password_file), "--json", stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "pilectl.aggregator.cli", "run", str(fleet_path), "--worker",
+            name, "--password-file", str(password_file), "--json",
+            stdout=asyncio.subprocess.PIPE)
         return cls(proc)
 
     async def _read(self):
@@ -387,7 +394,7 @@ async def test_two_workers_share_a_fleet_and_one_takes_over_when_the_other_dies(
             await bench.start()
             keys.save(bench.key, tmp_path / "p1.key")
             emulator = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "aggregator.emulator", "--piles", "120", "--broker",
+                sys.executable, "-m", "pilectl.aggregator.emulator", "--piles", "120", "--broker",
                 f"127.0.0.1:{broker.port}", "--keys", str(tmp_path / "keys"), "--prefix", "m-",
                 "--fleet", str(tmp_path / "emu.toml"), stdout=asyncio.subprocess.PIPE)
             assert (await asyncio.wait_for(emulator.stdout.readline(), 30)).startswith(b"ready")
@@ -477,7 +484,7 @@ def test_broker_config_writes_a_sites_mosquitto_files_that_let_each_pile_in(tmp_
     port = free_port()
 
     def run(*more):
-        return subprocess.run([sys.executable, "-m", "aggregator.cli", "broker-config",
+        return subprocess.run([sys.executable, "-m", "pilectl.aggregator.cli", "broker-config",
                                str(tmp_path / "fleet.toml"), str(tmp_path / "site"), "--port",
                                str(port), "--host", "127.0.0.1", *more],
                               capture_output=True, text=True)
@@ -505,7 +512,7 @@ def test_broker_config_writes_a_sites_mosquitto_files_that_let_each_pile_in(tmp_
     finally:
         broker.terminate()
         broker.wait()
-    failed = subprocess.run([sys.executable, "-m", "aggregator.cli", "broker-config",
+    failed = subprocess.run([sys.executable, "-m", "pilectl.aggregator.cli", "broker-config",
                              str(tmp_path / "nope.toml"), str(tmp_path / "x")],
                             capture_output=True, text=True)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
@@ -601,7 +608,7 @@ async def test_an_emulated_pile_whose_broker_never_answers_dials_again(tmp_path,
     emulated pile's handshake, and its place in the emulator's gate, for ever: the pile
     never came online and, with the gate's 64 places held so, no later pile dialled.
     Within _HANDSHAKE_S it gives up, frees its place and dials again."""
-    from aggregator import mqttpile
+    from pilectl.aggregator import mqttpile
 
     monkeypatch.setattr(mqttpile, "_HANDSHAKE_S", 0.5, raising=False)
     connections = []

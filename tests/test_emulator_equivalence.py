@@ -25,10 +25,10 @@ import random
 
 import pile.loop as loop_module
 import pytest
-from aggregator.emulator import EmulatedPile
 from pile.app import Pile
 from pile.clock import ticks_add, ticks_diff
 from pile.meter import NEVER
+from pilectl.aggregator.emulator import EmulatedPile
 
 PERIOD_MS = 1000  # the emulator's step, and the tick_ms it configures
 HALF_MS = PERIOD_MS // 2

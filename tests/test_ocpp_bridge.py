@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ocpp_bridge.station import Station
 from ocpp_csms import Csms
 from pilectl import keys
+from pilectl.ocpp_bridge.station import Station
 from pilectl.sim.plant import first_write, setpoint_w
 from pilectl.vbench import VirtualBench
 

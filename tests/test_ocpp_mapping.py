@@ -9,8 +9,8 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from ocpp_bridge import mapping
 from pilectl import wire
+from pilectl.ocpp_bridge import mapping
 
 TX = "tx-1"
 NOW = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)

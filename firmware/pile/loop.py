@@ -18,7 +18,7 @@ reading, moved on by the pile's own change since; the stale-meter rule; the even
 `polled` (the tick's transaction done), `cut_due` (a power just decided goes out at once,
 or waits for the next tick), `cut_written`, `meter_due` and `meter_polled`. `ControlLoop`
 is a ControlStep that does the I/O around them on the board's schedule: its coroutines
-call them between Modbus transactions. The pile emulator (aggregator/emulator.py) calls
+call them between Modbus transactions. The pile emulator (pilectl/aggregator/emulator.py) calls
 the same methods with its battery model's readings, so an emulated pile decides, cuts
 and logs as a board does. A subclass rather than a member, so the loop's counters
 (`commanded`, `converter_ok`, `cuts`) stay where DIAGNOSTICS and the benches read them,

@@ -81,7 +81,7 @@ class Session:
     """One connection: our seq, the peer's last accepted seq, and what was refused.
 
     `codec` is what encodes and decodes CBOR: `dumps`, `loads`, `Tag` and `CBORError`,
-    pile.cbor on a board; a host emulator hands its C codec (aggregator/hostcodec.py).
+    pile.cbor on a board; a host emulator hands its C codec (pilectl/aggregator/hostcodec.py).
     """
 
     def __init__(self, pile, may_provision=False, codec=cbor):

@@ -13,10 +13,10 @@ import json
 import sys
 
 import click
-from aggregator.fleet import FleetError, load
-from pilectl.client import Client, LinkError
 
-from ocpp_bridge.station import Station
+from pilectl.aggregator.fleet import FleetError, load
+from pilectl.client import Client, LinkError
+from pilectl.ocpp_bridge.station import Station
 
 STATUS_S = 2.0
 

@@ -1,7 +1,7 @@
 """An emulated pile's broker connection: the firmware's MQTT packets on an asyncio protocol.
 
 What pile/mqttlink.py does on a board, for thousands of emulated piles in one process
-(aggregator/emulator.py --broker): CONNECT with the pile's own user and an `offline`
+(pilectl/aggregator/emulator.py --broker): CONNECT with the pile's own user and an `offline`
 will, SUBSCRIBE to its down topic, `online` retained, HELLO, then every request answered
 on the up topic and TELEMETRY every second. The packets are built by the firmware's own
 `pile.mqtt`; a callback a connection instead of a reader task, as the emulator's TCP
@@ -15,7 +15,7 @@ import random
 
 from pile import surface as fw
 
-from aggregator import hostcodec
+from pilectl.aggregator import hostcodec
 
 _FIRST_BACKOFF_MS = 1000
 _MAX_BACKOFF_MS = 30000

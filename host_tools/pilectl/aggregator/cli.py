@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from aggregator import run as run_loop
-from aggregator.fleet import FleetError, load
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.fleet import FleetError, load
 
 
 @click.group()
@@ -78,8 +78,8 @@ def as_worker(fleet, worker, password_file):
 
 
 async def _run(fleet, as_json, trace_path, duration):
-    from aggregator.api import Metrics, application, serve
-    from aggregator.service import Aggregator
+    from pilectl.aggregator.api import Metrics, application, serve
+    from pilectl.aggregator.service import Aggregator
 
     aggregator = Aggregator(fleet)
     metrics = Metrics()
@@ -185,7 +185,7 @@ def broker_config(fleet_file, out_dir, port, host, workers):
     """Mosquitto's files for the piles of FLEET_FILE on its broker: mosquitto.conf, the
     hashed passwd, the ACL, and one password a pile (and a worker) in OUT_DIR. Passwords
     already there are kept, so running it again after adding piles changes no board."""
-    from aggregator.broker import BrokerError, kept_password, write_config
+    from pilectl.aggregator.broker import BrokerError, kept_password, write_config
 
     try:
         fleet = load(fleet_file)

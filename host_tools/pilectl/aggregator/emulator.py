@@ -7,7 +7,7 @@
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
 envelope) and protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...): protocol v1
 exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing), each session
-handed the host's C codec (aggregator/hostcodec.py: the same bytes). Instead of a
+handed the host's C codec (pilectl/aggregator/hostcodec.py: the same bytes). Instead of a
 converter, a small model: an EV battery (20-80 kWh, SOC 25-90 %) that takes the power
 the controller applies, a household load, and temperatures that stay normal. So
 emulated piles clamp exactly like real ones. One task steps every pile once a second
@@ -16,7 +16,7 @@ each pile sends TELEMETRY every second to the clients whose request it accepted.
 Prints "ready N" when every pile listens. --fleet writes the [[pile]] entries of a
 fleet file for them (groups g0, g1, ... in turn).
 
-With --broker the piles dial an MQTT broker instead of listening (aggregator/mqttpile.py:
+With --broker the piles dial an MQTT broker instead of listening (pilectl/aggregator/mqttpile.py:
 the firmware's packets and topics), each as its own user with the password in
 DIR/PILE_ID.mqtt (written when missing: `broker_users` gives them to the broker's
 config); "ready N" once every pile is subscribed. SIGUSR1 freezes --freeze piles more
@@ -52,11 +52,11 @@ from pile.surface import (
     ticks_diff,
     ticks_ms,
 )
-from pilectl import keys, wire
 
-from aggregator import hostcodec
-from aggregator import run as run_loop
-from aggregator.broker import kept_password
+from pilectl import keys, wire
+from pilectl.aggregator import hostcodec
+from pilectl.aggregator import run as run_loop
+from pilectl.aggregator.broker import kept_password
 
 _RATED_W = 11000
 _STEP_S = 1.0
@@ -219,7 +219,7 @@ def pile_ids(count, prefix):
 
 def broker_users(key_dir, ids):
     """{pile id: broker password}, from DIR/PILE_ID.mqtt, each written when missing: what
-    the broker's config (aggregator/broker.py) and the emulated piles both read."""
+    the broker's config (pilectl/aggregator/broker.py) and the emulated piles both read."""
     return {pile_id: kept_password(Path(key_dir) / f"{pile_id}.mqtt") for pile_id in ids}
 
 
@@ -248,7 +248,7 @@ async def serve(piles):
 
 async def dial(piles, broker, users, keepalive_s, freeze):
     """Every pile onto the broker, then step them for ever; SIGUSR1 freezes `freeze` more."""
-    from aggregator.mqttpile import BrokerPile
+    from pilectl.aggregator.mqttpile import BrokerPile
 
     for emulated in piles:
         emulated.broker = BrokerPile(emulated, broker, users[emulated.pile.pile_id],

@@ -14,10 +14,10 @@ import time
 from collections import Counter, deque
 
 from pile.surface import REASON_DEPARTURE_RESERVE
-from pilectl import wire
 
-from aggregator.link import PileLink
-from aggregator.split import Share, reach, split
+from pilectl import wire
+from pilectl.aggregator.link import PileLink
+from pilectl.aggregator.split import Share, reach, split
 
 _SILENT_PERIODS = 3
 _POWER, _MAX_CHARGE, _MAX_DISCHARGE, _REASONS, _APPLIED, _ENERGY_OUT = 3, 7, 8, 9, 10, 16
@@ -76,7 +76,7 @@ class Aggregator:
         direct = [link for link in self.links if not link.entry.mqtt]
         self._tasks = [asyncio.create_task(link.run()) for link in direct]
         if len(direct) < len(self.links):
-            from aggregator.brokerlink import BrokerLink  # aiomqtt: the mqtt extra
+            from pilectl.aggregator.brokerlink import BrokerLink  # aiomqtt: the mqtt extra
 
             self.broker = BrokerLink(self.fleet.broker,
                                      [link for link in self.links if link.entry.mqtt],
@@ -184,7 +184,7 @@ class Aggregator:
 
     def served(self):
         """The piles this process serves: all, but of those on a broker shared with other
-        workers only its own (aggregator/shard.py)."""
+        workers only its own (pilectl/aggregator/shard.py)."""
         if self.broker is None:
             return self.links
         owned = self.broker.owned

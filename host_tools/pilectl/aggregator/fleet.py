@@ -39,8 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pilectl import keys
-
-from aggregator.broker import NOT_IN_PILE_ID
+from pilectl.aggregator.broker import NOT_IN_PILE_ID
 
 
 class FleetError(ValueError):

@@ -3,7 +3,7 @@
 Piles dial out to the broker (firmware pile/mqttlink.py) and publish every message to
 `<prefix>/<pile_id>/up` and their state to the retained `.../status`; an aggregator
 publishes requests to `.../down`. One aggregator process (a worker) or several share a
-fleet (aggregator/shard.py, docs/aggregator.md):
+fleet (pilectl/aggregator/shard.py, docs/aggregator.md):
 
 - each worker announces itself with a retained `<prefix>-agg/workers/<user>` and a last
   will that clears it, so every worker knows the live set, and a worker that dies
@@ -38,7 +38,7 @@ import time
 import aiomqtt
 import paho.mqtt.client as paho
 
-from aggregator import shard
+from pilectl.aggregator import shard
 
 _RETRY_S = (1, 2, 4, 8, 10)
 _ONLINE = b"online"

@@ -17,9 +17,9 @@ import websockets
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.routing import on
 from ocpp.v21 import ChargePoint, call, call_result
-from pilectl.client import PileError
 
-from ocpp_bridge import mapping
+from pilectl.client import PileError
+from pilectl.ocpp_bridge import mapping
 
 LOG = logging.getLogger("ocpp_bridge")
 SUBPROTOCOL = "ocpp2.1"

@@ -16,6 +16,7 @@ import os
 import time
 
 from pile.surface import Backoff
+
 from pilectl import wire
 from pilectl.client import open_serial
 from pilectl.session import BeforeHello, Session
@@ -146,7 +147,7 @@ class PileLink:
         self._writer.write(self._wrap(message))
 
     def attach(self, publisher):
-        """On a broker (aggregator/brokerlink.py): messages go out through `publisher`
+        """On a broker (pilectl/aggregator/brokerlink.py): messages go out through `publisher`
         as they are, MQTT framing them; None detaches. The pile is asked for its HELLO,
         as on a serial line, since the broker tells no one that it connected."""
         self._drop()

@@ -1,6 +1,6 @@
 """Several aggregator processes (workers) sharing one fleet on a broker: who serves which
 pile, and what part of the fleet target each worker delivers. Pure functions; the broker
-side is aggregator/brokerlink.py, the design and its failure cases docs/aggregator.md.
+side is pilectl/aggregator/brokerlink.py, the design and its failure cases docs/aggregator.md.
 
 Ownership is rendezvous hashing over the live workers: every worker computes the same
 owner for a pile from the same set, without talking to the others, and when a worker
