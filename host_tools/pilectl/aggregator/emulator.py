@@ -5,22 +5,25 @@
     pile-emulator --piles 1000 --broker HOST:PORT --keys DIR [--keepalive S] ...
 
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
-envelope) and protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...): protocol v1
-exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing), each session
-handed the host's C codec (pilectl/aggregator/hostcodec.py: the same bytes). Instead of a
-converter, a small model: an EV battery (20-80 kWh, SOC 25-90 %) that takes the power
-the controller applies, a household load, and temperatures that stay normal. So
-emulated piles clamp exactly like real ones. One task steps every pile once a second
-(the controller's tick), a tenth of them every 0.1 s (a fleet's piles are not in step);
-each pile sends TELEMETRY every second to the clients whose request it accepted.
-Prints "ready N" when every pile listens. --fleet writes the [[pile]] entries of a
-fleet file for them (groups g0, g1, ... in turn).
+envelope), its control period's rules (`ControlStep`: decisions, cuts, the stale-meter
+rule, the event log) and its protocol `Session` on TCP 127.0.0.1 (port, port + 1, ...):
+protocol v1 exactly, COSE-signed with the key in DIR/PILE_ID.key (written when missing),
+each session handed the host's C codec (pilectl/aggregator/hostcodec.py: the same
+bytes). Instead of a converter, a small model: an EV battery (20-80 kWh, SOC 25-90 %)
+that takes the power the controller applies, a household load as the site meter's, and
+temperatures that stay normal. So emulated piles clamp and cut exactly like real ones.
+One task steps every pile once a second (one control period: the watch, then the
+tick), a tenth of them every 0.1 s (a fleet's piles are not in step); each pile sends
+TELEMETRY every second to the clients whose request it accepted. Prints "ready N" when
+every pile listens. --fleet writes the [[pile]] entries of a fleet file for them
+(groups g0, g1, ... in turn).
 
-With --broker the piles dial an MQTT broker instead of listening (pilectl/aggregator/mqttpile.py:
-the firmware's packets and topics), each as its own user with the password in
-DIR/PILE_ID.mqtt (written when missing: `broker_users` gives them to the broker's
-config); "ready N" once every pile is subscribed. SIGUSR1 freezes --freeze piles more
-(silent, sockets open, as piles whose power died) and prints "frozen N".
+With --broker the piles dial an MQTT broker instead of listening
+(pilectl/aggregator/mqttpile.py: the firmware's packets and topics), each as its own
+user with the password in DIR/PILE_ID.mqtt (written when missing: `broker_users` gives
+them to the broker's config); "ready N" once every pile is subscribed. SIGUSR1 freezes
+--freeze piles more (silent, sockets open, as piles whose power died) and prints
+"frozen N".
 
 The transport is an asyncio protocol a pile, not the firmware's `Link` (a reader and a
 writer task a connection): a pile costs a few callbacks a message, so thousands fit in
