@@ -84,4 +84,4 @@ def test_the_rule_sees_each_way_round_it(tmp_path, source, expected, monkeypatch
 def test_the_surface_is_never_deployed():
     from pilectl import build
 
-    assert "surface.py" in build._HOST_ONLY
+    assert "surface.py" in build.HOST_ONLY

