@@ -8,13 +8,16 @@ For each size and worker count: Mosquitto on 127.0.0.1 with a user per pile and 
 (pilectl/aggregator/emulator.py --broker, at most 2,500 a process, the firmware's own
 core and MQTT packets, keepalive 5 s); K aggregator processes sharing the fleet
 (bench/fleet_mqtt_worker.py, which is `pile-aggregator run --worker` with the ACKs
-timed inside). Once every pile is served,
+timed inside). Once every pile is served and every worker has caught up with what the
+broker sends it (caught_up_s: a worker is seconds behind after a large fleet's start),
 the target steps from -30 % to +30 % of the fleet's rating through the broker, as a
 target set on one worker's API is: reported, the time from that change to each pile's
-ACK of its new setpoint (p50, p99). Then 100 piles go silent with their sockets open
-(SIGUSR1 to an emulator): the time until the workers have left all of them out of the
-split (offline detection, goal <= 1.5 x keepalive; a worker excludes a pile silent for
-3 telemetry periods, or at its will) and until the broker has published their wills.
+ACK of its new setpoint (p50, p99), and to each worker's getting it (target_s) and
+reporting its ACKs (report_s; within 20 s, or the run fails). Then 100 piles go silent
+with their sockets open (SIGUSR1 to an emulator): the time until the workers have left
+all of them out of the split (offline detection, goal <= 1.5 x keepalive; a worker
+excludes a pile silent for 3 telemetry periods, or at its will) and until the broker has
+published their wills.
 And the broker's and the workers' CPU and RSS over 5 s of steady running. Goal: 10,000
 piles, ACKed p99 < 1 s. Each run ends with one JSON line.
 """
@@ -49,6 +52,7 @@ class Worker:
         self.proc = proc
         self.status = None
         self.states = None  # its piles at each step to being served (fleet_mqtt_worker)
+        self.behind_s = None  # how far behind it reads the broker
         self.acks = asyncio.Queue()
         self._reading = asyncio.create_task(self._read())
 
@@ -58,6 +62,7 @@ class Worker:
             if "status" in found:
                 self.status = found["status"]
                 self.states = found.get("states")
+                self.behind_s = found.get("behind_s")
             else:
                 self.acks.put_nowait(found)
 
@@ -145,6 +150,11 @@ async def measure(piles, workers, directory):
             f"{online()} of {piles} piles online; by worker, its piles at each step to "
             f"being served: {[w.states for w in running]}"))
         connect_s = time.monotonic() - started
+        # and every worker caught up with what the broker sends it (at a fleet's start it
+        # may be seconds behind, and a target change would reach it that late)
+        caught_up_s = await wait_until(
+            lambda: all(w.behind_s is not None and w.behind_s < 1 for w in running), 120,
+            lambda: f"workers behind by {[w.behind_s for w in running]} s")
         await asyncio.sleep(3)
         pids = [broker.process.pid] + [w.proc.pid for w in running]
         cpu0, wall0 = [cpu_seconds(pid) for pid in pids], time.monotonic()
@@ -154,10 +164,18 @@ async def measure(piles, workers, directory):
         rss = [rss_mb(pid) for pid in pids]
         async with aiomqtt.Client("127.0.0.1", broker.port, username="bench",
                                   password=users["bench"], identifier="bench") as bench:
-            changed_at = time.time()
+            changed_at, report_s = time.time(), []
             await bench.publish("v2g-agg/target", json.dumps([int(0.3 * piles * _RATED_W),
                                                               None]), qos=1, retain=True)
-            reports = [await asyncio.wait_for(w.acks.get(), 20) for w in running]
+            reports = []
+            for worker in running:  # each within 10 s of the change reaching it
+                try:
+                    reports.append(await asyncio.wait_for(worker.acks.get(), 20))
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"no ACK report from worker {running.index(worker) + 1} within 20 s "
+                        f"of the target change; reports before: {report_s}") from None
+                report_s.append(round(time.time() - changed_at, 2))
             latencies = [t - changed_at for r in reports for t in r["acked"]]
             wanted = sum(r["wanted"] for r in reports)
             await bench.subscribe("v2g/+/status")
@@ -170,7 +188,10 @@ async def measure(piles, workers, directory):
                                         lambda: f"{online()} of {piles} still served")
             wills = await wills
         return {"piles": piles, "workers": workers, "connect_s": round(connect_s, 1),
+                "caught_up_s": round(caught_up_s, 1),
                 "acked": len(latencies), "wanted": wanted,
+                "target_s": [round(r["target_at"] - changed_at, 2) for r in reports],
+                "report_s": report_s,
                 "acked_p50_ms": round(1000 * percentile(latencies, 50)) if latencies else None,
                 "acked_p99_ms": round(1000 * percentile(latencies, 99)) if latencies else None,
                 "keepalive_s": _KEEPALIVE_S, "offline_detect_s": round(detect_s, 2),

@@ -603,6 +603,59 @@ def test_a_subscribe_unacknowledged_in_time_is_sent_again(tmp_path, monkeypatch)
 
 
 
+async def test_a_worker_that_loses_piles_unsubscribes_them_at_once(tmp_path):
+    """A worker that served a whole fleet until another joined sent its UNSUBSCRIBEs one
+    batch at a time, each after the last one's UNSUBACK, which comes behind everything the
+    broker queued for it: at 10,000 piles on two workers, behind seconds of TELEMETRY it
+    was still reading at twice its share, so the UNSUBACKs came later still (some after
+    30 s), and a target change behind that backlog reached it more than 20 s late
+    (docs/performance.md). Every batch now goes at once, before any UNSUBACK."""
+    piles = 3 * brokerlink._SUBSCRIBE_BATCH
+    users = {"agg-1": "pw-agg-1", "agg-2": "pw-agg-2"}
+    keys.save(keys.new_key(), tmp_path / "p.key")
+    (tmp_path / "agg.password").write_text(users["agg-1"])
+    with Broker(tmp_path / "broker", users, list(users)) as broker:
+        fleet = parse({"broker": {"address": f"127.0.0.1:{broker.port}", "user": "agg-1",
+                                  "password_file": "agg.password"},
+                       "pile": [{"id": f"p{i:04d}", "mqtt": True, "key_file": "p.key"}
+                                for i in range(piles)]}, tmp_path)
+        counters = Counter()
+        worker = brokerlink.BrokerLink(fleet.broker, [PileLink(e, counters) for e in fleet.piles],
+                                       counters)
+        running = asyncio.create_task(worker.run())
+        try:
+            await wait_for(lambda: len(worker._subscribed) == piles, 20,
+                           lambda: len(worker._subscribed))  # alone: every pile
+            mqtt_client = worker._client
+            sent, acks = [], []  # (topics, UNSUBACKs come by then) per UNSUBSCRIBE
+            unsubscribe, on_unsubscribe = mqtt_client.unsubscribe, \
+                mqtt_client._client.on_unsubscribe
+
+            async def unsubscribing(topics, **kwargs):
+                sent.append((len(topics), len(acks)))
+                return await unsubscribe(topics, **kwargs)
+
+            def unsubscribed(*args):
+                acks.append(args)
+                on_unsubscribe(*args)
+
+            mqtt_client.unsubscribe = unsubscribing
+            mqtt_client._client.on_unsubscribe = unsubscribed
+            async with aiomqtt.Client("127.0.0.1", broker.port, username="agg-2",
+                                      password=users["agg-2"], identifier="agg-2") as other:
+                await other.publish("v2g-agg/workers/agg-2", b"up", qos=1, retain=True)
+                await wait_for(lambda: worker.workers == {"agg-1", "agg-2"} and
+                               worker._subscribed == worker.owned and len(acks) == len(sent),
+                               20, lambda: (sorted(worker.workers), len(sent), len(acks)))
+            lost = piles - len(worker.owned)
+            assert lost > brokerlink._SUBSCRIBE_BATCH and sum(n for n, _ in sent) == lost
+            assert [before for _, before in sent] == [0] * len(sent), sent
+            assert counters["subscribes_again"] == 0
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_an_emulated_pile_whose_broker_never_answers_dials_again(tmp_path, monkeypatch):
     """A broker that takes the connection and never sends CONNACK (or SUBACK) held the
     emulated pile's handshake, and its place in the emulator's gate, for ever: the pile

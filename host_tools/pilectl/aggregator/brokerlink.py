@@ -311,13 +311,39 @@ class BrokerLink:
         for pile_id in self.owned - owned:
             self._serve(pile_id, False)
         self.owned = owned
-        task = asyncio.create_task(self._resubscribe())
+        self._spawn(self._unsubscribe_lost())
+        self._spawn(self._resubscribe())
+
+    def _spawn(self, coroutine):
+        task = asyncio.create_task(coroutine)
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
+    async def _unsubscribe_lost(self):
+        """Up topics of piles no longer owned: every batch sent at once, neither behind the
+        subscribes under way nor behind each other's UNSUBACK. Each UNSUBACK comes behind
+        all the broker queued for this worker before: a worker that served the whole fleet
+        until another joined is seconds behind, and batch after batch, each waiting for its
+        UNSUBACK (6-7 s each at 10,000 piles, some after aiomqtt's 30 s), kept it reading up
+        to twice its share, and so behind, for as long: a target change reaches it behind
+        that backlog (docs/performance.md)."""
+        client = self._client
+        lost = sorted(self._subscribed - self.owned)
+        if client is None or not lost:
+            return
+        self._subscribed.difference_update(lost)  # the broker stops when it reads the packet
+        batches = [lost[i:i + _SUBSCRIBE_BATCH] for i in range(0, len(lost), _SUBSCRIBE_BATCH)]
+        try:
+            await asyncio.gather(*(self._acknowledged(
+                client, client.unsubscribe, [f"{self.prefix}/{p}/up" for p in batch],
+                lambda topic: topic.split("/")[-2] not in self.owned)  # not one owned again
+                for batch in batches))
+        except aiomqtt.MqttError:
+            pass  # the connection is gone: the next one subscribes anew
+
     async def _resubscribe(self):
-        """Up topics: subscribe to those of the piles owned now, drop the others; then
-        serve the new ones that are online (subscribed first: their HELLO is not missed)."""
+        """Up topics of the piles owned now: subscribe, then serve the new ones that are
+        online (subscribed first: their HELLO is not missed)."""
         async with self._subscribing:
             client = self._client
             if client is None:
@@ -325,10 +351,6 @@ class BrokerLink:
             # batch by batch, each taken from what is owned then: a rebalance while batches
             # are under way (a worker joining) counts from the next batch on, where a list
             # taken at the start went on subscribing piles no longer owned
-            while lost := sorted(self._subscribed - self.owned)[:_SUBSCRIBE_BATCH]:
-                await self._acknowledged(client, client.unsubscribe,
-                                         [f"{self.prefix}/{p}/up" for p in lost])
-                self._subscribed -= set(lost)
             while gained := sorted(self.owned - self._subscribed)[:_SUBSCRIBE_BATCH]:
                 await self._acknowledged(client, client.subscribe,
                                          [(f"{self.prefix}/{p}/up", 0) for p in gained])
@@ -336,11 +358,14 @@ class BrokerLink:
                 for pile_id in gained:
                     if pile_id in self.owned:
                         self._serve(pile_id, True)
+                if not self._subscribed <= self.owned:  # lost while its SUBACK was awaited
+                    self._spawn(self._unsubscribe_lost())
 
-    async def _acknowledged(self, client, call, topics):
+    async def _acknowledged(self, client, call, topics, still=None):
         """`call` (client.subscribe or unsubscribe) on `topics`, sent again until the broker
         acknowledges it: a batch given up on would leave its piles unserved (or served
-        twice) until the next rebalance. MqttError once the connection is gone."""
+        twice) until the next rebalance; sent again, only the topics `still` wanted.
+        MqttError once the connection is gone."""
         while True:
             try:
                 return await call(topics, timeout=_SUBSCRIBE_S)
@@ -349,3 +374,5 @@ class BrokerLink:
                     raise  # a new connection subscribes anew
                 self.counters["subscribes_again"] += 1
             await asyncio.sleep(_SUBSCRIBE_AGAIN_S)
+            if still is not None and not (topics := [t for t in topics if still(t)]):
+                return None
