@@ -4,6 +4,9 @@ import shutil
 
 import pytest
 from helpers import MICROPYTHON, MicroPythonWorker, run_micropython
+from pile import _cpython
+
+_cpython.install_asyncio()  # the firmware's coroutines run here on CPython too
 
 
 @pytest.fixture(scope="session")

@@ -85,3 +85,16 @@ def test_the_surface_is_never_deployed():
     from pilectl import build
 
     assert "surface.py" in build.HOST_ONLY
+
+
+def test_host_tools_leave_asyncio_as_it_is():
+    """A host tool that imports the firmware's surface gets MicroPython's `const` for the
+    firmware's modules to import, and nothing else: its asyncio stays CPython's."""
+    import subprocess
+    import sys
+
+    probe = ("import asyncio, pilectl.field, pilectl.aggregator.emulator; "
+             "print(hasattr(asyncio, 'sleep_ms'), hasattr(asyncio, 'wait_for_ms'))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=ROOT / "docs", timeout=60)
+    assert result.stdout.split() == ["False", "False"], result.stderr

@@ -1,11 +1,13 @@
-"""CPython stand-ins for what MicroPython has built in, installed by pile/__init__.py.
+"""CPython stand-ins for what MicroPython has built in.
 
 Firmware modules write `from micropython import const` (aioble style) so mpy-cross folds
 their constants; on CPython, where host tools and tests import them, const() is the
-identity. `asyncio.sleep_ms` and `asyncio.wait_for_ms` are MicroPython's; CPython gets
-them here, so the control loop and the link run unchanged in host processes and tests.
-`pile.native` is native code CPython cannot run: importing it fails, as on a port with
-no native emitter, and the bytecode twins in pile.crc and pile.cobs run instead.
+identity: `install()`, which pile/__init__.py runs, is what importing the firmware needs
+and no more. `pile.native` is native code CPython cannot run: importing it fails, as on a
+port with no native emitter, and the bytecode twins in pile.crc and pile.cobs run
+instead. `asyncio.sleep_ms` and `asyncio.wait_for_ms` are MicroPython's: only what runs
+the firmware's own coroutines on CPython (the tests: tests/conftest.py) adds them to
+asyncio with `install_asyncio()`; host tools never do, so their asyncio stays CPython's.
 Never imported on a board.
 """
 
@@ -28,6 +30,9 @@ def _wait_for_ms(awaitable, ms):
 def install():
     sys.modules["micropython"] = sys.modules[__name__]
     sys.modules["pile.native"] = None  # viper code: MicroPython's alone (pile/native.py)
+
+
+def install_asyncio():
     if not hasattr(asyncio, "sleep_ms"):
         asyncio.sleep_ms = _sleep_ms
     if not hasattr(asyncio, "wait_for_ms"):
