@@ -56,7 +56,7 @@ def replies(codec):
 def test_the_host_codec_makes_the_firmware_codecs_bytes():
     """Every reply kind, byte for byte, but the wording of a CBOR decoder's complaint; in
     one process, since each session is handed its codec and nothing is patched."""
-    firmware, host = replies(None), replies(hostcodec.CODEC)
+    firmware, host = replies(None), replies(hostcodec)
     assert [name for name, _ in firmware] == [name for name, _ in host]
     assert len(firmware) == 16
     for (name, ours), (_, theirs) in zip(firmware, host, strict=True):

@@ -547,7 +547,7 @@ def worker_on_one_pile(tmp_path, sent):
     worker._client = SimpleNamespace(_client=paho)
     worker._joined, worker.workers, worker.owned = True, {"agg-1"}, {"p1"}
     pile = EmulatedPile("p1", key, None, random.Random(1))
-    return worker, Session(pile.pile, codec=hostcodec.CODEC)
+    return worker, Session(pile.pile, codec=hostcodec)
 
 
 def test_a_pile_that_speaks_without_answering_its_hello_is_asked_again(tmp_path,

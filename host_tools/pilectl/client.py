@@ -229,8 +229,7 @@ class Client:
         return await self._paged(wire.CONFIG_GET, fields, wire.CONFIG)
 
     async def config_set(self, changes):
-        values = await self._paged(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG)
-        return values
+        return await self._paged(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG)
 
     async def provision_key(self, key, technician=False):
         """Set (bytes) or remove (None) the pile's link key, or the technician's; over the

@@ -165,7 +165,7 @@ class _Client(asyncio.Protocol):
 
     def __init__(self, emulated):
         self.emulated = emulated
-        self.session = Session(emulated.pile, codec=hostcodec.CODEC)
+        self.session = Session(emulated.pile, codec=hostcodec)
         self.deframer = wire.Deframer()
         self.transport = None
         self.opened_at = self.heard_at = ticks_ms()  # what the admission policy reads

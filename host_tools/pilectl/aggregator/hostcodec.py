@@ -2,8 +2,9 @@
 
 The pile emulator runs the firmware's own `Session` (checks, refusals, replies) for
 thousands of piles; the firmware's pure-Python CBOR codec is what a microcontroller has,
-and on a host it is most of an emulated pile's cost. `CODEC` is cbor2 in the shape a
-`pile.protocol.Session(pile, codec=CODEC)` takes (`dumps`, `loads`, `Tag`, `CBORError`):
+and on a host it is most of an emulated pile's cost. This module is cbor2 in the shape a
+`pile.protocol.Session(pile, codec=hostcodec)` takes (`dumps`, `loads`, `Tag`,
+`CBORError`), as the module pile.cbor is the firmware's:
 the same bytes (deterministic CBOR, RFC 8949; tests/test_aggregator_emulator.py holds
 every message kind to the firmware codec's bytes). Nothing in the firmware is changed:
 each session is handed its codec. For emulators only, never a board.
@@ -26,10 +27,6 @@ def dumps(obj):
     return _buffer.getvalue()
 
 
-class CODEC:
-    """cbor2 as a firmware session's codec."""
-
-    dumps = staticmethod(dumps)
-    loads = staticmethod(cbor2.loads)
-    Tag = cbor2.CBORTag
-    CBORError = cbor2.CBORDecodeError
+loads = cbor2.loads
+Tag = cbor2.CBORTag
+CBORError = cbor2.CBORDecodeError

@@ -104,7 +104,7 @@ class BrokerPile(asyncio.Protocol):
             if not self._subscribed.done():
                 self._subscribed.set_result(None)
             self._backoff.reset()
-            self.session = fw.Session(self.emulated.pile, codec=hostcodec.CODEC)
+            self.session = fw.Session(self.emulated.pile, codec=hostcodec)
             self.transport.write(fw.publish_packet(self.status, fw.ONLINE, retain=True))
             self.send(self.session.hello())
         elif kind == fw.PUBLISH and body is not None and self.ready:
