@@ -78,13 +78,18 @@ class Mac0:
         """Whether `key` made this Mac0 over `nonce` (compared in constant time)."""
         return hmac.compare_digest(self.tag, _tag(key, self.payload, nonce))
 
+    def mismatch(self, key):
+        """What to say when `key` did not make this Mac0: with both key ids when they
+        differ."""
+        hint = "" if self.kid in (None, key_id(key)) else (
+            f" (the pile's key id is {self.kid.hex()}, yours is {key_id(key).hex()})")
+        return "MAC mismatch: the pile and this host hold different keys" + hint
+
     def verify(self, key, nonce):
         """The payload, when `key` made it; WireError, with the key ids, when not."""
         if self.made_with(key, nonce):
             return self.payload
-        hint = "" if self.kid in (None, key_id(key)) else (
-            f" (the pile's key id is {self.kid.hex()}, yours is {key_id(key).hex()})")
-        raise WireError("MAC mismatch: the pile and this host hold different keys" + hint)
+        raise WireError(self.mismatch(key))
 
 
 def payload(data):

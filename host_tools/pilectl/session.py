@@ -163,14 +163,11 @@ class Session:
                 if key is not self.technician_key:
                     self.key = key  # a provisioned key takes over once the pile signs with it
                 return fields
+        mismatch = mac.mismatch(candidates[0])
         if is_hello:
-            try:
-                mac.verify(candidates[0], nonce)
-            except WireError as exc:
-                raise KeyMismatch(f"{exc}: use the key provisioned on pile {pile_id} "
-                                  "(--key-file), or provision it again over USB serial") \
-                    from None
-        raise WireError("MAC mismatch: the pile and this host hold different keys")
+            raise KeyMismatch(f"{mismatch}: use the key provisioned on pile {pile_id} "
+                              "(--key-file), or provision it again over USB serial")
+        raise WireError(mismatch)
 
     def _take_hello(self, fields):
         pile_id = fields.get(wire.HELLO_PILE_ID)
