@@ -1,10 +1,11 @@
 """`micropython firmware/main.py BOARD_JSON` off the board; on a board it runs at boot.
 
-Kept to three lines so nothing is compiled at start-up: the firmware itself is
-pile/firmware.py, deployed precompiled (.mpy).
+Kept to a few lines so little is compiled at start-up: the boot stage (bootstage.py)
+picks the slot whose firmware runs (docs/field-update.md), and the firmware itself is
+pile/firmware.py in that slot, deployed precompiled (.mpy).
 """
 
-from pile.firmware import main
+import bootstage
 
 _path = globals().get("__file__", "")  # unset when main.py is frozen into the firmware
-main(_path.rsplit("/", 1)[0] if "/" in _path else ".")
+bootstage.start(_path.rsplit("/", 1)[0] if "/" in _path else ".")

@@ -12,7 +12,8 @@ from pile.surface import Pile
 from pilectl import wire
 
 MESSAGE_TYPES = ("HELLO", "TELEMETRY", "SETPOINT", "ACK", "CONFIG_GET", "CONFIG_SET", "CONFIG",
-                 "EVENTS_GET", "EVENTS", "COMMAND", "ERROR", "DIAGNOSTICS_GET", "DIAGNOSTICS")
+                 "EVENTS_GET", "EVENTS", "COMMAND", "ERROR", "DIAGNOSTICS_GET", "DIAGNOSTICS",
+                 "UPDATE_OFFER", "UPDATE_CHUNK", "UPDATE_GET", "UPDATE_COMMIT", "UPDATE_STATUS")
 
 
 def test_message_types_error_codes_and_commands_are_the_firmwares():
@@ -96,3 +97,18 @@ def test_the_frequency_setpoint_fields_are_the_firmwares():
     del request[wire.SETPOINT_FREQ_CURVE]
     assert cbor2.loads(session.handle(cbor2.dumps(request)))[wire.TYPE] == wire.ACK
     assert pile.ctl._freq_mode == wire.FREQ_DROOP
+
+
+def test_update_states_are_the_firmwares():
+    states = {getattr(protocol, "UPDATE_" + name.upper()): name
+              for name in wire.UPDATE_STATES.values()}
+    assert states == wire.UPDATE_STATES
+
+
+def test_a_rollback_reads_in_hello_and_telemetry():
+    pile = pile_with_readings()
+    pile.rollback = ["0.2.0", "the trial raised ImportError: no module named 'x'", 1]
+    pile.rolled_back = True
+    session = protocol.Session(pile)
+    hello, tel = cbor2.loads(session.hello()), cbor2.loads(session.telemetry())
+    assert hello[wire.HELLO_ROLLBACK] == tel[wire.TELEMETRY_ROLLBACK] == pile.rollback

@@ -66,6 +66,9 @@ class Pile:
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
+        self.updater = None  # pile.update.Updater, once the firmware wires field updates
+        self.rollback = None  # [version, reason, count] of the last trial that rolled back
+        self.rolled_back = False  # and this firmware is what it rolled back to
         self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
         self.kids = [None, None, None]
         self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
@@ -248,6 +251,10 @@ class Pile:
     def request_reboot(self):
         self.actions |= ACTION_REBOOT
         self._log(events.EVENT_REBOOT_REQUESTED)
+
+    def log_update(self, value):
+        """A field update went a step on (events.UPDATE_*)."""
+        self._log(events.EVENT_UPDATE, value)
 
     def take_actions(self):
         """The pending ACTION_* bits, cleared: the control loop carries them out."""

@@ -5,6 +5,8 @@ names the key and says what it should be. `pilectl deploy` runs the same check o
 the host before it touches the board.
 """
 
+from binascii import unhexlify
+
 _INT = "an integer"
 _TEXT = "a text string"
 _FLAG = "true or false"
@@ -13,7 +15,7 @@ _PIN = "a pin number or name"
 # key: what it must be; the required keys of each part are in _REQUIRED
 _TOP = {"board": _TEXT, "pile_id": _TEXT, "modbus": dict, "link": dict, "wifi": dict,
         "estop_pin": _PIN, "estop_file": _TEXT, "contactor_pin": _PIN, "status_led_pin": _PIN,
-        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict, "mqtt": dict}
+        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict, "mqtt": dict, "update": dict}
 _MODBUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT,
            "termios_baud": _INT, "converter_unit": _INT, "meter_unit": _INT,
            "converter_profile": _TEXT, "meter_profile": _TEXT}
@@ -22,7 +24,11 @@ _LINK = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "baud": _INT, "t
 _WIFI = {"ssid": _TEXT, "password": _TEXT}
 _MQTT = {"host": _TEXT, "port": _INT, "user": _TEXT, "password": _TEXT, "keepalive_s": _INT,
          "topic_prefix": _TEXT, "ca_file": _TEXT, "tls_hostname": _TEXT}
-_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT}
+_UPDATE = {"release_key": _TEXT, "trial_s": _INT}
+_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT, "update": _UPDATE}
+_TRIAL_S = (10, 3600)  # what a trial boot may take to confirm itself (update.trial_s)
+TRIAL_S = 120  # and its default
+RELEASE_KEY_BYTES = 64  # pile/signature.py's PUBLIC_KEY_BYTES (tests/fw/test_board.py)
 
 
 class BoardError(ValueError):
@@ -52,6 +58,24 @@ def check(board):
     _port(link, "tcp_port", "link.")
     if "mqtt" in board:
         _broker(board["mqtt"], board["pile_id"])
+    if "update" in board:
+        _update(board["update"])
+
+
+def _update(update):
+    """The field-update part: the pile maker's release key, the trial boot's time."""
+    key = update.get("release_key")
+    if key is not None:
+        try:
+            if len(unhexlify(key)) != RELEASE_KEY_BYTES:
+                raise ValueError
+        except ValueError:
+            raise BoardError("update.release_key must be %d hex digits: the public key "
+                             "`pilectl release keygen` printed" % (2 * RELEASE_KEY_BYTES))
+    trial_s = update.get("trial_s", TRIAL_S)
+    if not _TRIAL_S[0] <= trial_s <= _TRIAL_S[1]:
+        raise BoardError("update.trial_s %d is outside %d..%d s" % (
+            trial_s, _TRIAL_S[0], _TRIAL_S[1]))
 
 
 def _port(part, key, prefix):

@@ -31,6 +31,13 @@ EVENT_CONFIG_KEY = const(17)  # value: key slot << 8 | config.KEY_NUMBERS index 
 EVENT_AUTH_FAILED = const(18)  # value: refusals (auth or replay) since the last entry
 EVENT_LIMITS = const(19)  # value: the envelope's limiting reasons bits, now (0: none)
 EVENT_FLASH_ERROR = const(20)  # the journal could not be written (entries wait); value: errno
+EVENT_UPDATE = const(21)  # a field update; value: UPDATE_* below
+
+# EVENT_UPDATE values
+UPDATE_ACCEPTED = const(0)  # a package's signature checked: its chunks are taken
+UPDATE_COMMITTED = const(1)  # every file checked: the trial boot is next
+UPDATE_CONFIRMED = const(2)  # the trial found itself healthy: it boots from now on
+UPDATE_ROLLED_BACK = const(3)  # the trial failed: the old firmware runs again
 
 # EVENT_BOOT values
 RESET_POWER_ON = const(1)  # power on, or a process killed on the unix port

@@ -30,6 +30,10 @@ from pile.supervisor import Supervisor
 # before its own heartbeat watchdog (5 s) has to; every supervised task checks in at least
 # once a second (the control task every period, at most 1 s).
 _WATCHDOG_MS = const(3000)
+# A trial boot confirms itself (bootstage.confirm) once the control loop has run this many
+# periods since boot with the converter answering, and every link is up.
+_HEALTHY_PERIODS = const(10)
+_HEALTH_POLL_MS = const(500)
 # The DIAGNOSTICS counters are paged by the most each can take in CBOR, so a part keeps
 # its counters however they grow, and the number of parts is known from the start.
 _INT_BYTES = const(9)  # the most a CBOR integer takes (up to 64 bits)
@@ -86,6 +90,25 @@ def build_link(pile, hal, board, on_refused=None):
     return link
 
 
+def build_updater(pile, board, slots):
+    """Field updates into the other slot of the boot stage `slots` (the `bootstage`
+    module), signed with the board's `update.release_key`; None without a boot stage (a
+    firmware run as `micropython pile/...` from a checkout's tests)."""
+    if slots is None:
+        return None
+    from binascii import unhexlify
+
+    from pile import cbor
+    from pile.board import TRIAL_S
+    from pile.signature import verifying
+    from pile.update import Updater
+
+    update = board.get("update", {})
+    key = update.get("release_key")
+    return Updater(pile, slots, unhexlify(key) if key else None, verifying, cbor,
+                   update.get("trial_s", TRIAL_S))
+
+
 def parts_of(counters, budget=PAGE_BYTES):
     """The names of `counters` (name: value), sorted, in parts whose counters take at most
     `budget` bytes of CBOR each, at the most every value can take (`_INT_BYTES`, or
@@ -118,9 +141,43 @@ class Firmware:
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
+        self.slots = _boot_stage()
+        self.pile.updater = build_updater(self.pile, board, self.slots)
+        self._rolled_back()
         self._parts = parts_of(self.counters())
         self.pile.diagnostics = self.diagnostics
         self.pile.diagnostic_parts = len(self._parts)
+
+    def _rolled_back(self):
+        """The last rollback, for UPDATE_STATUS; in HELLO and TELEMETRY too while the
+        firmware it returned to runs; logged once."""
+        slots = self.slots
+        if slots is None:
+            return
+        rollback = slots.record().get("rollback")
+        if rollback is None:
+            return
+        self.pile.rollback = [rollback.get("version"), rollback["reason"],
+                              rollback.get("count", 1)]
+        self.pile.rolled_back = rollback.get("current", False)
+        if slots.take_news():
+            self.pile.log_update(events.UPDATE_ROLLED_BACK)
+            self.pile.problems.append("firmware %s rolled back: %s" % (
+                rollback.get("version"), rollback["reason"]))
+
+    async def confirm_trial(self):
+        """On a trial boot: confirm the firmware once it is healthy (`_HEALTHY_PERIODS`
+        periods run with the converter answering, every link up). An exception or a hang
+        before that, and the boot stage rolls back."""
+        loop = self.loop
+        first = loop.periods
+        while loop.periods - first < _HEALTHY_PERIODS or not loop.converter_ok \
+                or not self.link.up():
+            await asyncio.sleep_ms(_HEALTH_POLL_MS)
+        if self.slots.confirm():
+            self.pile.updater.confirmed()
+            say("pile %s: firmware %s confirmed itself after its trial boot" % (
+                self.pile.pile_id, self.pile.version))
 
     def _watchdog_fired(self):
         """The unix port's watchdog, about to end the process: the next boot logs why."""
@@ -176,10 +233,24 @@ class Firmware:
             tasks.append(asyncio.create_task(self.loop.watch_estop()))
         if self.wifi is not None:  # not supervised: a missing access point is no hang
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
+        if self.pile.updater is not None:
+            tasks.append(asyncio.create_task(self.pile.updater.run()))
+            if self.slots.trial:
+                tasks.append(asyncio.create_task(self.confirm_trial()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))
         await asyncio.gather(*tasks)
+
+
+def _boot_stage():
+    """The boot stage (bootstage.py beside main.py), None when the firmware was started
+    without one."""
+    try:
+        import bootstage
+    except ImportError:
+        return None
+    return bootstage
 
 
 def say(message):

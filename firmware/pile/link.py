@@ -65,6 +65,14 @@ class Link:
         """TCP and the broker carry requests only when they can be signed, or on a bench."""
         return self.pile.key is not None or self.insecure
 
+    def up(self):
+        """Every transport the board has is serving: the serial line, TCP listening and
+        the broker connected once (both only once a key allows them)."""
+        waiting = not self.remote_allowed()
+        return ((self.serial is None or self.serial_conn is not None)
+                and (self.tcp_port is None or self.tcp_server is not None or waiting)
+                and (self.broker is None or self.broker.connects > 0 or waiting))
+
     def servers(self):
         """The coroutines that serve this link's transports, for the firmware to run."""
         found = []

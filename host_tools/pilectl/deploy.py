@@ -76,7 +76,7 @@ def _walk(d, out):
 _o = {}
 for _d in ('pile', 'profiles'):
     _walk(_d, _o)
-for _f in ('main.py', 'board.json'):
+for _f in ('main.py', 'bootstage.mpy', 'board.json', 'slots.json'):
     try:
         _o[_f] = _h(_f)
     except OSError:
@@ -118,6 +118,7 @@ try:
 except ImportError:
     print(repr(None))
 """
+SLOT_RECORD = "slots.json"  # the boot stage's (firmware/bootstage.py)
 _PACKAGE = "pile/"  # the firmware's modules: in ROMFS or frozen in, not on the filesystem
 
 
@@ -142,11 +143,13 @@ def board_mpy_version(mpy):
 
 
 def plan(local, remote):
-    """(to copy, to remove): files whose hash differs; stale modules under pile/ and the
-    `.new` files of a deploy that was cut short."""
+    """(to copy, to remove): files whose hash differs; stale modules under pile/, the
+    `.new` files of a deploy that was cut short, and the boot stage's slot record (what
+    is deployed over USB boots next, whatever field update ran before:
+    docs/field-update.md)."""
     copy = [path for path, digest in local.items() if remote.get(path) != digest]
     remove = sorted(path for path in remote if path not in local and (
-        path.startswith("pile/") or path.endswith(".new")))
+        path.startswith("pile/") or path.endswith(".new") or path == SLOT_RECORD))
     return sorted(copy, key=lambda p: p == "main.py"), remove  # main.py last
 
 

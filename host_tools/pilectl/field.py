@@ -8,14 +8,18 @@ own schema before anything is sent.
 
 import asyncio
 import difflib
+import time
 from dataclasses import dataclass
 
 from pile.surface import CHOICES, INTEGERS, Config, ConfigError, allowed
 
-from pilectl import cose, keys, names, wire
+from pilectl import cose, keys, names, transfer, wire
 from pilectl.client import Client, LinkError, PileError
 
 _PAGE_GAP_S = 0.06  # between EVENTS_GET pages: under the pile's 20 requests a second
+_REQUEST_GAP_S = 0.052  # between update requests: the same budget, back to back
+_POLL_S = 0.5  # between asking how a signature check or a trial boot goes
+_MAX_DROPS = 10  # link drops an update rides out before it gives up (run it again to resume)
 
 
 class FieldError(Exception):
@@ -106,19 +110,92 @@ def readable_telemetry(t):
 
 
 async def status(client):
-    """Who the pile is, its latest telemetry, and its diagnostic counters (None from a
-    firmware too old to have them)."""
+    """Who the pile is, its latest telemetry, its slots (None from a firmware without
+    field updates) and its diagnostic counters (None from a firmware too old)."""
     telemetry = await client.telemetry()
-    try:
-        diagnostics = await client.diagnostics()
-    except PileError as exc:
-        if exc.code != wire.ERR_UNKNOWN_TYPE:
-            raise
-        diagnostics = None
+    diagnostics = await _unless_unknown(client.diagnostics())
+    update = await _unless_unknown(client.update_status())
+    slots = None
+    if update is not None:
+        update = transfer.named(update)
+        rollback = update["rollback"]
+        slots = {"running": update["running"], "slot": update["slot"] or "root",
+                 "other_slot": update["previous"], "update": update["state"],
+                 "last_rollback": f"{rollback[0]}: {rollback[1]}" if rollback else None}
     return {"link": {"signed": client.key is not None,
                      "key_id": cose.key_id(client.key).hex() if client.key else None},
             **readable_hello(client.hello), **readable_telemetry(telemetry),
-            "diagnostics": diagnostics}
+            "firmware_slots": slots, "diagnostics": diagnostics}
+
+
+async def _unless_unknown(request):
+    """The reply to `request`, None when the firmware does not know the message type."""
+    try:
+        return await request
+    except PileError as exc:
+        if exc.code != wire.ERR_UNKNOWN_TYPE:
+            raise
+        return None
+
+
+async def update(client, package, downgrade=False, on_progress=lambda held, size: None,
+                 confirm_s=600):
+    """Put `package` (pilectl.release.Package) on the pile and wait until its trial boot
+    confirms it: offer, chunks from wherever the pile stands, commit, reconnect after the
+    reboot. Returns what happened; UpdateFailed when the pile refuses or rolls back."""
+    current = [client]  # the client in use: the reboot into the trial replaces it
+    try:
+        return await _update(current, package, downgrade, on_progress, confirm_s)
+    finally:
+        if current[0] is not client:  # `run` closes the first one
+            await current[0].close()
+
+
+async def _update(current, package, downgrade, on_progress, confirm_s):
+    plan = transfer.Transfer(package, downgrade)
+    started = time.monotonic()
+    deadline = started + confirm_s
+    sent = drops = reconnects = 0
+    status = await current[0].update_status()
+    while True:
+        step = plan.next(status)
+        on_progress(plan.held, package.size)
+        if step == transfer.DONE:
+            return {"pile_id": current[0].hello.get(wire.HELLO_PILE_ID),
+                    "version": package.version, "chunks_sent": sent,
+                    "reconnects": reconnects, "seconds": round(time.monotonic() - started, 2)}
+        if time.monotonic() > deadline:
+            raise FieldError(f"the update did not finish within {confirm_s:g} s; the pile "
+                             f"says: {transfer.named(status)}; run pilectl update again "
+                             "to resume")
+        try:
+            if step == transfer.REBOOT:  # the answer comes from the trial's first boot
+                current[0] = await current[0].reconnect(deadline - time.monotonic(),
+                                                        new_boot=True)
+                reconnects += 1
+                status = await current[0].update_status()
+                continue
+            status, sent = await _step(current[0], step, sent)
+        except LinkError:
+            # the link dropped or the pile rebooted: the pile keeps what it holds, so go
+            # on from what it says once it answers again
+            drops += 1
+            if drops > _MAX_DROPS:
+                raise
+            current[0] = await current[0].reconnect(deadline - time.monotonic())
+            reconnects += 1
+            status = await current[0].update_status()
+
+
+async def _step(client, step, sent):
+    """Carry out one step of a Transfer: (the pile's next status, chunks sent)."""
+    if step == transfer.WAIT:
+        await asyncio.sleep(_POLL_S)
+        return await client.update_status(), sent
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, _REQUEST_GAP_S - (loop.time() - client.sent_at)))
+    status = await client.request(step.mtype, step.fields, wire.UPDATE_STATUS)
+    return status, sent + (step.mtype == wire.UPDATE_CHUNK)
 
 
 async def monitor(client, on_sample, count=None):

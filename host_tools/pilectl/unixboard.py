@@ -50,10 +50,12 @@ class BoardBench:
     """A fresh unix-port board wired like a pile: its Modbus port on the simulated plant
     and its serial link on a pty (`link_host`), ready for `pilectl deploy`.
 
-    The board file (`board_file`) names the pile's ends of both ptys; `usb` is the REPL.
+    The board file (`board_file`) names the pile's ends of both ptys, and whatever more
+    `board` gives (pilectl.vbench.unix_board: `tcp_port`, an `update` part...); `usb` is
+    the REPL.
     """
 
-    def __init__(self, directory, scenario, pile_id="field-001"):
+    def __init__(self, directory, scenario, pile_id="field-001", **board):
         self.dir = Path(directory).resolve()  # the board runs in its own folder
         self.dir.mkdir(parents=True, exist_ok=True)
         self._parts = []
@@ -65,7 +67,7 @@ class BoardBench:
             self._keep(PlantThread(self.sim, bus.b, duration_s=86400))
             self.board_file = self.dir / "board.json"
             self.board_file.write_text(json.dumps(unix_board(pile_id, bus.a, self._link.a,
-                                                             state_dir="state")))
+                                                             state_dir="state", **board)))
             self.board = self._keep(UnixBoard(self.dir / "flash", self.dir / "usb"))
             self.usb = self.board.port
         except BaseException:

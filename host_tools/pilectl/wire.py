@@ -29,6 +29,18 @@ ACK_SEQ, ACK_TARGET, ACK_REASONS = 2, 3, 4
 CONFIG_NEXT = 3  # extension: where a config listing too long for one frame goes on
 ERROR_SEQ, ERROR_CODE, ERROR_DETAIL = 2, 3, 4
 HELLO_PILE_ID, HELLO_FIRMWARE, HELLO_NONCE, HELLO_PROTOCOL, HELLO_NEXT_SEQ = 2, 3, 4, 7, 8
+HELLO_ROLLBACK = 9  # extension: [version, reason] of the last trial boot that rolled back
+TELEMETRY_ROLLBACK = 19  # the same in TELEMETRY
+
+# extension: field updates (docs/field-update.md); every one is answered by UPDATE_STATUS
+UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT, UPDATE_STATUS = 14, 15, 16, 17, 18
+OFFER_HEAD, OFFER_SIGNATURE, OFFER_DOWNGRADE = 2, 3, 4
+CHUNK_OFFSET, CHUNK_DATA, CHUNK_LINK = 2, 3, 4
+COMMIT_PACKAGE = 2
+UPDATE_FIELDS = {2: "state", 3: "held", 4: "size", 5: "package_version", 6: "running",
+                 7: "previous", 8: "rollback", 9: "detail", 10: "package", 11: "slot"}
+UPDATE_STATES = {0: "idle", 1: "verifying", 2: "receiving", 3: "checking", 4: "rebooting",
+                 5: "refused", 6: "trial"}
 
 ERR_MALFORMED, ERR_UNKNOWN_TYPE, ERR_BAD_FIELD, ERR_AUTH = 1, 2, 3, 4
 ERR_REPLAY, ERR_OUT_OF_RANGE, ERR_BUSY = 5, 6, 7

@@ -242,15 +242,26 @@ class FreshState:
     with everything in it afterwards (MicroPython has no tempfile)."""
 
     def __enter__(self):
+        import os
         from binascii import hexlify
         from os import urandom
 
         self.path = __file__.rsplit("/", 1)[0] + "/.state-" + hexlify(urandom(4)).decode()
+        os.mkdir(self.path)
         return self.path
 
     def __exit__(self, *failure):
-        import os
+        remove_tree(self.path)
 
-        for name in os.listdir(self.path):
-            os.remove(self.path + "/" + name)
-        os.rmdir(self.path)
+
+def remove_tree(path):
+    """Remove the folder at `path` and everything in it."""
+    import os
+
+    for name in os.listdir(path):
+        inner = path + "/" + name
+        if os.stat(inner)[0] & 0x4000:
+            remove_tree(inner)
+        else:
+            os.remove(inner)
+    os.rmdir(path)

@@ -63,3 +63,25 @@ def test_the_mqtt_part_is_checked():
     with raises(BoardError) as caught:
         check(spec)
     assert "one topic level" in str(caught.value)
+
+
+def test_the_release_key_part_is_checked():
+    from pile.board import RELEASE_KEY_BYTES
+    from pile.signature import PUBLIC_KEY_BYTES
+
+    assert RELEASE_KEY_BYTES == PUBLIC_KEY_BYTES
+    good = {"release_key": "ab" * PUBLIC_KEY_BYTES, "trial_s": 60}
+    check(dict(_BOARD_FOR_UPDATE, update=good))
+    for bad, said in (({"release_key": "ab" * 32}, "hex digits"),
+                      ({"release_key": "zz" * 64}, "hex digits"),
+                      ({"trial_s": 5}, "trial_s"), ({"key": 1}, "update.key")):
+        try:
+            check(dict(_BOARD_FOR_UPDATE, update=bad))
+        except BoardError as exc:
+            assert said in str(exc), str(exc)
+        else:
+            raise AssertionError("accepted %r" % (bad,))
+
+
+_BOARD_FOR_UPDATE = {"board": "unix_sim", "pile_id": "u-001",
+                     "modbus": {"device": "/dev/null", "baud": 115200}}
