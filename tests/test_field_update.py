@@ -48,10 +48,12 @@ class Updates(Field):
         return self.json("status")["firmware_slots"]
 
     def flash_state(self):
-        """What a refusal must not change: the slot record and the running files."""
+        """What a refusal must not change: the slot record and the running slot's files
+        (the other slot is the update's scratch space)."""
         flash = self.bench.board.flash
         record = flash / "slots.json"
-        files = sorted(p for p in flash.rglob("*.mpy") if p.parts[-2] == "pile")
+        slot = json.loads(record.read_text())["boot"] if record.exists() else ""
+        files = sorted((flash / slot / "pile").glob("*.mpy"))
         return (record.read_bytes() if record.exists() else None,
                 hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest())
 

@@ -59,7 +59,11 @@ EVENTS = {
     fw.EVENT_AUTH_FAILED: "requests refused as unauthenticated or replayed",
     fw.EVENT_LIMITS: "limits now",
     fw.EVENT_FLASH_ERROR: "event journal write failed",
+    fw.EVENT_UPDATE: "field update",
 }
+UPDATE_STEPS = {fw.UPDATE_ACCEPTED: "package accepted",
+                fw.UPDATE_COMMITTED: "committed: trial next",
+                fw.UPDATE_CONFIRMED: "trial confirmed", fw.UPDATE_ROLLED_BACK: "rolled back"}
 
 RESET_CAUSES = {fw.RESET_POWER_ON: "power-on", fw.RESET_WATCHDOG: "watchdog",
                 fw.RESET_REQUESTED: "requested reboot"}
@@ -76,4 +80,6 @@ def event_detail(code, value):
         return f"{key} by {_SLOTS.get(value >> 8, f'slot {value >> 8}')}"
     if code == fw.EVENT_LIMITS:
         return ", ".join(reasons(value)) or "none"
+    if code == fw.EVENT_UPDATE:
+        return UPDATE_STEPS.get(value, f"step {value}")
     return ""
