@@ -5,22 +5,39 @@
     DELETE /target          back to the schedule
     GET  /status            the fleet now (?piles=1 adds every pile)
     GET  /metrics           Prometheus text: dispatch latency, piles online, refused ...
+    POST /rollout           the body a signed update package (pilectl release build), the
+                            query its settings (?canary_percent=5&wave_percent=25&
+                            parallel=50&confirm_s=600&canary=PILE_ID...): rolled out in waves
+    GET  /rollout           where it stands (?piles=1 adds every pile)
+    DELETE /rollout         halt it: no pile is offered the package any more
 
-Bodies are JSON; a bad one gets 400 with {"error": "..."} saying what to send instead.
+Bodies are JSON (but a package); a bad one gets 400 with {"error": "..."} saying what to
+send instead. With a token in the fleet file ([target] http_token_file), every write
+(PUT and DELETE /target, POST and DELETE /rollout) needs `Authorization: Bearer TOKEN`;
+reads need none.
 """
 
+import hmac
+import tempfile
 import time
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Enum,
     Gauge,
     Histogram,
     generate_latest,
 )
 
+from pilectl.aggregator.rollout import IDLE, PILE_STATES, STATES, Settings
+
 _MAX_W = 10**9  # 1 GW: a target beyond it is a typo
+_MAX_PACKAGE = 16 * 1024 * 1024  # bytes of a package a POST /rollout may carry
+_SETTINGS = {"canary_percent": float, "wave_percent": float, "parallel": int,
+             "confirm_s": float}
 
 
 class Metrics:
@@ -41,6 +58,14 @@ class Metrics:
         self.refused = gauge("aggregator_messages_refused", "ERROR replies from piles, in all")
         self.verified = gauge("aggregator_frames_verified", "Pile messages verified, in all")
         self.sent = gauge("aggregator_setpoints_sent", "Setpoints sent, in all")
+        self.rollout_piles = Gauge("aggregator_rollout_piles", "Piles of the latest rollout "
+                                   "by where they stand", ["state"], registry=self.registry)
+        self.rollout_wave = gauge("aggregator_rollout_wave", "The rollout's wave under way "
+                                  "(1: the canary), or its last")
+        self.rollout_waves = gauge("aggregator_rollout_waves", "Waves the rollout has")
+        self.rollout_state = Enum("aggregator_rollout_state", "The latest rollout's state",
+                                  states=list(STATES), registry=self.registry)
+        self.rollout_state.state(IDLE)
 
     def record(self, status):
         self.dispatch.observe(status["dispatch_ms"] / 1000)
@@ -53,10 +78,28 @@ class Metrics:
         self.refused.set(counters.get("refused", 0))
         self.verified.set(counters.get("frames_verified", 0))
         self.sent.set(counters.get("setpoints_sent", 0))
+        rollout = status.get("rollout")
+        if rollout is not None:
+            for state in PILE_STATES:
+                self.rollout_piles.labels(state).set(rollout[state])
+            self.rollout_wave.set(rollout["wave"])
+            self.rollout_waves.set(rollout["waves"])
+            self.rollout_state.state(rollout["state"])
 
 
-def application(aggregator, metrics):
-    app = web.Application()
+def application(aggregator, metrics, token=None):
+    """The API of `aggregator`; writes need `token` when it is given."""
+
+    @web.middleware
+    async def writes_need_the_token(request, handler):
+        if token is not None and request.method not in ("GET", "HEAD") and not hmac.compare_digest(
+                request.headers.get("Authorization", ""), f"Bearer {token}"):
+            return web.json_response({"error": "this API takes writes with its token only: "
+                                      "send Authorization: Bearer TOKEN (the fleet file's "
+                                      "[target] http_token_file)"}, status=401)
+        return await handler(request)
+
+    app = web.Application(middlewares=[writes_need_the_token], client_max_size=_MAX_PACKAGE)
 
     async def get_target(request):
         watts, source = aggregator.target.now()
@@ -94,6 +137,41 @@ def application(aggregator, metrics):
             found["pile_list"] = aggregator.pile_status()
         return web.json_response(found)
 
+    async def post_rollout(request):
+        from pilectl import release
+
+        settings = _settings(request.query, aggregator.fleet.rollouts)
+        if isinstance(settings, str):
+            return _bad(settings)
+        body = await request.read()
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "posted.pkg"
+            path.write_bytes(body)
+            try:
+                package = release.Package.load(path)
+            except release.ReleaseError:
+                return _bad("send an update package (pilectl release build) as the body: "
+                            "curl --data-binary @new.pkg")
+        from pilectl.aggregator.service import RolloutBusy
+
+        try:
+            rollout = aggregator.start_rollout(package, settings)
+        except RolloutBusy as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response(rollout.summary(), status=202)
+
+    async def get_rollout(request):
+        if aggregator.rollout is None:
+            return web.json_response({"error": "no rollout yet: POST /rollout a package"},
+                                     status=404)
+        return web.json_response(aggregator.rollout.summary(request.query.get("piles") == "1"))
+
+    async def delete_rollout(request):
+        if aggregator.rollout is None:
+            return web.json_response({"error": "no rollout to halt"}, status=404)
+        aggregator.rollout.halt("halted by the operator")
+        return web.json_response(aggregator.rollout.summary())
+
     async def prometheus(request):
         return web.Response(body=generate_latest(metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -103,11 +181,31 @@ def application(aggregator, metrics):
     app.router.add_delete("/target", delete_target)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", prometheus)
+    app.router.add_post("/rollout", post_rollout)
+    app.router.add_get("/rollout", get_rollout)
+    app.router.add_delete("/rollout", delete_rollout)
     return app
 
 
 def _bad(message):
     return web.json_response({"error": message}, status=400)
+
+
+def _settings(query, defaults):
+    """A rollout's Settings from a query string over the fleet file's [rollout], or what
+    is wrong with it (text)."""
+    values = {name: getattr(defaults, name) for name in _SETTINGS}
+    unknown = set(query) - set(_SETTINGS) - {"canary"}
+    if unknown:
+        return f"unknown setting {sorted(unknown)[0]!r}; known: canary, {', '.join(_SETTINGS)}"
+    for name, kind in _SETTINGS.items():
+        if name in query:
+            try:
+                values[name] = kind(query[name])
+            except ValueError:
+                return f"{name} must be a {'whole ' if kind is int else ''}number"
+    settings = Settings(**values, canaries=tuple(query.getall("canary", ())))
+    return settings.problem() or settings
 
 
 async def serve(app, host, port):

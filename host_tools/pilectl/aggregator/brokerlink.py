@@ -169,6 +169,11 @@ class BrokerLink:
             attempt += 1
 
     @property
+    def joined(self):
+        """This worker's own record came back: it knows the live set, so its piles."""
+        return self._joined
+
+    @property
     def _record(self):
         return f"{self.shared}/workers/{self.worker}"
 

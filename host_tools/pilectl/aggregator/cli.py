@@ -5,14 +5,22 @@
     pile-aggregator plot TRACE.jsonl OUT.png
     pile-aggregator broker-config FLEET.toml OUT_DIR [--port 1883] [--host 0.0.0.0]
                                   [--worker NAME ...]
+    pile-aggregator rollout FLEET.toml PACKAGE [--canary-percent 5] [--wave-percent 25]
+                            [--parallel 50] [--confirm-s 600] [--canary PILE_ID ...]
+                            [--technician-keys DIR] [--downgrade] [--api] [--json]
 
 `run` connects to every pile of the fleet file, dispatches every period, serves the HTTP
 API and /metrics when the fleet file names an address, and shows a live table (or one
 JSON line a period with --json). With --worker, this process is one of several sharing
-the fleet's piles on its broker (docs/aggregator.md). A mistake in the fleet file is one
-message and exit 2.
+the fleet's piles on its broker (docs/aggregator.md). `rollout` puts a signed update
+package on the fleet in waves, as `run` dispatching meanwhile, and ends with the
+rollout (exit 0 when every pile runs it, 1 when it halted, 3 when piles were skipped
+for want of a technician's key); with --api it hands the rollout to the aggregator
+already running for the fleet file (its HTTP API) and follows it. A mistake in the
+fleet file is one message and exit 2.
 """
 
+import asyncio
 import dataclasses
 import importlib.util
 import json
@@ -77,7 +85,7 @@ def as_worker(fleet, worker, password_file):
     return dataclasses.replace(fleet.broker, **changes)
 
 
-async def _run(fleet, as_json, trace_path, duration):
+async def _run(fleet, as_json, trace_path, duration, rollout=None):
     from pilectl.aggregator.api import Metrics, application, serve
     from pilectl.aggregator.service import Aggregator
 
@@ -98,17 +106,22 @@ async def _run(fleet, as_json, trace_path, duration):
             trace.write(line + "\n")
             trace.flush()
         if live is None:
-            print(line, flush=True)
+            if rollout is None:  # a rollout's --json says its report alone, at its end
+                print(line, flush=True)
         else:
-            live.update(_table(status), refresh=True)
+            live.update(_view(status), refresh=True)
 
     aggregator.on_status = on_status
     runner = None
     try:
         if fleet.http is not None:
-            runner = await serve(application(aggregator, metrics), *fleet.http)
+            runner = await serve(application(aggregator, metrics, fleet.http_token),
+                                 *fleet.http)
         aggregator.start()
-        await aggregator.run(duration)
+        if rollout is None:
+            await aggregator.run(duration)
+        else:
+            await _run_rollout(aggregator, *rollout)
     finally:
         await aggregator.stop()
         if runner is not None:
@@ -117,6 +130,188 @@ async def _run(fleet, as_json, trace_path, duration):
             live.stop()
         if trace is not None:
             trace.close()
+
+
+async def _run_rollout(aggregator, package, settings, technician_keys, report):
+    """Dispatch while the rollout runs; its last summary appended to `report`."""
+    dispatching = asyncio.create_task(aggregator.run())
+    try:
+        while aggregator.broker is not None and not aggregator.broker.joined:
+            await asyncio.sleep(0.1)  # which piles are this worker's is known once joined
+        rollout = aggregator.start_rollout(package, settings, technician_keys)
+        await aggregator.rollout_ended()
+        aggregator.dispatch_once()  # the table's last state
+        report.append(rollout.summary())
+    finally:
+        dispatching.cancel()
+        await asyncio.gather(dispatching, return_exceptions=True)
+
+
+@main.command()
+@click.argument("fleet_file", type=click.Path(dir_okay=False))
+@click.argument("package", type=click.Path(dir_okay=False))
+@click.option("--canary-percent", type=float, help="Piles in the first wave, in percent "
+              "(default: the fleet file's [rollout], else 5).")
+@click.option("--wave-percent", type=float, help="Piles in each later wave, in percent "
+              "(default 25).")
+@click.option("--parallel", type=int, help="Piles receiving the package at once (default 50).")
+@click.option("--confirm-s", type=float, help="Seconds from a pile's start to its confirmed "
+              "trial boot before it halts the rollout (default 600).")
+@click.option("--canary", "canaries", multiple=True, help="A pile in the canary wave (repeat).")
+@click.option("--technician-keys", type=click.Path(file_okay=False),
+              help="A folder of PILE_ID.technician.key files (for piles without a "
+              "technician_key_file).")
+@click.option("--downgrade", is_flag=True, help="Allow a version older than a pile runs.")
+@click.option("--api", "via_api", is_flag=True, help="Hand the rollout to the aggregator "
+              "already running for FLEET_FILE (its [target] http) and follow it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only.")
+def rollout(fleet_file, package, canary_percent, wave_percent, parallel, confirm_s, canaries,
+            technician_keys, downgrade, via_api, as_json):
+    """Put the signed update PACKAGE on the piles of FLEET_FILE, in waves: each wave once
+    every pile of the one before confirmed it; halted by a refusal, a rollback, or a pile
+    not confirmed in time."""
+    from pilectl import release
+    from pilectl.aggregator.rollout import Settings
+
+    try:
+        fleet = load(fleet_file)
+        found = release.Package.load(package)
+    except (FleetError, release.ReleaseError) as exc:
+        _fail(exc, 2)
+    defaults = fleet.rollouts
+    settings = Settings(
+        canary_percent=_given(canary_percent, defaults.canary_percent),
+        wave_percent=_given(wave_percent, defaults.wave_percent),
+        parallel=_given(parallel, defaults.parallel),
+        confirm_s=_given(confirm_s, defaults.confirm_s), canaries=canaries,
+        downgrade=downgrade)
+    problem = settings.problem()
+    if problem:
+        _fail(problem, 2)
+    report = []
+    try:
+        if via_api:
+            run_loop(_follow(fleet, Path(package), settings, technician_keys, as_json, report))
+        else:
+            if fleet.broker is not None and importlib.util.find_spec("aiomqtt") is None:
+                _fail("piles on a broker need aiomqtt: pip install 'pilectl[mqtt]'", 2)
+            run_loop(_run(fleet, as_json, None, None, (found, settings, technician_keys and
+                                                       Path(technician_keys), report)))
+    except KeyboardInterrupt:
+        _fail("interrupted: piles already committed confirm or roll back by themselves; "
+              "run the same rollout again to go on where each pile stands"
+              + (" (the aggregator's own rollout goes on: DELETE /rollout halts it)"
+                 if via_api else ""), 1)
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: is the HTTP address in use by another aggregator? "
+              "Then give --api to hand it the rollout", 1)
+    summary = report[-1]
+    click.echo(json.dumps(summary) if as_json else _report(summary))
+    sys.exit(0 if summary["state"] == "done" and not summary["skipped"] else
+             3 if summary["state"] == "done" else 1)
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def _fail(message, status):
+    click.echo(f"pile-aggregator: {message}", err=True)
+    sys.exit(status)
+
+
+def _report(summary):
+    """A rollout's end in words: how far it went, and every pile that stopped it."""
+    waves = ", ".join(f"{size} pile{'s' * (size != 1)} in {seconds:g} s" for size, seconds in
+                      zip(summary["wave_sizes"], summary["wave_seconds"], strict=False))
+    lines = [f"rollout of {summary['version']}: {summary['state']} after "
+             f"{summary['seconds']:g} s, wave {summary['wave']} of {summary['waves']}"
+             + (f" ({waves})" if waves else ""),
+             f"  {summary['updated']} of {summary['piles']} piles run {summary['version']}"]
+    for pile in summary["failures"]:
+        lines.append(f"  {pile['pile']} (wave {pile['wave']}) {pile['kind']}: {pile['reason']}")
+    for pile in summary["skips"]:
+        lines.append(f"  {pile['pile']} skipped: {pile['reason']}")
+    if summary["stopped"]:
+        lines.append(f"  {summary['stopped']} piles stopped before their commit (they run "
+                     "the old firmware; the package waits half sent)")
+    if summary["halted_because"]:
+        lines.append(f"  halted: {summary['halted_because']}; {summary['pending']} piles "
+                     "were never offered the package")
+    return "\n".join(lines)
+
+
+async def _follow(fleet, package, settings, technician_keys, as_json, report):
+    """POST the rollout to the running aggregator's API, then follow it to its end."""
+    import aiohttp
+
+    if fleet.http is None:
+        _fail("--api needs the fleet file's [target] http: the address of the running "
+              "aggregator's API", 2)
+    if settings.downgrade or technician_keys:
+        _fail("--downgrade and --technician-keys are not for --api: the running "
+              "aggregator takes its keys from the fleet file, and no downgrade", 2)
+    host, port = fleet.http
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    headers = {"Authorization": f"Bearer {fleet.http_token}"} if fleet.http_token else {}
+    query = [(name, str(getattr(settings, name))) for name in
+             ("canary_percent", "wave_percent", "parallel", "confirm_s")]
+    query += [("canary", pile_id) for pile_id in settings.canaries]
+    live = None
+    async with aiohttp.ClientSession(headers=headers) as http:
+        try:
+            async with http.post(f"{base}/rollout", params=query,
+                                 data=package.read_bytes()) as reply:
+                if reply.status != 202:
+                    _fail(f"the aggregator at {base} refused the rollout: "
+                          f"{(await reply.json()).get('error')}", 1)
+        except aiohttp.ClientConnectionError as exc:
+            _fail(f"no aggregator answers at {base} ({exc}): start pile-aggregator run "
+                  "first, or leave out --api", 1)
+        if not as_json:
+            from rich.live import Live
+
+            live = Live(auto_refresh=False)
+            live.start()
+        try:
+            while True:
+                async with http.get(f"{base}/rollout") as reply:
+                    summary = await reply.json()
+                if live is not None:
+                    live.update(_rollout_table(summary), refresh=True)
+                if summary["state"] in ("done", "halted"):
+                    report.append(summary)
+                    return
+                await asyncio.sleep(1)
+        finally:
+            if live is not None:
+                live.stop()
+
+
+def _view(status):
+    """The live table, and the rollout's below it while there is one."""
+    table = _table(status)
+    rollout = status.get("rollout")
+    if rollout is None:
+        return table
+    from rich.console import Group
+
+    return Group(table, _rollout_table(rollout))
+
+
+def _rollout_table(rollout):
+    from rich.table import Table
+
+    table = Table(title=f"rollout of {rollout['version']}: {rollout['state']}, wave "
+                        f"{rollout['wave']} of {rollout['waves']} "
+                        f"({rollout['seconds']:.0f} s)")
+    for column in ("updated", "updating", "pending", "failed", "skipped", "stopped"):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(rollout[c]) for c in ("updated", "updating", "pending", "failed",
+                                               "skipped", "stopped")))
+    if rollout["halted_because"]:
+        table.caption = f"halted: {rollout['halted_because']}"
+    return table
 
 
 def _table(status):

@@ -3,6 +3,8 @@
     pile-emulator --piles 1000 --port 20000 --keys DIR [--prefix emu-] [--seed N]
                   [--fleet FILE] [--groups N]
     pile-emulator --piles 1000 --broker HOST:PORT --keys DIR [--keepalive S] ...
+    pile-emulator ... --release-key HEX [--arch xtensawin] [--mpy 6.3] [--trial-s S]
+                  [--confirm-periods N] [--bad-version V ...] [--state DIR]
 
 Each emulated pile is the firmware's own `Pile` (config, controller and safety
 envelope), its control period's rules (`ControlStep`: decisions, cuts, the stale-meter
@@ -17,6 +19,17 @@ tick), a tenth of them every 0.1 s (a fleet's piles are not in step); each pile 
 TELEMETRY every second to the clients whose request it accepted. Prints "ready N" when
 every pile listens. --fleet writes the [[pile]] entries of a fleet file for them
 (groups g0, g1, ... in turn).
+
+Each pile also has a technician's key, DIR/PILE_ID.technician.key (written when
+missing, named in the fleet entries as `technician_key_file`), and takes field updates
+(UPDATE_OFFER, _CHUNK, _GET, _COMMIT) through the firmware's own `Updater` once
+--release-key names the maker's public key (pilectl/aggregator/emuupdate.py: the boot
+stage's slots under --state DIR/PILE_ID, its record in memory). A committed package
+reboots the pile into its trial: every connection ends and a new `Pile` boots (a new
+nonce, the seq windows empty, the slot's version), which confirms itself after
+--confirm-periods healthy periods, unless its version is a --bad-version: then it rolls
+back after --trial-s, and says so in HELLO, TELEMETRY and UPDATE_STATUS as the firmware
+does. The piles claim to run .mpy --mpy code for --arch, which a package must fit.
 
 With --broker the piles dial an MQTT broker instead of listening
 (pilectl/aggregator/mqttpile.py: the firmware's packets and topics), each as its own
@@ -38,18 +51,28 @@ hostile host).
 import argparse
 import asyncio
 import random
+import re
 import resource
 import signal
 import sys
+import time
 from pathlib import Path
 
 from pile.surface import (
+    ACTION_REBOOT,
+    ARCHES,
     NEVER,
+    RESET_POWER_ON,
+    RESET_REQUESTED,
+    SLOT_TECHNICIAN,
     STATUS_EV_CONNECTED,
     STATUS_READY,
+    UPDATE_ROLLED_BACK,
+    VERSION,
     ControlStep,
     Pile,
     Session,
+    Updater,
     admission,
     ticks_add,
     ticks_diff,
@@ -60,41 +83,91 @@ from pilectl import keys, wire
 from pilectl.aggregator import hostcodec
 from pilectl.aggregator import run as run_loop
 from pilectl.aggregator.broker import kept_password
+from pilectl.aggregator.emuupdate import (
+    BootStage,
+    MemoryStore,
+    PileView,
+    Updates,
+    verifying,
+)
 
 _RATED_W = 11000
 _STEP_S = 1.0
 _PHASES = 10  # a tenth of the piles ticks every 0.1 s
 _BACKLOG = 4096  # bytes unsent to a client above which its replies are dropped too
 _HANDSHAKES = 64  # broker connections being opened at once
+_SLICES = 16  # of an update job, a turn of the update task
+_REBOOT_DELAY_S = 0.1  # from a reboot's request to the reset: its reply goes out first
 
 
 class EmulatedPile:
     """A pile: the firmware's `Pile` and its control period's rules (`pile.loop.ControlStep`)
-    with a battery model as its converter and the household load as its site meter."""
+    with a battery model as its converter and the household load as its site meter, and
+    the firmware's field-update `Updater` on a model of its boot stage (emuupdate.py)."""
 
-    def __init__(self, pile_id, key, port, rng):
-        self.pile = Pile(pile_id)
-        self.pile.set_key(key)
-        self.pile.cfg.update({"site_import_limit_w": 25000, "site_export_limit_w": _RATED_W,
-                              "tick_ms": 1000})
-        tel = self.pile.tel
-        tel.status = STATUS_READY | STATUS_EV_CONNECTED
-        tel.rated_charge = tel.rated_discharge = _RATED_W
-        tel.ev_max_charge = tel.ev_max_discharge = _RATED_W
-        tel.battery_temp, tel.converter_temp = 250, 350
+    def __init__(self, pile_id, key, port, rng, technician_key=None, updates=None):
+        self.pile_id = pile_id
+        self.key = key
+        self.technician_key = technician_key
+        self.updates = updates or Updates()
+        self.stage = BootStage(self.updates.folder(pile_id), self.updates.version)
+        self.flash = MemoryStore()  # what the pile keeps across reboots besides the stage
         self.capacity_wh = rng.randint(20, 80) * 1000
         self.energy_wh = self.capacity_wh * rng.uniform(0.25, 0.9)
         self.load_w = rng.randint(0, 3000)
         self.power_w = 0  # what the converter runs at: the power last written to it
         self.meter_answers = True  # the site meter: False leaves its reading to go stale
-        self.control = ControlStep(self.pile)
         self.port = port
         self.clients = []  # _Client, oldest first
         self.broker = None  # a mqttpile.BrokerPile, on a broker
+        self.boots = 0
         self._in_wh = self._out_wh = 0.0
+        self.pile = None
+        self._boot()
+
+    def _boot(self, cause=RESET_POWER_ON):
+        """Power on, or a reboot (`cause`, events.RESET_*): the boot stage picks the slot,
+        and the firmware starts afresh as a board's would (a new `Pile`: a new nonce, every
+        seq window empty, no setpoint), its config and keys as saved, its version the
+        slot's."""
+        old = self.pile
+        self.stage.choose()
+        self.pile = pile = Pile(self.pile_id, reset_cause=cause)
+        pile.set_key(self.key)
+        if self.technician_key is not None:
+            pile.set_key(self.technician_key, SLOT_TECHNICIAN)
+        pile.cfg.update(dict(old.cfg.values) if old is not None else {
+            "site_import_limit_w": 25000, "site_export_limit_w": _RATED_W, "tick_ms": 1000})
+        pile.version = self.stage.version()
+        tel = pile.tel
+        tel.status = STATUS_READY | STATUS_EV_CONNECTED
+        tel.rated_charge = tel.rated_discharge = _RATED_W
+        tel.ev_max_charge = tel.ev_max_discharge = _RATED_W
+        tel.battery_temp, tel.converter_temp = 250, 350
+        self.control = ControlStep(pile)
+        updates = self.updates
+        self.updater = pile.updater = Updater(
+            PileView(pile, self.flash), self.stage, updates.release_key, verifying, hostcodec,
+            updates.trial_s, mpy=updates.mpy_value())
+        self._rolled_back()
+        self.boots += 1
+        self.booted_at = time.monotonic()
+        self._trial_periods = 0
+        self._working = False  # the update task has a turn waiting
         self._meter_w = 0  # W, the meter's last reading: the load and the converter's power
         self._meter_at = None  # ticks_ms of that reading
         self._read()  # the first decision has the converter's readings, SOC included
+
+    def _rolled_back(self):
+        """The last rollback, as the firmware says it (pile/firmware.py): in UPDATE_STATUS,
+        and in HELLO and TELEMETRY while the firmware it returned to runs; logged once."""
+        rollback = self.stage.record()["rollback"]
+        if rollback is None:
+            return
+        self.pile.rollback = [rollback["version"], rollback["reason"], rollback["count"]]
+        self.pile.rolled_back = rollback["current"]
+        if self.stage.take_news():
+            self.pile.log_update(UPDATE_ROLLED_BACK)
 
     async def listen(self):
         loop = asyncio.get_running_loop()
@@ -142,6 +215,64 @@ class EmulatedPile:
                 reading = self._meter_w = self.load_w + self.power_w
                 self._meter_at = now
             control.meter_polled(now, reading, tel.power)
+        if self.stage.trial:
+            self._judge_trial()
+
+    def _judge_trial(self):
+        """A trial boot, once a period: it confirms itself after `confirm_periods` healthy
+        periods (the firmware's health check: the converter answering), unless its
+        version is a planted bad one; one that has not confirmed within its `trial_s`
+        rolls back, and the pile boots the old slot again (firmware/bootstage.py)."""
+        self._trial_periods += 1
+        if self.pile.version not in self.updates.bad_versions and self.control.converter_ok \
+                and self._trial_periods >= self.updates.confirm_periods:
+            self.stage.confirm()
+            self.updater.confirmed()
+            return
+        trial_s = self.stage.record()["trial_s"]
+        if time.monotonic() - self.booted_at >= trial_s:
+            self.stage.roll_back(f"the trial did not confirm itself within {trial_s:g} s")
+            self.reboot()
+
+    def after_request(self):
+        """What a request left to do: the update task's job (a package's signature, or
+        its files read back), and a reboot once the reply has gone out."""
+        if self.updater.job is not None and not self._working:
+            self._working = True
+            asyncio.get_running_loop().call_soon(self._work, self.updater)
+        self._reboot_if_asked()
+
+    def _work(self, updater):
+        """One turn of the firmware's update task: a few slices of the Updater's job, then
+        the event loop's other work, until the job is done."""
+        if updater is not self.updater:
+            return  # the pile rebooted meanwhile: that job went with it
+        for _ in range(_SLICES):
+            if not updater.step():
+                break
+        if updater.job is not None:
+            asyncio.get_running_loop().call_soon(self._work, updater)
+            return
+        self._working = False
+        self._reboot_if_asked()
+
+    def _reboot_if_asked(self):
+        if self.pile.take_actions() & ACTION_REBOOT:  # a fault reset has nothing to reset
+            asyncio.get_running_loop().call_later(_REBOOT_DELAY_S, self._reboot_now, self.pile)
+
+    def _reboot_now(self, pile):
+        if pile is self.pile:  # not rebooted meanwhile by its trial's end
+            self.reboot(RESET_REQUESTED)
+
+    def reboot(self, cause=RESET_POWER_ON):
+        """A reset: every connection ends, as when a board resets, and the pile boots
+        again (the boot stage choosing the slot); its boot event says `cause`."""
+        for client in list(self.clients):
+            client.transport.close()
+        self.clients.clear()
+        if self.broker is not None:
+            self.broker.drop()
+        self._boot(cause)
 
     def _run(self, seconds):
         """The model runs for `seconds` at the converter's power."""
@@ -192,6 +323,7 @@ class _Client(asyncio.Protocol):
         for message in self.deframer.feed(data):
             self.heard_at = ticks_ms()
             self.send(self.session.handle(message))
+            self.emulated.after_request()
             if self.session.verified and not self.admitted:
                 self.admitted = True
                 gone = admission.closed_for_admitted(self.emulated.clients, self)
@@ -208,12 +340,16 @@ class _Client(asyncio.Protocol):
 
 def fleet_entries(piles, first_port, key_dir, groups=1):
     """The [[pile]] entries of a fleet file (TOML) for emulated piles: on TCP from
-    `first_port`, or on the fleet's broker when `first_port` is None."""
+    `first_port`, or on the fleet's broker when `first_port` is None; each with its link
+    key and, for rollouts, its technician's key."""
+    folder = Path(key_dir).resolve()
     return "".join(
-        f'[[pile]]\nid = "{p.pile.pile_id}"\n'
+        f'[[pile]]\nid = "{p.pile_id}"\n'
         + ("mqtt = true\n" if first_port is None else f'tcp = "127.0.0.1:{first_port + i}"\n')
-        + f'key_file = "{Path(key_dir).resolve() / (p.pile.pile_id + ".key")}"\n'
-        f'group = "g{i % groups}"\n\n' for i, p in enumerate(piles))
+        + f'key_file = "{folder / (p.pile_id + ".key")}"\n'
+        + (f'technician_key_file = "{folder / (p.pile_id + ".technician.key")}"\n'
+           if p.technician_key is not None else "")
+        + f'group = "g{i % groups}"\n\n' for i, p in enumerate(piles))
 
 
 def pile_ids(count, prefix):
@@ -226,17 +362,25 @@ def broker_users(key_dir, ids):
     return {pile_id: kept_password(Path(key_dir) / f"{pile_id}.mqtt") for pile_id in ids}
 
 
-def make_piles(count, first_port, key_dir, prefix, seed):
+def make_piles(count, first_port, key_dir, prefix, seed, updates=None):
+    """`count` emulated piles, each with its link key DIR/PILE_ID.key and its technician's
+    key DIR/PILE_ID.technician.key (pilectl.keys' files, written when missing)."""
     rng = random.Random(seed)
     piles = []
     for i, pile_id in enumerate(pile_ids(count, prefix)):
-        path = Path(key_dir) / f"{pile_id}.key"
-        key = keys.read(path) if path.exists() else keys.new_key()
-        if not path.exists():
-            keys.save(key, path)
+        key = _kept_key(Path(key_dir) / f"{pile_id}.key")
+        technician_key = _kept_key(Path(key_dir) / f"{pile_id}.technician.key")
         port = None if first_port is None else first_port + i  # None: on a broker
-        piles.append(EmulatedPile(pile_id, key, port, rng))
+        piles.append(EmulatedPile(pile_id, key, port, rng, technician_key, updates))
     return piles
+
+
+def _kept_key(path):
+    if path.exists():
+        return keys.read(path)
+    key = keys.new_key()
+    keys.save(key, path)
+    return key
 
 
 async def serve(piles):
@@ -301,16 +445,32 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fleet", help="write the piles' [[pile]] entries to this file")
     parser.add_argument("--groups", type=int, default=1, help="groups in the fleet entries")
+    parser.add_argument("--release-key", help="the pile maker's public release key (hex, "
+                        "pilectl release keygen): field updates on")
+    parser.add_argument("--arch", default="xtensawin",
+                        help="the architecture the piles run .mpy code for, or 'none'")
+    parser.add_argument("--mpy", default="6.3", help="the .mpy version the piles load")
+    parser.add_argument("--trial-s", type=float, default=120,
+                        help="seconds a trial boot has to confirm itself")
+    parser.add_argument("--confirm-periods", type=int, default=3,
+                        help="healthy periods after which a trial boot confirms itself")
+    parser.add_argument("--bad-version", action="append", default=[],
+                        help="a firmware version whose trial never confirms (repeat)")
+    parser.add_argument("--version", default=VERSION,
+                        help="the firmware version the piles run at the start")
+    parser.add_argument("--state", help="folder of the piles' firmware slots (default: a "
+                        "temporary one, removed at exit)")
     args = parser.parse_args(argv)
     if (args.port is None) == (args.broker is None):
         parser.error("give --port (piles listen on TCP) or --broker (piles dial MQTT)")
+    updates = _updates(parser, args)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = (1 if args.broker else 2) * args.piles + 64  # TCP: listening and accepted
     if need > hard:
         sys.exit(f"pile-emulator: {args.piles} piles need {need} file descriptors, the "
                  f"limit is {hard}: run several emulators with fewer piles each")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
-    piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed)
+    piles = make_piles(args.piles, args.port, args.keys, args.prefix, args.seed, updates)
     if args.fleet:
         Path(args.fleet).write_text(fleet_entries(piles, args.port, args.keys, args.groups))
     if args.broker:
@@ -323,6 +483,28 @@ def main(argv=None):
         run_loop(running)
     except KeyboardInterrupt:
         pass  # Ctrl-C or the bench stopping it: nothing to save
+
+
+def _updates(parser, args):
+    """The field-update settings of the command line, or the parser's error saying what
+    to write instead."""
+    release_key = None
+    if args.release_key is not None:
+        try:
+            release_key = bytes.fromhex(args.release_key)
+        except ValueError:
+            parser.error("--release-key must be hex digits: the public key `pilectl release "
+                         "keygen` printed")
+    arch = None if args.arch == "none" else args.arch
+    if arch not in ARCHES:
+        parser.error(f"--arch {args.arch}: one of {', '.join(a for a in ARCHES if a)} or none")
+    if not re.fullmatch(r"\d+\.[0-3]", args.mpy):
+        parser.error(f"--mpy {args.mpy}: a .mpy version such as 6.3")
+    if args.trial_s <= 0 or args.confirm_periods < 1:
+        parser.error("--trial-s must be > 0 and --confirm-periods at least 1")
+    return Updates(release_key, arch, args.mpy, args.trial_s, args.confirm_periods,
+                   frozenset(args.bad_version), args.version,
+                   Path(args.state).resolve() if args.state else None)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
                                # a restarted aggregator goes on where it was), else from
                                # the aggregator's start
     http = "127.0.0.1:8080"    # optional: the HTTP API and /metrics
+    http_token_file = "keys/api.token"  # optional: writes to the API need this token
 
     [broker]                   # for piles with mqtt = true (docs/aggregator.md)
     address = "127.0.0.1:1883"
@@ -23,10 +24,18 @@
     topic_prefix = "v2g"       # as the piles' board files say
     keepalive_s = 2            # other workers notice this one gone in 1.5 of them
 
+    [rollout]                  # optional: field updates (docs/aggregator.md, Rollouts)
+    technician_keys = "keys"   # a folder of PILE_ID.technician.key files
+    canary_percent = 5         # the first wave; then waves of wave_percent
+    wave_percent = 25
+    parallel = 50              # piles receiving a package at once
+    confirm_s = 600            # a pile not confirmed this long after its start halts it
+
     [[pile]]
     id = "pile-001"
     tcp = "192.168.1.50:7700"  # or serial = "/dev/ttyUSB0", or mqtt = true
     key_file = "keys/pile-001.key"
+    technician_key_file = "keys/pile-001.technician.key"  # optional: for rollouts only
     priority = 0               # tier: lower tiers are filled first
     group = "depot-a"
 
@@ -55,6 +64,7 @@ class PileEntry:
     mqtt: bool = False  # reached through the fleet's broker
     priority: int = 0
     group: str = ""
+    technician_key_file: Path | None = None  # read by a rollout, for update messages only
 
 
 @dataclass
@@ -78,6 +88,18 @@ class Broker:
 
 
 @dataclass
+class Rollouts:
+    """The fleet file's [rollout]: where the technician's keys are, and the defaults of a
+    rollout's waves (pilectl/aggregator/rollout.py, Settings)."""
+
+    technician_keys: Path | None = None
+    canary_percent: float = 5.0
+    wave_percent: float = 25.0
+    parallel: int = 50
+    confirm_s: float = 600.0
+
+
+@dataclass
 class Fleet:
     piles: list
     dispatch: Dispatch = field(default_factory=Dispatch)
@@ -86,6 +108,8 @@ class Fleet:
     schedule_start: float | None = None  # epoch s the steps count from; None: at start
     http: tuple | None = None  # (host, port)
     broker: Broker | None = None
+    rollouts: Rollouts = field(default_factory=Rollouts)
+    http_token: str | None = None  # writes to the API need it, when set
 
 
 def load(path):
@@ -100,13 +124,13 @@ def load(path):
 
 
 def parse(data, base, where="the fleet file"):
-    unknown = set(data) - {"dispatch", "target", "pile", "broker"}
+    unknown = set(data) - {"dispatch", "target", "pile", "broker", "rollout"}
     if unknown:
         raise FleetError(f"{where}: unknown section {sorted(unknown)[0]!r}; "
-                         "known: dispatch, target, broker, pile")
+                         "known: dispatch, target, broker, rollout, pile")
     dispatch = _dispatch(data.get("dispatch", {}), where)
     target = data.get("target", {})
-    _known(target, {"power_w", "schedule", "http"}, f"{where} [target]")
+    _known(target, {"power_w", "schedule", "http", "http_token_file"}, f"{where} [target]")
     piles = [_pile(entry, base, f"{where} [[pile]] #{n + 1}")
              for n, entry in enumerate(data.get("pile", []))]
     if not piles:
@@ -124,7 +148,41 @@ def parse(data, base, where="the fleet file"):
         start, schedule = load_schedule(Path(base) / target["schedule"])
     return Fleet(piles, dispatch, _int(target.get("power_w", 0), f"{where} [target] power_w"),
                  schedule, start, _address(target["http"], f"{where} [target] http")
-                 if "http" in target else None, broker)
+                 if "http" in target else None, broker,
+                 _rollouts(data.get("rollout", {}), base, f"{where} [rollout]"),
+                 _token(target, base, f"{where} [target]"))
+
+
+def _token(target, base, where):
+    """The API's token for writes, from http_token_file; None when not set."""
+    if "http_token_file" not in target:
+        return None
+    path = Path(base) / str(target["http_token_file"])
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise FleetError(f"{where}: cannot read http_token_file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise FleetError(f"{where}: the token in {path} is shorter than 16 characters: "
+                         "write a long random one (e.g. openssl rand -hex 16)")
+    return token
+
+
+def _rollouts(section, base, where):
+    _known(section, set(Rollouts.__dataclass_fields__), where)
+    found = Rollouts(**section)
+    if found.technician_keys is not None:
+        found.technician_keys = Path(base) / str(found.technician_keys)
+    for name in ("canary_percent", "wave_percent", "confirm_s"):
+        value = getattr(found, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise FleetError(f"{where}: {name} must be a number > 0")
+    if found.canary_percent > 100 or found.wave_percent > 100:
+        raise FleetError(f"{where}: canary_percent and wave_percent are percentages: up to 100")
+    if not isinstance(found.parallel, int) or isinstance(found.parallel, bool) or \
+            found.parallel < 1:
+        raise FleetError(f"{where}: parallel must be a whole number of piles >= 1")
+    return found
 
 
 def _broker(section, base, where):
@@ -194,7 +252,8 @@ def _dispatch(section, where):
 
 
 def _pile(entry, base, where):
-    _known(entry, {"id", "tcp", "serial", "mqtt", "key_file", "priority", "group"}, where)
+    _known(entry, {"id", "tcp", "serial", "mqtt", "key_file", "technician_key_file",
+                   "priority", "group"}, where)
     pile_id = entry.get("id")
     if not isinstance(pile_id, str) or not pile_id:
         raise FleetError(f"{where}: id (text) is required")
@@ -216,9 +275,32 @@ def _pile(entry, base, where):
     priority = entry.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         raise FleetError(f"{where} ({pile_id}): priority must be a whole number >= 0")
+    technician = entry.get("technician_key_file")
     return PileEntry(pile_id, key, _address(entry["tcp"], f"{where} ({pile_id}) tcp")
                      if "tcp" in entry else None, entry.get("serial"), mqtt, priority,
-                     str(entry.get("group", "")))
+                     str(entry.get("group", "")),
+                     None if technician is None else Path(base) / str(technician))
+
+
+def technician_key(entry, folder=None):
+    """The pile's technician's key for update messages, from its technician_key_file or
+    else FOLDER/PILE_ID.technician.key; when there is none (or it is no good), why, as
+    text. Never the link key: a file holding it is refused."""
+    path = entry.technician_key_file
+    if path is None and folder is not None:
+        path = Path(folder) / keys.path_for(entry.pile_id, technician=True).name
+    if path is None:
+        return "no technician key (give technician_key_file, or [rollout] technician_keys)"
+    if not Path(path).exists():
+        return f"no technician key ({path} does not exist)"
+    try:
+        key = keys.read(path)
+    except keys.KeyFileError as exc:
+        return f"no technician key ({exc})"
+    if key == entry.key:
+        return (f"no technician key ({path} holds the pile's link key, which never installs "
+                "firmware)")
+    return key
 
 
 def _address(text, where):

@@ -9,6 +9,11 @@ drawn between half and all of it, pile/backoff.py's rule, so a restarted aggrega
 piles are not all dialled at once); on every HELLO the session goes on above the pile's
 seqs, so an aggregator restart is never refused as a replay, and a signed CONFIG_GET of
 no keys goes out at once: a pile sends TELEMETRY on TCP only once a request was accepted.
+
+A rollout (rollout.py) also sends field-update requests on the link, one at a time,
+each answered by an UPDATE_STATUS (or an ERROR naming its seq): `update_request` returns
+a future for that reply. Those that install firmware are signed by a session holding
+the pile's technician's key, never the link key.
 """
 
 import asyncio
@@ -19,10 +24,14 @@ from pile.surface import Backoff
 
 from pilectl import wire
 from pilectl.client import open_serial
-from pilectl.session import BeforeHello, Session
+from pilectl.session import BeforeHello, PileError, Session
 
 _FIRST_RETRY_MS = 1000
 _MAX_RETRY_MS = 10000
+
+
+class LinkLost(ConnectionError):
+    """The connection ended before the pile answered."""
 
 
 class PileLink:
@@ -41,6 +50,9 @@ class PileLink:
         self._writer = None
         self._deframer = None  # a new one each connection
         self._wrap = wire.frame  # what carries a message: a frame on a stream
+        # (seq, future, signed with the technician's key) of the update request awaiting
+        # its reply
+        self._update = None
 
     @property
     def hello(self):
@@ -88,6 +100,7 @@ class PileLink:
             self._writer.close()
         self._writer = None
         self.session.restart()
+        self._answer(exception=LinkLost(f"the link to {self.entry.pile_id} ended"))
 
     async def _read(self, reader):
         while True:
@@ -122,9 +135,55 @@ class PileLink:
         elif kind == wire.ACK:
             self.acked_seq = fields.get(wire.ACK_SEQ, self.acked_seq)
             self.acked_at = time.monotonic()
+        elif kind == wire.UPDATE_STATUS:
+            self._answer(fields)
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
+            if self._update is not None and self._refuses_update(fields):
+                self._answer(exception=PileError(fields.get(wire.ERROR_CODE),
+                                                 fields.get(wire.ERROR_DETAIL, "")))
         return True
+
+    def update_request(self, mtype, fields, signer=None):
+        """Send one field-update request and return a future for its UPDATE_STATUS
+        fields (PileError when the pile refuses it, LinkLost when the link ends first).
+        `signer` is a Session holding the pile's technician's key, for the requests that
+        install firmware; UPDATE_GET goes under the link key. One at a time: a request
+        sent while another awaits its reply replaces it."""
+        if not self.connected:
+            raise LinkLost(f"{self.entry.pile_id} is not connected")
+        if signer is not None:  # under this connection's nonce, above every seq seen
+            signer.hello, signer.nonce = self.session.hello, self.session.nonce
+            signer.resume(self.session.hello)
+        message = (signer or self.session).request(mtype, fields)
+        self._answer(exception=LinkLost("a newer update request took its place"))
+        future = asyncio.get_running_loop().create_future()
+        self._update = ((signer or self.session).seq, future, signer is not None)
+        self._write(message)
+        return future
+
+    def _refuses_update(self, error):
+        """The ERROR answers the awaited update request: it names its seq, or it is the
+        pile's refusal of a MAC it could not verify (seq 0, since nothing of the message
+        can be trusted) while that request went under the technician's key: the only
+        key on this link the pile may not know."""
+        seq, technician = self._update[0], self._update[2]
+        found = error.get(wire.ERROR_SEQ)
+        return found == seq or (technician and found == 0 and
+                                error.get(wire.ERROR_CODE) == wire.ERR_AUTH)
+
+    def _answer(self, fields=None, exception=None):
+        """The awaited update request's reply, or why none will come."""
+        if self._update is None:
+            return
+        future = self._update[1]
+        self._update = None
+        if future.done():
+            return
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(fields)
 
     def _hello(self):
         self.telemetry = self.heard_at = None  # in the split again with its next TELEMETRY,

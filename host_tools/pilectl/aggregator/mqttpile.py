@@ -6,8 +6,10 @@ will, SUBSCRIBE to its down topic, `online` retained, HELLO, then every request 
 on the up topic and TELEMETRY every second. The packets are built by the firmware's own
 `pile.mqtt`; a callback a connection instead of a reader task, as the emulator's TCP
 piles. Retained requests are dropped; a lost connection is opened again after 1, 2, 4 ...
-30 s, jittered. No PINGREQ: TELEMETRY every second keeps the connection alive for the
-broker, and the emulator faces brokers under test, not half-open networks.
+30 s, jittered; a reboot of the emulated pile (a field update's) drops the connection
+and dials again under the new boot. No PINGREQ: TELEMETRY every second keeps the
+connection alive for the broker, and the emulator faces brokers under test, not
+half-open networks.
 """
 
 import asyncio
@@ -111,6 +113,7 @@ class BrokerPile(asyncio.Protocol):
             topic, payload, retained = fw.split_publish(first, body)
             if topic == self.down and payload and not retained:
                 self.send(self.session.handle(payload))
+                self.emulated.after_request()
 
     def send(self, message, droppable=False):
         transport = self.transport
@@ -124,6 +127,13 @@ class BrokerPile(asyncio.Protocol):
     def telemetry(self):
         if self.ready:
             self.send(self.session.telemetry(), droppable=True)
+
+    def drop(self):
+        """The pile resets: its connection ends without a DISCONNECT (the broker publishes
+        its will), and it dials again after the first backoff, under its new boot."""
+        self.ready = False
+        if self.transport is not None:
+            self.transport.abort()
 
     def freeze(self):
         """Go silent with the socket open, as a pile whose power or radio died: the

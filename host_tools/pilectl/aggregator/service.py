@@ -6,6 +6,9 @@ one period, and it rejoins with its next TELEMETRY (which its HELLO asks for). S
 ttl of a few periods, so piles fall back on their own when the aggregator is gone; a
 setpoint is sent again when it moved by more than the deadband, and in any case before
 its ttl runs out.
+
+A rollout (rollout.py) of a signed update package runs beside the dispatch, over the
+same links, on the piles this process serves; its progress is in every status.
 """
 
 import asyncio
@@ -16,7 +19,9 @@ from collections import Counter, deque
 from pile.surface import REASON_DEPARTURE_RESERVE
 
 from pilectl import wire
+from pilectl.aggregator.fleet import technician_key
 from pilectl.aggregator.link import PileLink
+from pilectl.aggregator.rollout import HALTING, RUNNING, Rollout
 from pilectl.aggregator.split import Share, reach, split
 
 _SILENT_PERIODS = 3
@@ -57,6 +62,10 @@ class Target:
         return watts, source
 
 
+class RolloutBusy(RuntimeError):
+    """A rollout is under way already."""
+
+
 class Aggregator:
     def __init__(self, fleet, target=None):
         self.fleet = fleet
@@ -71,6 +80,8 @@ class Aggregator:
         self._most_heard = 0
         self.on_status = None  # called with each period's status
         self.broker = None  # the BrokerLink of the piles with mqtt = true
+        self.rollout = None  # the latest Rollout, under way or ended
+        self._rollout_task = None
 
     def start(self):
         direct = [link for link in self.links if not link.entry.mqtt]
@@ -87,9 +98,31 @@ class Aggregator:
     async def stop(self):
         if self.broker is not None:
             await self.broker.leave()  # the other workers take its piles at once
-        for task in self._tasks:
+        tasks = self._tasks + ([self._rollout_task] if self._rollout_task else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def start_rollout(self, package, settings, technician_keys=None):
+        """Roll `package` (pilectl.release.Package) out over the piles this process
+        serves, beside the dispatch; `settings` a rollout.Settings, `technician_keys` the
+        folder of PILE_ID.technician.key files (else the fleet file's [rollout] one).
+        RolloutBusy while another is under way."""
+        if self.rollout is not None and self.rollout.state in (RUNNING, HALTING):
+            raise RolloutBusy(f"the rollout of {self.rollout.package.version} is under way: "
+                              "halt it first (DELETE /rollout), or wait for its end")
+        folder = technician_keys or self.fleet.rollouts.technician_keys
+        links = {link.entry.pile_id: link for link in self.served()}
+        found = {pile_id: technician_key(link.entry, folder) for pile_id, link in links.items()}
+        self.rollout = Rollout(links, package, found, settings)
+        self.rollout.begin()
+        self._rollout_task = asyncio.create_task(self.rollout.run())
+        return self.rollout
+
+    async def rollout_ended(self):
+        """Wait for the rollout under way to end (done or halted)."""
+        if self._rollout_task is not None:
+            await asyncio.shield(self._rollout_task)
 
     def heard(self, link, now):
         limit = _SILENT_PERIODS * self.dispatch.telemetry_period_s
@@ -146,6 +179,8 @@ class Aggregator:
         self.last = self._status(now, target_w, source, result, heard)
         if self.broker is not None:
             self.last.update(worker=self.broker.worker, workers=len(self.broker.workers))
+        if self.rollout is not None:
+            self.last["rollout"] = self.rollout.summary()
         self.last["dispatch_ms"] = round((time.perf_counter() - began) * 1000, 2)
         if self.on_status is not None:
             self.on_status(self.last)
