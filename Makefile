@@ -154,5 +154,12 @@ soak: setup
 bench-deploy: setup
 	$(BIN)/python bench/deploy_bench.py
 
+# The update signature's check, ECDSA P-256 (the firmware's) against Ed25519, on the
+# emulated RP2040 and the unix port: time, longest slice between yields, heap, .mpy size;
+# one JSON line last (about 5 minutes; the RP2040 part skips without the Pico image).
+.PHONY: bench-signature
+bench-signature: setup
+	$(BIN)/python bench/signature_bench.py
+
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache .hypothesis .ruff_cache $(PICO)/node_modules
