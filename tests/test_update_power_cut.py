@@ -2,6 +2,7 @@
 or the new firmware every time, and the update resumes (tests/mp/update_cut.py, on the
 MicroPython unix port's `vfs.VfsLfs2`, with a package signed by a real release key)."""
 
+import hashlib
 import re
 
 from helpers import FIRMWARE, ROOT
@@ -11,8 +12,10 @@ from pilectl import deploy, release
 def test_every_cut_point_of_an_update_boots_the_old_or_the_new_firmware(micropython, tmp_path):
     key_file = tmp_path / "release.pem"
     public = release.keygen(key_file)
-    files = {"pile/__init__.mpy": b"new init " * 50, "pile/app.mpy": b"new app " * 400,
-             "pile/update.mpy": bytes(range(256)) * 6, "profiles/generic-v2g.json": b"{}"}
+    noise = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(80))  # packs badly
+    files = {"pile/__init__.mpy": b"new init " * 50, "pile/app.mpy": noise[:1500],
+             "pile/update.mpy": noise[1500:] + bytes(range(256)) * 6,
+             "profiles/generic-v2g.json": b"{}"}
     major, minor = deploy.local_mpy_version()
     package = release.make(files, "2.0.0", None, major | minor << 8,
                            release.load_private(key_file))

@@ -43,9 +43,10 @@ TRIAL = const(6)  # running a trial boot that has not confirmed itself yet
 LINK_BYTES = const(32)
 _PROGRESS = "update.json"  # in the pile's store: the package under way
 _TABLE = ".table"  # in the slot: the stream's file table
+_PACKED = ".z"  # a file as a packed stream carries it (raw deflate), unpacked at commit
 _READ = const(512)  # bytes read back a slice at a time
 _IDLE_MS = const(200)  # how often an idle update task looks for work
-_MAX_CHUNK = const(400)  # what fits a signed frame with its link and offset
+_MAX_CHUNK = const(427)  # what fits a signed frame (512 B) with its link, offset and seq
 _MAX_FILES = const(64)
 _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
@@ -95,7 +96,7 @@ class Updater:
         self.package = None  # its id: sha256 of the head
         self.held = 0  # stream bytes received and written
         self._link = None  # the hash the next chunk must make
-        self._files = None  # [(path, size, sha256, first stream byte)], once the table is in
+        self._files = None  # [(path, size, sha256, first stream byte, bytes in the stream)]
         self.job = None  # a generator for the update task to run (slice by slice)
 
     # -- what the host sees -------------------------------------------------------
@@ -225,6 +226,10 @@ class Updater:
                           ("chunk", int), ("table", int), ("h0", bytes)):
             if type(head.get(key)) is not kind:
                 raise UpdateError(3, "the package's head lacks %r" % key)
+        packed = head.get("z")
+        if packed is not None and (type(packed) is not int or not 0 <= packed <= 15
+                                   or 0 < packed < 8):
+            raise UpdateError(3, "the package's head names no valid deflate window")
         arch = head.get("arch")
         if arch is not None and arch not in ARCHES:
             raise UpdateError(3, "the package's head names an unknown architecture")
@@ -287,21 +292,16 @@ class Updater:
             _cut(self._where(path), start + length)
 
     def _check(self):
-        """The update task's job for a commit: every file read back against the table."""
+        """The update task's job for a commit: every file unpacked (when the package packs
+        them) and read back against the table."""
         slot = self.slots.other()
-        for path, _, digest, _ in self._files:
-            found = sha256()
+        for path, _, digest, _, _ in self._files:
             try:
-                with open(self._where(path), "rb") as f:
-                    while True:
-                        data = f.read(_READ)
-                        if not data:
-                            break
-                        found.update(data)
-                        yield
-            except OSError:
-                pass
-            if found.digest() != digest:
+                found = yield from self._unpack(path) if self.head.get("z") else \
+                    _digest(self._where(path))
+            except (OSError, ValueError):  # unreadable, or not a deflate stream
+                found = None
+            if found != digest:
                 self._forget()
                 self._refuse("%s does not match the package after writing: send the "
                              "package again" % path)
@@ -311,6 +311,24 @@ class Updater:
         self.state = REBOOTING
         self.pile.log_update(UPDATE_COMMITTED)
         self.pile.request_reboot()
+
+    def _unpack(self, path):
+        """Inflate `path`.z into `path` a slice at a time; the SHA-256 of what came out. A
+        cut here leaves the .z: the commit, asked again, unpacks it again."""
+        import deflate
+
+        found = sha256()
+        where = self._where(path)
+        with open(where + _PACKED, "rb") as packed, open(where, "wb") as out:
+            stream = deflate.DeflateIO(packed, deflate.RAW, self.head["z"])
+            while True:
+                data = stream.read(_READ)
+                if not data:
+                    break
+                found.update(data)
+                out.write(data)
+                yield
+        return found.digest()
 
     def _refuse(self, detail):
         self.state = REFUSED
@@ -335,8 +353,9 @@ class Updater:
                 if not _valid_entry(entry):
                     files = None
                     break
-                files.append((entry[0], entry[1], entry[2], first))
-                first += entry[1]
+                stored = entry[3] if len(entry) == 4 else entry[1]
+                files.append((entry[0], entry[1], entry[2], first, stored))
+                first += stored
         if files is None or first != self.head["size"] or type(entries) is not list:
             self._forget()
             self._refuse("the package's file table is not valid")
@@ -344,15 +363,17 @@ class Updater:
         self._files = files
 
     def _pieces(self, offset, length):
-        """(path in the slot, offset in it, bytes) for the stream's bytes offset..+length."""
+        """(file in the slot, offset in it, bytes) for the stream's bytes offset..+length:
+        the table, then each file as the stream carries it (`path`.z when packed)."""
         end = offset + length
         table = self.head["table"]
         if offset < table:
             yield _TABLE, offset, min(end, table) - offset
-        for path, size, _, first in self._files or ():
-            start, stop = max(offset, first), min(end, first + size)
+        packed = _PACKED if self.head.get("z") else ""
+        for path, _, _, first, stored in self._files or ():
+            start, stop = max(offset, first), min(end, first + stored)
             if start < stop:
-                yield path, start - first, stop - start
+                yield path + packed, start - first, stop - start
 
     def _write(self, offset, data):
         """Write the stream's bytes at `offset`: into the file table first (read once it
@@ -385,11 +406,15 @@ class Updater:
 
 
 def _valid_entry(entry):
-    if type(entry) is not list or len(entry) != 3:
+    """[path, size, sha256] or, packed, [path, size, sha256, bytes in the stream]."""
+    if type(entry) is not list or len(entry) not in (3, 4):
         return False
-    path, size, digest = entry
+    if len(entry) == 4 and (type(entry[3]) is not int or entry[3] < 0):
+        return False
+    path, size, digest = entry[:3]
     return (type(path) is str and 0 < len(path) <= 64 and not path.startswith("/")
             and ".." not in path and all(c in _SAFE for c in path) and path != _TABLE
+            and not path.endswith(_PACKED)
             and type(size) is int and size >= 0
             and type(digest) is bytes and len(digest) == 32)
 
@@ -400,6 +425,19 @@ def _append(path, start, data):
     _makedirs(path)
     with open(path, "ab" if start else "wb") as f:
         f.write(data)
+
+
+def _digest(path):
+    """The SHA-256 of the file at `path`, read a slice at a time (a generator)."""
+    found = sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(_READ)
+            if not data:
+                break
+            found.update(data)
+            yield
+    return found.digest()
 
 
 def _free_bytes(folder):

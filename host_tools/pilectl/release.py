@@ -14,6 +14,7 @@ import hashlib
 import re
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import cbor2
@@ -22,8 +23,9 @@ from pile.surface import BOOT_STAGE_VERSION, SIGNATURE_SCHEME
 from pilectl import build
 
 FORMAT = 1  # of a package file
-CHUNK = 384  # stream bytes an UPDATE_CHUNK carries: it fits a signed frame with its link
+CHUNK = 416  # stream bytes an UPDATE_CHUNK carries: signed, with its link, 501 of 512 bytes
 LINK = 32  # bytes of a hash-chain link (SHA-256)
+WINDOW = 10  # files packed with raw deflate in a 1 KB window: the pile inflates in 1 KB
 _VERSION_LINE = re.compile(r'^VERSION = "([^"]*)"$', re.M)
 
 
@@ -131,11 +133,10 @@ class Package:
     @classmethod
     def load(cls, path):
         try:
-            data = cbor2.loads(Path(path).read_bytes())
-            return cls(data["head"], data["signature"], data["stream"])
+            return cls.loads(Path(path).read_bytes())
         except OSError as exc:
             raise ReleaseError(f"cannot read the package {path}: {exc.strerror}") from None
-        except (ValueError, KeyError, TypeError, cbor2.CBORDecodeError):
+        except ValueError:
             raise ReleaseError(f"{path} is not an update package (make one with pilectl "
                                "release build)") from None
 
@@ -150,14 +151,24 @@ class Package:
         return self.stream[offset:offset + self.chunk], self._links[index + 1]
 
     def files(self):
-        """[[path, size, sha256]] of the package's files."""
+        """[[path, size, sha256]] of the package's files (and the bytes the stream
+        carries of each, when packed)."""
         return cbor2.loads(self.stream[:self.fields["table"]])
+
+    @classmethod
+    def loads(cls, data):
+        """A package from a package file's bytes; ValueError when it is not one."""
+        try:
+            found = cbor2.loads(data)
+            return cls(found["head"], found["signature"], found["stream"])
+        except (KeyError, TypeError, cbor2.CBORDecodeError) as exc:
+            raise ValueError(f"not an update package: {exc}") from None
 
     def describe(self):
         fields = self.fields
         return {"version": self.version, "arch": fields.get("arch"),
                 "mpy": f"{fields['mpy'] & 0xFF}.{fields['mpy'] >> 8 & 3}",
-                "boot_stage": fields["boot"], "bytes": self.size,
+                "boot_stage": fields["boot"], "bytes": self.size, "packed": bool(fields.get("z")),
                 "files": len(self.files()), "id": self.id.hex()}
 
 
@@ -172,16 +183,34 @@ def chain(stream, chunk):
     return links
 
 
-def make(files, version, arch, mpy, private, chunk=CHUNK, boot=BOOT_STAGE_VERSION):
+def make(files, version, arch, mpy, private, chunk=CHUNK, boot=BOOT_STAGE_VERSION,
+         window=WINDOW):
     """A signed Package of `files` ({path in the slot: bytes}) for firmware `version`,
-    built for `arch` (an mpy-cross -march name, or None) and .mpy `mpy` (version | sub << 8)."""
-    table = cbor2.dumps([[path, len(data), hashlib.sha256(data).digest()]
-                         for path, data in sorted(files.items())])
-    stream = table + b"".join(data for _, data in sorted(files.items()))
-    head = cbor2.dumps({"v": version, "arch": arch, "mpy": mpy, "boot": boot,
-                        "size": len(stream), "chunk": chunk, "table": len(table),
-                        "h0": chain(stream, chunk)[0]}, canonical=True)
+    built for `arch` (an mpy-cross -march name, or None) and .mpy `mpy` (version | sub << 8);
+    each file packed with raw deflate in a 2**`window`-byte window (0: stored as it is)."""
+    named = sorted(files.items())
+    carried = [pack(data, window) for _, data in named]
+    entries = [[path, len(data), hashlib.sha256(data).digest()] for path, data in named]
+    if window:
+        entries = [entry + [len(packed)] for entry, packed in zip(entries, carried,
+                                                                  strict=True)]
+    table = cbor2.dumps(entries)
+    stream = table + b"".join(carried)
+    fields = {"v": version, "arch": arch, "mpy": mpy, "boot": boot, "size": len(stream),
+              "chunk": chunk, "table": len(table), "h0": chain(stream, chunk)[0]}
+    if window:
+        fields["z"] = window
+    head = cbor2.dumps(fields, canonical=True)
     return Package(head, sign(private, head), stream)
+
+
+def pack(data, window):
+    """`data` as raw deflate in a 2**`window`-byte window, the pile's inflate buffer; as
+    it is when `window` is 0."""
+    if not window:
+        return data
+    packer = zlib.compressobj(9, zlib.DEFLATED, -window)
+    return packer.compress(data) + packer.flush()
 
 
 def firmware_files(source=None, version=None, march="local"):

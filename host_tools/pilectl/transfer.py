@@ -68,6 +68,9 @@ class Transfer:
             raise UpdateFailed(f"firmware {package.version} rolled back to {running}: "
                                f"{rollback[1]}", rolled_back=True)
         if state == _TRIAL:
+            if running != package.version:
+                raise UpdateFailed(f"the pile is on trial with firmware {running}: offer "
+                                   "this package once that trial has confirmed or rolled back")
             self.committed = True
             return WAIT  # the trial confirms itself once healthy
         if running == package.version and state != _REBOOTING:

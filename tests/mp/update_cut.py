@@ -83,11 +83,18 @@ class Package:
             piece = self.stream[i * self.chunk:(i + 1) * self.chunk]
             self.links[i] = sha256(piece + self.links[i + 1]).digest()
         table = cbor.loads(self.stream[:fields["table"]])
-        self.files = {}
+        self.files = {}  # what each file holds once unpacked
         at = fields["table"]
-        for path, size, _ in table:
-            self.files[path] = self.stream[at:at + size]
-            at += size
+        for entry in table:
+            carried = entry[3] if len(entry) == 4 else entry[1]
+            data = self.stream[at:at + carried]
+            if fields.get("z"):
+                import deflate
+                from io import BytesIO
+
+                data = deflate.DeflateIO(BytesIO(data), deflate.RAW, fields["z"]).read()
+            self.files[entry[0]] = data
+            at += carried
 
 
 def prepared_flash():
