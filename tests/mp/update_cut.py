@@ -89,8 +89,9 @@ class Package:
             carried = entry[3] if len(entry) == 4 else entry[1]
             data = self.stream[at:at + carried]
             if fields.get("z"):
-                import deflate
                 from io import BytesIO
+
+                import deflate
 
                 data = deflate.DeflateIO(BytesIO(data), deflate.RAW, fields["z"]).read()
             self.files[entry[0]] = data
