@@ -13,7 +13,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat mosquitto qemu-libs $(PICO_MODULES)
 
@@ -149,6 +149,12 @@ bench-fleet-mqtt: setup
 SOAK_MIN ?= 30
 soak: setup
 	$(BIN)/python bench/soak.py $(SOAK_MIN) --out bench-out/soak
+
+# Field updates: the whole firmware over TCP to a unix-port pile (control period during
+# it) and a hanging image rolled back, the same over the emulated Pico's serial link, and a
+# rollout in waves to 1,000 emulated piles and one real firmware (about 8 minutes).
+bench-update: setup
+	$(BIN)/python bench/update_bench.py --pico --fleet $(or $(PILES),1000)
 
 # Seconds and bytes of a first deploy and of a one-module redeploy (unix-port board on a pty).
 bench-deploy: setup

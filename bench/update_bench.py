@@ -1,6 +1,6 @@
 """A whole firmware to one pile over TCP, the control period while it goes, and a rollback.
 
-    python bench/update_bench.py [--skip-rollback]      (part of `make bench-update`)
+    python bench/update_bench.py [--skip-rollback] [--pico] [--fleet N]   (make bench-update)
 
 A fresh unix-port board (pilectl.unixboard: main.py and the boot stage run at every
 boot) with the simulated plant on its bus is deployed over USB and discharging at a
@@ -13,8 +13,13 @@ interface: the plant timestamps every control-block write, one per tick.
 2. `rollback`: a package whose control loop hangs after 3 periods: the seconds from
    the hang to the old firmware's HELLO, against one watchdog timeout plus one boot
    (the old firmware's boot measured on its own as a reboot's).
-Goals: transfer ≤ 10 s; period p99 during it no more than 10 ms above without; the
-rollback within one watchdog timeout plus one boot. Ends with one JSON line.
+3. with --pico, bench/pico_update_bench.py (the same over the emulated Pico's 115200-baud
+   serial link), and with --fleet N, bench/rollout_bench.py --piles N (a rollout in waves
+   to N emulated piles and one real firmware): each runs as its own process, its last
+   JSON line is taken into this one's.
+Goals: transfer ≤ 10 s (≤ 30 s on the Pico); period p99 during it no more than 10 ms
+above without; the rollback within one watchdog timeout plus one boot; 1,000 piles in
+≤ 5 minutes. Ends with one JSON line.
 """
 
 import asyncio
@@ -222,8 +227,22 @@ async def main_async(skip_rollback):
     return result
 
 
+def part(script, *args):
+    """Run another bench script; its last line (JSON), or what went wrong."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                          capture_output=True, text=True)
+    sys.stdout.write(done.stdout)
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"error": f"{script} ended with status {done.returncode}: "
+                         f"{(done.stderr or done.stdout).strip()[-300:]}"}
+
+
 def main():
-    result = asyncio.run(main_async("--skip-rollback" in sys.argv))
+    args = sys.argv[1:]
+    result = asyncio.run(main_async("--skip-rollback" in args))
     t = result["transfer"]
     print(f"transfer: {t['package_bytes']} bytes in {t['files']} files, {t['chunks']} chunks, "
           f"{t['transfer_s']} s over TCP ({t['throughput_kb_s']} kB/s); confirmed after "
@@ -235,6 +254,10 @@ def main():
         print(f"rollback: old firmware running {r['hang_to_old_running_s']} s after the hang "
               f"(goal: watchdog {r['watchdog_s']} s + one boot {r['boot_s']} s = "
               f"{r['goal_s']} s): {r['reason']}")
+    if "--pico" in args:
+        result["pico"] = part("pico_update_bench.py")
+    if "--fleet" in args:
+        result["fleet"] = part("rollout_bench.py", "--piles", args[args.index("--fleet") + 1])
     print(json.dumps(result))
 
 
