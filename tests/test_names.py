@@ -5,10 +5,11 @@ from pilectl import names
 
 
 def test_every_event_code_has_a_name():
-    codes = {v for k, v in vars(events).items()
-             if k.isupper() and not k.startswith("_") and isinstance(v, int)}
+    codes = {v for k, v in vars(events).items() if k.startswith("EVENT_")}
     assert codes and codes == set(names.EVENTS)
     assert len(set(names.EVENTS.values())) == len(names.EVENTS)
+    steps = {v for k, v in vars(events).items() if k.startswith("UPDATE_")}
+    assert steps and steps == set(names.UPDATE_STEPS)
 
 
 def test_reasons_cover_every_bit_the_firmware_defines():

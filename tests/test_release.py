@@ -114,3 +114,15 @@ def test_a_package_file_that_is_not_one_is_named(tmp_path):
     path.write_bytes(cbor2.dumps({"head": 1}))
     with pytest.raises(release.ReleaseError, match="not an update package"):
         release.Package.load(path)
+
+
+def test_the_hosts_inflater_reads_a_packed_file_back_in_slices():
+    import io
+
+    data = NOISE + b"b" * 5000 + NOISE
+    reader = release.Inflater(io.BytesIO(release.pack(data, release.WINDOW)), release.WINDOW)
+    out = b""
+    while piece := reader.read(512):
+        assert len(piece) <= 512
+        out += piece
+    assert out == data

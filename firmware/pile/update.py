@@ -79,10 +79,13 @@ class Updater:
     boot stage (the `bootstage` module, or a host emulator's model of it); `release_key`
     the maker's public key (bytes) or None (updates off); `verifying(key, message,
     signature)` a generator ending in True or False (pile.signature's); `codec` the CBOR
-    codec, as for pile.protocol.Session; `mpy` this MicroPython's sys.implementation._mpy.
+    codec, as for pile.protocol.Session; `mpy` this MicroPython's sys.implementation._mpy;
+    `inflater(stream, window)` a reader of a packed file's bytes (`inflating`, MicroPython's
+    deflate module; a host emulator hands its own).
     """
 
-    def __init__(self, pile, slots, release_key, verifying, codec, trial_s, mpy=None):
+    def __init__(self, pile, slots, release_key, verifying, codec, trial_s, mpy=None,
+                 inflater=None):
         self.pile = pile
         self.slots = slots
         self.release_key = release_key
@@ -90,6 +93,7 @@ class Updater:
         self.codec = codec
         self.trial_s = trial_s
         self.mpy = sys.implementation._mpy if mpy is None else mpy
+        self.inflater = inflater or inflating
         self.state = TRIAL if slots.trial else IDLE
         self.detail = None
         self.head = None  # the offered package's head, decoded
@@ -315,12 +319,10 @@ class Updater:
     def _unpack(self, path):
         """Inflate `path`.z into `path` a slice at a time; the SHA-256 of what came out. A
         cut here leaves the .z: the commit, asked again, unpacks it again."""
-        import deflate
-
         found = sha256()
         where = self._where(path)
         with open(where + _PACKED, "rb") as packed, open(where, "wb") as out:
-            stream = deflate.DeflateIO(packed, deflate.RAW, self.head["z"])
+            stream = self.inflater(packed, self.head["z"])
             while True:
                 data = stream.read(_READ)
                 if not data:
@@ -403,6 +405,13 @@ class Updater:
 
     def _forget(self):
         self.pile.store.remove(_PROGRESS)
+
+
+def inflating(stream, window):
+    """Raw deflate in a 2**`window`-byte window, read from `stream` (MicroPython's)."""
+    import deflate
+
+    return deflate.DeflateIO(stream, deflate.RAW, window)
 
 
 def _valid_entry(entry):

@@ -172,6 +172,25 @@ class Package:
                 "files": len(self.files()), "id": self.id.hex()}
 
 
+class Inflater:
+    """A packed file's bytes read from `stream` (raw deflate, 2**`window` window): what
+    MicroPython's deflate.DeflateIO does on a pile, for the firmware's Updater on a host
+    (the pile emulator)."""
+
+    def __init__(self, stream, window):
+        self._stream = stream
+        self._inflate = zlib.decompressobj(-window)
+
+    def read(self, size):
+        out = b""
+        while len(out) < size and not self._inflate.eof:
+            data = self._inflate.unconsumed_tail or self._stream.read(size)
+            if not data:
+                break
+            out += self._inflate.decompress(data, size - len(out))
+        return out
+
+
 def chain(stream, chunk):
     """The hash chain's links: link i = sha256(chunk i ‖ link i+1), the last all zeros;
     link 0 goes into the signed head."""

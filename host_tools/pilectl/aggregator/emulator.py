@@ -90,6 +90,7 @@ from pilectl.aggregator.emuupdate import (
     Updates,
     verifying,
 )
+from pilectl.release import Inflater
 
 _RATED_W = 11000
 _STEP_S = 1.0
@@ -148,7 +149,7 @@ class EmulatedPile:
         updates = self.updates
         self.updater = pile.updater = Updater(
             PileView(pile, self.flash), self.stage, updates.release_key, verifying, hostcodec,
-            updates.trial_s, mpy=updates.mpy_value())
+            updates.trial_s, mpy=updates.mpy_value(), inflater=Inflater)
         self._rolled_back()
         self.boots += 1
         self.booted_at = time.monotonic()
