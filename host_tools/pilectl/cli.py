@@ -346,7 +346,6 @@ def _command(name, doc):
 
 
 _command("stop", "Stop the pile (latched until `release`).")
-_command("release", "Release a stop (refused while the E-stop input is active).")
 _command("reset-fault", "Ask the converter to clear its fault.")
 _command("reboot", "Reboot the pile's controller.")
 
@@ -485,9 +484,17 @@ def _wait_for_hello(link, wait):
 
 # -- field updates ------------------------------------------------------------------------
 
-@main.group()
-def release():
-    """The pile maker's release key and signed update packages (docs/field-update.md)."""
+@main.group(invoke_without_command=True)
+@link_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+@click.pass_context
+def release(ctx, as_json, **link):
+    """Release a stop (refused while the E-stop input is active).
+
+    With a command: the pile maker's release key and signed update packages
+    (docs/field-update.md)."""
+    if ctx.invoked_subcommand is None:
+        _ack_out(_call(_target(**link), lambda c: c.command("release")), as_json)
 
 
 @release.command("keygen")
