@@ -156,6 +156,8 @@ function boot(cause) {
   wallStart = performance.now();
   executed = idleNs = 0;
   emit({ event: 'boot', cause });
+  feed('uart0'); // what the host sent meanwhile reaches the new chip's UARTs (or is lost)
+  feed('uart1');
 }
 
 // The boot ROM's flash_range_erase(offset, count, block_size, block_cmd) and
@@ -222,7 +224,7 @@ function send(name, data) {
 }
 
 function listen(name) {
-  const channel = { socket: null, queue: [] };
+  const channel = { socket: null, queue: [], baud: 115200 }; // baud: the UART's last
   channels[name] = channel;
   const server = net.createServer((socket) => {
     if (channel.socket) {
@@ -245,7 +247,13 @@ function listen(name) {
 }
 
 // Bytes from the host into the chip: into the USB CDC's buffer while it has room, into a
-// UART's receive FIFO one character time apart and only while the FIFO has room.
+// UART's receive FIFO one character time apart and only while the FIFO has room. A UART
+// whose receiver is off (a chip booting after a reset, before the firmware set its baud
+// rate and enabled it) hears nothing: the bytes that reach it then are lost, one
+// character time apart at the rate the line last ran at, as on a wire. (Fed at the
+// baud rate of a UART with no divider set, which rp2040js gives as Infinity, bytes came
+// at no time apart: with its FIFO full the alarm fired again at the same instant for
+// ever and the emulator hung, whenever a host wrote to a rebooting board.)
 function feed(name) {
   const channel = channels[name];
   if (!channel.queue.length || !sim) {
@@ -258,20 +266,28 @@ function feed(name) {
     answerRead();
     return;
   }
-  const uart = sim.rp2040.uart[name === 'uart0' ? 0 : 1];
+  const index = name === 'uart0' ? 0 : 1;
+  const uart = sim.rp2040.uart[index];
   if (uart.feedTimer) {
     return; // a character is on its way
   }
+  const clock = sim.clock; // this chip's: a reset ends the chain with it (boot feeds anew)
   const step = () => {
     uart.feedTimer = null;
     if (!channel.queue.length) {
       return;
     }
-    if (!uart.rxFIFO.full) {
+    const listening = uart.enabled && uart.rxEnabled && uart.baudDivider > 0;
+    if (!listening) {
+      channel.queue.shift(); // lost on the wire
+    } else if (!uart.rxFIFO.full) {
       uart.feedByte(channel.queue.shift());
     }
-    uart.feedTimer = sim.clock.createAlarm(step);
-    uart.feedTimer.schedule(10e9 / (uart.baudRate || 115200)); // 10 bits a character
+    if (listening) {
+      channel.baud = uart.baudRate;
+    }
+    uart.feedTimer = clock.createAlarm(step);
+    uart.feedTimer.schedule(10e9 / channel.baud); // 10 bits a character
   };
   step();
 }
