@@ -198,6 +198,14 @@ def main():
               f"{slowest.asked_again} requests asked again)")
     for failure in s["failures"]:
         print(f"  {failure['pile']} {failure['kind']}: {failure['reason']}")
+    skips = [p for p in rollout.piles.values() if p.state == "skipped"]
+    if skips:
+        print(f"  {len(skips)} piles skipped, e.g. {skips[0].pile_id}: {skips[0].reason}")
+    others = [p for p in rollout.piles.values() if p.state not in ("updated", "skipped",
+                                                                    "failed")]
+    if others:
+        print(f"  {len(others)} piles neither updated, failed nor skipped, e.g. "
+              f"{others[0].pile_id}: {others[0].state}, wave {others[0].wave}")
     print(f"the real firmware ({args.real_link}): {real.state} after {real.seconds} s; "
           f"package {package.size} bytes, {-(-package.size // package.chunk)} chunks a pile; "
           f"dispatch p50 "
@@ -205,7 +213,8 @@ def main():
     print(json.dumps({"piles": s["piles"], "state": s["state"], "seconds": s["seconds"],
                       "waves": [{"piles": size, "seconds": seconds} for size, seconds in
                                 zip(s["wave_sizes"], s["wave_seconds"], strict=False)],
-                      "updated": s["updated"], "failed": s["failed"],
+                      "updated": s["updated"], "failed": s["failed"], "skipped": len(skips),
+                      "not_reached": len(others),
                       "asked_again": s["asked_again"],
                       "real_pile": {"state": real.state, "seconds": real.seconds,
                                     "link": args.real_link},

@@ -327,6 +327,26 @@ def test_the_waves_a_canary_share_then_the_rest_named_canaries_first(maker):
     assert again.waves[0] == rollout.waves[0]  # the order is the package's and the ids'
 
 
+class _BrokenLink(_Link):
+    """A link whose write fails as uvloop's does on a transport closed under it."""
+
+    connected = True
+
+    def update_request(self, mtype, fields, signer=None):
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+
+async def test_a_fault_of_ours_on_one_pile_halts_the_rollout_never_ends_it_done(maker):
+    links = {f"p{i}": _BrokenLink(f"p{i}") for i in range(4)}
+    rollout = Rollout(links, package(maker, NEW), {p: b"T" * 32 for p in links},
+                      Settings(canary_percent=50, wave_percent=50))
+    await asyncio.wait_for(rollout.run(), 10)
+    summary = rollout.summary()
+    assert summary["state"] == "halted" and "RuntimeError" in summary["halted_because"]
+    assert summary["updated"] == 0 and len(rollout.waves) == 2
+    assert {p.state for p in rollout.piles.values() if p.wave == 2} == {"pending"}
+
+
 def test_a_technicians_key_is_never_the_link_key(tmp_path):
     link = keys.save(b"L" * 32, tmp_path / "p1.key")
     entry = PileEntry("p1", b"L" * 32, technician_key_file=link)

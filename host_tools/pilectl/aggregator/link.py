@@ -158,8 +158,10 @@ class PileLink:
         message = (signer or self.session).request(mtype, fields)
         self._answer(exception=LinkLost("a newer update request took its place"))
         future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_seen)  # a reply nobody waits for any more is no error
         self._update = ((signer or self.session).seq, future, signer is not None)
-        self._write(message)
+        if not self._write(message):
+            self._answer(exception=LinkLost(f"the link to {self.entry.pile_id} closed"))
         return future
 
     def _refuses_update(self, error):
@@ -201,9 +203,15 @@ class PileLink:
         return True
 
     def _write(self, message):
+        """Send `message`; False when the connection had closed under us (uvloop raises
+        where asyncio's own transport only warns; the reader sees the end and drops it)."""
         if self._writer is None:  # on a broker, heard before its status said online
-            return
-        self._writer.write(self._wrap(message))
+            return False
+        try:
+            self._writer.write(self._wrap(message))
+        except RuntimeError:
+            return False
+        return True
 
     def attach(self, publisher):
         """On a broker (pilectl/aggregator/brokerlink.py): messages go out through `publisher`
@@ -246,3 +254,8 @@ class _Tcp(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.ended.done():
             self.ended.set_result(None)
+
+
+def _seen(future):
+    if not future.cancelled():
+        future.exception()

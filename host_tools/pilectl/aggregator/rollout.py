@@ -204,6 +204,8 @@ class Rollout:
                        f"{progress.phase or 'not reached'})")
         except _Stopped:
             progress.state = STOPPED
+        except Exception as exc:  # noqa: BLE001 (a fault of ours: this pile fails, said)
+            self._fail(progress, "error", f"{type(exc).__name__}: {exc}")
         finally:
             sending.release()
             progress.finished = time.monotonic()
