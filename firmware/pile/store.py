@@ -24,7 +24,7 @@ class Store:
     def __init__(self, directory):
         self.directory = directory
         self.writes = 0  # files written since boot: flash wears, and the soak counts them
-        _makedirs(directory)
+        makedirs(directory)
 
     def path(self, name):
         return self.directory + "/" + name
@@ -61,7 +61,7 @@ class Store:
 
     def remove(self, name):
         path = self.path(name)
-        if _exists(path):
+        if exists(path):
             os.remove(path)
             self.writes += 1
 
@@ -90,7 +90,8 @@ def _decode(text):
     return json.loads(body)
 
 
-def _exists(path):
+def exists(path):
+    """True when a file or folder is at `path` (shared with pile/update.py)."""
     try:
         os.stat(path)
     except OSError:
@@ -98,9 +99,10 @@ def _exists(path):
     return True
 
 
-def _makedirs(path):
+def makedirs(path):
+    """Make the folder `path` and those above it that are missing."""
     parts = path.split("/")
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
-        if sub and not _exists(sub):
+        if sub and not exists(sub):
             os.mkdir(sub)

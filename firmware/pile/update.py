@@ -24,6 +24,7 @@ from hashlib import sha256
 from micropython import const
 
 from pile.events import UPDATE_ACCEPTED, UPDATE_COMMITTED, UPDATE_CONFIRMED
+from pile.store import exists, makedirs
 
 # The architectures in bits 10 and up of sys.implementation._mpy (MicroPython's
 # py/persistentcode.h), the names mpy-cross's -march takes; 0 is none (bytecode only).
@@ -431,7 +432,7 @@ def _valid_entry(entry):
 def _append(path, start, data):
     """`data` at byte `start` of the file at `path`: a new file when `start` is 0, else
     added at its end (which `_cut` made `start` long)."""
-    _makedirs(path)
+    makedirs(path.rsplit("/", 1)[0])
     with open(path, "ab" if start else "wb") as f:
         f.write(data)
 
@@ -457,30 +458,14 @@ def _free_bytes(folder):
     return stat[1] * stat[4]  # fragment size, blocks free to us
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-    except OSError:
-        return False
-    return True
-
-
 def _is_dir(path):
     return os.stat(path)[0] & 0x4000 != 0
 
 
-def _makedirs(path):
-    parts = path.split("/")[:-1]
-    for i in range(1, len(parts) + 1):
-        sub = "/".join(parts[:i])
-        if sub and sub != "." and not _exists(sub):
-            os.mkdir(sub)
-
-
 def _empty(folder):
     """Remove everything in `folder` (kept, or made), a file a slice."""
-    if not _exists(folder):
-        _makedirs(folder + "/x")
+    if not exists(folder):
+        makedirs(folder)
         return
     for name in os.listdir(folder):
         path = folder + "/" + name

@@ -27,7 +27,7 @@ from pile.protocol import (
     UPDATE_OFFER,
     UPDATE_STATUS,
 )
-from pile.store import Store
+from pile.store import Store, exists
 from pile.update import (
     IDLE,
     REBOOTING,
@@ -118,14 +118,6 @@ def _read(path):
         return f.read()
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-    except OSError:
-        return False
-    return True
-
-
 def test_a_package_is_received_checked_and_committed_for_a_trial_boot():
     with FreshState() as root:
         rig = Rig(root)
@@ -183,7 +175,7 @@ def test_a_package_signed_by_another_key_is_refused_and_the_slot_untouched():
         rig.offer(head, signature=b"X" * 64)
         status = rig.status()
         assert status[2] == REFUSED and "not signed by this pile's release key" in status[9]
-        assert _exists(root + "/a/kept")
+        assert exists(root + "/a/kept")
         reply = rig.chunk(stream, links, 0)
         assert reply[0] == ERROR and reply[3] == ERR_OUT_OF_RANGE
 
@@ -287,7 +279,7 @@ def test_a_file_table_that_leaves_the_slot_is_refused():
             rig.chunk(stream, links, 0)
         assert reply[0] == ERROR and "file table" in reply[4]
         assert rig.status()[2] == REFUSED
-        assert not _exists(root + "/main.py")
+        assert not exists(root + "/main.py")
 
 
 def test_a_trial_that_confirms_boots_from_then_on():

@@ -19,7 +19,7 @@ from micropython import const
 from pile import events
 from pile.app import Pile
 from pile.store import Store
-from ramflash import CutDevice
+from ramflash import CutDevice, every_cut
 
 _MOUNT = "/flash"
 _STATE = "/flash/state"
@@ -108,28 +108,7 @@ def check(data, progress):
 
 
 def main():
-    flash = prepared_flash()
-    tried = failures = 0
-    for torn in (False, True):
-        cut_at = 1
-        while True:
-            device = CutDevice(flash, cut_at, torn)
-            mount(device)
-            progress = {}
-            try:
-                run_changes(progress)
-            except OSError:  # the flash failing, as the pile sees a power cut (if it lived)
-                if not device.dead:
-                    raise
-            if not device.dead:  # every write of the changes went through: all cuts tried
-                unmount()
-                break
-            unmount()
-            tried += 1
-            for text in check(device.data, progress):
-                failures += 1
-                print("FAIL cut at write %d%s: %s" % (cut_at, " (torn)" if torn else "", text))
-            cut_at += 1
+    tried, failures = every_cut(prepared_flash(), mount, unmount, run_changes, check)
     print("%d cut points, %d failures" % (tried, failures))
     sys.exit(1 if failures or not tried else 0)
 

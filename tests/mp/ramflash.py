@@ -61,3 +61,30 @@ class CutDevice:
             self.data[at:at + BLOCK] = b"\xff" * BLOCK
             self.erases += 1
         return 0
+
+
+def every_cut(flash, mount, unmount, attempt, check):
+    """Cut the power at every write and erase of `attempt(progress)` on a copy of `flash`
+    (mounted by `mount(device)`), plain then torn, until one runs through; each time
+    print what `check(data, progress)` finds wrong. Returns (cut points, failures)."""
+    tried = failures = 0
+    for torn in (False, True):
+        cut_at = 1
+        while True:
+            device = CutDevice(flash, cut_at, torn)
+            mount(device)
+            progress = {}
+            try:
+                attempt(progress)
+            except Exception:  # noqa: BLE001 (the flash failing, as a power cut; else raised)
+                if not device.dead:
+                    raise
+            unmount()
+            if not device.dead:  # every write went through: all cuts tried
+                break
+            tried += 1
+            for text in check(device.data, progress):
+                failures += 1
+                print("FAIL cut at write %d%s: %s" % (cut_at, " (torn)" if torn else "", text))
+            cut_at += 1
+    return tried, failures

@@ -26,8 +26,8 @@ from pile import cbor
 from pile.app import Pile
 from pile.signature import verifying
 from pile.store import Store
-from pile.update import REBOOTING, RECEIVING, UpdateError, Updater
-from ramflash import CutDevice
+from pile.update import REBOOTING, RECEIVING, Updater
+from ramflash import CutDevice, every_cut
 
 _MOUNT = "/flash"
 _OLD = {"pile/__init__.mpy": b"old init " * 40, "pile/app.mpy": b"old app " * 300,
@@ -194,26 +194,9 @@ def main():
     _new_version = package.version
     key = unhexlify(sys.argv[2])
     flash = prepared_flash()
-    tried = failures = 0
-    for torn in (False, True):
-        cut_at = 1
-        while True:
-            device = CutDevice(flash, cut_at, torn)
-            mount(device)
-            progress = {}
-            try:
-                update(package, key, progress)
-            except (OSError, RuntimeError, UpdateError):  # the flash failed: a power cut
-                if not device.dead:
-                    raise
-            unmount()
-            if not device.dead:  # every write went through: all cuts tried
-                break
-            tried += 1
-            for text in check(device.data, package, key, progress):
-                failures += 1
-                print("FAIL cut at write %d%s: %s" % (cut_at, " (torn)" if torn else "", text))
-            cut_at += 1
+    tried, failures = every_cut(flash, mount, unmount,
+                                lambda progress: update(package, key, progress),
+                                lambda data, progress: check(data, package, key, progress))
     print("%d cut points, %d failures" % (tried, failures))
     sys.exit(1 if failures or not tried else 0)
 
