@@ -93,7 +93,7 @@ class Updater:
         self.verifying = verifying
         self.codec = codec
         self.trial_s = trial_s
-        self.mpy = sys.implementation._mpy if mpy is None else mpy
+        self.mpy = getattr(sys.implementation, "_mpy", 0) if mpy is None else mpy
         self.inflater = inflater or inflating
         self.state = TRIAL if slots.trial else IDLE
         self.detail = None
