@@ -66,7 +66,8 @@ class Pile:
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
-        self.updater = None  # pile.update.Updater, once the firmware wires field updates
+        self.updater = None  # pile.update.Updater, once built (`updates`)
+        self.make_updater = None  # builds it: the firmware's, when it takes field updates
         self.rollback = None  # [version, reason, count] of the last trial that rolled back
         self.rolled_back = False  # and this firmware is what it rolled back to
         self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
@@ -251,6 +252,14 @@ class Pile:
     def request_reboot(self):
         self.actions |= ACTION_REBOOT
         self._log(events.EVENT_REBOOT_REQUESTED)
+
+    def updates(self):
+        """The field-update service (pile.update.Updater), built at the first update
+        message rather than at boot: its modules cost heap a pile never updated does not
+        spend. None when the firmware takes no field updates."""
+        if self.updater is None and self.make_updater is not None:
+            self.updater = self.make_updater()
+        return self.updater
 
     def log_update(self, value):
         """A field update went a step on (events.UPDATE_*)."""

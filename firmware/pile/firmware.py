@@ -92,10 +92,8 @@ def build_link(pile, hal, board, on_refused=None):
 
 def build_updater(pile, board, slots):
     """Field updates into the other slot of the boot stage `slots` (the `bootstage`
-    module), signed with the board's `update.release_key`; None without a boot stage (a
-    firmware run as `micropython pile/...` from a checkout's tests)."""
-    if slots is None:
-        return None
+    module), signed with the board's `update.release_key`, their task started. Built at
+    the first update message (Pile.updates), never at boot."""
     from binascii import unhexlify
 
     from pile import cbor
@@ -105,8 +103,10 @@ def build_updater(pile, board, slots):
 
     update = board.get("update", {})
     key = update.get("release_key")
-    return Updater(pile, slots, unhexlify(key) if key else None, verifying, cbor,
-                   update.get("trial_s", TRIAL_S))
+    updater = Updater(pile, slots, unhexlify(key) if key else None, verifying, cbor,
+                      update.get("trial_s", TRIAL_S))
+    asyncio.create_task(updater.run())
+    return updater
 
 
 def parts_of(counters, budget=PAGE_BYTES):
@@ -142,7 +142,8 @@ class Firmware:
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
         self.slots = _boot_stage()
-        self.pile.updater = build_updater(self.pile, board, self.slots)
+        if self.slots is not None:  # a firmware started without main.py takes no updates
+            self.pile.make_updater = lambda: build_updater(self.pile, board, self.slots)
         self._rolled_back()
         self._parts = parts_of(self.counters())
         self.pile.diagnostics = self.diagnostics
@@ -175,7 +176,7 @@ class Firmware:
                 or not self.link.up():
             await asyncio.sleep_ms(_HEALTH_POLL_MS)
         if self.slots.confirm():
-            self.pile.updater.confirmed()
+            self.pile.updates().confirmed()
             say("pile %s: firmware %s confirmed itself after its trial boot" % (
                 self.pile.pile_id, self.pile.version))
 
@@ -233,10 +234,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.loop.watch_estop()))
         if self.wifi is not None:  # not supervised: a missing access point is no hang
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
-        if self.pile.updater is not None:
-            tasks.append(asyncio.create_task(self.pile.updater.run()))
-            if self.slots.trial:
-                tasks.append(asyncio.create_task(self.confirm_trial()))
+        if self.slots is not None and self.slots.trial:
+            tasks.append(asyncio.create_task(self.confirm_trial()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))

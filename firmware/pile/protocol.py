@@ -241,7 +241,7 @@ class Session:
     def _update(self, mtype, msg, technician):
         """A field-update request: the technician's key, and a package the pile maker
         signed, install firmware; anyone may ask how an update stands."""
-        updater = self.pile.updater
+        updater = self.pile.updates()
         if updater is None:
             raise Refused(ERR_UNKNOWN_TYPE, "this firmware takes no field updates")
         if mtype in _UPDATES and not technician:

@@ -77,6 +77,8 @@ def build(out_dir, source=None, march="local"):
         _compile(path, target, str(relative.with_suffix(".py")), march)
         written.append(target)
     for name in ROOT_MODULES:  # the boot stage: beside main.py, never in a slot
+        if not (tree / name).exists():  # a firmware from before field updates
+            continue
         target = out_dir / Path(name).with_suffix(".mpy")
         _compile(tree / name, target, name, None)
         written.append(target)
