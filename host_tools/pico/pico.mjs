@@ -1,30 +1,36 @@
 // An emulated Raspberry Pi Pico (rp2040js) that a pile's firmware runs on unchanged.
 //
-//   node pico.mjs --bootrom ROM.bin --flash FLASH.img [--uf2 FIRMWARE.uf2]
+//   node pico.mjs --bootrom ROM.bin --flash FLASH.img [--uf2 FIRMWARE.uf2] [--flash-timing]
 //
 // The board's 2 MiB flash lives in FLASH.img: --uf2 writes a firmware onto it first (as
 // a drag-and-drop does, leaving the filesystem), and every erase and program the
 // firmware makes is written through to the file, so a power cut (this process killed)
-// keeps what was deployed. The USB serial (the REPL) and UART0/UART1 are TCP servers on
+// keeps what was deployed; with --flash-timing they take the flash chip's typical time
+// (else none). The USB serial (the REPL) and UART0/UART1 are TCP servers on
 // 127.0.0.1 (host_tools/pilectl/pico.py makes ptys of them); UART bytes go in at the
 // line's baud rate and only while the 32-byte receive FIFO has room, as on a wire.
 // Emulated time is paced to wall time. When the watchdog fires, the chip starts again
 // with the same flash and the watchdog's reason register set, so machine.reset_cause()
 // says WDT_RESET. Commands on stdin or the control port, one JSON object a line:
 // {"gpio": [PIN, 0|1]} drives an input pin, {"power": "cycle"} cuts and restores power,
-// {"stats": true} asks for the counters, {"profile": N} samples the program counter every
-// N instructions (with "callers": K, also up to K return addresses off the stack) until
-// {"profile": 0} emits the samples. Events on stdout, one JSON object a line: ready
-// (the ports), boot (its cause), watchdog, stats, profile.
+// {"stats": true} asks for the counters (with the flash erases and programs since boot;
+// "tag": T is given back in the event),
+// {"profile": N} samples the program counter every N instructions (with "callers": K, also
+// up to K return addresses off the stack) until {"profile": 0} emits the samples,
+// {"frames": ["uart0", ...]} records the emulated time and first bytes ("bytes", 16) of
+// every frame each way on those UARTs (a frame: bytes less than "gap_us", 1000, apart)
+// until {"frames": null} emits them. Events on stdout, one JSON object a line: ready
+// (the ports), boot (its cause), watchdog, stats, profile, frames.
 //
-// Four defects of rp2040js 1.4.1 are worked around here (../shared/rp2/README.md): the
+// Five defects of rp2040js 1.4.1 are worked around here (../shared/rp2/README.md): the
 // emulated SSI drops flash writes (so the boot ROM's flash_range_erase and
 // flash_range_program are replaced by breakpoints done here on the flash array); the
 // UART raises its transmit interrupt again on every register access (so here it is
 // raised once a byte has left, as the PL011 does when its FIFO drains); and a watchdog
 // that fires only logs, then fires again at the same instant for ever (so here it stops
 // and the chip starts again); and its USB host answers an OUT transfer at once with no
-// data (so here it waits for data, as a host's NAK does).
+// data (so here it waits for data, as a host's NAK does); and it gives a UART whose baud
+// rate is not set yet a rate of Infinity (so here bytes reach only a UART that listens).
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -39,6 +45,12 @@ const ROM_FLASH_RANGE_ERASE = 0x237c; // B1 boot ROM, function table codes 'RE' 
 const ROM_FLASH_RANGE_PROGRAM = 0x23c4;
 const BKPT_ERASE = 0xbe01; // bkpt #1
 const BKPT_PROGRAM = 0xbe02;
+// With --flash-timing, an erase or program takes the time the Pico's flash (Winbond
+// W25Q16JV) takes, typically: the core runs nothing meanwhile (MicroPython's rp2 port
+// writes the flash with interrupts off). Without it they take no time.
+const ERASE_NS_A_SECTOR = 45e6; // 4 KiB sector erase: 45 ms typical, 400 ms at most
+const PROGRAM_NS_A_PAGE = 0.4e6; // 256-byte page program: 0.4 ms typical, 3 ms at most
+const PAGE = 256;
 const NS_PER_CYCLE = 8; // 125 MHz
 const AHEAD_NS = 2e6; // emulated time may run this far ahead of wall time
 const SLICE_INSTRUCTIONS = 200000; // then the event loop serves the sockets
@@ -56,6 +68,7 @@ const { values: args } = parseArgs({
     flash: { type: 'string' },
     uf2: { type: 'string' },
     host: { type: 'string', default: '127.0.0.1' },
+    'flash-timing': { type: 'boolean', default: false },
   },
 });
 for (const name of ['bootrom', 'flash']) {
@@ -155,6 +168,7 @@ function boot(cause) {
   mcu.core.PC = FLASH_BASE;
   wallStart = performance.now();
   executed = idleNs = 0;
+  flashOps = { erases: 0, erased_bytes: 0, programs: 0, programmed_bytes: 0 };
   emit({ event: 'boot', cause });
   feed('uart0'); // what the host sent meanwhile reaches the new chip's UARTs (or is lost)
   feed('uart1');
@@ -172,6 +186,9 @@ function flashOperation(mcu, code) {
     } else {
       mcu.flash.fill(0xff, offset, offset + count);
       persist(mcu, offset, count);
+      flashOps.erases++;
+      flashOps.erased_bytes += count;
+      flashTime(mcu, (count / SECTOR) * ERASE_NS_A_SECTOR);
     }
   } else if (code === 2) {
     const [data, count] = [registers[1], registers[2]];
@@ -182,11 +199,21 @@ function flashOperation(mcu, code) {
         mcu.flash[offset + i] &= mcu.readUint8(data + i); // programming only clears bits
       }
       persist(mcu, offset, count);
+      flashOps.programs++;
+      flashOps.programmed_bytes += count;
+      flashTime(mcu, Math.ceil(count / PAGE) * PROGRAM_NS_A_PAGE);
     }
   } else {
     return; // a breakpoint in the firmware itself: nothing of ours
   }
   mcu.core.PC = mcu.core.LR & ~1; // return from the ROM function
+}
+
+function flashTime(mcu, ns) {
+  if (args['flash-timing']) {
+    mcu.clock.tick(ns); // busy, not idle: the core waits on the flash
+    flashOps.busy_ns = (flashOps.busy_ns || 0) + ns;
+  }
 }
 
 function persist(mcu, offset, count) {
@@ -208,7 +235,10 @@ function fixUART(uart, name) {
       uart.checkInterrupts();
     }
   };
-  uart.onByte = (value) => send(name, Uint8Array.of(value));
+  uart.onByte = (value) => {
+    send(name, Uint8Array.of(value));
+    record(name, 'out', value);
+  };
   uart.feedTimer = null;
 }
 
@@ -281,7 +311,9 @@ function feed(name) {
     if (!listening) {
       channel.queue.shift(); // lost on the wire
     } else if (!uart.rxFIFO.full) {
-      uart.feedByte(channel.queue.shift());
+      const value = channel.queue.shift();
+      uart.feedByte(value);
+      record(name, 'in', value);
     }
     if (listening) {
       channel.baud = uart.baudRate;
@@ -311,6 +343,31 @@ function answerRead() {
 
 let executed = 0; // instructions, since the last boot
 let idleNs = 0; // emulated time the core spent waiting for an interrupt, since then
+let flashOps = {}; // the boot ROM's erases and programs, since then (count and bytes)
+let recording = null; // { bytes, gapNs, channels: { name: { frames, open: {in, out} } } }
+
+// The frames on the UARTs asked for, each way: [first byte's emulated ns, last byte's,
+// "out" (the firmware sent it) or "in" (the host's, as its bytes entered the FIFO), its
+// first `bytes` in hex]. A byte more than `gapNs` after the last one that way starts a
+// frame. What a host, on wall time, cannot see: when the chip sent and heard, on its own
+// clock (a Modbus request's time, how long a request took to answer).
+function record(name, way, value) {
+  const found = recording?.channels[name];
+  if (!found) {
+    return;
+  }
+  const now = sim.clock.nanos;
+  let frame = found.open[way];
+  if (!frame || now - frame[1] > recording.gapNs) {
+    frame = [now, now, way, ''];
+    found.open[way] = frame;
+    found.frames.push(frame);
+  }
+  frame[1] = now;
+  if (frame[3].length < recording.bytes * 2) {
+    frame[3] += value.toString(16).padStart(2, '0');
+  }
+}
 let profileEvery = 0; // sample the program counter every this many instructions (0: off)
 let profileCallers = 0; // with each sample, up to this many return addresses off the stack
 let profile = new Map(); // "pc[:caller...]" -> samples
@@ -336,7 +393,7 @@ function run() {
   if (resetPending) {
     const cause = resetPending;
     resetPending = null;
-    emit({ event: cause });
+    emit({ event: cause, emulated_ns: sim.clock.nanos }); // when, on the chip that ends
     boot(cause);
   }
   const { rp2040: mcu, clock } = sim;
@@ -383,7 +440,19 @@ function command(line) {
     resetPending = 'power';
   } else if (order.stats) {
     emit({ event: 'stats', emulated_ns: sim.clock.nanos, idle_ns: idleNs,
-      instructions: executed, wall_ms: performance.now() - wallStart });
+      instructions: executed, wall_ms: performance.now() - wallStart, flash: flashOps,
+      ...(order.tag === undefined ? {} : { tag: order.tag }) });
+  } else if (order.frames !== undefined) {
+    if (recording) {
+      const found = {};
+      for (const [name, { frames }] of Object.entries(recording.channels)) {
+        found[name] = frames;
+      }
+      emit({ event: 'frames', channels: found });
+    }
+    const names = Array.isArray(order.frames) ? order.frames : [];
+    recording = names.length ? { bytes: order.bytes ?? 16, gapNs: (order.gap_us ?? 1000) * 1000,
+      channels: Object.fromEntries(names.map((n) => [n, { frames: [], open: {} }])) } : null;
   } else if (Number.isInteger(order.profile) && order.profile >= 0) {
     if (!order.profile) {
       emit({ event: 'profile', every: profileEvery, samples: Object.fromEntries(profile) });

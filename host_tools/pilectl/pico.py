@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pilectl
 from pilectl.ptybridge import PtyBridge
@@ -32,6 +33,17 @@ CHANNELS = ("usb", "uart0", "uart1")
 
 class PicoError(RuntimeError):
     pass
+
+
+class Frame(NamedTuple):
+    """A frame on an emulated UART (`Pico.record_frames`): emulated seconds since boot of
+    its first and last byte, `way` "out" (the firmware sent it) or "in" (the host's), and
+    its first bytes."""
+
+    start: float
+    end: float
+    way: str
+    data: bytes
 
 
 def firmware_image(layout="stock"):
@@ -73,7 +85,9 @@ class Pico:
     """`with Pico(directory) as pico:` a Pico running MicroPython; `pico.usb`,
     `pico.uart0`, `pico.uart1` are its ptys; `pico.events` what the runner reports."""
 
-    def __init__(self, directory, firmware=None, flash_firmware=True):
+    def __init__(self, directory, firmware=None, flash_firmware=True, flash_timing=False):
+        """`flash_timing`: erases and programs take the time the Pico's flash takes
+        (typical), with the core stopped, instead of none (pico.mjs --flash-timing)."""
         reason = missing()
         if reason is not None:
             raise PicoError(reason)
@@ -82,7 +96,9 @@ class Pico:
         self.flash = self.dir / "flash.img"
         self.firmware = Path(firmware) if firmware else firmware_image()
         self.flash_firmware = flash_firmware or not self.flash.exists()
+        self.flash_timing = flash_timing
         self.events = queue.Queue()
+        self.history = []  # (time.monotonic(), event) of every event, whoever waits for them
         self.control = None  # HOST:PORT of the runner's control port, once started
         self.proc = None
         self._bridges = {}
@@ -98,6 +114,8 @@ class Pico:
                    "--flash", str(self.flash)]
         if self.flash_firmware:
             command += ["--uf2", str(self.firmware)]
+        if self.flash_timing:
+            command.append("--flash-timing")
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_events, daemon=True).start()
@@ -111,9 +129,11 @@ class Pico:
     def _read_events(self):
         for line in self.proc.stdout:
             try:
-                self.events.put(json.loads(line))
+                event = json.loads(line)
             except ValueError:
-                self.events.put({"event": "output", "line": line.rstrip("\n")})
+                event = {"event": "output", "line": line.rstrip("\n")}
+            self.history.append((time.monotonic(), event))
+            self.events.put(event)
         self.events.put({"event": "exit", "code": self.proc.wait(),
                          "stderr": self.proc.stderr.read()})
 
@@ -182,8 +202,52 @@ class Pico:
             raise PicoError(str(exc)) from None
 
     def stats(self):
+        """The runner's counters now: emulated ns, of which idle, instructions, wall ms
+        since boot, and the flash erases and programs since boot."""
         self.command(stats=True)
-        return self.wait_for("stats", 10)
+        while True:
+            found = self.wait_for("stats", 10)
+            if "tag" not in found:  # not one `stamp` asked for
+                return found
+
+    def stamp(self, tag="stamp"):
+        """Ask for the counters without waiting: they come into `history` (a thread
+        watching the console stamps a line with the emulated time it came at)."""
+        self.command(stats=True, tag=tag)
+
+    def stamped(self, after, tag="stamp", timeout=10):
+        """The first counters `stamp(tag)` got after wall time `after` (time.monotonic)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, event in list(self.history):
+                if at > after and event["event"] == "stats" and event.get("tag") == tag:
+                    return event
+            time.sleep(0.01)
+        raise PicoError(f"the emulated Pico gave no {tag!r} counters within {timeout} s")
+
+    def power_cycle(self, timeout=10):
+        """Cut the power between two instructions and restore it: the chip starts again
+        on what the flash holds (every erase and program it finished); the ptys stay, and
+        what a host sends while the new chip's UARTs are off is lost. Returns the boot
+        event once the new chip runs."""
+        self.command(power="cycle")
+        return self.wait_for("boot", timeout)
+
+    def record_frames(self, *channels, first_bytes=16, gap_us=1000):
+        """From now on, note every frame each way on `channels` ("uart0", "uart1") with the
+        emulated time of its first and last byte (the firmware's as it sent them, the
+        host's as they entered the receive FIFO); `recorded_frames()` returns them. A
+        frame is bytes less than `gap_us` apart; its first `first_bytes` are kept."""
+        self.command(frames=list(channels), bytes=first_bytes, gap_us=gap_us)
+
+    def recorded_frames(self):
+        """{channel: [Frame]} of what `record_frames` asked for (emulated seconds since
+        boot), and the recording stops."""
+        self.command(frames=None)
+        found = self.wait_for("frames", 10)["channels"]
+        return {name: [Frame(start / 1e9, end / 1e9, way, bytes.fromhex(data))
+                       for start, end, way, data in frames]
+                for name, frames in found.items()}
 
     def profile(self, seconds, every=97, callers=0):
         """Where the core spends its instructions over `seconds`: {program counter:

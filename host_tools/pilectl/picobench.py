@@ -23,9 +23,11 @@ class PicoBench(DeployedBench):
     board_file = BOARD
     hal = "rp2"
 
-    def __init__(self, directory, scenario, key=True, firmware=None, layout="stock"):
+    def __init__(self, directory, scenario, key=True, firmware=None, layout="stock",
+                 flash_timing=False):
         super().__init__(directory, scenario, key=key, firmware=firmware)
         self.layout = layout  # stock (.mpy on littlefs), romfs or frozen: pilectl.pico
+        self.flash_timing = flash_timing  # flash writes take the chip's time: pilectl.pico
         self.pico = None
         self._since = None  # the runner's counters when the scenario began
 
@@ -67,7 +69,8 @@ class PicoBench(DeployedBench):
 
     async def _power_on(self):
         (self.dir / "pico" / "flash.img").unlink(missing_ok=True)  # a fresh board every bench
-        self.pico = Pico(self.dir / "pico", firmware_image(self.layout))
+        self.pico = Pico(self.dir / "pico", firmware_image(self.layout),
+                         flash_timing=self.flash_timing)
         self.pico.start()
         self.board_path.write_text(json.dumps(self.board()))
         self._sim_task = asyncio.create_task(self.sim.run(self.pico.uart0, duration_s=86400))
