@@ -6,7 +6,8 @@ devices by path runs on the unix port, the others on an ESP32 or an RP2040.
 
 
 def select(board, root="."):
-    """The HAL for `board`; `root` is where main.py lies (the unix port's profiles)."""
+    """The HAL for `board`; `root` is the folder of the firmware that runs (the boot
+    stage's slot: its profiles are read from there)."""
     if "device" in board["modbus"]:
         from pile.hal.unix import UnixHal
 
@@ -14,7 +15,7 @@ def select(board, root="."):
     if board["board"].startswith("esp32"):
         from pile.hal import esp32
 
-        return esp32.hal(board)
+        return esp32.hal(board, root)
     from pile.hal import rp2
 
-    return rp2.hal(board)
+    return rp2.hal(board, root)

@@ -79,10 +79,10 @@ class UartReader:
 class McuHal:
     """What the firmware needs from one board: RS485 UARTs, watchdog, E-stop, reset."""
 
-    profiles = "/profiles"
-
-    def __init__(self, spec: dict, wdt_max_ms: int, timer_id: int, tx_settle: bool):
+    def __init__(self, spec: dict, wdt_max_ms: int, timer_id: int, tx_settle: bool,
+                 root: str = "."):
         self.spec = spec
+        self.profiles = root + "/profiles"  # the slot's own (bootstage.py): "./a/profiles"
         self._wdt_max_ms = wdt_max_ms
         self._timer_id = timer_id
         self._tx_settle = tx_settle  # see RS485
