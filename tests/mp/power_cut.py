@@ -19,9 +19,8 @@ from micropython import const
 from pile import events
 from pile.app import Pile
 from pile.store import Store
-from ramflash import CutDevice, every_cut
+from ramflash import CutDevice, every_cut, mount, unmount
 
-_MOUNT = "/flash"
 _STATE = "/flash/state"
 _OLD_KEY = b"O" * 32
 _NEW_KEY = b"N" * 32
@@ -29,17 +28,6 @@ _SEGMENT = const(64)  # records a segment holds at event_log_bytes 2048
 _FILLED = const(58)  # entries on flash before the cut runs: the appends cross a segment
 
 
-
-
-def mount(device):
-    vfs.mount(vfs.VfsLfs2(device), _MOUNT)
-
-
-def unmount():
-    try:
-        vfs.umount(_MOUNT)
-    except OSError:
-        pass  # a filesystem abandoned mid-write by the cut: nothing left to release
 
 
 def prepared_flash():
@@ -108,7 +96,7 @@ def check(data, progress):
 
 
 def main():
-    tried, failures = every_cut(prepared_flash(), mount, unmount, run_changes, check)
+    tried, failures = every_cut(prepared_flash(), run_changes, check)
     print("%d cut points, %d failures" % (tried, failures))
     sys.exit(1 if failures or not tried else 0)
 

@@ -2,11 +2,13 @@
 and erases, and can lose power at the N-th (tests/mp/power_cut.py, bench/journal_bench.py).
 """
 
+import vfs
 from micropython import const
 
 BLOCK = const(4096)  # the RP2040's flash erase size, and littlefs's block there
 _BLOCKS = const(64)
 _EIO = const(-5)
+MOUNT = "/flash"  # where the harnesses mount the flash
 
 
 class CutDevice:
@@ -63,10 +65,22 @@ class CutDevice:
         return 0
 
 
-def every_cut(flash, mount, unmount, attempt, check):
+def mount(device):
+    """littlefs on `device`, at MOUNT."""
+    vfs.mount(vfs.VfsLfs2(device), MOUNT)
+
+
+def unmount():
+    try:
+        vfs.umount(MOUNT)
+    except OSError:
+        pass  # a filesystem abandoned mid-write by the cut: nothing left to release
+
+
+def every_cut(flash, attempt, check):
     """Cut the power at every write and erase of `attempt(progress)` on a copy of `flash`
-    (mounted by `mount(device)`), plain then torn, until one runs through; each time
-    print what `check(data, progress)` finds wrong. Returns (cut points, failures)."""
+    (mounted at MOUNT), plain then torn, until one runs through; each time print what
+    `check(data, progress)` finds wrong. Returns (cut points, failures)."""
     tried = failures = 0
     for torn in (False, True):
         cut_at = 1

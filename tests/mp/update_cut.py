@@ -27,22 +27,11 @@ from pile.app import Pile
 from pile.signature import verifying
 from pile.store import Store
 from pile.update import REBOOTING, RECEIVING, Updater
-from ramflash import CutDevice, every_cut
+from ramflash import MOUNT as _MOUNT
+from ramflash import CutDevice, every_cut, mount, unmount
 
-_MOUNT = "/flash"
 _OLD = {"pile/__init__.mpy": b"old init " * 40, "pile/app.mpy": b"old app " * 300,
         "profiles/generic-v2g.json": b'{"old": true}'}
-
-
-def mount(device):
-    vfs.mount(vfs.VfsLfs2(device), _MOUNT)
-
-
-def unmount():
-    try:
-        vfs.umount(_MOUNT)
-    except OSError:
-        pass  # a filesystem abandoned mid-write by the cut
 
 
 def write(path, data):
@@ -194,8 +183,7 @@ def main():
     _new_version = package.version
     key = unhexlify(sys.argv[2])
     flash = prepared_flash()
-    tried, failures = every_cut(flash, mount, unmount,
-                                lambda progress: update(package, key, progress),
+    tried, failures = every_cut(flash, lambda progress: update(package, key, progress),
                                 lambda data, progress: check(data, package, key, progress))
     print("%d cut points, %d failures" % (tried, failures))
     sys.exit(1 if failures or not tried else 0)
