@@ -151,7 +151,8 @@ def test_an_update_over_the_serial_link_rides_a_power_cycle_then_boots_on_trial_
     acknowledged, resumed = rig.run(_cut_in_the_middle(rig, package))
     held = resumed.get(3)
     assert resumed.get(2) == 2, transfer.named(resumed)  # receiving, no signature again
-    assert 0 < acknowledged <= held <= acknowledged + package.chunk, (acknowledged, held)
+    # what was saved in whole files: the file under way and the chunks in RAM went
+    assert 0 < held <= acknowledged, (acknowledged, held)
 
     async def the_rest():
         client = await rig.bench.technician()
@@ -166,7 +167,7 @@ def test_an_update_over_the_serial_link_rides_a_power_cycle_then_boots_on_trial_
             await client.close()
 
     result, status = rig.run(the_rest())
-    assert result["chunks_sent"] == math.ceil((package.size - held) / package.chunk)
+    assert result["chunks_taken"] == math.ceil((package.size - held) / package.chunk)
     assert result["version"] == "0.2.0" and status["firmware"] == "0.2.0"
     assert status["firmware_slots"] == {"running": "0.2.0", "slot": "a", "other_slot": VERSION,
                                         "update": "idle", "last_rollback": None}

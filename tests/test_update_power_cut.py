@@ -12,7 +12,7 @@ from pilectl import deploy, release
 def test_every_cut_point_of_an_update_boots_the_old_or_the_new_firmware(micropython, tmp_path):
     key_file = tmp_path / "release.pem"
     public = release.keygen(key_file)
-    noise = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(80))  # packs badly
+    noise = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(320))  # 3 blocks: noise
     files = {"pile/__init__.mpy": b"new init " * 50, "pile/app.mpy": noise[:1500],
              "pile/update.mpy": noise[1500:] + bytes(range(256)) * 6,
              "profiles/generic-v2g.json": b"{}"}

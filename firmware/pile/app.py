@@ -66,6 +66,7 @@ class Pile:
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
+        self.next_tick_at = None  # ticks_ms the control loop's next tick is due (its word)
         self.updater = None  # pile.update.Updater, once built (`updates`)
         self.make_updater = None  # builds it: the firmware's, when it takes field updates
         self.rollback = None  # [version, reason, count] of the last trial that rolled back

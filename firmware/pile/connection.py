@@ -15,6 +15,8 @@ from pile.framing import Deframer, frame
 
 _OUTBOX = const(4)  # frames waiting to go out, per connection
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
+_BULK_BYTES = const(256)  # a longer message is bulk (an update chunk): it waits past a tick
+_QUIET_MS = const(60)  # ...due this soon, so that handling it never holds the tick back
 
 
 class Connection:
@@ -24,7 +26,10 @@ class Connection:
     drains, so a host that never reads stalls nothing but its own replies: when the
     outbox is full, telemetry is dropped first (it is only ever the latest), then
     replies, all counted. Requests are handled at most `requests_per_s` a second (0: no
-    limit), with a yield after each, so a flood never delays the control loop.
+    limit), with a yield after each, so a flood never delays the control loop; a bulk
+    message (longer than `_BULK_BYTES`: an update chunk, some 10 ms of work on an RP2040)
+    due to be handled in the last `_QUIET_MS` before a control tick waits until the tick
+    has begun.
     """
 
     def __init__(self, reader, writer, session, name, requests_per_s=0):
@@ -122,6 +127,8 @@ class Connection:
                 return False
             message = inbox.pop(0)
             self.heard_at = ticks_ms()
+            if len(message) > _BULK_BYTES:
+                await self._past_tick()
             if self._admit():
                 self.send(self.session.handle(message))
                 if not self.admitted and self.session.verified:
@@ -131,6 +138,14 @@ class Connection:
                 if inbox:  # between two messages, the control loop goes first if due
                     await asyncio.sleep_ms(0)  # (after the last, the reader's wait yields)
         return True
+
+    async def _past_tick(self):
+        """Wait until the control tick due within `_QUIET_MS` (if one is) has begun."""
+        due = self.session.pile.next_tick_at
+        if due is not None:
+            left = ticks_diff(due, ticks_ms())
+            if 0 <= left < _QUIET_MS:
+                await asyncio.sleep_ms(left + 1)
 
     async def read_messages(self, lasting):
         """Wait for the stream's next bytes and put the messages in them into the inbox;

@@ -90,10 +90,11 @@ def build_link(pile, hal, board, on_refused=None):
     return link
 
 
-def build_updater(pile, board, slots):
+def build_updater(pile, board, slots, gap):
     """Field updates into the other slot of the boot stage `slots` (the `bootstage`
-    module), signed with the board's `update.release_key`, their task started. Built at
-    the first update message (Pile.updates), never at boot."""
+    module), signed with the board's `update.release_key`, their task started, writing
+    the flash in the `gap` after each tick (ControlLoop.ticked). Built at the first update
+    message (Pile.updates), never at boot."""
     from binascii import unhexlify
 
     from pile import cbor
@@ -104,7 +105,7 @@ def build_updater(pile, board, slots):
     update = board.get("update", {})
     key = update.get("release_key")
     updater = Updater(pile, slots, unhexlify(key) if key else None, verifying, cbor,
-                      update.get("trial_s", TRIAL_S))
+                      update.get("trial_s", TRIAL_S), gap=gap)
     asyncio.create_task(updater.run())
     return updater
 
@@ -143,7 +144,8 @@ class Firmware:
         self.wifi = hal.wifi()
         self.slots = _boot_stage()
         if self.slots is not None:  # a firmware started without main.py takes no updates
-            self.pile.make_updater = lambda: build_updater(self.pile, board, self.slots)
+            self.pile.make_updater = lambda: build_updater(self.pile, board, self.slots,
+                                                           self.loop.ticked)
         self._rolled_back()
         self._parts = parts_of(self.counters())
         self.pile.diagnostics = self.diagnostics

@@ -32,7 +32,7 @@ from micropython import const
 
 from pile import events
 from pile.app import ACTION_REBOOT, ACTION_RESET_FAULT
-from pile.clock import ticks_diff, ticks_ms, ticks_us
+from pile.clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from pile.control import STATE_FAULT, STATE_NO_EV, STATE_STOPPED
 from pile.meter import NEVER
 from pile.telemetry import STATUS_EV_CONNECTED
@@ -220,10 +220,12 @@ class ControlLoop(ControlStep):
         self.reset = reset
         self.periods = 0
         self.poll_us = 0  # how long the last tick's converter transaction took
+        self.watches_late = 0  # mid-period watches left to the next tick: they came too late
         self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
         self.heap_free = None  # bytes free after the last collection (None on CPython)
         self.heap_low = None  # the fewest bytes free seen, just before a collection
         self._collected_at = ticks_ms() - _COLLECT_MS
+        self.ticked = asyncio.Event()  # set after each tick: slow flash work starts then
 
     def _decide(self, now):
         """`decide` with the meter's last reading and the E-stop input as they are now."""
@@ -235,9 +237,11 @@ class ControlLoop(ControlStep):
 
     async def period(self):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
-        period later. The collection runs in the gap when due, so the heap never fragments
-        into a failure at a busy moment."""
+        period later (unless the period is three quarters gone by then: the tick looks).
+        The collection runs in the gap when due, so the heap never fragments into a
+        failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
+        self.pile.next_tick_at = ticks_add(started, self.pile.cfg.tick_ms)
         await self.tick()
         self.show(self.pile.ctl.state)
         if ticks_diff(started, self._flushed_at) >= _FLUSH_MS:
@@ -246,9 +250,13 @@ class ControlLoop(ControlStep):
         if ticks_diff(started, self._collected_at) >= _COLLECT_MS:
             self._collected_at = started
             self.collect()
+        self.ticked.set()
         period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
-        await self.watch()
+        if ticks_diff(ticks_ms(), started) <= period * 3 // 4:
+            await self.watch()
+        else:  # held up past three quarters of the period: the next tick looks instead,
+            self.watches_late += 1  # and is not held up by a late watch's transaction
         await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
         self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever
 
@@ -307,6 +315,7 @@ class ControlLoop(ControlStep):
         converter = self.converter
         master = converter.master
         found = {"periods": self.periods, "safety_cuts": self.cuts,
+                 "watches_late": self.watches_late,
                  "converter_poll_us": self.poll_us,
                  "converter_error": _describe(converter.last_error),
                  "modbus_transactions": master.transactions, "modbus_failures": master.failures,

@@ -7,15 +7,22 @@ stream: its size, its chunk size, the size of its file table, and `h0`, the firs
 of a hash chain. The stream is the file table (a CBOR list of [path, size, SHA-256])
 followed by every file's bytes; chunk i arrives with the next link, and
 sha256(chunk i ‖ link i+1) must equal link i, so each chunk is checked against the
-signed head before a byte of it is written. Chunks come in order; the progress (bytes
-held and the link expected next) is saved after each one, so a dropped link or a reboot
-resumes where it stopped. Commit checks every file on flash against the table, and
-hands the slot to the boot stage (bootstage.py) for a trial boot.
+signed head before it is taken. Chunks come in order and wait in RAM (two blocks at
+most); the update task writes them into their files right after a control tick, in the
+gap before the next one, each file in one sitting and closed once whole, and saves the
+progress (bytes on flash in whole files, at a chunk's end, and the link expected next)
+once a block more is there, so a dropped link or a reboot resumes where it stopped.
+Commit checks every file on flash against the table, and hands the slot to the boot
+stage (bootstage.py) for a trial boot.
 
-Pure of I/O but the slot's files and the store; the slow parts (the signature, reading
-files back) are generators the firmware's update task runs a slice at a time.
+Pure of I/O but the slot's files and the store; the slow parts (the signature, writing
+and reading files back) are generators the firmware's update task runs a slice at a time. Whatever
+writes the flash waits for the gap after a tick (`gap`, the control loop's event): on a
+board the flash is written with interrupts off (an erase holds the core 45 ms), so a
+write at any other moment could hold the next tick back.
 """
 
+import gc
 import os
 import sys
 from binascii import hexlify, unhexlify
@@ -23,6 +30,7 @@ from hashlib import sha256
 
 from micropython import const
 
+from pile.clock import ticks_add, ticks_diff, ticks_ms
 from pile.events import UPDATE_ACCEPTED, UPDATE_COMMITTED, UPDATE_CONFIRMED
 from pile.store import exists, makedirs
 
@@ -45,8 +53,15 @@ LINK_BYTES = const(32)
 _PROGRESS = "update.json"  # in the pile's store: the package under way
 _TABLE = ".table"  # in the slot: the stream's file table
 _PACKED = ".z"  # a file as a packed stream carries it (raw deflate), unpacked at commit
-_READ = const(512)  # bytes read back a slice at a time
 _IDLE_MS = const(200)  # how often an idle update task looks for work
+_BLOCK = const(4096)  # RAM holds two of these; the progress is saved about once each
+_SLICE = const(512)  # bytes written (or read back) a slice at a time
+# A chunk's request leaves some 2 KB of garbage (frame, MAC, CBOR, reply): at 5 a second
+# the heap would fill between the control loop's collections (every 10 s), and a collection
+# MicroPython starts where it runs out (16 ms on an RP2040) can hold a tick back. So the
+# update task collects after a tick once this many chunks came.
+_COLLECT_CHUNKS = const(16)
+_GAP_SHARE = const(16)  # flash work after a tick starts slices for tick_ms / this at most
 _MAX_CHUNK = const(427)  # what fits a signed frame (512 B) with its link, offset and seq
 _MAX_FILES = const(64)
 _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
@@ -82,11 +97,13 @@ class Updater:
     signature)` a generator ending in True or False (pile.signature's); `codec` the CBOR
     codec, as for pile.protocol.Session; `mpy` this MicroPython's sys.implementation._mpy;
     `inflater(stream, window)` a reader of a packed file's bytes (`inflating`, MicroPython's
-    deflate module; a host emulator hands its own).
+    deflate module; a host emulator hands its own); `gap` an asyncio.Event the control
+    loop sets after each tick, which `run` waits for before writing the flash (None: no
+    waiting, for a host that calls `step` itself).
     """
 
     def __init__(self, pile, slots, release_key, verifying, codec, trial_s, mpy=None,
-                 inflater=None):
+                 inflater=None, gap=None):
         self.pile = pile
         self.slots = slots
         self.release_key = release_key
@@ -95,14 +112,23 @@ class Updater:
         self.trial_s = trial_s
         self.mpy = getattr(sys.implementation, "_mpy", 0) if mpy is None else mpy
         self.inflater = inflater or inflating
+        self.gap = gap
         self.state = TRIAL if slots.trial else IDLE
         self.detail = None
         self.head = None  # the offered package's head, decoded
         self.package = None  # its id: sha256 of the head
-        self.held = 0  # stream bytes received and written
+        self.held = 0  # stream bytes received (written, or waiting in `_pending`)
         self._link = None  # the hash the next chunk must make
+        self.written = 0  # stream bytes on flash, as the saved progress says
+        self._pending = []  # [(chunk, the link after it)] received, not yet written
+        self._buffered = 0  # their bytes
+        self._consumed = 0  # stream bytes handed to the slot's files (saved or not)
+        self._mark = None  # (the last chunk's end among those, the link after it)
+        self._out = None  # the slot's file being written: a file is written in one sitting
+        self._garbage = 0  # chunks taken since the update task last collected
         self._files = None  # [(path, size, sha256, first stream byte, bytes in the stream)]
         self.job = None  # a generator for the update task to run (slice by slice)
+        self._writing = False  # the job's slices write the flash: they wait for the gap
 
     # -- what the host sees -------------------------------------------------------
 
@@ -119,30 +145,76 @@ class Updater:
     # -- the update task ---------------------------------------------------------
 
     async def run(self):
-        """The firmware's update task: runs `job` a slice at a time between periods."""
+        """The firmware's update task. Work that reads only (the signature) runs a slice
+        at a time between the other tasks; work that writes the flash waits for the gap
+        after a tick, and starts slices there for tick_ms / `_GAP_SHARE` at most."""
         import asyncio
 
         while True:
-            if self.job is None:
-                await asyncio.sleep_ms(_IDLE_MS)
-            else:
+            if self._flashing() or (self.gap is not None and self.state == RECEIVING):
+                await self._after_tick()
+                if self._garbage >= _COLLECT_CHUNKS:
+                    self._garbage = 0
+                    gc.collect()
+                until = ticks_add(ticks_ms(), self.pile.cfg.tick_ms // _GAP_SHARE)
+                while self._flashing() and ticks_diff(until, ticks_ms()) > 0:
+                    self.step()
+            elif self.job is not None:
                 self.step()
-                await asyncio.sleep_ms(0)
+            else:
+                await asyncio.sleep_ms(_IDLE_MS)
+                continue
+            await asyncio.sleep_ms(0)
+
+    async def _after_tick(self):
+        """Wait for the gap after the next tick (at once without a control loop)."""
+        if self.gap is not None:
+            self.gap.clear()
+            await self.gap.wait()
+
+    def working(self):
+        """Whether `step` has anything to do."""
+        return self.job is not None or self._waiting()
 
     def step(self):
-        """One slice of `job`; False once there is none left."""
+        """One slice of work: of `job`, or of writing the chunks waiting in RAM (a job of
+        its own while receiving); False once nothing is left."""
+        if self._waiting():
+            self.job = self._write_pending()
+            self._writing = True
         job = self.job
         if job is None:
             return False
         try:
             next(job)
         except StopIteration:
-            self.job = None
+            if self.job is job:
+                self._end_job()
         except (OSError, UpdateError) as exc:  # the flash failed, or the table is bad
-            self.job = None
-            if self.state != REFUSED:
-                self._refuse("the update stopped: %s" % exc)
-        return self.job is not None
+            self._end_job()
+            if self.state == RECEIVING:
+                self._back_to_written()
+                self._refuse("writing the package failed (%s): offer it again to go on "
+                             "from byte %d" % (exc, self.written))
+            else:
+                self._stop_writing()
+                if self.state != REFUSED:
+                    self._refuse("the update stopped: %s" % exc)
+        return self.working()
+
+    def _waiting(self):
+        """Chunks wait in RAM and nothing writes them yet."""
+        return self.job is None and self.state == RECEIVING and bool(self._pending)
+
+    def _end_job(self):
+        job = self.job
+        self.job = None
+        self._writing = False
+        if job is not None:
+            job.close()  # a job cut short lets go of what it holds
+
+    def _flashing(self):
+        return (self.job is not None and self._writing) or self._waiting()
 
     def confirmed(self):
         """The trial confirmed itself (the firmware's health check): no package is left
@@ -170,7 +242,12 @@ class Updater:
         head = self._head(head_bytes)
         self._fits(head, downgrade)
         package = sha256(head_bytes).digest()
+        if self.state == RECEIVING and package == self.package:
+            self.detail = None
+            return  # offered again (a host that lost its place): go on where it stands
         saved = self._progress()
+        self._end_job()
+        self._stop_writing()
         self.head = head
         self.package = package
         self.detail = None
@@ -182,11 +259,11 @@ class Updater:
 
     def chunk(self, offset, data, link):
         """Take one chunk of the stream; returns nothing, raises UpdateError."""
+        if self.state == VERIFYING:
+            raise UpdateError(7, "the package's signature is being checked")
         if self.state != RECEIVING:
-            raise UpdateError(7 if self.state == VERIFYING else 6,
-                              "the package's signature is being checked" if
-                              self.state == VERIFYING else "no package is being received: "
-                              "offer one first")
+            raise UpdateError(6, self.detail if self.state == REFUSED and self.detail else
+                              "no package is being received: offer one first")
         if type(data) is not bytes or type(link) is not bytes or len(link) != LINK_BYTES:
             raise UpdateError(3, "a chunk carries its bytes and a 32-byte link")
         if offset < self.held:
@@ -200,14 +277,14 @@ class Updater:
         if sha256(data + link).digest() != self._link:
             raise UpdateError(3, "the chunk at %d does not match the signed package: "
                                  "nothing of it was written" % offset)
-        try:
-            self._write(offset, data)
-        except OSError as exc:
-            raise UpdateError(7, "writing the chunk at %d failed (%s): send it again" % (
-                offset, exc))
+        if self._buffered + len(data) > 2 * _BLOCK:
+            return  # not taken: RAM holds two blocks until the update task writes some;
+            # the status says the next offset is still this one, so the host sends it again
+        self._pending.append((data, link))
+        self._garbage += 1
+        self._buffered += len(data)
         self.held = offset + len(data)
         self._link = link
-        self._save()
 
     def commit(self, package):
         if self.state != RECEIVING or package != self.package:
@@ -216,7 +293,8 @@ class Updater:
             raise UpdateError(6, "the package is not all here: %d of %d bytes" % (
                 self.held, self.head["size"]))
         self.state = CHECKING
-        self.job = self._check()
+        self.job = self._check(self.job)  # after the chunks being written, if any
+        self._writing = True
 
     # -- checks -----------------------------------------------------------------
 
@@ -276,29 +354,53 @@ class Updater:
             self._refuse("the package is not signed by this pile's release key")
             return
         slot = self.slots.other()
+        self._writing = True
         yield from _empty(self.slots.path(slot))
-        self.held = 0
+        self.held = self._consumed = 0
         self._link = self.head["h0"]
+        self._mark = (0, self._link)
         self._files = None
         self.state = RECEIVING
-        self._save()
+        self._save(0, self._link)
         self.pile.log_update(UPDATE_ACCEPTED)
 
     def _resume(self, saved):
         """Go on with the package saved in `update.json`: every file as long as what was
         saved says it holds (a write cut short by a reset is cut back)."""
-        self.held = saved["held"]
+        self.held = self.written = self._consumed = saved["held"]
         self._link = unhexlify(saved["next"])
+        self._mark = (self.held, self._link)
         self._files = None
         self.state = RECEIVING
         if self.held >= self.head["table"]:
             self._read_table()
-        for path, start, length in self._pieces(0, self.held):
+        for path, start, length, _ in self._pieces(0, self.held):
             _cut(self._where(path), start + length)
 
-    def _check(self):
-        """The update task's job for a commit: every file unpacked (when the package packs
+    def _back_to_written(self):
+        """After a failed write: RAM and flash back to the progress last saved, where an
+        offer of the same package goes on."""
+        self._stop_writing()
+        saved = self._progress()
+        if saved is not None and saved.get("id") == hexlify(self.package).decode():
+            try:
+                self._resume(saved)
+            except (OSError, UpdateError):
+                pass
+
+    def _stop_writing(self):
+        """The chunks in RAM dropped, the file being written closed."""
+        self._pending = []
+        self._buffered = 0
+        self._close_out()
+
+    def _check(self, writing):
+        """The update task's job for a commit: the chunks still in RAM written (`writing`,
+        the job writing them, first), then every file unpacked (when the package packs
         them) and read back against the table."""
+        if writing is not None:
+            yield from writing
+        yield from self._write_pending()
         slot = self.slots.other()
         for path, _, digest, _, _ in self._files:
             try:
@@ -325,7 +427,7 @@ class Updater:
         with open(where + _PACKED, "rb") as packed, open(where, "wb") as out:
             stream = self.inflater(packed, self.head["z"])
             while True:
-                data = stream.read(_READ)
+                data = stream.read(_SLICE)
                 if not data:
                     break
                 found.update(data)
@@ -366,37 +468,69 @@ class Updater:
         self._files = files
 
     def _pieces(self, offset, length):
-        """(file in the slot, offset in it, bytes) for the stream's bytes offset..+length:
-        the table, then each file as the stream carries it (`path`.z when packed)."""
+        """(file in the slot, offset in it, bytes, the file's size) for the stream's bytes
+        offset..+length: the table, then each file as the stream carries it (`path`.z when
+        packed). The files are known once the table is read: a piece at a time."""
         end = offset + length
         table = self.head["table"]
         if offset < table:
-            yield _TABLE, offset, min(end, table) - offset
+            yield _TABLE, offset, min(end, table) - offset, table
         packed = _PACKED if self.head.get("z") else ""
         for path, _, _, first, stored in self._files or ():
             start, stop = max(offset, first), min(end, first + stored)
             if start < stop:
-                yield path + packed, start - first, stop - start
+                yield path + packed, start - first, stop - start, stored
 
-    def _write(self, offset, data):
-        """Write the stream's bytes at `offset`: into the file table first (read once it
-        is whole, so the bytes after it find their files), then into the files."""
-        table = self.head["table"]
-        if offset < table:
-            cut = min(len(data), table - offset)
-            _append(self._where(_TABLE), offset, data[:cut])
-            offset, data = offset + cut, data[cut:]
-            if offset == table:
-                self._read_table()
-        done = 0
-        for path, start, length in self._pieces(offset, len(data)):
-            _append(self._where(path), start, data[done:done + length])
-            done += length
+    def _write_pending(self):
+        """The chunks in RAM written into their files a slice at a time: the table first
+        (read once whole, so the bytes after it find their files), then each file, written
+        in one sitting and closed once whole (littlefs copies a file's last block at every
+        reopening), the progress saved once a block more is in whole files."""
+        size = self.head["size"]
+        while self._pending:
+            data, link = self._pending[0]
+            offset = self._consumed
+            done = 0
+            for path, start, length, total in self._pieces(offset, len(data)):
+                while length:
+                    count = min(length, _SLICE)
+                    self._out_to(path, start).write(data[done:done + count])
+                    done += count
+                    start += count
+                    length -= count
+                    yield
+                if start == total:  # whole: every byte before the last chunk's end is too
+                    self._close_out()
+                    if path == _TABLE:
+                        self._read_table()
+                    mark = (offset + done, link) if done == len(data) else self._mark
+                    if mark[0] - self.written >= _BLOCK or mark[0] == size:
+                        self._save(*mark)
+                        yield
+            del self._pending[0]
+            self._buffered -= len(data)
+            self._consumed = offset + len(data)
+            self._mark = (self._consumed, link)
 
-    def _save(self):
+    def _out_to(self, path, start):
+        """The slot's file at `path`, open for its bytes from `start` on: written anew at 0,
+        else added at its end (which `_cut` made `start` long)."""
+        if self._out is None:
+            where = self._where(path)
+            makedirs(where.rsplit("/", 1)[0])
+            self._out = open(where, "ab" if start else "wb")
+        return self._out
+
+    def _close_out(self):
+        out = self._out
+        self._out = None
+        if out is not None:
+            out.close()
+
+    def _save(self, held, link):
         self.pile.store.save(_PROGRESS, {"id": hexlify(self.package).decode(),
-                                         "held": self.held,
-                                         "next": hexlify(self._link).decode()})
+                                         "held": held, "next": hexlify(link).decode()})
+        self.written = held
 
     def _progress(self):
         try:
@@ -429,20 +563,12 @@ def _valid_entry(entry):
             and type(digest) is bytes and len(digest) == 32)
 
 
-def _append(path, start, data):
-    """`data` at byte `start` of the file at `path`: a new file when `start` is 0, else
-    added at its end (which `_cut` made `start` long)."""
-    makedirs(path.rsplit("/", 1)[0])
-    with open(path, "ab" if start else "wb") as f:
-        f.write(data)
-
-
 def _digest(path):
     """The SHA-256 of the file at `path`, read a slice at a time (a generator)."""
     found = sha256()
     with open(path, "rb") as f:
         while True:
-            data = f.read(_READ)
+            data = f.read(_SLICE)
             if not data:
                 break
             found.update(data)

@@ -155,14 +155,14 @@ async def _update(current, package, downgrade, on_progress, confirm_s):
     plan = transfer.Transfer(package, downgrade)
     started = time.monotonic()
     deadline = started + confirm_s
-    sent = drops = reconnects = 0
+    sent = taken = drops = reconnects = 0
     status = await current[0].update_status()
     while True:
         step = plan.next(status)
         on_progress(plan.held, package.size)
         if step == transfer.DONE:
             return {"pile_id": current[0].hello.get(wire.HELLO_PILE_ID),
-                    "version": package.version, "chunks_sent": sent,
+                    "version": package.version, "chunks_sent": sent, "chunks_taken": taken,
                     "reconnects": reconnects, "seconds": round(time.monotonic() - started, 2)}
         if time.monotonic() > deadline:
             raise FieldError(f"the update did not finish within {confirm_s:g} s; the pile "
@@ -175,7 +175,11 @@ async def _update(current, package, downgrade, on_progress, confirm_s):
                 reconnects += 1
                 status = await current[0].update_status()
                 continue
-            status, sent = await _step(current[0], step, sent)
+            held = plan.held
+            status = await _step(current[0], step)
+            if step != transfer.WAIT and step.mtype == wire.UPDATE_CHUNK:
+                sent += 1
+                taken += (status.get(3) or 0) > held  # 3: held (wire.UPDATE_FIELDS)
         except LinkError:
             # the link dropped or the pile rebooted: the pile keeps what it holds, so go
             # on from what it says once it answers again
@@ -187,15 +191,14 @@ async def _update(current, package, downgrade, on_progress, confirm_s):
             status = await current[0].update_status()
 
 
-async def _step(client, step, sent):
-    """Carry out one step of a Transfer: (the pile's next status, chunks sent)."""
+async def _step(client, step):
+    """Carry out one step of a Transfer: the pile's next status."""
     if step == transfer.WAIT:
         await asyncio.sleep(_POLL_S)
-        return await client.update_status(), sent
+        return await client.update_status()
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, _REQUEST_GAP_S - (loop.time() - client.sent_at)))
-    status = await client.request(step.mtype, step.fields, wire.UPDATE_STATUS)
-    return status, sent + (step.mtype == wire.UPDATE_CHUNK)
+    return await client.request(step.mtype, step.fields, wire.UPDATE_STATUS)
 
 
 async def monitor(client, on_sample, count=None):

@@ -101,7 +101,10 @@ class Rig:
     def chunk(self, stream, links, index, data=None):
         start = index * _CHUNK
         piece = stream[start:start + _CHUNK] if data is None else data
-        return self.tech.send(UPDATE_CHUNK, {2: start, 3: piece, 4: links[index + 1]})
+        reply = self.tech.send(UPDATE_CHUNK, {2: start, 3: piece, 4: links[index + 1]})
+        while self.updater.step():  # the update task: a block written once one is here
+            pass
+        return reply
 
     def send_all(self, stream, links, first=0):
         for index in range(first, len(links) - 1):
@@ -231,24 +234,85 @@ def test_a_chunk_during_the_signature_check_is_busy():
         assert reply[0] == ERROR and reply[3] == ERR_BUSY
 
 
-def test_a_reboot_resumes_where_the_chunks_stopped_and_cuts_a_torn_write():
+_BIG = {"pile/__init__.mpy": bytes(range(256)) * 20, "pile/new.mpy": b"n" * 6000}
+_BLOCK = 4096  # pile.update's: RAM holds two of these, the progress is saved about once each
+
+
+def _table(files):
+    return cbor.dumps([[n, len(files[n]), sha256(files[n]).digest()] for n in sorted(files)])
+
+
+def test_a_reboot_resumes_from_the_last_whole_file_saved_and_cuts_a_torn_write():
     with FreshState() as root:
         rig = Rig(root)
-        head, stream, links = package()
+        head, stream, links = package(files=_BIG)
         rig.offer(head)
-        rig.send_all(stream[:_CHUNK * 5], links[:6])
-        with open(root + "/a/pile/__init__.mpy", "ab") as f:  # a write the power cut
+        rig.send_all(stream[:_CHUNK * 90], links[:91])  # __init__.mpy whole, new.mpy begun
+        assert rig.status()[3] == 90 * _CHUNK
+        whole = len(_table(_BIG)) + len(_BIG["pile/__init__.mpy"])
+        saved = whole // _CHUNK * _CHUNK  # the last chunk's end in whole files
+        assert rig.updater.written == saved
+        with open(root + "/a/pile/new.mpy", "ab") as f:  # a write the power cut
             f.write(b"torn")
         again = Rig(root)  # the reboot: everything in RAM is gone
         assert again.status()[2] == IDLE
         assert again.offer(head)[2] == RECEIVING  # no second signature check
-        assert again.status()[3] == 5 * _CHUNK
-        again.send_all(stream, links, 5)
+        assert again.status()[3] == saved  # the rest is sent again
+        assert os.stat(root + "/a/pile/__init__.mpy")[6] == saved - len(_table(_BIG))
+        again.send_all(stream, links, saved // _CHUNK)
         again.tech.send(UPDATE_COMMIT, {2: sha256(head).digest()})
         while again.updater.step():
             pass
         assert again.status()[2] == REBOOTING
-        assert _read(root + "/a/pile/__init__.mpy") == _FILES["pile/__init__.mpy"]
+        for name, data in _BIG.items():
+            assert _read(root + "/a/" + name) == data
+
+
+def test_chunks_wait_in_ram_and_a_flood_beyond_two_blocks_is_not_taken():
+    with FreshState() as root:
+        rig = Rig(root)
+        head, stream, links = package(files=_BIG)
+        rig.offer(head)
+        for index in range(2 * _BLOCK // _CHUNK + 1):  # the update task never runs
+            start = index * _CHUNK
+            reply = rig.tech.send(UPDATE_CHUNK, {2: start, 3: stream[start:start + _CHUNK],
+                                                 4: links[index + 1]})
+            assert reply[0] == UPDATE_STATUS
+        assert reply[3] == 2 * _BLOCK  # two blocks held in RAM: the last chunk not taken
+        assert not exists(root + "/a/.table")  # nothing written yet
+        while rig.updater.step():
+            pass
+        assert rig.updater.written > 0
+        assert rig.chunk(stream, links, 2 * _BLOCK // _CHUNK)[3] == 2 * _BLOCK + _CHUNK
+
+
+def test_the_update_task_writes_only_in_the_gap_after_a_tick():
+    import asyncio
+
+    from pile import _cpython
+
+    _cpython.install_asyncio()  # CPython: MicroPython's sleep_ms (a board has its own)
+
+    async def run(rig, gap, stream, links):
+        task = asyncio.create_task(rig.updater.run())
+        for index in range(8):
+            start = index * _CHUNK
+            rig.tech.send(UPDATE_CHUNK, {2: start, 3: stream[start:start + _CHUNK],
+                                         4: links[index + 1]})
+        await asyncio.sleep_ms(300)  # chunks waiting, but no tick
+        before = exists(rig.root + "/a/.table")
+        gap.set()  # the control loop's tick
+        await asyncio.sleep_ms(50)
+        task.cancel()
+        return before, exists(rig.root + "/a/.table")
+
+    with FreshState() as root:
+        rig = Rig(root)
+        gap = asyncio.Event()
+        rig.updater.gap = gap
+        head, stream, links = package(files=_BIG)
+        rig.offer(head)
+        assert asyncio.run(run(rig, gap, stream, links)) == (False, True)
 
 
 def test_a_file_damaged_on_flash_fails_the_commit_and_the_package_starts_again():
@@ -275,10 +339,12 @@ def test_a_file_table_that_leaves_the_slot_is_refused():
         table = cbor.dumps([["../main.py", 4, sha256(b"evil").digest()]])
         head, stream, links = package(files=files, table=table)
         rig.offer(head)
-        reply = rig.send_all(stream[:_CHUNK], links[:2]) if len(stream) > _CHUNK else \
-            rig.chunk(stream, links, 0)
+        rig.chunk(stream, links, 0)  # the table, whole: read once written
+        status = rig.status()
+        assert status[2] == REFUSED and "file table" in status[9]
+        reply = rig.chunk(stream, links, 1) if len(stream) > _CHUNK else rig.chunk(
+            stream, links, 0)
         assert reply[0] == ERROR and "file table" in reply[4]
-        assert rig.status()[2] == REFUSED
         assert not exists(root + "/main.py")
 
 

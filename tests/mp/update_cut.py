@@ -127,6 +127,7 @@ def update(package, key, progress):
             index = updater.held // package.chunk
             updater.chunk(updater.held, package.stream[updater.held:updater.held + package.chunk],
                           package.links[index + 1])
+            drain(updater)  # the update task: a block written once one is here
         updater.commit(package.id)
         drain(updater)
         if updater.state != REBOOTING:

@@ -238,7 +238,7 @@ class EmulatedPile:
     def after_request(self):
         """What a request left to do: the update task's job (a package's signature, or
         its files read back), and a reboot once the reply has gone out."""
-        if self.updater.job is not None and not self._working:
+        if self.updater.working() and not self._working:
             self._working = True
             asyncio.get_running_loop().call_soon(self._work, self.updater)
         self._reboot_if_asked()
@@ -251,7 +251,7 @@ class EmulatedPile:
         for _ in range(_SLICES):
             if not updater.step():
                 break
-        if updater.job is not None:
+        if updater.working():
             asyncio.get_running_loop().call_soon(self._work, updater)
             return
         self._working = False
