@@ -205,9 +205,11 @@ class Config:
         for owner, bound in _OWNER_BOUNDS:
             if merged[owner] > merged[bound]:
                 key = owner if owner in changes else bound
-                values = (owner, merged[owner], bound, merged[bound])
-                raise ConfigError(key, "the owner's %s (%d) may not be above %s (%d): lower "
-                                       "it first, or in the same change" % values)
+                text = "the owner's %s (%d) may not be above the technician's %s (%d)" % (
+                    owner, merged[owner], bound, merged[bound])
+                if key == bound:
+                    text += ": set %s in the same change" % owner
+                raise ConfigError(key, text)
 
     def _apply(self):
         for key, value in self.values.items():
