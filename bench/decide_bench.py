@@ -7,7 +7,8 @@ Prints microseconds per decision and heap bytes allocated per decision after war
 measured with gc disabled around the whole run (the goal is 0 bytes: the boards' heap
 must not fragment at up to 12 decisions a second for months). The inputs cycle through
 derating, site caps, the SOC floor, ramps and grid frequencies (a curve, then the config's
-droop once the setpoint's curve reverts, and implausible readings) so every branch is timed.
+droop once the setpoint's curve reverts, and implausible readings) and the owner's V2G
+budget (open, then spent) so every branch is timed.
 """
 
 import gc
@@ -28,7 +29,8 @@ CURVE = [[49500, -11000], [49964, 0], [50036, 0], [50500, 11000]]
 
 def main():
     decisions = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
-    ctl = Controller(Config({"site_import_limit_w": 16000, "freq_response": "droop"}))
+    ctl = Controller(Config({"site_import_limit_w": 16000, "freq_response": "droop",
+                             "budget_wh_day": 60}))  # spent mid-run: open, then closed
     tel = Telemetry()
     tel.status = STATUS_READY | STATUS_EV_CONNECTED
     tel.rated_charge = tel.rated_discharge = 11000

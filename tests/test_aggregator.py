@@ -12,12 +12,15 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from pile.surface import REASON_V2G_BUDGET
 from pilectl import cose, keys, wire
 from pilectl.aggregator.api import Metrics, application, serve
 from pilectl.aggregator.fleet import FleetError, PileEntry, load, parse
 from pilectl.aggregator.link import PileLink
 from pilectl.aggregator.service import Aggregator
+from pilectl.client import Client
 from pilectl.vbench import VirtualBench, free_port
+from prometheus_client import generate_latest
 
 pytestmark = pytest.mark.usefixtures("socat")
 
@@ -160,6 +163,46 @@ async def test_the_http_api_and_metrics(tmp_path):
     finally:
         await aggregator.stop()
         await runner.cleanup()
+        emulator.stop()
+
+
+async def test_a_pile_whose_owners_budget_is_spent_discharges_no_more(tmp_path):
+    emulator = Emulator(tmp_path, 4)
+    fleet = fleet_file(tmp_path, [emulator.fleet.read_text()], -24000)
+    aggregator = Aggregator(fleet)
+    metrics = Metrics()
+    aggregator.on_status = metrics.record
+    aggregator.start()
+    owner = None
+    try:
+        status = await settle(aggregator, 4)
+        assert status["budget_piles"] == 0 and status["budget_spent"] == 0
+        spent = fleet.piles[0]
+        owner = await Client.tcp(*spent.tcp, key=spent.key)  # the owner's tool: the link key
+        await owner.config_set({"budget_wh_day": 0})  # no V2G today
+        await owner.close()
+        owner = None
+        status = await settle(aggregator, 4)
+        assert status["budget_piles"] == 1 and status["budget_spent"] == 1
+        assert status["budget_left_wh"] == 0 and status["shortfall_w"] == 0
+        assert abs(status["delivered_w"] - -24000) <= tolerance(-24000), status
+        piles = {p["id"]: p for p in aggregator.pile_status()}
+        mine = piles[spent.pile_id]
+        assert mine["budget_spent"] and mine["budget_left_wh"] == 0
+        assert mine["setpoint_w"] == 0 and mine["applied_w"] == 0
+        assert mine["reasons"] & REASON_V2G_BUDGET and mine["max_discharge_w"] == 0
+        assert all(p["setpoint_w"] == -8000 for p in piles.values() if p is not mine)
+        assert "aggregator_piles_budget_spent 1.0" in generate_latest(metrics.registry).decode()
+        from pilectl.aggregator.cli import _table
+        from rich.console import Console
+
+        console = Console(record=True, width=160)
+        console.print(_table(status))
+        assert "V2G budgets: 1 of 1 spent, 0.0 kWh left" in console.export_text()
+    finally:
+        if owner is not None:
+            await owner.close()
+        await aggregator.stop()
         emulator.stop()
 
 

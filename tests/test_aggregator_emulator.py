@@ -67,3 +67,13 @@ def test_the_host_codec_makes_the_firmware_codecs_bytes():
             assert mine == other and mine[wire.ERROR_CODE] == wire.ERR_AUTH
         else:
             assert ours == theirs, name
+
+
+def test_an_emulated_pile_keeps_its_v2g_budget_across_a_reboot():
+    emulated = EmulatedPile("budget-pile", KEY, 0, random.Random(1))
+    emulated.pile.set_config({"budget_wh_day": 500})
+    emulated.pile.ctl.budget.run(3600 * 1000, 600)  # an hour at 600 W: spent
+    emulated.reboot()
+    budget = emulated.pile.ctl.budget
+    assert budget.day_wh() >= 600 and budget.closes(emulated.pile.cfg)
+    assert emulated.pile.cfg.budget_wh_day == 500

@@ -11,7 +11,8 @@ shares = st.lists(
     st.builds(Share, pile_id=ids, max_charge_w=st.integers(0, 22000),
               max_discharge_w=st.integers(0, 22000), tier=st.integers(0, 2),
               wear_w=st.floats(0, 5000, allow_nan=False),
-              forced_w=st.one_of(st.none(), st.none(), st.integers(0, 11000))),
+              forced_w=st.one_of(st.none(), st.none(), st.integers(0, 11000)),
+              budget_left_wh=st.one_of(st.none(), st.just(0), st.integers(1, 50000))),
     max_size=40, unique_by=lambda s: s.pile_id)
 targets = st.integers(-600000, 600000)
 
@@ -22,6 +23,8 @@ def test_no_pile_leaves_its_envelope_and_the_total_is_the_clipped_target(fleet, 
     for share in fleet:
         if share.forced_w is None:
             assert -share.max_discharge_w <= result.setpoints[share.pile_id] <= share.max_charge_w
+            if share.budget_left_wh == 0:  # its owner's V2G budget is spent
+                assert result.setpoints[share.pile_id] >= 0
         else:
             assert share.pile_id not in result.setpoints  # not the aggregator's to move
     assert result.planned_w == min(result.high_w, max(result.low_w, target))
@@ -40,7 +43,7 @@ def test_max_min_fair_within_a_tier_and_tiers_in_order(fleet, target):
         return sign * result.setpoints[share.pile_id]
 
     def cap(share):
-        return share.max_charge_w if sign > 0 else share.max_discharge_w
+        return share.max_charge_w if sign > 0 else share.discharge_w
 
     for tier in {s.tier for s in free}:
         members = [s for s in free if s.tier == tier]
@@ -80,6 +83,15 @@ def test_an_example_from_the_docs():
     result = split(-20000, fleet)
     assert result.setpoints == {"a": -11000, "b": -2000, "c": -14000}
     assert result.planned_w == -20000 and result.forced_w == 7000 and result.shortfall_w == 0
+
+
+def test_a_pile_whose_budget_is_spent_gives_its_share_to_the_others():
+    fleet = [Share("a", 11000, 11000, budget_left_wh=0), Share("b", 11000, 11000),
+             Share("c", 11000, 11000, budget_left_wh=2500)]
+    result = split(-15000, fleet)
+    assert result.setpoints == {"a": 0, "b": -7500, "c": -7500}
+    assert result.low_w == -22000 and result.shortfall_w == 0
+    assert split(5000, fleet).setpoints["a"] > 0  # it may still charge
 
 
 def test_fill_of_ten_thousand_piles_rounds_to_the_watt():

@@ -162,6 +162,30 @@ def test_config_set_is_persisted_across_a_firmware_restart(field):
     field.json("config", "set", "telemetry_period_s=1")
 
 
+def test_the_owners_budget_shown_set_and_refused(field):
+    shown = field.json("budget")
+    assert shown["budget_wh_day"] is None and shown["budget_left_wh"] is None
+    assert shown["day_out_wh"] >= 0 and shown["budget_max_wh_day"] is None
+    result = field.json("budget", "--day-wh", "8000", "--week-cycles", "3.5", "--reserve", "40")
+    assert result["budget_wh_day"] == 8000 and result["budget_cycles_week"] == 3.5
+    assert result["budget_wh_week"] == 210000 and result["owner_reserve_soc"] == 40
+    assert 0 <= result["budget_left_wh"] <= 8000
+    table = field.run("budget")
+    assert table.returncode == 0 and "8,000 Wh (at most any)" in table.stdout
+    assert "3.5 cycles = 210,000 Wh" in table.stdout
+    refused = field.run("budget", "--day-wh", "2000000")
+    assert refused.returncode == 1 and "out of range 0..1000000 Wh" in refused.stderr
+    refused = field.run("budget", "--week-cycles", "three")
+    assert refused.returncode == 1 and "give a number or none" in refused.stderr
+    assert field.json("config", "set", "budget_max_wh_day=5000", "budget_wh_day=5000")
+    refused = field.run("budget", "--day-wh", "6000")
+    assert refused.returncode == 1 and "budget_max_wh_day (5000)" in refused.stderr
+    assert "nothing changed" in refused.stderr
+    assert field.json("config", "set", "budget_max_wh_day=1000000")
+    back = field.json("budget", "--day-wh", "none", "--week-cycles", "none", "--reserve", "0")
+    assert back["budget_wh_day"] is None and back["budget_cycles_week"] is None
+
+
 def test_setpoint_stop_and_release(field):
     ack = field.json("setpoint", "-2000", "--ttl", "60")
     assert -2000 <= ack["target_w"] <= 0

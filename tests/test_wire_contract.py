@@ -64,8 +64,22 @@ def test_telemetry_fields_read_what_the_firmware_sent():
                      "reasons": ctl.reasons, "applied_w": ctl.applied, "ttl_left_s": 0,
                      "site_w": 4321, "fault_code": 105, "uptime_s": ctl.uptime_s,
                      "energy_in_wh": 106, "energy_out_wh": 107, "grid_freq_mhz": 49980,
-                     "freq_response_w": 0}
+                     "freq_response_w": 0, "budget_left_wh": None, "day_out_wh": 0,
+                     "week_out_wh": 0}
     assert set(tel) == {wire.TYPE, wire.SEQ, *wire.TELEMETRY_FIELDS}
+
+
+def test_the_budget_fields_read_what_the_firmware_counted():
+    pile = pile_with_readings()
+    pile.set_config({"budget_wh_day": 5000, "budget_cycles_week_pct": 50,
+                     "battery_capacity_wh": 40000})  # the week's budget: 20000 Wh
+    pile.ctl.budget.run(3600 * 1000, 1200)  # an hour at 1.2 kW
+    tel = cbor2.loads(protocol.Session(pile).telemetry())
+    assert (tel[21], tel[22]) == (1200, 1200)
+    assert tel[wire.TELEMETRY_BUDGET_LEFT] == 3800  # the day's, the smaller
+    pile.ctl.budget.run(3600 * 1000 * 4, 1000)
+    tel = cbor2.loads(protocol.Session(pile).telemetry())
+    assert (tel[20], tel[21], tel[22]) == (0, 5200, 5200)
 
 
 def test_ack_and_error_fields_read_what_the_firmware_sent():

@@ -28,6 +28,7 @@ SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, releas
 
 KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
+_BUDGET = "budget.json"  # the owner's V2G budget's counters (pile/budget.py)
 _KEY_FILES = (None, "link_key.json", "technician_key.json")
 _RESET = "reset.json"  # why the pile is about to reset, for the next boot's EVENT_BOOT
 _AUTH_LOG_S = const(60)  # at most one EVENT_AUTH_FAILED a minute: no flash wear, no flush
@@ -56,11 +57,13 @@ class Pile:
         self.cfg = Config(self._load_config(), bounds)
         if self.events.journal is not None:
             self.events.journal.resize(self.cfg.event_log_bytes)
-        self.flash_errors = 0  # event journal writes that failed
+        self.flash_errors = 0  # event journal and budget writes that failed
         self._flash_failing = False
         self._auth_failures = 0  # refusals not yet in the log
         self._auth_logged_s = None  # uptime of the last EVENT_AUTH_FAILED
         self.ctl = Controller(self.cfg)
+        if store is not None:
+            self._load_budget()
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
         self.actions = 0  # ACTION_* bits for the control loop
@@ -158,6 +161,45 @@ class Pile:
         self.problems.append("saved config values no longer valid, defaults used: "
                              + ", ".join(left_out))
         return {key: known[key] for key in known if key not in left_out}
+
+    def _load_budget(self):
+        """The budget's counters as last saved (discharge under a budget waits for the
+        next save). Counters that cannot be read count 1 MWh as discharged: a damaged file
+        must not give the owner's battery a fresh day."""
+        budget = self.ctl.budget
+        budget.durable = True
+        try:
+            saved = self.store.load(_BUDGET)  # a damaged file is set aside
+        except ValueError as exc:
+            return self._budget_lost(str(exc))
+        if saved is None:  # never saved: nothing discharged under a budget yet
+            return budget.hold()
+        try:
+            budget.restore(saved)
+        except ValueError as exc:
+            self.store.set_aside(_BUDGET)
+            self._budget_lost("%s could not be read (%s); kept as %s.bad" % (_BUDGET, exc,
+                                                                             _BUDGET))
+
+    def _budget_lost(self, why):
+        self.events.add(0, events.EVENT_STORE_DAMAGED, 5)
+        self.problems.append(why + ": 1 MWh counted as discharged, so the daily V2G budget "
+                             "stays spent for a day (a weekly one below 1 MWh for a week)")
+        self.ctl.budget.assume_spent(INTEGERS["budget_wh_day"][2])
+
+    def keep_budget(self, force=False):
+        """Save the budget's counters when due (or `force`): between periods, never in
+        one. Until a save, discharge under a budget stops once 100 Wh are unsaved; a
+        failing flash is counted, and the next period tries again."""
+        budget = self.ctl.budget
+        if self.store is None or not (force or budget.save_due()):
+            return
+        try:
+            self.store.save(_BUDGET, budget.state())
+        except OSError:
+            self.flash_errors += 1
+            return
+        budget.saved()
 
     # -- changes requested over the link ----------------------------------------------
 

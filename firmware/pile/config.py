@@ -40,6 +40,13 @@ INTEGERS = {
     "freq_droop_under_pct": (5, 2, 12, "%"),
     "freq_droop_over_pct": (5, 2, 12, "%"),
     "freq_response_ms": (200, 0, 10000, "ms"),  # open-loop: a full-rating step takes this long
+    # the owner's V2G budget (docs/safety.md): discharge counted over a rolling day and week
+    # of the pile's run time; the top of each range is "no budget"
+    "budget_wh_day": (1000000, 0, 1000000, "Wh"),  # the owner's, within budget_max_wh_day
+    "budget_cycles_week_pct": (10000, 0, 10000, "% of a full cycle"),  # of battery_capacity_wh
+    "budget_max_wh_day": (1000000, 0, 1000000, "Wh"),  # the technician's bound on the owner's
+    "budget_max_cycles_week_pct": (10000, 0, 10000, "% of a full cycle"),
+    "owner_reserve_soc": (0, 0, 100, "%"),  # no departure's reserve is below it (owner's)
 }
 
 # Every key's number in the event log (EVENT_CONFIG_KEY: index + 1). Append only: a
@@ -52,7 +59,20 @@ KEY_NUMBERS = ("min_soc", "max_soc", "reserve_soc", "battery_capacity_wh",
                "meter_period_ms", "meter_stale_s", "converter_fault_polls", "fallback",
                "event_log_bytes", "freq_nominal_hz", "freq_db_under_mhz", "freq_db_over_mhz",
                "freq_droop_under_pct", "freq_droop_over_pct", "freq_response_ms",
-               "freq_response")
+               "freq_response", "budget_wh_day", "budget_cycles_week_pct", "budget_max_wh_day",
+               "budget_max_cycles_week_pct", "owner_reserve_soc")
+
+# The owner's settings: the link key may change these (and only these), within the bounds
+# the technician's keys set; every other key is the technician's (docs/protocol.md).
+OWNER_KEYS = ("budget_wh_day", "budget_cycles_week_pct", "owner_reserve_soc")
+
+# (owner's key, technician's key): the owner's value may not pass the technician's.
+_OWNER_BOUNDS = (
+    ("budget_wh_day", "budget_max_wh_day"),
+    ("budget_cycles_week_pct", "budget_max_cycles_week_pct"),
+    ("owner_reserve_soc", "max_soc"),
+)
+NO_BUDGET = -1  # budget_day_wh and budget_week_wh when that budget is not set
 
 # key: (default, allowed values)
 CHOICES = {
@@ -80,6 +100,7 @@ _X10 = (
     "battery_min_charge_c",
     "converter_derate_c",
     "converter_cutoff_c",
+    "owner_reserve_soc",
 )
 
 
@@ -138,6 +159,8 @@ def defaults(bounds=None):
         values[key] = spec[0]
     for key, pair in (bounds or {}).items():
         values[key] = min(max(values[key], pair[0]), pair[1])
+    for owner, bound in _OWNER_BOUNDS:  # a pile maker's bound on the technician's moves the
+        values[owner] = min(values[owner], values[bound])  # owner's default with it
     return values
 
 
@@ -179,12 +202,26 @@ class Config:
             raise ConfigError("freq_nominal_hz", "must be 50 or 60 Hz")
         if merged["meter_stale_s"] * 1000 < 2 * merged["meter_period_ms"]:
             raise ConfigError("meter_stale_s", "must cover at least two meter polls")
+        for owner, bound in _OWNER_BOUNDS:
+            if merged[owner] > merged[bound]:
+                key = owner if owner in changes else bound
+                text = "the owner's %s (%d) may not be above the technician's %s (%d)" % (
+                    owner, merged[owner], bound, merged[bound])
+                if key == bound:
+                    text += ": set %s in the same change" % owner
+                raise ConfigError(key, text)
 
     def _apply(self):
         for key, value in self.values.items():
             setattr(self, key, _small(value))
         for key in _X10:
             setattr(self, key + "_x10", getattr(self, key) * 10)  # small times small
+        # the owner's budgets in Wh for the tick, NO_BUDGET at the top of their ranges
+        day = self.budget_wh_day
+        self.budget_day_wh = NO_BUDGET if day == INTEGERS["budget_wh_day"][2] else day
+        pct = self.budget_cycles_week_pct
+        self.budget_week_wh = NO_BUDGET if pct == INTEGERS["budget_cycles_week_pct"][2] else \
+            _small(self.battery_capacity_wh // 100 * pct)  # below 2**30 on 32 bits
 
 
 def _small(value):

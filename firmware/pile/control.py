@@ -6,11 +6,15 @@ apply in the same decision, and a setpoint dies after its ttl, leaving the fallb
 `ControlLoop` (pile/loop.py) calls `decide` at up to three points a control period:
 before the tick's converter transaction, after its fresh readings, and after the
 mid-tick read. Time comes in as a ticks_ms value on every call, so tests drive the clock.
+Each decision also counts the discharge since the last one into the owner's V2G budget
+(pile/budget.py), whose run time is these decisions' time, and gives the envelope whether
+that budget closes discharge.
 """
 
 from micropython import const
 
 from pile import freqwatt, limits
+from pile.budget import Budget
 from pile.clock import ticks_diff
 
 STATE_BOOT = const(0)
@@ -48,6 +52,7 @@ class Controller:
         self.estop = False
         self.failed_polls = 0
         self.sessions_ended = 0  # unplugs that dropped a live setpoint or a departure
+        self.budget = Budget()  # the owner's V2G budget: what was discharged, day and week
         self.uptime_s = 0
         self._ms = 0
         self._last = None
@@ -139,6 +144,13 @@ class Controller:
             self.uptime_s += self._ms // 1000
             self._ms %= 1000
 
+        # since the last decision: the larger of the discharge it commanded and the one the
+        # converter measured (when it answered), into the owner's budget
+        discharged = -self.applied
+        if converter_ok and -tel.power > discharged:
+            discharged = -tel.power
+        self.budget.run(dt, min(discharged, limits.MAX_POWER_W))
+
         self._tel = tel
         self.estop = estop
         if estop:
@@ -156,6 +168,7 @@ class Controller:
         inputs.departure_left_s = self._departure_at_s - self.uptime_s
         inputs.stopped = self.stopped
         inputs.converter_lost = lost
+        inputs.budget_closed = self.budget.closes(self.cfg)
         env = self.env
         limits.compute(env, tel, self.cfg, inputs)
         plugged = not env.reasons & limits.REASON_NO_EV

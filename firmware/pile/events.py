@@ -25,13 +25,15 @@ EVENT_REBOOT_REQUESTED = const(11)
 EVENT_EV_PLUGGED = const(12)
 EVENT_EV_UNPLUGGED = const(13)
 EVENT_FAULT_RESET_REQUESTED = const(14)
-EVENT_STORE_DAMAGED = const(15)  # a settings file could not be read; defaults were used
+EVENT_STORE_DAMAGED = const(15)  # a settings file could not be read (value: which; 5 the
+# V2G budget's counters, counted as spent)
 EVENT_SESSION_ENDED = const(16)  # an unplug dropped the setpoint, departure and reserve
 EVENT_CONFIG_KEY = const(17)  # value: key slot << 8 | config.KEY_NUMBERS index + 1
 EVENT_AUTH_FAILED = const(18)  # value: refusals (auth or replay) since the last entry
 EVENT_LIMITS = const(19)  # value: the envelope's limiting reasons bits, now (0: none)
 EVENT_FLASH_ERROR = const(20)  # the journal could not be written (entries wait); value: errno
 EVENT_UPDATE = const(21)  # a field update; value: UPDATE_* below
+EVENT_BUDGET = const(22)  # the owner's V2G budget; value: budget.SPENT_* bits, 0 open again
 
 # EVENT_UPDATE values
 UPDATE_ACCEPTED = const(0)  # a package's signature checked: its chunks are taken

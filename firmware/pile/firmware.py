@@ -214,6 +214,7 @@ class Firmware:
         if self.loop.contactor is not None:
             self.loop.contactor.value(0)
         self.pile.flush_events()  # what was logged stays, whatever a deploy does next
+        self.pile.keep_budget(force=True)
         self.hal.service_mode(self.wdt)
 
     async def control(self, token):

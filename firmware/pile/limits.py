@@ -30,6 +30,7 @@ REASON_RAMPING = const(1 << 13)
 REASON_NO_EV = const(1 << 14)
 REASON_FREQ_RESPONSE = const(1 << 15)  # extension: a frequency response is under way
 REASON_FREQ_INVALID = const(1 << 16)  # extension: one is asked, the frequency is unusable
+REASON_V2G_BUDGET = const(1 << 17)  # extension: the owner's V2G budget closes discharge
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)
@@ -47,6 +48,7 @@ class Inputs:
         self.departure_left_s = 0  # seconds to departure; negative once passed
         self.stopped = False  # the stop latch
         self.converter_lost = False  # the converter stopped answering
+        self.budget_closed = False  # the owner's V2G budget is spent (pile/budget.py)
 
 
 class Envelope:
@@ -148,7 +150,13 @@ def compute(env, tel, cfg, inputs):
             reasons |= REASON_SITE_EXPORT_CAP
         discharge = min(discharge, cap)
 
+    if inputs.budget_closed:
+        discharge = 0
+        reasons |= REASON_V2G_BUDGET
+
     env.must_charge = False
+    if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:
+        reserve_x10 = cfg.owner_reserve_soc_x10  # no departure's reserve is below the owner's
     if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
         discharge = 0
         reasons |= REASON_DEPARTURE_RESERVE

@@ -85,6 +85,7 @@ class ControlStep:
         self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
         self._limits = 0  # the _LIMIT_BITS last logged
         self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
+        self._spent = 0  # the V2G budget's SPENT_* bits last logged
 
     def decide(self, now, site_w, meter_age_ms, pressed=False):
         """Decide with the converter's latest readings (the Pile's telemetry), the meter's
@@ -194,6 +195,11 @@ class ControlStep:
         if self._live and not ctl.setpoint_live:
             log(up, events.EVENT_SETPOINT_EXPIRED)
         self._live = ctl.setpoint_live
+        spent = ctl.budget.spent(pile.cfg)
+        if spent != self._spent:  # about twice an hour at most: a spent budget opens when
+            # an hour's Wh leave its window, and a discharge spends them again
+            log(up, events.EVENT_BUDGET, spent)
+            self._spent = spent
         limits = ctl.reasons & _LIMIT_BITS
         if limits != self._limits and up - self._limits_at >= _LIMITS_LOG_S:
             log(up, events.EVENT_LIMITS, limits)
@@ -247,6 +253,7 @@ class ControlLoop(ControlStep):
         if ticks_diff(started, self._flushed_at) >= _FLUSH_MS:
             self._flushed_at = started
             self.pile.flush_events()
+        self.pile.keep_budget()  # a write only when due: every 75 Wh, hour or 10 minutes
         if ticks_diff(started, self._collected_at) >= _COLLECT_MS:
             self._collected_at = started
             self.collect()
@@ -307,6 +314,7 @@ class ControlLoop(ControlStep):
         await self.converter.command(0, False)  # stopped, not left to its heartbeat watchdog
         self.pile.note_reset(events.RESET_REQUESTED)
         self.pile.flush_events()
+        self.pile.keep_budget(force=True)
         if self.reset is not None:
             self.reset()
 

@@ -7,9 +7,10 @@ both directions is a COSE_Mac0 over the boot nonce. Seqs are tracked per key for
 the whole boot (on the Pile), not per connection, so a signed message is
 accepted at most once whatever the connection or transport; and only request
 types are accepted, so the pile's own messages reflected back change nothing.
-The link key makes an aggregator (setpoints, reads, stop); the technician's key
-(or the USB serial link while the pile has none) makes a technician, who alone
-may change config and keys, release a stop, reset a fault or reboot.
+The link key makes an aggregator (setpoints, reads, stop, and the owner's settings
+within the technician's bounds: config.OWNER_KEYS); the technician's key (or the USB
+serial link while the pile has none) makes a technician, who alone may change the rest
+of the config and the keys, release a stop, reset a fault or reboot.
 docs/protocol.md has the design and its threat model.
 """
 
@@ -17,7 +18,7 @@ from micropython import const
 
 from pile import cbor
 from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
-from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, ConfigError
+from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, NO_BUDGET, OWNER_KEYS, ConfigError
 from pile.control import NotReady
 from pile.cose import CoseError, mac0_open, mac0_sign
 
@@ -71,6 +72,9 @@ _TEL_FREQ = const(17)  # TELEMETRY extension: grid frequency, mHz
 _TEL_FREQ_W = const(18)  # and the frequency response in the applied power, W
 _TEL_ROLLBACK = const(19)  # TELEMETRY and HELLO (9) extension: [version, reason, count] of
 _HELLO_ROLLBACK = const(9)  # the last trial that rolled back, while what it returned to runs
+_TEL_BUDGET_LEFT = const(20)  # TELEMETRY extension: Wh the owner's V2G budget still allows
+_TEL_DAY_OUT = const(21)  # Wh discharged over the rolling day the budget counts
+_TEL_WEEK_OUT = const(22)  # and over the rolling week
 _FREQ_MODE = const(6)  # SETPOINT extensions: 1 droop, 2 curve (docs/grid-services.md)
 _FREQ_CURVE = const(7)  # [[mHz, W], ...] for mode 2
 _FREQ_REVERT = const(8)  # s: the response reverts to the config's sooner than the ttl
@@ -122,12 +126,16 @@ class Session:
         ctl = pile.ctl
         tel = pile.tel
         env = ctl.env
+        budget = ctl.budget
+        left = budget.left_wh(pile.cfg)
         fields = {2: ctl.state, 3: tel.power, 4: tel.soc, 5: tel.battery_temp,
                   6: tel.converter_temp, 7: env.max_charge, 8: env.max_discharge,
                   9: ctl.reasons, 10: ctl.applied, 11: ctl.ttl_left_s(pile.now()),
                   12: pile.site_w, 13: tel.fault_code, 14: ctl.uptime_s,
                   15: tel.energy_in, 16: tel.energy_out, _TEL_FREQ: tel.grid_freq * 10,
-                  _TEL_FREQ_W: ctl.freq_w}
+                  _TEL_FREQ_W: ctl.freq_w,
+                  _TEL_BUDGET_LEFT: None if left == NO_BUDGET else left,
+                  _TEL_DAY_OUT: budget.day_wh(), _TEL_WEEK_OUT: budget.week_wh()}
         if pile.rolled_back:
             fields[_TEL_ROLLBACK] = pile.rollback
         return self._send(TELEMETRY, fields)
@@ -297,8 +305,12 @@ class Session:
                 if not technician:
                     raise Refused(ERR_AUTH, "a key change " + _NEEDS_TECHNICIAN)
                 return self._provision(changes, key)
-        if not technician:
-            raise Refused(ERR_AUTH, "CONFIG_SET " + _NEEDS_TECHNICIAN)
+        if not technician:  # the link key: the owner's settings only (docs/protocol.md)
+            others = [key for key in changes if key not in OWNER_KEYS]
+            if others:
+                raise Refused(ERR_AUTH, "CONFIG_SET of %s %s; the link key sets the owner's "
+                              "keys only (%s)" % (", ".join(sorted(others)), _NEEDS_TECHNICIAN,
+                                                  ", ".join(OWNER_KEYS)))
         for key, value in changes.items():
             kind = int if key in INTEGERS else str if key in CHOICES else None
             if kind is None:

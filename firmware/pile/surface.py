@@ -15,11 +15,14 @@ from pile.app import ACTION_REBOOT, KEY_LENGTHS, SLOT_TECHNICIAN, Pile
 from pile.backoff import Backoff
 from pile.board import BoardError
 from pile.board import check as check_board
+from pile.budget import SPENT_DAY as BUDGET_SPENT_DAY
+from pile.budget import SPENT_WEEK as BUDGET_SPENT_WEEK
 from pile.clock import ticks_add, ticks_diff, ticks_ms
 from pile.config import (
     CHOICES,
     INTEGERS,
     KEY_NUMBERS,
+    OWNER_KEYS,
     Config,
     ConfigError,
     allowed,
@@ -38,6 +41,7 @@ from pile.control import (
 from pile.events import (
     EVENT_AUTH_FAILED,
     EVENT_BOOT,
+    EVENT_BUDGET,
     EVENT_CONFIG_CHANGED,
     EVENT_CONFIG_KEY,
     EVENT_EV_PLUGGED,
@@ -84,6 +88,7 @@ from pile.limits import (
     REASON_SOC_CEILING,
     REASON_SOC_FLOOR,
     REASON_STOPPED,
+    REASON_V2G_BUDGET,
 )
 from pile.loop import ControlStep
 from pile.meter import NEVER

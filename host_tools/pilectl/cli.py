@@ -312,6 +312,48 @@ def config_set(assignments, as_json, **link):
            ["key", "before", "now"])
 
 
+@main.command()
+@link_options
+@click.option("--day-wh", help="The owner's daily discharge budget: Wh over any 24 hours of "
+              "the pile's run time, or 'none'.")
+@click.option("--week-cycles", help="The owner's weekly budget in equivalent full cycles of "
+              "battery_capacity_wh (e.g. 3.5), or 'none'.")
+@click.option("--reserve", type=int, help="The owner's departure reserve, SOC %: no "
+              "departure's reserve is below it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def budget(day_wh, week_cycles, reserve, as_json, **link):
+    """The owner's V2G budget: what is left, what went out over the day and the week, the
+    owner's settings and the technician's bounds. With options, change the owner's
+    settings (checked before sending; the link key suffices)."""
+    from pilectl import field
+
+    try:
+        changes = field.budget_changes(day_wh, week_cycles, reserve)
+    except field.FieldError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = _call(_target(**link), lambda c: field.budget(c, changes))
+    if as_json:
+        return _echo_json(data)
+
+    def wh(value, none="no budget"):
+        return none if value is None else f"{value:,} Wh"
+
+    week = data["budget_cycles_week"]
+    cap = data["budget_max_cycles_week"]
+    rows = [("left now", wh(data["budget_left_wh"]) + (
+                 " (discharge closed)" if data["closes_discharge"] else "")),
+            ("out over the day (24-25 h)", wh(data["day_out_wh"])),
+            ("out over the week (7-8 days)", wh(data["week_out_wh"])),
+            ("daily budget", f"{wh(data['budget_wh_day'])} (at most "
+                             f"{wh(data['budget_max_wh_day'], 'any')})"),
+            ("weekly budget", ("no budget" if week is None else
+                               f"{week:g} cycles = {wh(data['budget_wh_week'])}")
+             + f" (at most {'any' if cap is None else f'{cap:g} cycles'})"),
+            ("departure reserve", f"{data['owner_reserve_soc']} % (at most "
+                                  f"{data['reserve_max_soc']} %)")]
+    _table("the owner's V2G budget", rows, ["", "value"])
+
+
 def _ack_out(ack, as_json):
     from pilectl import names
 

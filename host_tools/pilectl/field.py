@@ -11,7 +11,7 @@ import difflib
 import time
 from dataclasses import dataclass
 
-from pile.surface import CHOICES, INTEGERS, Config, ConfigError, allowed
+from pile.surface import CHOICES, INTEGERS, REASON_V2G_BUDGET, Config, ConfigError, allowed
 
 from pilectl import cose, keys, names, transfer, wire
 from pilectl.client import Client, LinkError, PileError
@@ -106,6 +106,9 @@ def readable_telemetry(t):
         "uptime_s": t["uptime_s"],
         "energy_in_wh": t["energy_in_wh"],
         "energy_out_wh": t["energy_out_wh"],
+        "budget_left_wh": t["budget_left_wh"],  # None: no V2G budget (or an older firmware)
+        "day_out_wh": t["day_out_wh"],
+        "week_out_wh": t["week_out_wh"],
     }
 
 
@@ -247,6 +250,63 @@ async def config_set(client, assignments):
     check_changes(before, changes)
     after = await client.config_set(changes)
     return {key: {"before": before.get(key), "after": after.get(key)} for key in changes}
+
+
+_NONE = "none"  # no V2G budget: the top of the key's range
+
+
+def budget_changes(day_wh=None, week_cycles=None, reserve=None):
+    """The config changes for the owner's settings as given on the command line: Wh a
+    day, equivalent full cycles a week (3.5), each or "none"; the reserve in SOC %."""
+    changes = {}
+    for key, text, scale in (("budget_wh_day", day_wh, 1),
+                             ("budget_cycles_week_pct", week_cycles, 100)):
+        if text is None:
+            continue
+        if text.strip().lower() == _NONE:
+            changes[key] = INTEGERS[key][2]
+            continue
+        try:
+            value = float(text) * scale
+        except ValueError:
+            raise FieldError(f"{text!r}: give a number or {_NONE}") from None
+        if value != int(value):
+            raise FieldError(f"{text!r}: at most {'whole Wh' if scale == 1 else 'hundredths'}")
+        changes[key] = int(value)
+    if reserve is not None:
+        changes["owner_reserve_soc"] = reserve
+    return changes
+
+
+async def budget(client, changes=None):
+    """The owner's V2G budget on the pile: its settings and the technician's bounds on
+    them (None: no budget), what is left and what went out; `changes` (budget_changes)
+    are made first, checked before sending. The link key is enough to make them: the
+    owner's keys are the link key's to set."""
+    current = await client.config_get()
+    if "budget_wh_day" not in current:
+        raise FieldError("this pile's firmware has no V2G budget: update it (pilectl update)")
+    if changes:
+        check_changes(current, changes)
+        current = await client.config_set(changes)
+    tel = await client.telemetry()
+
+    def setting(key, scale=1):
+        value = current[key]
+        return None if value == INTEGERS[key][2] else value / scale if scale > 1 else value
+
+    capacity = current["battery_capacity_wh"]
+    week_pct = setting("budget_cycles_week_pct")
+    return {"budget_left_wh": tel["budget_left_wh"], "day_out_wh": tel["day_out_wh"],
+            "week_out_wh": tel["week_out_wh"],
+            "closes_discharge": bool((tel["reasons"] or 0) & REASON_V2G_BUDGET),
+            "budget_wh_day": setting("budget_wh_day"),
+            "budget_cycles_week": setting("budget_cycles_week_pct", 100),
+            "budget_wh_week": None if week_pct is None else capacity // 100 * week_pct,
+            "owner_reserve_soc": current["owner_reserve_soc"],
+            "budget_max_wh_day": setting("budget_max_wh_day"),
+            "budget_max_cycles_week": setting("budget_max_cycles_week_pct", 100),
+            "reserve_max_soc": current["max_soc"], "battery_capacity_wh": capacity}
 
 
 def config_rows(values):

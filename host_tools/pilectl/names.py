@@ -30,6 +30,7 @@ REASONS = (
     (fw.REASON_NO_EV, "no EV"),
     (fw.REASON_FREQ_RESPONSE, "frequency response"),
     (fw.REASON_FREQ_INVALID, "frequency unusable"),
+    (fw.REASON_V2G_BUDGET, "V2G budget"),
 )
 
 
@@ -60,6 +61,7 @@ EVENTS = {
     fw.EVENT_LIMITS: "limits now",
     fw.EVENT_FLASH_ERROR: "event journal write failed",
     fw.EVENT_UPDATE: "field update",
+    fw.EVENT_BUDGET: "V2G budget",
 }
 UPDATE_STEPS = {fw.UPDATE_ACCEPTED: "package accepted",
                 fw.UPDATE_COMMITTED: "committed: trial next",
@@ -82,4 +84,13 @@ def event_detail(code, value):
         return ", ".join(reasons(value)) or "none"
     if code == fw.EVENT_UPDATE:
         return UPDATE_STEPS.get(value, f"step {value}")
+    if code == fw.EVENT_BUDGET:
+        return budget_spent(value)
     return ""
+
+
+def budget_spent(bits):
+    """The V2G budget's SPENT_* bits in words (EVENT_BUDGET's value)."""
+    spent = [name for bit, name in ((fw.BUDGET_SPENT_DAY, "the day's"),
+                                    (fw.BUDGET_SPENT_WEEK, "the week's")) if bits & bit]
+    return " and ".join(spent) + " spent" if spent else "open again"

@@ -52,7 +52,9 @@ TELEMETRY_FIELDS = {2: "state", 3: "power_w", 4: "soc_permille", 5: "battery_tem
                     6: "converter_temp_dc", 7: "max_charge_w", 8: "max_discharge_w",
                     9: "reasons", 10: "applied_w", 11: "ttl_left_s", 12: "site_w",
                     13: "fault_code", 14: "uptime_s", 15: "energy_in_wh", 16: "energy_out_wh",
-                    17: "grid_freq_mhz", 18: "freq_response_w"}  # 17, 18: extension
+                    17: "grid_freq_mhz", 18: "freq_response_w",  # 17 on: extensions
+                    20: "budget_left_wh", 21: "day_out_wh", 22: "week_out_wh"}
+TELEMETRY_BUDGET_LEFT = 20  # Wh the owner's V2G budget still allows; null: no budget
 HELLO_FIELDS = {HELLO_PILE_ID: "pile_id", HELLO_FIRMWARE: "firmware", HELLO_NONCE: "nonce",
                 5: "rated_charge_w", 6: "rated_discharge_w", HELLO_PROTOCOL: "protocol"}
 LINK_KEY = "link_key"  # the write-only config keys that provision the aggregator's key

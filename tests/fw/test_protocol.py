@@ -263,8 +263,9 @@ def test_telemetry_fields():
     host.send(SETPOINT, {2: -3000, 3: 60})
     pile.ctl.decide(pile.now() + 1000, pile.tel, True, 4200, 0)  # one second: ramped all the way
     tel = loads(host.session.telemetry())
-    assert tel[0] == TELEMETRY and sorted(tel) == list(range(19))
+    assert tel[0] == TELEMETRY and sorted(tel) == list(range(19)) + [20, 21, 22]
     assert tel[17] == 50000 and tel[18] == 0  # grid frequency mHz, no frequency response
+    assert tel[20] is None and tel[21] == tel[22] == 0  # no V2G budget, nothing out yet
     assert tel[4] == 600 and tel[5] == 250 and tel[12] == 4200 and tel[11] == 60
     assert tel[7] == 6800 and tel[8] == 4200 and tel[10] == -3000  # other load 4.2 kW
     pile.site_w = None

@@ -4,12 +4,13 @@
 on a littlefs2 filesystem (`vfs.VfsLfs2`, the one rp2 and esp32 boards use) on a
 block device in RAM that loses power at its N-th block write or erase: either the
 write never happens, or (torn) only its first half does. For every N through a
-config change, a key change and event-log appends (one of them starting a new
-segment of the ring), the flash as the cut left it is mounted again and the pile
-boots from it, and must find: the old or the new config, never damaged or reset;
-the old or the new key; an event log that reads, without a gap, and has lost at most
-the entries of the append under way. Prints one line per failure and a closing
-"N cut points, M failures" line; exit status 1 on any failure.
+config change, a key change, event-log appends (one of them starting a new
+segment of the ring) and saves of the V2G budget's counters, the flash as the cut left
+it is mounted again and the pile boots from it, and must find: the old or the new
+config, never damaged or reset; the old or the new key; an event log that reads,
+without a gap, and has lost at most the entries of the append under way; budget
+counters that read and hold at least every Wh counted before the cut. Prints one line
+per failure and a closing "N cut points, M failures" line; exit status 1 on any failure.
 """
 
 import sys
@@ -18,6 +19,7 @@ import vfs
 from micropython import const
 from pile import events
 from pile.app import Pile
+from pile.budget import RESERVE_WH
 from pile.store import Store
 from ramflash import CutDevice, every_cut, mount, unmount
 
@@ -36,7 +38,8 @@ def prepared_flash():
     vfs.VfsLfs2.mkfs(device)
     mount(device)
     pile = Pile("cut-001", Store(_STATE))
-    pile.set_config({"min_soc": 30, "event_log_bytes": 2048})
+    pile.set_config({"min_soc": 30, "event_log_bytes": 2048, "budget_wh_day": 5000})
+    pile.keep_budget()  # the boot's save: the counters' file exists
     pile.set_key(_OLD_KEY)
     while pile.events.next_index < _FILLED:
         pile.stop()
@@ -59,6 +62,13 @@ def run_changes(progress):
         pile.stop()
         pile.events.flush()
         progress["durable"] = pile.events.journal.next_index
+    budget = pile.ctl.budget
+    for _ in range(4):  # the boot's save, then a minute at 4.5 kW (75 Wh) and its save
+        pile.keep_budget()  # counts a failed write rather than raising: the pile runs on,
+        if pile.flash_errors:  # but here the power is off
+            raise OSError(5)
+        budget.run(60000, 4500)
+        progress["counted"] = budget.day_wh()
 
 
 def check(data, progress):
@@ -90,6 +100,9 @@ def check(data, progress):
             wrong.append("only %d entries kept of %d" % (len(kept), durable))
         if kept[0][2:] != [events.EVENT_BOOT, events.RESET_POWER_ON] and indexes[0] == 0:
             wrong.append("entry 0 is not the first boot: %r" % kept[0])
+        found = pile.ctl.budget.day_wh()
+        if found < max(progress.get("counted", 0), RESERVE_WH) or pile.cfg.budget_wh_day != 5000:
+            wrong.append("budget counters %d Wh after %r" % (found, progress))
         return wrong
     finally:
         unmount()

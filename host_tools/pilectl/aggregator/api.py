@@ -58,6 +58,10 @@ class Metrics:
         self.refused = gauge("aggregator_messages_refused", "ERROR replies from piles, in all")
         self.verified = gauge("aggregator_frames_verified", "Pile messages verified, in all")
         self.sent = gauge("aggregator_setpoints_sent", "Setpoints sent, in all")
+        self.budget_spent = gauge("aggregator_piles_budget_spent", "Piles heard whose "
+                                  "owner's V2G budget is spent: they discharge no more")
+        self.budget_left = gauge("aggregator_budget_left_watthours", "The V2G budgets the "
+                                 "piles heard still allow, in all")
         self.rollout_piles = Gauge("aggregator_rollout_piles", "Piles of the latest rollout "
                                    "by where they stand", ["state"], registry=self.registry)
         self.rollout_wave = gauge("aggregator_rollout_wave", "The rollout's wave under way "
@@ -74,6 +78,8 @@ class Metrics:
         self.target.set(status["fleet_target_w"])
         self.delivered.set(status["delivered_w"])
         self.shortfall.set(status["shortfall_w"])
+        self.budget_spent.set(status["budget_spent"])
+        self.budget_left.set(status["budget_left_wh"])
         counters = status["counters"]
         self.refused.set(counters.get("refused", 0))
         self.verified.set(counters.get("frames_verified", 0))

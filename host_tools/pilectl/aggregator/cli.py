@@ -332,6 +332,10 @@ def _table(status):
                       kw(group["planned_w"]), kw(group["delivered_w"]), "", "")
     table.caption = (f"split {status['split_ms']} ms, dispatch {status['dispatch_ms']} ms; "
                      f"refused {status['counters'].get('refused', 0)}")
+    if status.get("budget_piles"):  # piles whose owners set a V2G budget
+        table.caption += (f"; V2G budgets: {status['budget_spent']} of "
+                          f"{status['budget_piles']} spent, {kw(status['budget_left_wh'])}h "
+                          "left")
     return table
 
 

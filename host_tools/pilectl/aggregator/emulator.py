@@ -139,6 +139,8 @@ class EmulatedPile:
             pile.set_key(self.technician_key, SLOT_TECHNICIAN)
         pile.cfg.update(dict(old.cfg.values) if old is not None else {
             "site_import_limit_w": 25000, "site_export_limit_w": _RATED_W, "tick_ms": 1000})
+        if old is not None:  # the V2G budget's counters, as a board saves them to reboot
+            pile.ctl.budget.restore(old.ctl.budget.state())
         pile.version = self.stage.version()
         tel = pile.tel
         tel.status = STATUS_READY | STATUS_EV_CONNECTED

@@ -16,7 +16,7 @@ import gc
 import time
 from collections import Counter, deque
 
-from pile.surface import REASON_DEPARTURE_RESERVE
+from pile.surface import REASON_DEPARTURE_RESERVE, REASON_V2G_BUDGET
 
 from pilectl import wire
 from pilectl.aggregator.fleet import technician_key
@@ -26,6 +26,7 @@ from pilectl.aggregator.split import Share, reach, split
 
 _SILENT_PERIODS = 3
 _POWER, _MAX_CHARGE, _MAX_DISCHARGE, _REASONS, _APPLIED, _ENERGY_OUT = 3, 7, 8, 9, 10, 16
+_BUDGET_LEFT = wire.TELEMETRY_BUDGET_LEFT
 
 
 class Target:
@@ -60,6 +61,15 @@ class Target:
             if at - self.started >= step_at:
                 watts, source = step_w, "schedule"
         return watts, source
+
+
+def budget_left(tel):
+    """Wh the pile's owner's V2G budget still allows, from its TELEMETRY: 0 while the
+    budget closes its discharge (reasons bit 17, also while its counters wait for a
+    save), None without a budget."""
+    if tel.get(_REASONS, 0) & REASON_V2G_BUDGET:
+        return 0
+    return tel.get(_BUDGET_LEFT)
 
 
 class RolloutBusy(RuntimeError):
@@ -136,7 +146,8 @@ class Aggregator:
                 applied > (link.sent_w or 0):
             forced = applied  # the reserve makes it charge, whatever it is asked
         return Share(link.entry.pile_id, tel.get(_MAX_CHARGE, 0), tel.get(_MAX_DISCHARGE, 0),
-                     link.entry.priority, self._wear_w(link, tel, now), forced)
+                     link.entry.priority, self._wear_w(link, tel, now), forced,
+                     budget_left(tel))
 
     def _wear_w(self, link, tel, now):
         """Energy discharged over the wear window, as mean power over the window."""
@@ -208,6 +219,8 @@ class Aggregator:
             group["delivered_w"] += link.telemetry.get(_POWER, 0)
             group["planned_w"] += result.setpoints.get(link.entry.pile_id,
                                                        link.telemetry.get(_APPLIED, 0))
+        budgets = [left for left in (budget_left(link.telemetry) for link in heard)
+                   if left is not None]
         return {"t": round(time.time(), 3), "target_w": result.target_w,
                 "fleet_target_w": target_w, "source": source,
                 "planned_w": result.planned_w, "shortfall_w": result.shortfall_w,
@@ -215,6 +228,8 @@ class Aggregator:
                 "envelope_low_w": result.low_w, "envelope_high_w": result.high_w,
                 "forced_w": result.forced_w, "piles": len(served), "online": len(heard),
                 "excluded": len(served) - len(heard), "split_ms": round(self.split_ms, 2),
+                "budget_piles": len(budgets), "budget_spent": budgets.count(0),
+                "budget_left_wh": sum(budgets),
                 "groups": groups, "counters": dict(self.counters)}
 
     def served(self):
@@ -231,6 +246,7 @@ class Aggregator:
         return [{"id": link.entry.pile_id, "group": link.entry.group,
                  "priority": link.entry.priority, "heard": self.heard(link, now),
                  "setpoint_w": link.sent_w,
+                 "budget_spent": budget_left(link.telemetry or {}) == 0,
                  **{name: (link.telemetry or {}).get(key)
                     for key, name in wire.TELEMETRY_FIELDS.items()}} for link in self.links]
 

@@ -6,7 +6,8 @@ filling: every pile gets the same power unless its envelope stops it lower, so n
 could get more without one that has less getting less. With `wear_fair`, discharge
 evens out instead the energy each pile gave over the wear window: a pile that gave less
 gives more now, until the fleet's wear is level. A pile forced to charge (its departure
-reserve) is load the fleet cannot move: its power is counted and the rest is split.
+reserve) is load the fleet cannot move: its power is counted and the rest is split. A
+pile whose owner's V2G budget is spent cannot discharge, whatever its envelope says.
 """
 
 from dataclasses import dataclass, field
@@ -22,6 +23,13 @@ class Share:
     tier: int = 0  # filled before higher tiers
     wear_w: float = 0.0  # energy discharged over the wear window, as mean power over it
     forced_w: int | None = None  # a charge the pile makes whatever it is asked (reserve)
+    budget_left_wh: int | None = None  # the owner's V2G budget left; None: no budget
+
+    @property
+    def discharge_w(self):
+        """The most discharge the split may ask of the pile: none once its budget is
+        spent."""
+        return 0 if self.budget_left_wh == 0 else self.max_discharge_w
 
 
 @dataclass
@@ -45,7 +53,7 @@ def reach(shares):
     with the forced charges counted."""
     forced_w = sum(s.forced_w for s in shares if s.forced_w is not None)
     free = [s for s in shares if s.forced_w is None]
-    return (forced_w - sum(s.max_discharge_w for s in free),
+    return (forced_w - sum(s.discharge_w for s in free),
             forced_w + sum(s.max_charge_w for s in free))
 
 
@@ -62,7 +70,7 @@ def split(target_w, shares, wear_fair=False):
     left = abs(wanted)
     for tier in sorted({s.tier for s in free}):
         members = [s for s in free if s.tier == tier]
-        caps = [s.max_charge_w if sign > 0 else s.max_discharge_w for s in members]
+        caps = [s.max_charge_w if sign > 0 else s.discharge_w for s in members]
         amount = min(left, sum(caps))
         bases = [s.wear_w if wear_fair and sign < 0 else 0.0 for s in members]
         for share, watts in zip(members, fill(amount, caps, bases), strict=True):
