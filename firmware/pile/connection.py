@@ -16,7 +16,8 @@ from pile.framing import Deframer, frame
 _OUTBOX = const(4)  # frames waiting to go out, per connection
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _BULK_BYTES = const(256)  # a longer message is bulk (an update chunk): it waits past a tick
-_QUIET_MS = const(60)  # ...due this soon, so that handling it never holds the tick back
+_QUIET_MS = const(60)  # ...due within twice its handling time (this at most), so that
+# handling it never holds the tick back: some 10 ms on an RP2040, under 1 ms on a PC
 
 
 class Connection:
@@ -28,7 +29,8 @@ class Connection:
     replies, all counted. Requests are handled at most `requests_per_s` a second (0: no
     limit), with a yield after each, so a flood never delays the control loop; a bulk
     message (longer than `_BULK_BYTES`: an update chunk, some 10 ms of work on an RP2040)
-    due to be handled in the last `_QUIET_MS` before a control tick waits until the tick
+    due to be handled so close to a control tick that handling it could hold the tick
+    back (twice the time the last one took, `_QUIET_MS` at most) waits until the tick
     has begun.
     """
 
@@ -52,6 +54,7 @@ class Connection:
         self._rate = requests_per_s
         self._tokens = requests_per_s
         self._refilled_at = self.opened_at
+        self._bulk_ms = _QUIET_MS  # twice what the last bulk message took, ms (a guess first)
 
     def send(self, message, droppable=False):
         """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
@@ -127,10 +130,14 @@ class Connection:
                 return False
             message = inbox.pop(0)
             self.heard_at = ticks_ms()
-            if len(message) > _BULK_BYTES:
+            bulk = len(message) > _BULK_BYTES
+            if bulk:
                 await self._past_tick()
             if self._admit():
+                started = ticks_ms()
                 self.send(self.session.handle(message))
+                if bulk:
+                    self._bulk_ms = min(_QUIET_MS, 2 * ticks_diff(ticks_ms(), started) + 1)
                 if not self.admitted and self.session.verified:
                     self.admitted = True
                     if self.on_admitted is not None:
@@ -140,11 +147,12 @@ class Connection:
         return True
 
     async def _past_tick(self):
-        """Wait until the control tick due within `_QUIET_MS` (if one is) has begun."""
+        """Wait until a control tick due before a bulk message could be handled (if one
+        is) has begun."""
         due = self.session.pile.next_tick_at
         if due is not None:
             left = ticks_diff(due, ticks_ms())
-            if 0 <= left < _QUIET_MS:
+            if 0 <= left < self._bulk_ms:
                 await asyncio.sleep_ms(left + 1)
 
     async def read_messages(self, lasting):
