@@ -61,6 +61,8 @@ WATCHDOG_S = 3.0  # pile/firmware.py's _WATCHDOG_MS
 QUIET_S = 15.0  # the control period measured without a transfer, for this long
 GAP_S = 0.052  # between update requests, as pilectl.field paces them (20 a second)
 POLL_S = 0.5  # between asking how the signature check goes, as pilectl.field asks
+PERIOD_S = 0.25  # the pile's tick_ms (DESIGN's default, the bench's board)
+_AROUND_S = 0.12  # the requests shown with a late period: those in this long before
 GOAL_TRANSFER_S = 30.0
 GOAL_PERIOD_MS = 10.0
 _HANG = ("            await self.loop.period()\n",
@@ -248,7 +250,7 @@ async def transfer(bench, pkg):
          "during": figures(periods(times, offered[clock], held[clock]))}
         for clock, times in (("emulated", writes), ("wall", walls)))
     late = late_periods(writes, offered["emulated"], held["emulated"],
-                        emulated["without"]["p99_ms"] + GOAL_PERIOD_MS)
+                        emulated["without"]["p99_ms"] + GOAL_PERIOD_MS, frames["uart1"])
     span = held["emulated"] - offered["emulated"]
     wall_span = held["wall"] - offered["wall"]
     flash = {k: held["flash"].get(k, 0) - offered["flash"].get(k, 0) for k in held["flash"]}
@@ -267,13 +269,35 @@ async def transfer(bench, pkg):
             "late_periods_emulated": late}
 
 
-def late_periods(times, start, end, limit_ms):
-    """[s after `start` the period began, its ms] of every period within [start, end)
-    longer than `limit_ms`: where in the transfer (the signature check, the writing) the
-    control loop ran late."""
+def late_periods(times, start, end, limit_ms, link):
+    """[s after `start` the period began, its ms, the link's requests around its end] of
+    every period within [start, end) longer than `limit_ms`: where in the transfer (the
+    signature check, the writing) the control loop ran late, and whether a request was
+    being handled when its tick was due. Each request as [ms from its last byte in to the
+    tick that came late, ms from its answer's first byte out to that tick (negative:
+    answered before it), its ms on the wire (a chunk's is some 45)], for a request in within
+    `_AROUND_S` before the tick."""
     inside = [t for t in times if start <= t < end]
-    return [[round(a - start, 2), round((b - a) * 1000, 1)]
-            for a, b in zip(inside, inside[1:], strict=False) if (b - a) * 1000 > limit_ms]
+    found = []
+    for a, b in zip(inside, inside[1:], strict=False):
+        if (b - a) * 1000 > limit_ms:
+            due = a + PERIOD_S
+            found.append([round(a - start, 2), round((b - a) * 1000, 1),
+                          requests_near(link, due - _AROUND_S, b)])
+    return found
+
+
+def requests_near(link, start, tick):
+    """The requests on `link` (recorded frames) whose last byte came in within [start,
+    tick), each [ms before `tick` it came, ms from `tick` to its answer, ms on the wire]."""
+    found = []
+    for i, frame in enumerate(link):
+        if frame.way == "in" and start <= frame.end < tick:
+            answer = next((f for f in link[i + 1:] if f.way == "out"), None)
+            found.append([round((tick - frame.end) * 1000, 1),
+                          None if answer is None else round((answer.start - tick) * 1000, 1),
+                          round((frame.end - frame.start) * 1000, 1)])
+    return found
 
 
 _VERIFY = """
