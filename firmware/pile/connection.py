@@ -16,8 +16,8 @@ from pile.framing import Deframer, frame
 _OUTBOX = const(4)  # frames waiting to go out, per connection
 _IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _BULK_BYTES = const(256)  # a longer message is bulk (an update chunk): it waits past a tick
-_QUIET_MS = const(60)  # ...due within twice its handling time (this at most), so that
-# handling it never holds the tick back: some 10 ms on an RP2040, under 1 ms on a PC
+_QUIET_MS = const(60)  # ...due within twice its longest recent handling (this at most),
+# so that handling it never holds the tick back: 10 to 60 ms on an RP2040, under 1 on a PC
 
 
 class Connection:
@@ -30,8 +30,8 @@ class Connection:
     limit), with a yield after each, so a flood never delays the control loop; a bulk
     message (longer than `_BULK_BYTES`: an update chunk, some 10 ms of work on an RP2040)
     due to be handled so close to a control tick that handling it could hold the tick
-    back (twice the time the last one took, `_QUIET_MS` at most) waits until the tick
-    has begun.
+    back (twice the longest recent one's time, forgotten a millisecond a message,
+    `_QUIET_MS` at most) waits until the tick has begun.
     """
 
     def __init__(self, reader, writer, session, name, requests_per_s=0):
@@ -54,7 +54,7 @@ class Connection:
         self._rate = requests_per_s
         self._tokens = requests_per_s
         self._refilled_at = self.opened_at
-        self._bulk_ms = _QUIET_MS  # twice what the last bulk message took, ms (a guess first)
+        self._bulk_ms = _QUIET_MS  # twice the longest recent bulk message's handling, ms
 
     def send(self, message, droppable=False):
         """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
@@ -137,7 +137,8 @@ class Connection:
                 started = ticks_ms()
                 self.send(self.session.handle(message))
                 if bulk:
-                    self._bulk_ms = min(_QUIET_MS, 2 * ticks_diff(ticks_ms(), started) + 1)
+                    took = 2 * ticks_diff(ticks_ms(), started) + 1
+                    self._bulk_ms = min(_QUIET_MS, max(took, self._bulk_ms - 1))
                 if not self.admitted and self.session.verified:
                     self.admitted = True
                     if self.on_admitted is not None:
