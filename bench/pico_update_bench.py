@@ -384,12 +384,14 @@ head = unhexlify('%s')
 u.offer(head, bytes(64), False)
 while u.step():
     pass
-spent = [0]
+spent = [0, 0]
 save = u._save
 def timed(*args):
     t = time.ticks_us()
     save(*args)
-    spent[0] += time.ticks_diff(time.ticks_us(), t)
+    took = time.ticks_diff(time.ticks_us(), t)
+    spent[0] += took
+    spent[1] = max(spent[1], took)
 u._save = timed
 size, step = u.head['size'], u.head['chunk']
 each = []
@@ -406,13 +408,17 @@ with open('/ub/stream.bin', 'rb') as stream, open('/ub/links.bin', 'rb') as link
         offset += len(data)
         while u.working():
             gc.collect()
+            into = u._out is not None
             t = time.ticks_us()
             u.step()
-            slices.append(time.ticks_diff(time.ticks_us(), t))
+            slices.append((time.ticks_diff(time.ticks_us(), t), offset, into,
+                           u._out is not None, u.written))
 each.sort()
 slices.sort()
 print('CHUNKS', len(each), sum(each), each[len(each) // 2], each[-1], len(slices),
-      sum(slices), slices[len(slices) // 2], slices[-1], spent[0])
+      sum(s[0] for s in slices), slices[len(slices) // 2][0], slices[-1][0], spent[0],
+      spent[1])
+print('LONGEST', slices[-5:])
 """
 
 
@@ -434,18 +440,23 @@ def chunks_on_board(bench, pkg):
              _CHUNKS % pkg.head.hex()], capture_output=True, text=True, timeout=600)
     finally:
         shutil.rmtree(work)
-    found = re.search(r"CHUNKS" + r" (\d+)" * 9, done.stdout)
+    found = re.search(r"CHUNKS" + r" (\d+)" * 10, done.stdout)
+    longest_five = re.search(r"LONGEST (.*)", done.stdout)
+    if longest_five:
+        print("  the update task's five longest slices (us, chunk offset, a file open "
+              "before, after, saved):", longest_five.group(1))
     if found is None:
         raise SystemExit(f"the chunks did not go in on the board: {done.stdout[-800:]}"
                          f"{done.stderr[-400:]}")
-    count, total, median, longest, slices, spent, slice_median, slice_longest, save = (
-        int(v) for v in found.groups())
+    (count, total, median, longest, slices, spent, slice_median, slice_longest, save,
+     save_longest) = (int(v) for v in found.groups())
     return {"chunks": count, "median_ms": round(median / 1000, 1),
             "max_ms": round(longest / 1000, 1), "mean_ms": round(total / count / 1000, 1),
             "writing_slices": slices, "slice_median_ms": round(slice_median / 1000, 1),
             "slice_max_ms": round(slice_longest / 1000, 1),
             "writing_ms": round(spent / 1000, 1),
-            "save_share_pct": round(100 * save / spent, 1)}
+            "save_share_pct": round(100 * save / spent, 1),
+            "save_max_ms": round(save_longest / 1000, 1)}
 
 
 async def rollback(bench, pkg, console, running):

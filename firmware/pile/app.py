@@ -11,7 +11,7 @@ from hashlib import sha256
 from micropython import const
 
 from pile import VERSION, events
-from pile.clock import ticks_ms
+from pile.clock import ticks_diff, ticks_ms
 from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, Config, ConfigError
 from pile.control import Controller
 from pile.journal import Journal
@@ -295,6 +295,15 @@ class Pile:
     def request_reboot(self):
         self.actions |= ACTION_REBOOT
         self._log(events.EVENT_REBOOT_REQUESTED)
+
+    def tick_in(self):
+        """Milliseconds until the control loop's next tick is due; None without a control
+        loop, or when it is already due."""
+        due = self.next_tick_at
+        if due is None:
+            return None
+        left = ticks_diff(due, ticks_ms())
+        return left if left >= 0 else None
 
     def updates(self):
         """The field-update service (pile.update.Updater), built at the first update

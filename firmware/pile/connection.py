@@ -150,11 +150,9 @@ class Connection:
     async def _past_tick(self):
         """Wait until a control tick due before a bulk message could be handled (if one
         is) has begun."""
-        due = self.session.pile.next_tick_at
-        if due is not None:
-            left = ticks_diff(due, ticks_ms())
-            if 0 <= left < self._bulk_ms:
-                await asyncio.sleep_ms(left + 1)
+        left = self.session.pile.tick_in()
+        if left is not None and left < self._bulk_ms:
+            await asyncio.sleep_ms(left + 1)
 
     async def read_messages(self, lasting):
         """Wait for the stream's next bytes and put the messages in them into the inbox;

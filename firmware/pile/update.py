@@ -62,6 +62,11 @@ _SLICE = const(512)  # bytes written (or read back) a slice at a time
 # update task collects after a tick once this many chunks came.
 _COLLECT_CHUNKS = const(16)
 _GAP_SHARE = const(16)  # flash work after a tick starts slices for tick_ms / this at most
+# The signature check's big numbers fill the heap in some two periods on an RP2040 (six
+# collections of about 20 ms in a check of 866 slices, at any moment, one of them at a tick):
+# a check slice (7 ms at most there) does not start this close to a tick, and after the
+# tick the task collects, in the gap, so MicroPython never needs to in the check.
+_CHECK_QUIET_MS = const(10)
 _MAX_CHUNK = const(427)  # what fits a signed frame (512 B) with its link, offset and seq
 _MAX_FILES = const(64)
 _SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
@@ -146,8 +151,9 @@ class Updater:
 
     async def run(self):
         """The firmware's update task. Work that reads only (the signature) runs a slice
-        at a time between the other tasks; work that writes the flash waits for the gap
-        after a tick, and starts slices there for tick_ms / `_GAP_SHARE` at most."""
+        at a time between the other tasks, but not just before a tick; work that writes
+        the flash waits for the gap after a tick, and starts slices there for tick_ms /
+        `_GAP_SHARE` at most, in the first quarter of the period."""
         import asyncio
 
         while True:
@@ -157,9 +163,13 @@ class Updater:
                     self._garbage = 0
                     gc.collect()
                 until = ticks_add(ticks_ms(), self.pile.cfg.tick_ms // _GAP_SHARE)
-                while self._flashing() and ticks_diff(until, ticks_ms()) > 0:
+                while (self._flashing() and ticks_diff(until, ticks_ms()) > 0
+                       and self._room()):
                     self.step()
             elif self.job is not None:
+                if self.state == VERIFYING and self._tick_near():
+                    await self._after_tick()
+                    gc.collect()
                 self.step()
             else:
                 await asyncio.sleep_ms(_IDLE_MS)
@@ -171,6 +181,21 @@ class Updater:
         if self.gap is not None:
             self.gap.clear()
             await self.gap.wait()
+
+    def _room(self):
+        """Whether flash work may start a slice: always without a control loop, else
+        while three quarters of the period are left before the next tick (a gap that
+        came late, after a slow flush of the event log, is skipped): a slice in which
+        littlefs scans the filesystem for free blocks takes up to 140 ms on an RP2040."""
+        if self.gap is None:
+            return True
+        left = self.pile.tick_in()
+        return left is not None and left >= self.pile.cfg.tick_ms * 3 // 4
+
+    def _tick_near(self):
+        """Whether the control loop's next tick is due within `_CHECK_QUIET_MS`."""
+        left = self.pile.tick_in()
+        return self.gap is not None and left is not None and left < _CHECK_QUIET_MS
 
     def working(self):
         """Whether `step` has anything to do."""

@@ -290,6 +290,7 @@ def test_the_update_task_writes_only_in_the_gap_after_a_tick():
     import asyncio
 
     from pile import _cpython
+    from pile.clock import ticks_add, ticks_ms
 
     _cpython.install_asyncio()  # CPython: MicroPython's sleep_ms (a board has its own)
 
@@ -301,10 +302,15 @@ def test_the_update_task_writes_only_in_the_gap_after_a_tick():
                                          4: links[index + 1]})
         await asyncio.sleep_ms(300)  # chunks waiting, but no tick
         before = exists(rig.root + "/a/.table")
+        rig.pile.next_tick_at = ticks_add(ticks_ms(), 100)  # a gap that came late
         gap.set()  # the control loop's tick
         await asyncio.sleep_ms(50)
+        late = exists(rig.root + "/a/.table")
+        rig.pile.next_tick_at = ticks_add(ticks_ms(), rig.pile.cfg.tick_ms)
+        gap.set()  # a tick, and its gap in time
+        await asyncio.sleep_ms(50)
         task.cancel()
-        return before, exists(rig.root + "/a/.table")
+        return before, late, exists(rig.root + "/a/.table")
 
     with FreshState() as root:
         rig = Rig(root)
@@ -312,7 +318,47 @@ def test_the_update_task_writes_only_in_the_gap_after_a_tick():
         rig.updater.gap = gap
         head, stream, links = package(files=_BIG)
         rig.offer(head)
-        assert asyncio.run(run(rig, gap, stream, links)) == (False, True)
+        assert asyncio.run(run(rig, gap, stream, links)) == (False, False, True)
+
+
+def test_the_signature_check_starts_no_slice_just_before_a_tick():
+    import asyncio
+
+    from pile import _cpython
+    from pile.clock import ticks_add, ticks_diff, ticks_ms
+
+    _cpython.install_asyncio()  # CPython: MicroPython's sleep_ms (a board has its own)
+    period = 50
+    lefts = []  # ms to the next tick as each slice of the check starts
+
+    def slow_verifying(key, message, signature):
+        for _ in range(100000):
+            lefts.append(ticks_diff(rig.pile.next_tick_at, ticks_ms()))
+            yield
+        return True
+
+    async def ticks(gap):  # the control loop: a tick due every `period`, then the gap
+        for _ in range(4):
+            rig.pile.next_tick_at = ticks_add(ticks_ms(), period)
+            await asyncio.sleep_ms(period)
+            gap.set()
+
+    async def run(gap):
+        task = asyncio.create_task(rig.updater.run())
+        await ticks(gap)
+        task.cancel()
+
+    with FreshState() as root:
+        rig = Rig(root)
+        gap = asyncio.Event()
+        rig.updater.gap = gap
+        rig.updater.verifying = slow_verifying
+        head, _, _ = package()
+        rig.tech.send(UPDATE_OFFER, {2: head, 3: _GOOD})  # the task checks it
+        asyncio.run(run(gap))
+        assert rig.updater.state == VERIFYING
+        assert len(lefts) > 4
+        assert min(lefts) >= 10 - 1, sorted(lefts)[:5]  # pile.update's _CHECK_QUIET_MS
 
 
 def test_a_file_damaged_on_flash_fails_the_commit_and_the_package_starts_again():
