@@ -289,7 +289,10 @@ def test_the_table_fills_sorts_and_filters(browser):
 @browser_needed
 def test_a_pile_cut_off_turns_excluded_within_a_period(browser, site):
     wait_for(lambda: rows(browser).get("cut-00000", ("",))[0] == "online", 10)
-    site["cut"].stop()
+    pushed = browser.find_element("id", "link").get_attribute("data-t")
+    wait_for(lambda: browser.find_element("id", "link").get_attribute("data-t") != pushed, 3,
+             step=0.01)
+    site["cut"].stop()  # just after a push: most likely no TELEMETRY of it since
     (status, cells), took = wait_for(
         lambda: rows(browser)["cut-00000"][0] == "excluded" and rows(browser)["cut-00000"], 3)
     print(f"cut off -> excluded on the page in {took:.2f} s")
@@ -351,3 +354,23 @@ def test_a_target_set_from_the_page_reaches_the_piles(browser, site):
         browser.find_element("id", "close").click()
     browser.find_element("id", "clear").click()
     wait_for(lambda: text(browser, "message") == "target now 0.0 kW (default)", 3)
+
+
+def test_a_piles_recent_samples_are_a_ring_and_its_changes_are_words():
+    from pile.surface import REASON_RAMPING, REASON_SOC_FLOOR, STATE_DISCHARGING, STATE_IDLE
+    from pilectl.aggregator.recent import SAMPLES, Recent
+
+    recent = Recent()
+    for n in range(SAMPLES + 5):
+        state = STATE_IDLE if n < 3 else STATE_DISCHARGING
+        reasons = REASON_RAMPING if n == 3 else REASON_SOC_FLOOR if n > 3 else 0
+        recent.telemetry(100 + n, {2: state, 3: -n, 9: reasons, 11: 4}, None if n < 2 else -n)
+    series = recent.series()
+    assert len(series) == SAMPLES and [s["power_w"] for s in series] == [
+        -n for n in range(5, SAMPLES + 5)]
+    assert all(b["t"] - a["t"] == 1.0 for a, b in zip(series, series[1:], strict=False))
+    assert series[-1]["setpoint_w"] == -(SAMPLES + 4) and series[-1]["applied_w"] is None
+    assert [text for _, text in recent.events] == [
+        "idle → discharging", "reasons: +ramping", "reasons: +SOC floor, −ramping"]
+    recent.telemetry(300, {3: 2**40}, None)  # beyond 32 bits: kept as unknown, no error
+    assert recent.series()[-1]["power_w"] is None and len(recent.events) == 3

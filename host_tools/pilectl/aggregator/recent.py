@@ -46,15 +46,18 @@ class Recent:
             start = self.next * _WIDTH
             self.samples[start:start + _WIDTH] = values
             self.next = (self.next + 1) % SAMPLES
-        state, reasons = fields.get(_STATE), fields.get(_REASONS, 0)
-        if state != self._state and self._state is not None:
-            self.event(f"{_state_word(self._state)} → {_state_word(state)}")
-        if reasons != self._reasons and self._reasons is not None:
-            gone = names.reasons(self._reasons & ~reasons)
-            came = names.reasons(reasons & ~self._reasons)
-            self.event("reasons: " + ", ".join([f"+{n}" for n in came] +
-                                               [f"−{n}" for n in gone]))
-        self._state, self._reasons = state, reasons
+        state, reasons = fields.get(_STATE), fields.get(_REASONS)
+        if state is not None:
+            if self._state is not None and state != self._state:
+                self.event(f"{_state_word(self._state)} → {_state_word(state)}")
+            self._state = state
+        if isinstance(reasons, int):
+            if self._reasons is not None and reasons != self._reasons:
+                gone = names.reasons(self._reasons & ~reasons)
+                came = names.reasons(reasons & ~self._reasons)
+                self.event("reasons: " + ", ".join([f"+{n}" for n in came] +
+                                                   [f"−{n}" for n in gone]))
+            self._reasons = reasons
 
     def event(self, text):
         self.events.append((round(time.time(), 1), text))

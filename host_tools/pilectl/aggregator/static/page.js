@@ -65,6 +65,10 @@ function refresh() {
 }
 
 function showFleet(f) {
+  if (f.t) {
+    $("link").dataset.t = f.t;
+    $("link").textContent = `live · ${new Date(f.t * 1000).toLocaleTimeString()}`;
+  }
   $("target").textContent = kw(f.target_w);
   $("source").textContent = f.source ? `(${f.source})` : "";
   $("delivered").textContent = kw(f.delivered_w);
