@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto chromium screenshots qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto chromium screenshots qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-live bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat mosquitto chromium qemu-libs $(PICO_MODULES)
 
@@ -143,6 +143,11 @@ bench-flood: setup
 # size); one JSON line per size (about 5 minutes for the three).
 bench-fleet: setup
 	$(BIN)/python bench/fleet_bench.py $(PILES)
+
+# What the live fleet page costs the aggregator: dispatch without and with a browser's
+# stream, and the push's own time (PILES=N, 2,000 by default; about a minute).
+bench-live: setup
+	$(BIN)/python bench/live_bench.py $(PILES)
 
 # What the broker link costs the pile: heap and memory without MQTT, on MQTT, on TLS.
 bench-mqtt: setup

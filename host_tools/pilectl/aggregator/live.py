@@ -15,6 +15,7 @@ so the dispatch never waits for any browser.
 """
 
 import asyncio
+import functools
 import json
 import math
 import time
@@ -35,6 +36,7 @@ class Live:
         self.history = deque(maxlen=math.ceil(HISTORY_S / aggregator.dispatch.period_s))
         self.clients = set()  # one queue a browser
         self.dropped = 0  # streams ended because their browser read too slowly
+        self.push_ms = 0.0  # what building the latest period's event took
         self.status = None  # the latest period's
         self._heard = set()  # pile ids heard at the latest period
         self._pushed = {}  # pile id -> what its row was made of when last pushed
@@ -60,27 +62,22 @@ class Live:
 
     # -- what a browser is sent ---------------------------------------------------
 
-    def row(self, link, now, rollout_piles):
+    def row(self, link, now, rollout_piles, heard=None):
         """One pile's row of the table, in words."""
         tel = link.telemetry or {}
         state = tel.get(_STATE)
-        progress = rollout_piles.get(link.entry.pile_id)
         return {"id": link.entry.pile_id, "group": link.entry.group,
-                "priority": link.entry.priority, "heard": self.aggregator.heard(link, now),
+                "priority": link.entry.priority,
+                "heard": self.aggregator.heard(link, now) if heard is None else heard,
                 "connected": link.connected,
                 "state": None if state is None else names.STATES.get(state, f"state {state}"),
-                "reasons": names.reasons(tel.get(_REASONS, 0)),
+                "reasons": _reason_words(tel.get(_REASONS, 0)),
                 "soc_permille": tel.get(_SOC), "power_w": tel.get(_POWER),
                 "setpoint_w": link.sent_w, "ttl_left_s": tel.get(_TTL_LEFT),
                 "heard_t": None if link.heard_at is None else
                 round(time.time() - (now - link.heard_at), 1),
                 "firmware": link.recent.firmware, "refusing": refusing(link),
-                "rollout": _rollout_word(progress)}
-
-    def _key(self, link, now, rollout_piles):
-        progress = rollout_piles.get(link.entry.pile_id)
-        return (link.heard_at, self.aggregator.heard(link, now), link.connected, link.sent_w,
-                refusing(link), link.recent.firmware, _rollout_word(progress))
+                "rollout": _rollout_word(rollout_piles.get(link.entry.pile_id))}
 
     def fleet(self):
         """The latest status, with the page's counts (refusing, rolled back)."""
@@ -107,12 +104,15 @@ class Live:
         rows = []
         count = len(served)
         start = self._start % count if count else 0
+        heard_now = self.aggregator.heard
         for n in range(count):
             link = served[(start + n) % count]
-            key = self._key(link, now, rollout_piles)
+            heard = heard_now(link, now)
+            key = (link.heard_at, heard, link.connected, link.sent_w, refusing(link),
+                   link.recent.firmware, _rollout_word(rollout_piles.get(link.entry.pile_id)))
             if self._pushed.get(link.entry.pile_id) != key:
                 self._pushed[link.entry.pile_id] = key
-                rows.append(self.row(link, now, rollout_piles))
+                rows.append(self.row(link, now, rollout_piles, heard))
                 if len(rows) == MAX_ROWS:
                     self._start = start + n + 1
                     break
@@ -157,7 +157,9 @@ class Live:
             self._period.clear()
             if not self.clients:
                 continue
+            began = time.perf_counter()
             data = _event("period", self.changes())
+            self.push_ms = (time.perf_counter() - began) * 1000
             for queue in list(self.clients):
                 try:
                     queue.put_nowait(data)
@@ -181,6 +183,11 @@ def refusing(link):
     """The pile's latest answer was an ERROR (no ACK since)."""
     refused = link.recent.refused_at
     return refused is not None and (link.acked_at is None or refused > link.acked_at)
+
+
+@functools.lru_cache(maxsize=1024)
+def _reason_words(bits):
+    return tuple(names.reasons(bits))
 
 
 def _rollout_word(progress):
