@@ -225,6 +225,7 @@ def browser(site, tmp_path_factory):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # script errors
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.get(site["base"] + "/")
@@ -262,6 +263,16 @@ def text(driver, element_id):
     return driver.find_element("id", element_id).text
 
 
+def set_on_page(driver, token, kilowatts):
+    """Type the token and a target in kW into the page, press Set; what the page says."""
+    for element_id, typed in (("token", token), ("power", kilowatts)):
+        field = driver.find_element("id", element_id)
+        field.clear()
+        field.send_keys(typed)
+    driver.find_element("id", "set").click()
+    return wait_for(lambda: text(driver, "message"), 3)[0]
+
+
 @browser_needed
 def test_the_table_fills_sorts_and_filters(browser):
     found, _ = wait_for(lambda: len(rows(browser)) == 7 and rows(browser), 10)
@@ -284,6 +295,7 @@ def test_the_table_fills_sorts_and_filters(browser):
     browser.execute_script("document.getElementById('filter').dispatchEvent("
                            "new Event('input'))")
     wait_for(lambda: len(rows(browser)) == 7, 2)
+    assert browser.get_log("browser") == []  # no script error, nothing not found
 
 
 @browser_needed
@@ -308,13 +320,7 @@ def test_a_pile_cut_off_turns_excluded_within_a_period(browser, site):
 @browser_needed
 def test_a_write_without_the_token_is_refused_and_the_page_says_so(browser, site):
     for token in ("", "not-the-token-at-all"):
-        field = browser.find_element("id", "token")
-        field.clear()
-        field.send_keys(token)
-        browser.find_element("id", "power").clear()
-        browser.find_element("id", "power").send_keys("-9")
-        browser.find_element("id", "set").click()
-        said, _ = wait_for(lambda: text(browser, "message"), 3)
+        said = set_on_page(browser, token, "-9")
         assert said.startswith("refused (401): this API takes writes with its token only")
         assert browser.find_element("id", "message").get_attribute("class") == "error"
         browser.execute_script("document.getElementById('message').textContent = ''")
@@ -324,14 +330,7 @@ def test_a_write_without_the_token_is_refused_and_the_page_says_so(browser, site
 
 @browser_needed
 def test_a_target_set_from_the_page_reaches_the_piles(browser, site):
-    field = browser.find_element("id", "token")
-    field.clear()
-    field.send_keys(TOKEN)
-    browser.find_element("id", "power").clear()
-    browser.find_element("id", "power").send_keys("-12")
-    browser.find_element("id", "set").click()
-    said, _ = wait_for(lambda: text(browser, "message"), 3)
-    assert said == "target now -12.0 kW (api)"
+    assert set_on_page(browser, TOKEN, "-12") == "target now -12.0 kW (api)"
     assert browser.execute_script("return sessionStorage.getItem('pile-token')") == TOKEN
 
     def followed():

@@ -56,8 +56,8 @@ function connect() {
 function refresh() {
   showFleet(page.fleet);
   drawChart($("chart"), page.history.map((p) => p[0]), [
-    { values: page.history.map((p) => p[1]), color: "#d9480f", label: "target", step: true },
     { values: page.history.map((p) => p[2]), color: "#1c7ed6", label: "delivered" },
+    { values: page.history.map((p) => p[1]), color: "#d9480f", label: "target", dash: [6, 4] },
   ], { low: page.history.map((p) => p[3]), high: page.history.map((p) => p[4]) });
   showGroups(page.fleet.groups || {});
   showPiles();
@@ -167,8 +167,9 @@ function showDetail(d) {
     .filter(Boolean).join(" · ");
   const recent = d.recent;
   drawChart($("detail-chart"), recent.map((s) => s.t), [
-    { values: recent.map((s) => s.setpoint_w), color: "#d9480f", label: "setpoint", step: true },
     { values: recent.map((s) => s.power_w), color: "#1c7ed6", label: "power" },
+    { values: recent.map((s) => s.setpoint_w), color: "#d9480f", label: "setpoint",
+      dash: [6, 4] },
   ]);
   $("detail-telemetry").tBodies[0].replaceChildren(...Object.entries(d.telemetry)
     .filter(([, v]) => v != null).map(([k, v]) => row([[k], [String(v), "num"]])));
@@ -223,15 +224,14 @@ function drawChart(canvas, times, lines, band) {
   }
   let legend = left;
   for (const line of lines) {
-    g.strokeStyle = line.color; g.lineWidth = 2; g.beginPath();
-    let drawn = false, last = null;
+    g.strokeStyle = line.color; g.lineWidth = 2; g.setLineDash(line.dash || []);
+    g.beginPath();
+    let drawn = false;  // straight between samples, both lines alike; a gap at a null
     times.forEach((t, i) => {
       const v = line.values[i];
       if (v == null) { drawn = false; return; }
-      if (!drawn) g.moveTo(x(t), y(v));
-      else if (line.step) g.lineTo(x(t), y(last));
-      g.lineTo(x(t), y(v));
-      drawn = true; last = v;
+      if (!drawn) g.moveTo(x(t), y(v)); else g.lineTo(x(t), y(v));
+      drawn = true;
     });
     g.stroke();
     g.fillStyle = line.color; g.fillRect(legend, 6, 14, 3);
