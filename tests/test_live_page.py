@@ -27,8 +27,6 @@ from pilectl.aggregator.service import Aggregator
 from pilectl.vbench import free_port
 from test_aggregator import Emulator, tolerance
 
-pytestmark = pytest.mark.usefixtures("socat")
-
 TOKEN = "operator-" + "5f3a" * 6
 PERIOD_S = 1.0
 
