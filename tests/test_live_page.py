@@ -169,6 +169,37 @@ async def test_a_browser_that_reads_too_slowly_is_dropped_and_never_holds_the_di
         emulator.stop()
 
 
+async def test_a_refusing_pile_is_counted_and_its_refusal_said_in_words(tmp_path):
+    """A setpoint beyond the pile's range: the pile's ERROR makes it refusing (in the
+    page's count and its row) until its next ACK, and its detail says why."""
+    emulator = Emulator(tmp_path, 2)
+    aggregator = Aggregator(load(write_fleet(tmp_path, [emulator.fleet.read_text()],
+                                             free_port(), -4000)))
+    aggregator.start()
+    try:
+        await aggregator.run(3 * PERIOD_S)
+        link = aggregator.links[0]
+        assert aggregator.live.fleet()["refusing"] == 0
+        link.setpoint(10**7, 4)  # 10 MW: out of range
+        await wait_async(lambda: link.recent.refused_at is not None)
+        assert aggregator.live.fleet()["refusing"] == 1
+        detail = aggregator.live.detail(link.entry.pile_id)
+        assert detail["pile"]["refusing"] is True
+        assert detail["events"][-1]["text"].startswith("refused (out of range): ")
+        await aggregator.run(2 * PERIOD_S)  # the split's setpoint goes out again: ACKed
+        assert aggregator.live.fleet()["refusing"] == 0
+    finally:
+        await aggregator.stop()
+        emulator.stop()
+
+
+async def wait_async(what, timeout=3):
+    ends = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < ends, f"not within {timeout} s"
+        await asyncio.sleep(0.02)
+
+
 # -- in a real browser --------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
