@@ -36,7 +36,8 @@ function connect() {
     const data = JSON.parse(e.data);
     page.piles = new Map(data.piles.map((p) => [p.id, p]));
     page.history = data.history;
-    page.tokenNeeded = data.token;
+    $("token").placeholder = data.token ? "the fleet file's http_token_file"
+      : "none set: writes are open";
     page.fleet = data.fleet;
     refresh();
   });
