@@ -1,7 +1,8 @@
 # Two commands for a newcomer: `make bench` (the main job) and `make test`.
 # Both set up what they need: .venv with the packages pinned in constraints.txt, the
-# MicroPython port stubs, socat, Mosquitto, Node.js and the emulated ESP32's QEMU
-# libraries (apt) when missing, and the emulated Pico's npm packages (host_tools/pico,
+# MicroPython port stubs, socat, Mosquitto, Chromium and its driver (the live page's
+# test), Node.js and the emulated ESP32's QEMU libraries (apt) when missing, and the
+# emulated Pico's npm packages (host_tools/pico,
 # npm ci).
 
 PYTHON ?= python3
@@ -13,9 +14,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto chromium screenshots qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-live bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
 
-setup: $(STAMP) $(STUBS) socat mosquitto qemu-libs $(PICO_MODULES)
+setup: $(STAMP) $(STUBS) socat mosquitto chromium qemu-libs $(PICO_MODULES)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ socat:
 # the Debian package's own service is not used.
 mosquitto:
 	@command -v mosquitto >/dev/null && command -v mosquitto_passwd >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto; }
+
+# Debian's headless browser and its WebDriver, for the live fleet page's test
+# (tests/test_live_page.py drives them with selenium; no browser download).
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 # What the Wi-Fi QEMU of ../shared/esp32 needs at run time (pilectl.esp32, docs/esp32.md).
 ESP32_LIBS := libglib2.0-0 libpixman-1-0 libslirp0 libfdt1 libgcrypt20 libgnutls30 libpng16-16
@@ -73,6 +79,10 @@ test: setup
 test-rabbitmq: setup
 	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq rabbitmq-server; }
 	PILE_BROKER=rabbitmq $(BIN)/pytest -q tests/test_broker.py
+
+# The live fleet page's screenshots in docs/img (the browser test, writing them).
+screenshots: setup
+	PILE_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/test_live_page.py
 
 lint: setup
 	$(BIN)/ruff check .
@@ -133,6 +143,11 @@ bench-flood: setup
 # size); one JSON line per size (about 5 minutes for the three).
 bench-fleet: setup
 	$(BIN)/python bench/fleet_bench.py $(PILES)
+
+# What the live fleet page costs the aggregator: dispatch without and with a browser's
+# stream, and the push's own time (PILES=N, 2,000 by default; about a minute).
+bench-live: setup
+	$(BIN)/python bench/live_bench.py $(PILES)
 
 # What the broker link costs the pile: heap and memory without MQTT, on MQTT, on TLS.
 bench-mqtt: setup

@@ -38,6 +38,7 @@ def test_the_installed_copy_is_what_runs(installed, tmp_path):
     assert firmware == str(installed / "pilectl" / "firmware")
     assert pile == str(installed / "pilectl" / "firmware" / "pile" / "__init__.py")
     assert (installed / "pilectl" / "firmware" / "profiles" / "generic-v2g.json").exists()
+    assert (installed / "pilectl" / "aggregator" / "static" / "page.js").exists()  # the page
     assert not (installed / "micropython.py").exists()  # the const() shim is inside `pile`
 
 

@@ -153,6 +153,12 @@ async def test_a_bad_version_halts_at_the_canary_wave_every_canary_rolled_back(
             assert failure["kind"] == "rolled back"
             assert "did not confirm itself within 3 s" in failure["reason"], failure
         assert summary["pending"] == 18 and summary["updated"] == 0
+        assert aggregator.live.fleet()["rolled_back"] == 2  # as the live page shows them
+        for pile_id in canaries:
+            detail = aggregator.live.detail(pile_id)
+            assert detail["pile"]["rollout"] == "rolled back"
+            assert f"HELLO: firmware {VERSION} (was {BAD})" in [
+                event["text"] for event in detail["events"]], detail["events"]
         links = {link.entry.pile_id: link for link in aggregator.links}
         for pile_id in canaries:  # back on the old version, and saying why in its HELLO
             link = links[pile_id]

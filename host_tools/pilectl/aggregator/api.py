@@ -10,6 +10,10 @@
                             parallel=50&confirm_s=600&canary=PILE_ID...): rolled out in waves
     GET  /rollout           where it stands (?piles=1 adds every pile)
     DELETE /rollout         halt it: no pile is offered the package any more
+    GET  /                  the live fleet page (static/: HTML, a script, a style sheet)
+    GET  /events            its push: server-sent events, a snapshot then one a period
+    GET  /history           the last hour: [t, target, delivered, envelope low, high]
+    GET  /piles/ID          a pile's row, latest TELEMETRY, recent samples and events
 
 Bodies are JSON (but a package); a bad one gets 400 with {"error": "..."} saying what to
 send instead. With a token in the fleet file ([target] http_token_file), every write
@@ -17,6 +21,8 @@ send instead. With a token in the fleet file ([target] http_token_file), every w
 reads need none.
 """
 
+import asyncio
+import contextlib
 import hmac
 import tempfile
 import time
@@ -34,6 +40,8 @@ from prometheus_client import (
 
 from pilectl.aggregator.rollout import IDLE, PILE_STATES, STATES, Settings
 
+_STATIC = Path(__file__).parent / "static"
+_PUSH = web.AppKey("push", asyncio.Task)  # the live page's push task
 _MAX_W = 10**9  # 1 GW: a target beyond it is a typo
 _MAX_PACKAGE = 16 * 1024 * 1024  # bytes of a package a POST /rollout may carry
 _SETTINGS = {"canary_percent": float, "wave_percent": float, "parallel": int,
@@ -182,6 +190,58 @@ def application(aggregator, metrics, token=None):
         return web.Response(body=generate_latest(metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    live = aggregator.live
+
+    async def page(request):
+        return web.FileResponse(_STATIC / "index.html")
+
+    async def events(request):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        await response.write(b"retry: 1000\n\n")  # the browser's wait before it dials again
+        queue = live.join(token is not None)
+        try:
+            while (data := await queue.get()) is not None:  # None: too slow, ended
+                await response.write(data)
+        except ConnectionResetError:
+            pass  # the browser went away
+        finally:
+            live.leave(queue)
+        return response
+
+    async def history(request):
+        return web.json_response({"fields": ["t", "target_w", "delivered_w", "envelope_low_w",
+                                             "envelope_high_w"],
+                                  "points": list(live.history)})
+
+    async def pile(request):
+        found = live.detail(request.match_info["pile_id"])
+        if found is None:
+            return web.json_response({"error": f"no pile {request.match_info['pile_id']!r} "
+                                      "in the fleet file: GET /status?piles=1 lists them"},
+                                     status=404)
+        return web.json_response(found)
+
+    async def start_push(app):
+        app[_PUSH] = asyncio.create_task(live.run())
+
+    async def end_streams(app):  # before the runner waits for open requests to end
+        live.end_streams()
+
+    async def stop_push(app):
+        app[_PUSH].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[_PUSH]
+
+    app.on_startup.append(start_push)
+    app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_push)
+    app.router.add_get("/", page)
+    app.router.add_static("/static/", _STATIC)
+    app.router.add_get("/events", events)
+    app.router.add_get("/history", history)
+    app.router.add_get("/piles/{pile_id}", pile)
     app.router.add_get("/target", get_target)
     app.router.add_put("/target", put_target)
     app.router.add_delete("/target", delete_target)

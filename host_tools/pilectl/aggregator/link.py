@@ -23,6 +23,7 @@ import time
 from pile.surface import Backoff
 
 from pilectl import wire
+from pilectl.aggregator.recent import Recent
 from pilectl.client import open_serial
 from pilectl.session import BeforeHello, PileError, Session
 
@@ -47,6 +48,7 @@ class PileLink:
         self.acked_seq = 0
         self.acked_at = None
         self.connects = 0
+        self.recent = Recent()  # samples and events for the live page's detail
         self._writer = None
         self._deframer = None  # a new one each connection
         self._wrap = wire.frame  # what carries a message: a frame on a stream
@@ -98,6 +100,8 @@ class PileLink:
     def _drop(self):
         if self._writer is not None:
             self._writer.close()
+            if self.session.greeted:
+                self.recent.event("link lost")
         self._writer = None
         self.session.restart()
         self._answer(exception=LinkLost(f"the link to {self.entry.pile_id} ended"))
@@ -132,6 +136,7 @@ class PileLink:
         elif kind == wire.TELEMETRY:
             self.telemetry = fields
             self.heard_at = time.monotonic()
+            self.recent.telemetry(self.heard_at, fields, self.sent_w)
         elif kind == wire.ACK:
             self.acked_seq = fields.get(wire.ACK_SEQ, self.acked_seq)
             self.acked_at = time.monotonic()
@@ -139,6 +144,10 @@ class PileLink:
             self._answer(fields)
         elif kind == wire.ERROR:
             self.counters["refused"] += 1
+            self.recent.refused_at = time.monotonic()
+            code = fields.get(wire.ERROR_CODE)
+            self.recent.event(f"refused ({wire.ERRORS.get(code, f'error {code}')}): "
+                              f"{fields.get(wire.ERROR_DETAIL, '')}")
             if self._update is not None and self._refuses_update(fields):
                 self._answer(exception=PileError(fields.get(wire.ERROR_CODE),
                                                  fields.get(wire.ERROR_DETAIL, "")))
@@ -188,6 +197,11 @@ class PileLink:
             future.set_result(fields)
 
     def _hello(self):
+        firmware = self.hello.get(wire.HELLO_FIRMWARE)
+        self.recent.event(f"HELLO: firmware {firmware}" + (
+            "" if self.recent.firmware in (None, firmware) else
+            f" (was {self.recent.firmware})"))
+        self.recent.firmware = firmware
         self.telemetry = self.heard_at = None  # in the split again with its next TELEMETRY,
         self.sent_w = None  # which a pile sends once a request of ours is accepted:
         self._write(self.session.request(wire.CONFIG_GET, {wire.BODY: []}))  # the cheapest

@@ -21,6 +21,7 @@ from pile.surface import REASON_DEPARTURE_RESERVE, REASON_V2G_BUDGET
 from pilectl import wire
 from pilectl.aggregator.fleet import technician_key
 from pilectl.aggregator.link import PileLink
+from pilectl.aggregator.live import Live
 from pilectl.aggregator.rollout import HALTING, RUNNING, Rollout
 from pilectl.aggregator.split import Share, reach, split
 
@@ -92,6 +93,7 @@ class Aggregator:
         self.broker = None  # the BrokerLink of the piles with mqtt = true
         self.rollout = None  # the latest Rollout, under way or ended
         self._rollout_task = None
+        self.live = Live(self)  # the live page's hour and push (api.py)
 
     def start(self):
         direct = [link for link in self.links if not link.entry.mqtt]
@@ -193,6 +195,7 @@ class Aggregator:
         if self.rollout is not None:
             self.last["rollout"] = self.rollout.summary()
         self.last["dispatch_ms"] = round((time.perf_counter() - began) * 1000, 2)
+        self.live.record(self.last, heard)
         if self.on_status is not None:
             self.on_status(self.last)
         return self.last
