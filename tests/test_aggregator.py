@@ -22,6 +22,8 @@ from pilectl.client import Client
 from pilectl.vbench import VirtualBench, free_port
 from prometheus_client import generate_latest
 
+_TOKEN = "operator-token-0123456789"  # the fleet file's http_token_file
+
 pytestmark = pytest.mark.usefixtures("socat")
 
 BENCH = {"name": "fleet", "plant": {"capacity_kwh": 60.0, "soc": 0.7}, "load_w": [[0, 2000]],
@@ -126,14 +128,15 @@ async def test_the_http_api_and_metrics(tmp_path):
     aggregator = Aggregator(fleet_file(tmp_path, [emulator.fleet.read_text()]))
     metrics = Metrics()
     aggregator.on_status = metrics.record
-    port = free_port()
-    runner = await serve(application(aggregator, metrics), "127.0.0.1", port)
+    port, bare = free_port(), free_port()
+    runner = await serve(application(aggregator, metrics, _TOKEN), "127.0.0.1", port)
+    tokenless = await serve(application(aggregator, metrics), "127.0.0.1", bare)
     aggregator.start()
-    base = f"http://127.0.0.1:{port}"
 
-    def call(method, path, body=None):
-        request = urllib.request.Request(base + path, method=method,
-                                         data=None if body is None else body.encode())
+    def call(method, path, body=None, token=_TOKEN, to=port):
+        request = urllib.request.Request(f"http://127.0.0.1:{to}{path}", method=method,
+                                         data=None if body is None else body.encode(),
+                                         headers={"Authorization": f"Bearer {token}"})
         try:
             with urllib.request.urlopen(request, timeout=5) as reply:
                 return reply.status, reply.read().decode()
@@ -150,6 +153,11 @@ async def test_the_http_api_and_metrics(tmp_path):
         assert status == 400 and "power_w must be whole watts" in json.loads(body)["error"]
         status, body = await loop.run_in_executor(None, call, "PUT", "/target", "not json")
         assert status == 400 and "send JSON" in json.loads(body)["error"]
+        for token, to, code in (("wrong-token-of-16-chars", port, 401), (_TOKEN, bare, 403)):
+            status, body = await loop.run_in_executor(None, call, "DELETE", "/target", None,
+                                                      token, to)
+            assert status == code and "http_token_file" in json.loads(body)["error"]
+        assert aggregator.target.now()[1] == "api"  # neither write changed the target
         await settle(aggregator, 4)
         status, body = await loop.run_in_executor(None, call, "GET", "/status?piles=1")
         found = json.loads(body)
@@ -163,6 +171,7 @@ async def test_the_http_api_and_metrics(tmp_path):
     finally:
         await aggregator.stop()
         await runner.cleanup()
+        await tokenless.cleanup()
         emulator.stop()
 
 

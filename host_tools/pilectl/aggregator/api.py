@@ -16,8 +16,9 @@
     GET  /piles/ID          a pile's row, latest TELEMETRY, recent samples and events
 
 Bodies are JSON (but a package); a bad one gets 400 with {"error": "..."} saying what to
-send instead. With a token in the fleet file ([target] http_token_file), every write
-(PUT and DELETE /target, POST and DELETE /rollout) needs `Authorization: Bearer TOKEN`;
+send instead. Every write (PUT and DELETE /target, POST and DELETE /rollout) needs
+`Authorization: Bearer TOKEN`, the operator token of the fleet file ([target]
+http_token_file): 401 without it, and 403 for every write while the fleet file names none;
 reads need none.
 """
 
@@ -102,12 +103,18 @@ class Metrics:
 
 
 def application(aggregator, metrics, token=None):
-    """The API of `aggregator`; writes need `token` when it is given."""
+    """The API of `aggregator`; writes need `token`, and without one it takes none."""
 
     @web.middleware
     async def writes_need_the_token(request, handler):
-        if token is not None and request.method not in ("GET", "HEAD") and not hmac.compare_digest(
-                request.headers.get("Authorization", ""), f"Bearer {token}"):
+        if request.method in ("GET", "HEAD"):
+            return await handler(request)
+        if token is None:
+            return web.json_response({"error": "this API takes no writes until the fleet "
+                                      "file names an operator token: [target] "
+                                      "http_token_file (docs/aggregator.md)"}, status=403)
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                   f"Bearer {token}".encode()):
             return web.json_response({"error": "this API takes writes with its token only: "
                                       "send Authorization: Bearer TOKEN (the fleet file's "
                                       "[target] http_token_file)"}, status=401)
