@@ -4,7 +4,8 @@
     PUT  /target            {"power_w": W, "for_s": S (optional)}: until S have passed
     DELETE /target          back to the schedule
     GET  /status            the fleet now (?piles=1 adds every pile)
-    GET  /metrics           Prometheus text: dispatch latency, piles online, refused ...
+    GET  /metrics           Prometheus text: dispatch latency, piles online, refused ...,
+                            and each pile's SOC, power, setpoint, state (labelled pile)
     POST /rollout           the body a signed update package (pilectl release build), the
                             query its settings (?canary_percent=5&wave_percent=25&
                             parallel=50&confirm_s=600&canary=PILE_ID...): rolled out in waves
@@ -31,7 +32,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
+from pilectl import wire
 from pilectl.aggregator.rollout import IDLE, PILE_STATES, STATES, Settings
 
 _MAX_W = 10**9  # 1 GW: a target beyond it is a typo
@@ -40,11 +43,62 @@ _SETTINGS = {"canary_percent": float, "wave_percent": float, "parallel": int,
              "confirm_s": float}
 
 
-class Metrics:
-    """The figures an operator graphs, in a registry of the aggregator's own."""
+# the piles' own series: name, help, TELEMETRY field, scale
+_PILE_SERIES = (
+    ("aggregator_pile_soc_percent", "The pile's battery SOC", 4, 0.1),
+    ("aggregator_pile_power_watts", "The pile's power (+ charge, - discharge)", 3, 1),
+    ("aggregator_pile_state", "The pile's state (DESIGN: 0 boot, 1 idle, 2 charging, "
+     "3 discharging, 4 fault, 5 stopped, 6 no EV)", 2, 1),
+    ("aggregator_pile_max_charge_watts", "The most its envelope lets it charge", 7, 1),
+    ("aggregator_pile_max_discharge_watts", "The most its envelope lets it discharge", 8, 1),
+    ("aggregator_pile_budget_left_watthours", "What its owner's V2G budget still allows "
+     "(none without a budget)", wire.TELEMETRY_BUDGET_LEFT, 1),
+)
 
-    def __init__(self):
+
+class PileSeries:
+    """Each pile's figures, labelled by pile id, read from the aggregator at each scrape
+    (nothing a period): only the piles this process serves, so a pile that leaves it
+    (another worker's now) or the fleet file loses its series, and a pile not heard has
+    none but `aggregator_pile_heard 0`."""
+
+    def __init__(self, aggregator):
+        self.aggregator = aggregator
+
+    def collect(self):
+        heard = GaugeMetricFamily("aggregator_pile_heard", "1 while the pile is in the "
+                                  "split (heard within 3 telemetry periods)", labels=["pile"])
+        setpoint = GaugeMetricFamily("aggregator_pile_setpoint_watts", "The last setpoint "
+                                     "sent to the pile", labels=["pile"])
+        series = [(GaugeMetricFamily(name, text, labels=["pile"]), field, scale)
+                  for name, text, field, scale in _PILE_SERIES]
+        now = time.monotonic()
+        for link in self.aggregator.served():
+            pile = [link.entry.pile_id]
+            on = self.aggregator.heard(link, now)
+            heard.add_metric(pile, 1 if on else 0)
+            if not on:
+                continue
+            if link.sent_w is not None:
+                setpoint.add_metric(pile, link.sent_w)
+            for family, field, scale in series:
+                value = link.telemetry.get(field)
+                if value is not None:
+                    family.add_metric(pile, value * scale)
+        yield heard
+        yield setpoint
+        for family, _, _ in series:
+            yield family
+
+
+class Metrics:
+    """The figures an operator graphs, in a registry of the aggregator's own; with the
+    `aggregator`, each pile's own too (PileSeries)."""
+
+    def __init__(self, aggregator=None):
         self.registry = CollectorRegistry()
+        if aggregator is not None:
+            self.registry.register(PileSeries(aggregator))
         gauge = lambda name, text: Gauge(name, text, registry=self.registry)  # noqa: E731
         self.dispatch = Histogram("aggregator_dispatch_seconds",
                                   "Time to split the target and send the setpoints",
