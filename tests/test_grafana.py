@@ -200,6 +200,12 @@ async def test_every_metric_the_dashboard_reads_is_one_a_running_aggregator_expo
             await client.close()
         await settle(aggregator, 3)
         exported = sampled(await scrape(port))
+        emulator.stop()  # every pile falls silent: heard 0, and no figures of the past
+        await settle(aggregator, 1)
+        after = sampled(await scrape(port))
+        assert after["aggregator_pile_heard"] == dict.fromkeys(after["aggregator_pile_heard"], 0)
+        assert len(after["aggregator_pile_heard"]) == 4
+        assert "aggregator_pile_soc_percent" not in after
     finally:
         await aggregator.stop()
         await runner.cleanup()
