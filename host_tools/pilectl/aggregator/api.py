@@ -32,7 +32,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
 
 from pilectl import wire
 from pilectl.aggregator.rollout import IDLE, PILE_STATES, STATES, Settings
@@ -43,10 +42,11 @@ _SETTINGS = {"canary_percent": float, "wave_percent": float, "parallel": int,
              "confirm_s": float}
 
 
-# the piles' own series: name, help, TELEMETRY field, scale
+# the piles' own series: name, help, TELEMETRY field (None: the setpoint sent), divisor
 _PILE_SERIES = (
-    ("aggregator_pile_soc_percent", "The pile's battery SOC", 4, 0.1),
+    ("aggregator_pile_soc_percent", "The pile's battery SOC", 4, 10),
     ("aggregator_pile_power_watts", "The pile's power (+ charge, - discharge)", 3, 1),
+    ("aggregator_pile_setpoint_watts", "The last setpoint sent to the pile", None, 1),
     ("aggregator_pile_state", "The pile's state (DESIGN: 0 boot, 1 idle, 2 charging, "
      "3 discharging, 4 fault, 5 stopped, 6 no EV)", 2, 1),
     ("aggregator_pile_max_charge_watts", "The most its envelope lets it charge", 7, 1),
@@ -54,41 +54,45 @@ _PILE_SERIES = (
     ("aggregator_pile_budget_left_watthours", "What its owner's V2G budget still allows "
      "(none without a budget)", wire.TELEMETRY_BUDGET_LEFT, 1),
 )
+_HEARD = ("aggregator_pile_heard", "1 while the pile is in the split (heard within 3 "
+          "telemetry periods)")
 
 
 class PileSeries:
     """Each pile's figures, labelled by pile id, read from the aggregator at each scrape
     (nothing a period): only the piles this process serves, so a pile that leaves it
     (another worker's now) or the fleet file loses its series, and a pile not heard has
-    none but `aggregator_pile_heard 0`."""
+    none but `aggregator_pile_heard 0`. Written as Prometheus text directly: through
+    prometheus_client's collector a scrape took 68 ms at 1,000 piles and 593 ms at
+    10,000, on the event loop the dispatch runs on."""
 
     def __init__(self, aggregator):
         self.aggregator = aggregator
 
-    def collect(self):
-        heard = GaugeMetricFamily("aggregator_pile_heard", "1 while the pile is in the "
-                                  "split (heard within 3 telemetry periods)", labels=["pile"])
-        setpoint = GaugeMetricFamily("aggregator_pile_setpoint_watts", "The last setpoint "
-                                     "sent to the pile", labels=["pile"])
-        series = [(GaugeMetricFamily(name, text, labels=["pile"]), field, scale)
-                  for name, text, field, scale in _PILE_SERIES]
+    def exposition(self):
+        """The series in the Prometheus text format, to follow the registry's."""
+        heard = [f"# HELP {_HEARD[0]} {_HEARD[1]}\n# TYPE {_HEARD[0]} gauge\n"]
+        rows = [[f"# HELP {name} {text}\n# TYPE {name} gauge\n"]
+                for name, text, _, _ in _PILE_SERIES]
         now = time.monotonic()
         for link in self.aggregator.served():
-            pile = [link.entry.pile_id]
+            pile = _label(link.entry.pile_id)
             on = self.aggregator.heard(link, now)
-            heard.add_metric(pile, 1 if on else 0)
+            heard.append(f'{_HEARD[0]}{{pile="{pile}"}} {1 if on else 0}\n')
             if not on:
                 continue
-            if link.sent_w is not None:
-                setpoint.add_metric(pile, link.sent_w)
-            for family, field, scale in series:
-                value = link.telemetry.get(field)
+            tel = link.telemetry
+            for (name, _, field, divisor), lines in zip(_PILE_SERIES, rows, strict=True):
+                value = link.sent_w if field is None else tel.get(field)
                 if value is not None:
-                    family.add_metric(pile, value * scale)
-        yield heard
-        yield setpoint
-        for family, _, _ in series:
-            yield family
+                    shown = value if divisor == 1 else value / divisor
+                    lines.append(f'{name}{{pile="{pile}"}} {shown}\n')
+        return "".join(heard + [line for lines in rows for line in lines]).encode()
+
+
+def _label(text):
+    """A label value as the text format writes it (backslash, quote and newline escaped)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Metrics:
@@ -97,8 +101,7 @@ class Metrics:
 
     def __init__(self, aggregator=None):
         self.registry = CollectorRegistry()
-        if aggregator is not None:
-            self.registry.register(PileSeries(aggregator))
+        self.piles = None if aggregator is None else PileSeries(aggregator)
         gauge = lambda name, text: Gauge(name, text, registry=self.registry)  # noqa: E731
         self.dispatch = Histogram("aggregator_dispatch_seconds",
                                   "Time to split the target and send the setpoints",
@@ -124,6 +127,11 @@ class Metrics:
         self.rollout_state = Enum("aggregator_rollout_state", "The latest rollout's state",
                                   states=list(STATES), registry=self.registry)
         self.rollout_state.state(IDLE)
+
+    def exposition(self):
+        """Everything in the Prometheus text format: /metrics."""
+        found = generate_latest(self.registry)
+        return found if self.piles is None else found + self.piles.exposition()
 
     def record(self, status):
         self.dispatch.observe(status["dispatch_ms"] / 1000)
@@ -233,7 +241,7 @@ def application(aggregator, metrics, token=None):
         return web.json_response(aggregator.rollout.summary())
 
     async def prometheus(request):
-        return web.Response(body=generate_latest(metrics.registry),
+        return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/target", get_target)
