@@ -542,7 +542,7 @@ def worker_on_one_pile(tmp_path, sent):
     counters = Counter()
     worker = brokerlink.BrokerLink(fleet.broker, [PileLink(fleet.piles[0], counters)],
                                    counters)
-    paho = SimpleNamespace(publish=lambda topic, payload: (
+    paho = SimpleNamespace(publish=lambda topic, payload, retain=False: (
         sent.append((topic, payload)), SimpleNamespace(rc=0))[1])
     worker._client = SimpleNamespace(_client=paho)
     worker._joined, worker.workers, worker.owned = True, {"agg-1"}, {"p1"}

@@ -4,7 +4,8 @@
     PUT  /target            {"power_w": W, "for_s": S (optional)}: until S have passed
     DELETE /target          back to the schedule
     GET  /status            the fleet now (?piles=1 adds every pile)
-    GET  /metrics           Prometheus text: dispatch latency, piles online, refused ...
+    GET  /metrics           Prometheus text: dispatch latency, piles online, refused ...,
+                            and each pile's SOC, power, setpoint, state (labelled pile)
     POST /rollout           the body a signed update package (pilectl release build), the
                             query its settings (?canary_percent=5&wave_percent=25&
                             parallel=50&confirm_s=600&canary=PILE_ID...): rolled out in waves
@@ -39,6 +40,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from pilectl import wire
 from pilectl.aggregator.rollout import IDLE, PILE_STATES, STATES, Settings
 
 _STATIC = Path(__file__).parent / "static"
@@ -49,11 +51,66 @@ _SETTINGS = {"canary_percent": float, "wave_percent": float, "parallel": int,
              "confirm_s": float}
 
 
-class Metrics:
-    """The figures an operator graphs, in a registry of the aggregator's own."""
+# the piles' own series: name, help, TELEMETRY field (None: the setpoint sent), divisor
+_PILE_SERIES = (
+    ("aggregator_pile_soc_percent", "The pile's battery SOC", 4, 10),
+    ("aggregator_pile_power_watts", "The pile's power (+ charge, - discharge)", 3, 1),
+    ("aggregator_pile_setpoint_watts", "The last setpoint sent to the pile", None, 1),
+    ("aggregator_pile_state", "The pile's state (DESIGN: 0 boot, 1 idle, 2 charging, "
+     "3 discharging, 4 fault, 5 stopped, 6 no EV)", 2, 1),
+    ("aggregator_pile_max_charge_watts", "The most its envelope lets it charge", 7, 1),
+    ("aggregator_pile_max_discharge_watts", "The most its envelope lets it discharge", 8, 1),
+    ("aggregator_pile_budget_left_watthours", "What its owner's V2G budget still allows "
+     "(none without a budget)", wire.TELEMETRY_BUDGET_LEFT, 1),
+)
+_HEARD = ("aggregator_pile_heard", "1 while the pile is in the split (heard within 3 "
+          "telemetry periods)")
 
-    def __init__(self):
+
+class PileSeries:
+    """Each pile's figures, labelled by pile id, read from the aggregator at each scrape
+    (nothing a period): only the piles this process serves, so a pile that leaves it
+    (another worker's now) or the fleet file loses its series, and a pile not heard has
+    none but `aggregator_pile_heard 0`. Written as Prometheus text directly: through
+    prometheus_client's collector a scrape took 68 ms at 1,000 piles and 593 ms at
+    10,000, on the event loop the dispatch runs on."""
+
+    def __init__(self, aggregator):
+        self.aggregator = aggregator
+
+    def exposition(self):
+        """The series in the Prometheus text format, to follow the registry's."""
+        heard = [f"# HELP {_HEARD[0]} {_HEARD[1]}\n# TYPE {_HEARD[0]} gauge\n"]
+        rows = [[f"# HELP {name} {text}\n# TYPE {name} gauge\n"]
+                for name, text, _, _ in _PILE_SERIES]
+        now = time.monotonic()
+        for link in self.aggregator.served():
+            pile = _label(link.entry.pile_id)
+            on = self.aggregator.heard(link, now)
+            heard.append(f'{_HEARD[0]}{{pile="{pile}"}} {1 if on else 0}\n')
+            if not on:
+                continue
+            tel = link.telemetry
+            for (name, _, field, divisor), lines in zip(_PILE_SERIES, rows, strict=True):
+                value = link.sent_w if field is None else tel.get(field)
+                if value is not None:
+                    shown = value if divisor == 1 else value / divisor
+                    lines.append(f'{name}{{pile="{pile}"}} {shown}\n')
+        return "".join(heard + [line for lines in rows for line in lines]).encode()
+
+
+def _label(text):
+    """A label value as the text format writes it (backslash, quote and newline escaped)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """The figures an operator graphs, in a registry of the aggregator's own; with the
+    `aggregator`, each pile's own too (PileSeries)."""
+
+    def __init__(self, aggregator=None):
         self.registry = CollectorRegistry()
+        self.piles = None if aggregator is None else PileSeries(aggregator)
         gauge = lambda name, text: Gauge(name, text, registry=self.registry)  # noqa: E731
         self.dispatch = Histogram("aggregator_dispatch_seconds",
                                   "Time to split the target and send the setpoints",
@@ -79,6 +136,11 @@ class Metrics:
         self.rollout_state = Enum("aggregator_rollout_state", "The latest rollout's state",
                                   states=list(STATES), registry=self.registry)
         self.rollout_state.state(IDLE)
+
+    def exposition(self):
+        """Everything in the Prometheus text format: /metrics."""
+        found = generate_latest(self.registry)
+        return found if self.piles is None else found + self.piles.exposition()
 
     def record(self, status):
         self.dispatch.observe(status["dispatch_ms"] / 1000)
@@ -194,7 +256,7 @@ def application(aggregator, metrics, token=None):
         return web.json_response(aggregator.rollout.summary())
 
     async def prometheus(request):
-        return web.Response(body=generate_latest(metrics.registry),
+        return web.Response(body=metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     live = aggregator.live

@@ -40,12 +40,23 @@ class BrokerError(RuntimeError):
     pass
 
 
-def acl(aggregators, prefix=DEFAULT_PREFIX):
-    """The ACL file's text for these aggregator user names."""
+def acl(aggregators, prefix=DEFAULT_PREFIX, discovery_prefix=None, home_assistant=()):
+    """The ACL file's text for these aggregator user names. With `discovery_prefix`
+    (Home Assistant's discovery on: homeassistant.py), the aggregators also write the
+    discovery configs and the piles' JSON values and read the owner's commands, and each
+    `home_assistant` user (Home Assistant's own login) may read those and the piles'
+    status and send the owner's commands, nothing else."""
     lines = ["# written by pile-aggregator: piles by pattern, aggregators by name", ""]
+    ha = [f"topic write {discovery_prefix}/#", f"topic write {prefix}/+/ha/state",
+          f"topic read {prefix}/+/ha/owner_reserve/set"] if discovery_prefix else []
     for name in aggregators:
         lines += [f"user {name}", f"topic read {prefix}/+/up", f"topic read {prefix}/+/status",
-                  f"topic write {prefix}/+/down", f"topic readwrite {prefix}-agg/#", ""]
+                  f"topic write {prefix}/+/down", f"topic readwrite {prefix}-agg/#", *ha, ""]
+    for name in home_assistant if discovery_prefix else ():
+        lines += [f"user {name}", f"topic read {discovery_prefix}/#",
+                  f"topic write {discovery_prefix}/status",  # its birth message
+                  f"topic read {prefix}/+/status", f"topic read {prefix}/+/ha/state",
+                  f"topic write {prefix}/+/ha/owner_reserve/set", ""]
     lines += ["# every other user is a pile, named by its pile id",
               f"pattern write {prefix}/%u/up", f"pattern write {prefix}/%u/status",
               f"pattern read {prefix}/%u/down", ""]
@@ -94,15 +105,17 @@ def make_certificates(directory, hostname="localhost"):
 
 
 def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, host="127.0.0.1",
-                 tls_port=None, bench=False):
+                 tls_port=None, bench=False, discovery_prefix=None, home_assistant=()):
     """mosquitto.conf, passwd (hashed by mosquitto_passwd) and acl in `directory`, for
-    `users` {name: password} of which `aggregators` are the aggregators; the conf path.
+    `users` {name: password} of which `aggregators` are the aggregators and
+    `home_assistant` Home Assistant's logins (with `discovery_prefix`: `acl`); the conf
+    path.
     With `tls_port`, a second listener there takes TLS with `make_certificates`' files.
     `bench`: a broker run by whoever wrote the files, in their own directory."""
     if shutil.which("mosquitto_passwd") is None:
         raise BrokerError("mosquitto_passwd is missing: apt-get install mosquitto")
     for name in users:
-        if name not in aggregators:
+        if name not in aggregators and name not in home_assistant:
             check_pile_id(name)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,7 +123,7 @@ def write_config(directory, port, users, aggregators, prefix=DEFAULT_PREFIX, hos
     passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
     passwd.chmod(0o600)
     subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
-    (directory / "acl").write_text(acl(aggregators, prefix))
+    (directory / "acl").write_text(acl(aggregators, prefix, discovery_prefix, home_assistant))
     tls = []
     if tls_port is not None:
         ca, _, cert, key = make_certificates(directory / "tls")
@@ -175,7 +188,7 @@ class Mosquitto(_BrokerProcess):
     log_name = "mosquitto.log"
 
     def __init__(self, directory, users, aggregators, prefix=DEFAULT_PREFIX, port=None,
-                 tls=False):
+                 tls=False, discovery_prefix=None, home_assistant=()):
         self.binary = shutil.which("mosquitto", path=os.environ.get("PATH", "") + _SBIN)
         if self.binary is None:
             raise BrokerError("mosquitto is missing: apt-get install mosquitto (make does)")
@@ -183,7 +196,9 @@ class Mosquitto(_BrokerProcess):
         self.tls_port = free_port() if tls else None  # and the CA in directory/tls/ca.der
         self.directory = Path(directory)
         self.conf = write_config(directory, self.port, users, aggregators, prefix,
-                                 tls_port=self.tls_port, bench=True)
+                                 tls_port=self.tls_port, bench=True,
+                                 discovery_prefix=discovery_prefix,
+                                 home_assistant=home_assistant)
         self.process = None
 
     def start(self, timeout_s=10):

@@ -14,7 +14,9 @@ fleet (pilectl/aggregator/shard.py, docs/aggregator.md):
 - every period each worker publishes its reach (`<prefix>-agg/reach/<user>`) and takes
   its share of the fleet target from everyone's;
 - a target set through one worker's API is published retained on `<prefix>-agg/target`
-  and followed by all.
+  and followed by all;
+- with Home Assistant on (homeassistant.py), each worker publishes the discovery configs
+  and JSON values of its own piles and takes Home Assistant's commands for them.
 
 A pile's `online` (retained, so every online pile's comes at subscription) gives its
 link, if the pile is this worker's, a publisher for the pile's down topic and asks the
@@ -52,6 +54,7 @@ _HELLO_AGAIN_S = 5.0
 _HELLO_AGAIN_MAX_S = 60.0
 _SUBSCRIBE_S = 30.0  # for a SUBACK (aiomqtt's default, 10 s, was too short at a start)
 _SUBSCRIBE_AGAIN_S = 1.0
+_HA_COMMAND = ["ha", "owner_reserve", "set"]  # <prefix>/<pile>/ha/owner_reserve/set
 
 
 class Publisher:
@@ -92,6 +95,7 @@ class BrokerLink:
         self.online = set()  # pile ids whose status says online
         self.reaches = {}  # worker -> (low_w, high_w, monotonic time heard)
         self.on_target = None  # called when another worker's target came: dispatch now
+        self.homeassistant = None  # a homeassistant.HomeAssistant when the fleet asks
         self._joined = False  # this worker's own record came back: the set is known
         self._client = None
         self._sending = set()  # publishes under way, held until done
@@ -109,7 +113,8 @@ class BrokerLink:
         if client is None:
             return
         if qos == 0:
-            if client._client.publish(topic, payload).rc != paho.MQTT_ERR_SUCCESS:
+            if client._client.publish(topic, payload, retain=retain).rc != \
+                    paho.MQTT_ERR_SUCCESS:
                 self.counters["publish_errors"] += 1
             return
         task = asyncio.create_task(client.publish(topic, payload, qos, retain))
@@ -187,10 +192,14 @@ class BrokerLink:
             # aiomqtt's queue and iterator a message cost about twice as much
             # (docs/decisions.md); the iterator below then only waits for the end
             client._client.on_message = self._on_message
+            home = self.homeassistant
             await client.subscribe([(f"{self.shared}/workers/+", 1),
                                     (f"{self.shared}/reach/+", 0),
                                     (f"{self.shared}/target", 1),
-                                    (f"{self.prefix}/+/status", 0)])
+                                    (f"{self.prefix}/+/status", 0),
+                                    *(home.subscriptions() if home else ())])
+            if home is not None:
+                home.connected()
             self._client = client
             self.connected = True
             self.connects += 1
@@ -240,6 +249,9 @@ class BrokerLink:
                 self._status(parts[1], payload == _ONLINE)
         elif len(parts) >= 2 and parts[0] == self.shared:
             self._shared(parts, payload)
+        elif len(parts) == 5 and parts[0] == self.prefix and parts[2:] == _HA_COMMAND and \
+                self.homeassistant is not None:
+            self.homeassistant.command(parts[1], payload)
 
     def _status(self, pile_id, online):
         if online:
@@ -291,6 +303,8 @@ class BrokerLink:
                 self._rebalance()
         elif kind == "target" and self.target is not None:
             self._follow_target(payload)
+        elif kind == "ha" and name and self.homeassistant is not None:
+            self.homeassistant.record(name, payload)
 
     def _follow_target(self, payload):
         if not payload:

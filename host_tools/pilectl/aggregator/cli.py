@@ -4,7 +4,7 @@
                        [--worker NAME --password-file FILE]
     pile-aggregator plot TRACE.jsonl OUT.png
     pile-aggregator broker-config FLEET.toml OUT_DIR [--port 1883] [--host 0.0.0.0]
-                                  [--worker NAME ...]
+                                  [--worker NAME ...] [--home-assistant USER ...]
     pile-aggregator rollout FLEET.toml PACKAGE [--canary-percent 5] [--wave-percent 25]
                             [--parallel 50] [--confirm-s 600] [--canary PILE_ID ...]
                             [--technician-keys DIR] [--downgrade] [--api] [--json]
@@ -90,7 +90,7 @@ async def _run(fleet, as_json, trace_path, duration, rollout=None):
     from pilectl.aggregator.service import Aggregator
 
     aggregator = Aggregator(fleet)
-    metrics = Metrics()
+    metrics = Metrics(aggregator)
     trace = open(trace_path, "a") if trace_path else None  # noqa: SIM115 (closed below)
     live = None
     if not as_json:
@@ -380,7 +380,9 @@ def plot(trace_file, png):
 @click.option("--host", default="0.0.0.0", show_default=True, help="The address it listens on.")
 @click.option("--worker", "workers", multiple=True,
               help="An aggregator worker's user (repeat; default: [broker] user).")
-def broker_config(fleet_file, out_dir, port, host, workers):
+@click.option("--home-assistant", "home_assistant", multiple=True,
+              help="Home Assistant's broker user (repeat), for [homeassistant] enabled = true.")
+def broker_config(fleet_file, out_dir, port, host, workers, home_assistant):
     """Mosquitto's files for the piles of FLEET_FILE on its broker: mosquitto.conf, the
     hashed passwd, the ACL, and one password a pile (and a worker) in OUT_DIR. Passwords
     already there are kept, so running it again after adding piles changes no board."""
@@ -395,6 +397,11 @@ def broker_config(fleet_file, out_dir, port, host, workers):
         click.echo(f"pile-aggregator: {fleet_file} has no [broker] section: add one "
                    "(docs/aggregator.md) and mqtt = true on the piles it serves", err=True)
         sys.exit(2)
+    home = fleet.homeassistant
+    if home_assistant and not home.enabled:
+        click.echo(f"pile-aggregator: --home-assistant is for a fleet with Home Assistant "
+                   f"on: add [homeassistant] enabled = true to {fleet_file}", err=True)
+        sys.exit(2)
     out = Path(out_dir).resolve()  # the config names its files by absolute path
     names = list(workers) or [fleet.broker.user]
     users = {entry.pile_id: kept_password(out / "piles" / f"{entry.pile_id}.password")
@@ -402,15 +409,27 @@ def broker_config(fleet_file, out_dir, port, host, workers):
     for name in names:
         users[name] = fleet.broker.password if name == fleet.broker.user else \
             kept_password(out / "workers" / f"{name}.password")
+    for name in home_assistant:
+        if name in users:
+            click.echo(f"pile-aggregator: --home-assistant {name}: a pile or worker has that "
+                       "broker user already: give Home Assistant another", err=True)
+            sys.exit(2)
+        users[name] = kept_password(out / "home-assistant" / f"{name}.password")
     try:
-        conf = write_config(out, port, users, names, fleet.broker.topic_prefix, host)
+        conf = write_config(out, port, users, names, fleet.broker.topic_prefix, host,
+                            discovery_prefix=home.discovery_prefix if home.enabled else None,
+                            home_assistant=home_assistant)
     except (BrokerError, OSError) as exc:
         click.echo(f"pile-aggregator: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"{conf}: {len(users) - len(names)} piles, workers {', '.join(names)}\n"
+    click.echo(f"{conf}: {len(users) - len(names) - len(home_assistant)} piles, workers "
+               f"{', '.join(names)}\n"
                f"start it with: mosquitto -c {conf}\n"
                f"each pile's password is in {out / 'piles'}/PILE_ID.password: put it in the "
                "board file's mqtt.password")
+    if home_assistant:
+        click.echo(f"Home Assistant's password is in {out / 'home-assistant'}/USER.password: "
+                   "give it in its MQTT integration")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@
     parallel = 50              # piles receiving a package at once
     confirm_s = 600            # a pile not confirmed this long after its start halts it
 
+    [homeassistant]            # optional: Home Assistant MQTT discovery for the piles on
+    enabled = false            # the broker (pilectl/aggregator/homeassistant.py); off unless true
+    discovery_prefix = "homeassistant"  # as Home Assistant's MQTT integration says
+    state_period_s = 10        # each pile's values republished as JSON this often
+
     [[pile]]
     id = "pile-001"
     tcp = "192.168.1.50:7700"  # or serial = "/dev/ttyUSB0", or mqtt = true
@@ -38,6 +43,8 @@
     technician_key_file = "keys/pile-001.technician.key"  # optional: for rollouts only
     priority = 0               # tier: lower tiers are filled first
     group = "depot-a"
+    owner_reserve = false      # true: Home Assistant may set this pile's owner_reserve_soc
+                               # (the pile bounds it: docs/aggregator.md)
 
 Relative paths are relative to the fleet file. FleetError says what is wrong and where.
 """
@@ -65,6 +72,7 @@ class PileEntry:
     priority: int = 0
     group: str = ""
     technician_key_file: Path | None = None  # read by a rollout, for update messages only
+    owner_reserve: bool = False  # Home Assistant may set its owner_reserve_soc
 
 
 @dataclass
@@ -100,6 +108,15 @@ class Rollouts:
 
 
 @dataclass
+class HomeAssistant:
+    """The fleet file's [homeassistant]: MQTT discovery for the piles on the broker."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    state_period_s: float = 10.0
+
+
+@dataclass
 class Fleet:
     piles: list
     dispatch: Dispatch = field(default_factory=Dispatch)
@@ -110,6 +127,7 @@ class Fleet:
     broker: Broker | None = None
     rollouts: Rollouts = field(default_factory=Rollouts)
     http_token: str | None = None  # writes to the API need it, when set
+    homeassistant: HomeAssistant = field(default_factory=HomeAssistant)
 
 
 def load(path):
@@ -124,10 +142,10 @@ def load(path):
 
 
 def parse(data, base, where="the fleet file"):
-    unknown = set(data) - {"dispatch", "target", "pile", "broker", "rollout"}
+    unknown = set(data) - {"dispatch", "target", "pile", "broker", "rollout", "homeassistant"}
     if unknown:
         raise FleetError(f"{where}: unknown section {sorted(unknown)[0]!r}; "
-                         "known: dispatch, target, broker, rollout, pile")
+                         "known: dispatch, target, broker, rollout, homeassistant, pile")
     dispatch = _dispatch(data.get("dispatch", {}), where)
     target = data.get("target", {})
     _known(target, {"power_w", "schedule", "http", "http_token_file"}, f"{where} [target]")
@@ -143,6 +161,23 @@ def parse(data, base, where="the fleet file"):
     broker = _broker(data["broker"], base, f"{where} [broker]") if "broker" in data else None
     if broker is None and any(pile.mqtt for pile in piles):
         raise FleetError(f"{where}: piles with mqtt = true need a [broker] section")
+    home = _homeassistant(data.get("homeassistant", {}), f"{where} [homeassistant]")
+    if home.enabled and broker is None:
+        raise FleetError(f"{where} [homeassistant]: Home Assistant reads the piles' values "
+                         "on the broker: add a [broker] section, or enabled = false")
+    if home.enabled:
+        from pilectl.aggregator.homeassistant import node_id  # which imports the service
+
+        nodes = {}
+        for pile in piles:
+            other = nodes.setdefault(node_id(pile.pile_id), pile.pile_id)
+            if other != pile.pile_id:
+                raise FleetError(f"{where}: piles {other!r} and {pile.pile_id!r} would be one "
+                                 "device in Home Assistant, whose ids take letters, digits, "
+                                 "_ and - only: rename one")
+    if any(pile.owner_reserve and not pile.mqtt for pile in piles):
+        raise FleetError(f"{where}: owner_reserve = true is for piles on the broker "
+                         "(mqtt = true), where Home Assistant sees them")
     schedule, start = [], None
     if "schedule" in target:
         start, schedule = load_schedule(Path(base) / target["schedule"])
@@ -150,7 +185,22 @@ def parse(data, base, where="the fleet file"):
                  schedule, start, _address(target["http"], f"{where} [target] http")
                  if "http" in target else None, broker,
                  _rollouts(data.get("rollout", {}), base, f"{where} [rollout]"),
-                 _token(target, base, f"{where} [target]"))
+                 _token(target, base, f"{where} [target]"), home)
+
+
+def _homeassistant(section, where):
+    _known(section, set(HomeAssistant.__dataclass_fields__), where)
+    found = HomeAssistant(**section)
+    if not isinstance(found.enabled, bool):
+        raise FleetError(f"{where}: enabled must be true or false")
+    prefix = found.discovery_prefix
+    if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "+#"):
+        raise FleetError(f"{where}: discovery_prefix must be a topic without wildcards "
+                         "(Home Assistant's default: homeassistant)")
+    period = found.state_period_s
+    if not isinstance(period, int | float) or isinstance(period, bool) or not 1 <= period <= 3600:
+        raise FleetError(f"{where}: state_period_s must be seconds, 1..3600")
+    return found
 
 
 def _token(target, base, where):
@@ -253,7 +303,7 @@ def _dispatch(section, where):
 
 def _pile(entry, base, where):
     _known(entry, {"id", "tcp", "serial", "mqtt", "key_file", "technician_key_file",
-                   "priority", "group"}, where)
+                   "priority", "group", "owner_reserve"}, where)
     pile_id = entry.get("id")
     if not isinstance(pile_id, str) or not pile_id:
         raise FleetError(f"{where}: id (text) is required")
@@ -276,10 +326,14 @@ def _pile(entry, base, where):
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         raise FleetError(f"{where} ({pile_id}): priority must be a whole number >= 0")
     technician = entry.get("technician_key_file")
+    owner_reserve = entry.get("owner_reserve", False)
+    if not isinstance(owner_reserve, bool):
+        raise FleetError(f"{where} ({pile_id}): owner_reserve must be true or false")
     return PileEntry(pile_id, key, _address(entry["tcp"], f"{where} ({pile_id}) tcp")
                      if "tcp" in entry else None, entry.get("serial"), mqtt, priority,
                      str(entry.get("group", "")),
-                     None if technician is None else Path(base) / str(technician))
+                     None if technician is None else Path(base) / str(technician),
+                     owner_reserve)
 
 
 def technician_key(entry, folder=None):

@@ -49,6 +49,8 @@ class PileLink:
         self.acked_at = None
         self.connects = 0
         self.recent = Recent()  # samples and events for the live page's detail
+        self.config = {}  # config values the pile's CONFIG replies said, by key, this boot
+        self.on_config = None  # called with the link when a CONFIG reply came
         self._writer = None
         self._deframer = None  # a new one each connection
         self._wrap = wire.frame  # what carries a message: a frame on a stream
@@ -140,6 +142,10 @@ class PileLink:
         elif kind == wire.ACK:
             self.acked_seq = fields.get(wire.ACK_SEQ, self.acked_seq)
             self.acked_at = time.monotonic()
+        elif kind == wire.CONFIG:
+            self.config.update(fields.get(wire.BODY) or {})
+            if self.on_config is not None:
+                self.on_config(self)
         elif kind == wire.UPDATE_STATUS:
             self._answer(fields)
         elif kind == wire.ERROR:
@@ -196,12 +202,19 @@ class PileLink:
         else:
             future.set_result(fields)
 
+    def request(self, mtype, fields):
+        """Send one request signed with the link key now, without waiting for its reply
+        (a CONFIG reply lands in `config`, an ERROR is counted); False when not
+        connected."""
+        return self.connected and self._write(self.session.request(mtype, fields))
+
     def _hello(self):
         firmware = self.hello.get(wire.HELLO_FIRMWARE)
         self.recent.event(f"HELLO: firmware {firmware}" + (
             "" if self.recent.firmware in (None, firmware) else
             f" (was {self.recent.firmware})"))
         self.recent.firmware = firmware
+        self.config = {}  # a new boot: what it said before may have changed
         self.telemetry = self.heard_at = None  # in the split again with its next TELEMETRY,
         self.sent_w = None  # which a pile sends once a request of ours is accepted:
         self._write(self.session.request(wire.CONFIG_GET, {wire.BODY: []}))  # the cheapest

@@ -91,6 +91,7 @@ class Aggregator:
         self._most_heard = 0
         self.on_status = None  # called with each period's status
         self.broker = None  # the BrokerLink of the piles with mqtt = true
+        self.homeassistant = None  # Home Assistant's discovery, when the fleet file asks
         self.rollout = None  # the latest Rollout, under way or ended
         self._rollout_task = None
         self.live = Live(self)  # the live page's hour and push (api.py)
@@ -106,6 +107,24 @@ class Aggregator:
                                      self.counters, self.target, self.dispatch.period_s)
             self.broker.on_target = self.dispatch_once  # a new target goes out at once
             self._tasks.append(asyncio.create_task(self.broker.run()))
+            if self.fleet.homeassistant.enabled:
+                from pilectl.aggregator.homeassistant import HomeAssistant
+
+                self.homeassistant = HomeAssistant(self.fleet.homeassistant, self.broker)
+                self.broker.homeassistant = self.homeassistant
+                self._tasks.append(asyncio.create_task(self._home_assistant()))
+
+    async def _home_assistant(self):
+        """Home Assistant's configs and values of the piles served, every state period,
+        and those of piles not yet shown every half second."""
+        loop = asyncio.get_running_loop()
+        last = None
+        while True:
+            if self.broker.connected and self.broker.joined:  # its piles are known
+                due = last is None or loop.time() - last >= self.fleet.homeassistant.state_period_s
+                self.homeassistant.publish(everything=due)
+                last = loop.time() if due else last
+            await asyncio.sleep(0.5)
 
     async def stop(self):
         if self.broker is not None:
