@@ -29,12 +29,15 @@ pytestmark = pytest.mark.usefixtures("socat")
 HA_USER, HA_PASSWORD = "hass", "pw-hass"
 # unit each device class takes (home-assistant.io/integrations/sensor/#device-class)
 UNITS = {"battery": {"%"}, "power": {"W", "kW"}, "temperature": {"°C", "°F", "K"},
-         "energy_storage": {"Wh", "kWh", "MWh"}, "enum": {None}, None: {None}}
+         "energy_storage": {"Wh", "kWh", "MWh"}, "energy": {"Wh", "kWh", "MWh"},
+         "enum": {None}, None: {None}}
 STATE_CLASSES = {None, "measurement", "total", "total_increasing"}
 TOPIC = re.compile(r"homeassistant/(sensor|number)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config")
 BENCH = {"name": "ha", "plant": {"capacity_kwh": 60.0, "soc": 0.7}, "load_w": [[0, 2000]],
          "config": {"site_import_limit_w": 25000, "site_export_limit_w": 11000,
-                    "max_soc": 80},  # the technician's bound on the owner's reserve
+                    "max_soc": 80,  # the technician's bound on the owner's reserve
+                    "budget_max_wh_day": 20000,  # and on the owner's daily budget
+                    "budget_wh_day": 20000},
          "oracle": {"site_import_limit_w": 25000, "site_export_limit_w": 11000}}
 
 
@@ -120,10 +123,11 @@ def check_config(topic, config, pile_id):
         if config.get("device_class") == "enum":
             assert config["options"] and "state_class" not in config
     else:
-        assert config["command_topic"] == f"v2g/{pile_id}/ha/owner_reserve/set"
+        assert config["command_topic"] == f"v2g/{pile_id}/ha/{object_id}/set"
         assert config["min"] < config["max"] and config["step"] > 0
         assert config["mode"] in ("auto", "box", "slider")
-        assert config["unit_of_measurement"] == "%"
+        assert config["unit_of_measurement"] in UNITS.get(config.get("device_class"),
+                                                           {"% of a cycle"})
 
 
 def write_fleet(tmp_path, broker, entries, state_period_s=1):
@@ -186,7 +190,10 @@ async def test_each_pile_is_discovered_with_its_values_and_removed_when_it_leave
                     assert abs(state["soc"] - sent[4] / 10) <= 2  # a second apart at most
                     assert state["state"] in names.STATES.values()
                     assert state["setpoint_w"] == link.sent_w == -1000
-                    assert state["owner_reserve_soc"] == 0  # the default, asked of the pile
+                    if pile_id == ids[0]:  # its number's value, asked of the pile
+                        assert state["owner_reserve_soc"] == 0  # the default
+                    else:
+                        assert "owner_reserve_soc" not in state
                     for config in seen.configs(node_id(pile_id)).values():
                         shown = render(config["value_template"], state)
                         if config.get("device_class") == "enum":
@@ -199,7 +206,7 @@ async def test_each_pile_is_discovered_with_its_values_and_removed_when_it_leave
                 await asyncio.sleep(1.0)
                 assert aggregator.counters["ha_commands_refused"] == 1
                 assert aggregator.counters["ha_commands"] == 0
-                assert aggregator.broker.links[ids[1]].config["owner_reserve_soc"] == 0
+                assert "owner_reserve_soc" not in aggregator.broker.links[ids[1]].config
             running.cancel()
             await aggregator.stop()
             # the fleet file without h-00002, and no number for h-00000 any more
@@ -232,8 +239,7 @@ async def test_home_assistant_reads_its_topics_only(tmp_path):
     """Home Assistant's user reads the configs, states and status, and writes the owner's
     commands, nothing else: not a pile's up or down topic, not the workers' records."""
     users = {"p1": "pw-p1", "agg-1": "pw-agg", HA_USER: HA_PASSWORD}
-    assert "topic write v2g/+/ha/owner_reserve/set" in acl(["agg-1"], "v2g", "homeassistant",
-                                                           [HA_USER])
+    assert "topic write v2g/+/ha/+/set" in acl(["agg-1"], "v2g", "homeassistant", [HA_USER])
     assert "homeassistant" not in acl(["agg-1"], "v2g")  # off: the ACL as before
     with Mosquitto(tmp_path / "broker", users, ["agg-1"], discovery_prefix="homeassistant",
                    home_assistant=[HA_USER]) as broker:
@@ -292,11 +298,13 @@ def test_the_fleet_file_says_what_is_wrong_with_home_assistant(tmp_path):
     assert not parse({"broker": broker, "pile": [pile]}, tmp_path).homeassistant.enabled
 
 
-async def test_the_owners_reserve_goes_through_the_pile_which_refuses_what_is_out_of_bounds(
+async def test_the_owners_numbers_go_through_the_pile_which_refuses_what_is_out_of_bounds(
         tmp_path):
-    """The real firmware on the virtual bench, its technician's bound max_soc = 80: Home
-    Assistant's 40 is taken (the pile says so, over its serial link); 95, -5, 4.5 and
-    text change nothing on the pile, and Home Assistant is shown the pile's 40 again."""
+    """The real firmware on the virtual bench, its technician's bounds max_soc = 80 and
+    budget_max_wh_day = 20000: Home Assistant's reserve 40 is taken (the pile says so,
+    over its serial link); 95, -5, 4.5 and text change nothing on the pile, and Home
+    Assistant is shown the pile's 40 again; a daily budget of 8000 Wh is taken, 25000
+    (above the technician's bound) changes nothing."""
     users = {"p1": "pw-p1", "agg-1": "pw-agg", HA_USER: HA_PASSWORD}
     with Mosquitto(tmp_path / "broker", users, ["agg-1"], discovery_prefix="homeassistant",
                    home_assistant=[HA_USER]) as broker:
@@ -309,7 +317,8 @@ async def test_the_owners_reserve_goes_through_the_pile_which_refuses_what_is_ou
             keys.save(bench.key, tmp_path / "p1.key")
             fleet = write_fleet(tmp_path, broker, [{"id": "p1", "mqtt": True,
                                                     "key_file": "p1.key",
-                                                    "owner_reserve": True}],
+                                                    "owner_reserve": True,
+                                                    "owner_budget": True}],
                                 state_period_s=30)  # what follows a command comes at once
             aggregator = Aggregator(fleet)
             aggregator.start()
@@ -339,12 +348,25 @@ async def test_the_owners_reserve_goes_through_the_pile_which_refuses_what_is_ou
                 assert aggregator.counters["ha_commands"] == 3  # 40, 95, -5 went to the pile
                 assert aggregator.counters["ha_commands_refused"] == 3  # 4.5, text, 1e40
                 assert aggregator.counters["refused"] == 2  # the pile refused 95 and -5
+                budget_topic = f"homeassistant/number/{node_id('p1')}/budget_wh_day/config"
+                budget = json.loads(seen.latest[budget_topic])
+                check_config(budget_topic, budget, "p1")
+                assert budget["max"] == 20000 and budget["unit_of_measurement"] == "Wh"
+                await client.publish(budget["command_topic"], b"8000")
+                await seen.until(lambda: seen.state("p1")["budget_wh_day"] == 8000, 3,
+                                 lambda: seen.state("p1"))
+                del seen.latest["v2g/p1/ha/state"]
+                await client.publish(budget["command_topic"], b"25000")
+                await seen.until(lambda: seen.state("p1") is not None, 3, seen.configs)
+                assert seen.state("p1")["budget_wh_day"] == 8000  # refused by the pile
+                await asyncio.sleep(0.5)
+                assert aggregator.counters["refused"] == 3
             wired = await bench.serial(key=bench.key)
             try:
-                found = await wired.config_get(["owner_reserve_soc", "max_soc"])
+                found = await wired.config_get(["owner_reserve_soc", "max_soc", "budget_wh_day"])
             finally:
                 await wired.close()
-            assert found == {"owner_reserve_soc": 40, "max_soc": 80}
+            assert found == {"owner_reserve_soc": 40, "max_soc": 80, "budget_wh_day": 8000}
         finally:
             if running is not None:
                 running.cancel()

@@ -48,7 +48,7 @@ def acl(aggregators, prefix=DEFAULT_PREFIX, discovery_prefix=None, home_assistan
     status and send the owner's commands, nothing else."""
     lines = ["# written by pile-aggregator: piles by pattern, aggregators by name", ""]
     ha = [f"topic write {discovery_prefix}/#", f"topic write {prefix}/+/ha/state",
-          f"topic read {prefix}/+/ha/owner_reserve/set"] if discovery_prefix else []
+          f"topic read {prefix}/+/ha/+/set"] if discovery_prefix else []
     for name in aggregators:
         lines += [f"user {name}", f"topic read {prefix}/+/up", f"topic read {prefix}/+/status",
                   f"topic write {prefix}/+/down", f"topic readwrite {prefix}-agg/#", *ha, ""]
@@ -56,7 +56,7 @@ def acl(aggregators, prefix=DEFAULT_PREFIX, discovery_prefix=None, home_assistan
         lines += [f"user {name}", f"topic read {discovery_prefix}/#",
                   f"topic write {discovery_prefix}/status",  # its birth message
                   f"topic read {prefix}/+/status", f"topic read {prefix}/+/ha/state",
-                  f"topic write {prefix}/+/ha/owner_reserve/set", ""]
+                  f"topic write {prefix}/+/ha/+/set", ""]
     lines += ["# every other user is a pile, named by its pile id",
               f"pattern write {prefix}/%u/up", f"pattern write {prefix}/%u/status",
               f"pattern read {prefix}/%u/down", ""]

@@ -54,7 +54,6 @@ _HELLO_AGAIN_S = 5.0
 _HELLO_AGAIN_MAX_S = 60.0
 _SUBSCRIBE_S = 30.0  # for a SUBACK (aiomqtt's default, 10 s, was too short at a start)
 _SUBSCRIBE_AGAIN_S = 1.0
-_HA_COMMAND = ["ha", "owner_reserve", "set"]  # <prefix>/<pile>/ha/owner_reserve/set
 
 
 class Publisher:
@@ -249,9 +248,9 @@ class BrokerLink:
                 self._status(parts[1], payload == _ONLINE)
         elif len(parts) >= 2 and parts[0] == self.shared:
             self._shared(parts, payload)
-        elif len(parts) == 5 and parts[0] == self.prefix and parts[2:] == _HA_COMMAND and \
-                self.homeassistant is not None:
-            self.homeassistant.command(parts[1], payload)
+        elif len(parts) == 5 and parts[0] == self.prefix and parts[2] == "ha" and \
+                parts[4] == "set" and self.homeassistant is not None:  # <pile>/ha/<name>/set
+            self.homeassistant.command(parts[1], parts[3], payload)
 
     def _status(self, pile_id, online):
         if online:

@@ -44,7 +44,8 @@
     priority = 0               # tier: lower tiers are filled first
     group = "depot-a"
     owner_reserve = false      # true: Home Assistant may set this pile's owner_reserve_soc
-                               # (the pile bounds it: docs/aggregator.md)
+    owner_budget = false       # true: ... and its budget_wh_day, budget_cycles_week_pct
+                               # (the pile bounds them: docs/aggregator.md)
 
 Relative paths are relative to the fleet file. FleetError says what is wrong and where.
 """
@@ -73,6 +74,7 @@ class PileEntry:
     group: str = ""
     technician_key_file: Path | None = None  # read by a rollout, for update messages only
     owner_reserve: bool = False  # Home Assistant may set its owner_reserve_soc
+    owner_budget: bool = False  # Home Assistant may set its owner's V2G budgets
 
 
 @dataclass
@@ -175,9 +177,10 @@ def parse(data, base, where="the fleet file"):
                 raise FleetError(f"{where}: piles {other!r} and {pile.pile_id!r} would be one "
                                  "device in Home Assistant, whose ids take letters, digits, "
                                  "_ and - only: rename one")
-    if any(pile.owner_reserve and not pile.mqtt for pile in piles):
-        raise FleetError(f"{where}: owner_reserve = true is for piles on the broker "
-                         "(mqtt = true), where Home Assistant sees them")
+    for flag in _OWNER_FLAGS:
+        if any(getattr(pile, flag) and not pile.mqtt for pile in piles):
+            raise FleetError(f"{where}: {flag} = true is for piles on the broker "
+                             "(mqtt = true), where Home Assistant sees them")
     schedule, start = [], None
     if "schedule" in target:
         start, schedule = load_schedule(Path(base) / target["schedule"])
@@ -301,9 +304,12 @@ def _dispatch(section, where):
     return dispatch
 
 
+_OWNER_FLAGS = ("owner_reserve", "owner_budget")  # what Home Assistant may set of a pile
+
+
 def _pile(entry, base, where):
     _known(entry, {"id", "tcp", "serial", "mqtt", "key_file", "technician_key_file",
-                   "priority", "group", "owner_reserve"}, where)
+                   "priority", "group", *_OWNER_FLAGS}, where)
     pile_id = entry.get("id")
     if not isinstance(pile_id, str) or not pile_id:
         raise FleetError(f"{where}: id (text) is required")
@@ -326,14 +332,15 @@ def _pile(entry, base, where):
     if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
         raise FleetError(f"{where} ({pile_id}): priority must be a whole number >= 0")
     technician = entry.get("technician_key_file")
-    owner_reserve = entry.get("owner_reserve", False)
-    if not isinstance(owner_reserve, bool):
-        raise FleetError(f"{where} ({pile_id}): owner_reserve must be true or false")
+    owner = [entry.get(flag, False) for flag in _OWNER_FLAGS]
+    for flag, value in zip(_OWNER_FLAGS, owner, strict=True):
+        if not isinstance(value, bool):
+            raise FleetError(f"{where} ({pile_id}): {flag} must be true or false")
     return PileEntry(pile_id, key, _address(entry["tcp"], f"{where} ({pile_id}) tcp")
                      if "tcp" in entry else None, entry.get("serial"), mqtt, priority,
                      str(entry.get("group", "")),
                      None if technician is None else Path(base) / str(technician),
-                     owner_reserve)
+                     *owner)
 
 
 def technician_key(entry, folder=None):

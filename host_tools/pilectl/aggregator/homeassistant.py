@@ -4,8 +4,10 @@ With `[homeassistant] enabled = true` in the fleet file, each worker publishes, 
 pile it serves on the broker, retained discovery configs in the shape Home Assistant's
 MQTT integration documents (`<discovery>/<component>/<node_id>/<object_id>/config`):
 one device a pile, sensors for its SOC, power, setpoint, state, battery temperature,
-the reasons that limit it and its owner's V2G budget left, and, where the fleet file
-says `owner_reserve = true` for the pile, a number for the owner's departure reserve.
+the reasons that limit it and its owner's V2G budget left, and numbers for what the
+owner sets where the fleet file lets Home Assistant set it for the pile: the departure
+reserve (`owner_reserve = true`), the daily and weekly V2G budgets (`owner_budget =
+true`).
 
 **Values.** The piles' up topics carry CBOR under a COSE MAC, which Home Assistant cannot
 read; the aggregator, which verifies them, republishes each pile's latest values as one
@@ -14,20 +16,21 @@ once when the pile's config answer came. Availability is the pile's own retained
 `<prefix>/<pile>/status` (`online`, or its last will `offline`); the sensors expire
 after 3 state periods, so a stopped aggregator's last values do not stay on show.
 
-**The owner's reserve.** Home Assistant publishes the number to
-`<prefix>/<pile>/ha/owner_reserve/set`. The aggregator sends the pile a CONFIG_SET of
-`owner_reserve_soc` signed with the link key, the owner's path that `pilectl budget`
-takes (the link key may set the owner's keys, nothing else), then asks the pile for the
-value back. The pile checks it against the technician's bound (`max_soc`) and the pile
-maker's limits and refuses what lies outside, changing nothing; either way Home
-Assistant is shown what the pile then holds. The aggregator checks only that the
-command is a whole number: the bounds are the pile's to enforce.
+**The owner's numbers.** Home Assistant publishes a number to
+`<prefix>/<pile>/ha/<object id>/set`. The aggregator sends the pile a CONFIG_SET of that
+one owner's key (`NUMBERS`) signed with the link key, the owner's path that `pilectl
+budget` takes (the link key may set the owner's keys, nothing else), then asks the pile
+for the value back. The pile checks it against the technician's bound (`max_soc`,
+`budget_max_wh_day`, `budget_max_cycles_week_pct`) and the pile maker's limits and
+refuses what lies outside, changing nothing; either way Home Assistant is shown what
+the pile then holds. The aggregator checks only that the command is a whole number: the
+bounds are the pile's to enforce.
 
 **Leaving the fleet.** Which topics were published for a pile is kept in a retained
 record, `<prefix>-agg/ha/<pile>`. Each worker reads those records when it connects: a
 pile the fleet file no longer lists gets an empty retained message on each of its
 topics (Home Assistant then removes its entities) and its record cleared; a pile that
-no longer has `owner_reserve = true` loses its number the same way.
+no longer lets Home Assistant set a number loses it the same way.
 """
 
 import json
@@ -38,11 +41,21 @@ from pile.surface import OFFLINE, ONLINE
 from pilectl import names, wire
 from pilectl.aggregator.service import budget_left
 
-RESERVE_KEY = "owner_reserve_soc"
-BOUND_KEY = "max_soc"  # the technician's bound on the owner's reserve
+# What the owner may set from Home Assistant, a number entity each: object id, name, the
+# pile's config key, the technician's bound on it (the number's max; the top of a budget's
+# range is "no budget"), unit, step, and the fleet file's flag that lets Home Assistant.
+NUMBERS = (
+    ("owner_reserve", "Departure reserve (owner)", "owner_reserve_soc", "max_soc", "%", 1,
+     "owner_reserve"),
+    ("budget_wh_day", "Daily V2G budget (owner)", "budget_wh_day", "budget_max_wh_day", "Wh",
+     100, "owner_budget"),
+    ("budget_cycles_week", "Weekly V2G budget (owner)", "budget_cycles_week_pct",
+     "budget_max_cycles_week_pct", "% of a cycle", 10, "owner_budget"),
+)
 _SOC, _POWER, _STATE, _BATTERY_TEMP, _REASONS = 4, 3, 2, 5, 9
 _EXPIRE_PERIODS = 3
-_LARGEST = 1 << 30  # a command beyond this is no reserve (and no small int on a board)
+_NUMBER_CLASSES = {"%": "battery", "Wh": "energy"}  # a number's device class by its unit
+_LARGEST = 1 << 30  # a command beyond this is no setting (and no small int on a board)
 _NOT_IN_NODE_ID = re.compile(r"[^A-Za-z0-9_-]")
 # object id, name, what of the state, unit, device class, state class
 SENSORS = (
@@ -67,9 +80,19 @@ def config_topics(discovery_prefix, entry):
     """Every discovery config topic of a pile's entities, by object id."""
     node = node_id(entry.pile_id)
     found = {name: f"{discovery_prefix}/sensor/{node}/{name}/config" for name, *_ in SENSORS}
-    if entry.owner_reserve:
-        found["owner_reserve"] = f"{discovery_prefix}/number/{node}/owner_reserve/config"
+    for name, *_ in numbers(entry):
+        found[name] = f"{discovery_prefix}/number/{node}/{name}/config"
     return found
+
+
+def numbers(entry):
+    """The `NUMBERS` the fleet file lets Home Assistant set for the pile of `entry`."""
+    return [number for number in NUMBERS if getattr(entry, number[-1])]
+
+
+def asked(entry):
+    """The config keys whose values the pile is asked for: its numbers and their bounds."""
+    return [key for _, _, setting, bound, *_ in numbers(entry) for key in (setting, bound)]
 
 
 def state_payload(link):
@@ -87,7 +110,7 @@ def state_payload(link):
         "battery_temp_c": None if tel.get(_BATTERY_TEMP) is None else tel[_BATTERY_TEMP] / 10,
         "reasons": ", ".join(names.reasons(tel.get(_REASONS, 0))) or "none",
         "budget_left_wh": budget_left(tel),
-        RESERVE_KEY: link.config.get(RESERVE_KEY),
+        **{key: link.config.get(key) for _, _, key, *_ in numbers(link.entry)},
     }).encode()
 
 
@@ -108,19 +131,19 @@ class HomeAssistant:
             link.on_config = self._config_came
 
     def subscriptions(self):
-        return [(f"{self.records}/+", 1), (f"{self.prefix}/+/ha/owner_reserve/set", 0)]
+        return [(f"{self.records}/+", 1), (f"{self.prefix}/+/ha/+/set", 0)]
 
     def state_topic(self, pile_id):
         return f"{self.prefix}/{pile_id}/ha/state"
 
-    def command_topic(self, pile_id):
-        return f"{self.prefix}/{pile_id}/ha/owner_reserve/set"
+    def command_topic(self, pile_id, name):
+        return f"{self.prefix}/{pile_id}/ha/{name}/set"
 
     # -- what is published ----------------------------------------------------------
 
     def configs(self, link):
-        """{topic: payload} of the pile's discovery configs; the number only once the pile
-        said its bound (max_soc), which is the number's max."""
+        """{topic: payload} of the pile's discovery configs; a number only once the pile
+        said its bound, which is the number's max."""
         entry = link.entry
         pile_id = entry.pile_id
         hello = link.hello or {}
@@ -147,15 +170,18 @@ class HomeAssistant:
             if device_class == "enum":
                 config["options"] = list(names.STATES.values())
             found[topics[name]] = config
-        bound = link.config.get(BOUND_KEY)
-        if entry.owner_reserve and bound is not None:
-            found[topics["owner_reserve"]] = {
-                **common, "name": "Departure reserve (owner)",
-                "unique_id": f"{node_id(pile_id)}_owner_reserve",
-                "command_topic": self.command_topic(pile_id),
-                "value_template": f"{{{{ value_json.{RESERVE_KEY} }}}}",
-                "min": 0, "max": bound, "step": 1, "mode": "box",
-                "unit_of_measurement": "%", "device_class": "battery"}
+        for name, title, key, bound_key, unit, step, _ in numbers(entry):
+            bound = link.config.get(bound_key)
+            if bound is None:
+                continue  # the number appears once the pile said its bound, its max
+            found[topics[name]] = {
+                **common, "name": title, "unique_id": f"{node_id(pile_id)}_{name}",
+                "command_topic": self.command_topic(pile_id, name),
+                "value_template": f"{{{{ value_json.{key} }}}}",
+                "min": 0, "max": bound, "step": step, "mode": "box",
+                "unit_of_measurement": unit}
+            if unit in _NUMBER_CLASSES:
+                found[topics[name]]["device_class"] = _NUMBER_CLASSES[unit]
         return {topic: json.dumps(config).encode() for topic, config in found.items()}
 
     def connected(self):
@@ -176,8 +202,9 @@ class HomeAssistant:
             if not everything and pile_id in self.shown:
                 continue
             link = self.broker.links[pile_id]
-            if RESERVE_KEY not in link.config or BOUND_KEY not in link.config:
-                link.request(wire.CONFIG_GET, {wire.BODY: [RESERVE_KEY, BOUND_KEY]})
+            keys = asked(link.entry)
+            if any(key not in link.config for key in keys):
+                link.request(wire.CONFIG_GET, {wire.BODY: keys})
             self._announce(link)
             self._publish_state(link)
 
@@ -185,7 +212,8 @@ class HomeAssistant:
         """The pile's configs, when what they say of it changed (its firmware, its bound)
         or this connection has not published them yet."""
         pile_id = link.entry.pile_id
-        said = ((link.hello or {}).get(wire.HELLO_FIRMWARE), link.config.get(BOUND_KEY))
+        said = ((link.hello or {}).get(wire.HELLO_FIRMWARE),
+                [link.config.get(key) for key in asked(link.entry)])
         known = self.announced.get(pile_id)
         if known is not None and known[0] == said:
             return  # built every period, they cost 72 ms at 1,000 piles
@@ -207,10 +235,10 @@ class HomeAssistant:
             self.shown.add(link.entry.pile_id)
 
     def _config_came(self, link):
-        """The pile answered with its config: Home Assistant sees its reserve now (the one
-        it took, or the one it kept when it refused a command)."""
+        """The pile answered with its config: Home Assistant sees its settings now (those it
+        took, or those it kept when it refused a command)."""
         if link.entry.pile_id in self.broker.owned and link.entry.pile_id in self.announced:
-            self._announce(link)  # the number appears once its bound is known
+            self._announce(link)  # a number appears once its bound is known
             self._publish_state(link)
 
     # -- what comes in --------------------------------------------------------------
@@ -237,20 +265,23 @@ class HomeAssistant:
         if link is None:
             self.broker.publish(f"{self.records}/{pile_id}", b"", qos=1, retain=True)
 
-    def command(self, pile_id, payload):
-        """Home Assistant set the owner's reserve of `pile_id`: a CONFIG_SET under the link
-        key, then the value asked back. Ignored for a pile another worker serves."""
+    def command(self, pile_id, name, payload):
+        """Home Assistant set the owner's number `name` of `pile_id`: a CONFIG_SET of its
+        one key under the link key, then the values asked back. Ignored for a pile another
+        worker serves."""
         link = self.broker.links.get(pile_id)
         if link is None or pile_id not in self.broker.owned:
             return
         value = _whole(payload)
-        if not link.entry.owner_reserve or value is None:
+        key = next((key for number, _, key, *_ in numbers(link.entry) if number == name),
+                   None)
+        if key is None or value is None:
             self.broker.counters["ha_commands_refused"] += 1
             self._publish_state(link)  # Home Assistant shows the pile's value again
             return
         self.broker.counters["ha_commands"] += 1
-        link.request(wire.CONFIG_SET, {wire.BODY: {RESERVE_KEY: value}})
-        link.request(wire.CONFIG_GET, {wire.BODY: [RESERVE_KEY, BOUND_KEY]})
+        link.request(wire.CONFIG_SET, {wire.BODY: {key: value}})
+        link.request(wire.CONFIG_GET, {wire.BODY: asked(link.entry)})
 
 
 def _whole(payload):
