@@ -297,13 +297,10 @@ class Pile:
         self._log(events.EVENT_REBOOT_REQUESTED)
 
     def tick_in(self):
-        """Milliseconds until the control loop's next tick is due; None without a control
-        loop, or when it is already due."""
+        """Milliseconds until the control loop's next tick is due (negative: overdue);
+        None without a control loop."""
         due = self.next_tick_at
-        if due is None:
-            return None
-        left = ticks_diff(due, ticks_ms())
-        return left if left >= 0 else None
+        return None if due is None else ticks_diff(due, ticks_ms())
 
     def updates(self):
         """The field-update service (pile.update.Updater), built at the first update

@@ -151,8 +151,8 @@ class Connection:
         """Wait until a control tick due before a bulk message could be handled (if one
         is) has begun."""
         left = self.session.pile.tick_in()
-        if left is not None and left < self._bulk_ms:
-            await asyncio.sleep_ms(left + 1)
+        if left is not None and left < self._bulk_ms:  # (overdue: the tick goes first)
+            await asyncio.sleep_ms(max(0, left + 1))
 
     async def read_messages(self, lasting):
         """Wait for the stream's next bytes and put the messages in them into the inbox;

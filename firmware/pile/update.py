@@ -168,7 +168,8 @@ class Updater:
                     self.step()
             elif self.job is not None:
                 if self.state == VERIFYING and self._tick_near():
-                    await self._after_tick()
+                    while self._tick_near():  # (a tick overdue is near too)
+                        await self._after_tick()
                     gc.collect()
                 self.step()
             else:
