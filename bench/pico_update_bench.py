@@ -265,6 +265,10 @@ async def transfer(bench, pkg):
             "reconnects": result["reconnects"], "request_to_answer_emulated_ms": answers,
             "heap_free_before": before["heap_free"], "heap_low_before": before["heap_low"],
             "heap_free_after": after["heap_free"], "heap_low_after": after["heap_low"],
+            # on the board, this boot: the latest tick, the longest after-tick work (flush,
+            # budget, collection) and the update task's longest slice, before and after
+            "on_board_ms": {name: [before.get(name), after.get(name)] for name in (
+                "tick_late_max_ms", "after_tick_max_ms", "update_slice_max_ms")},
             "period_emulated_ms": emulated, "period_wall_ms": wall,
             "late_periods_emulated": late}
 
@@ -559,6 +563,8 @@ def report(result):
     print(f"  heap (DIAGNOSTICS): free {t['heap_free_before']} B before, "
           f"{t['heap_free_after']} B with all held; lowest {t['heap_low_before']} B before, "
           f"{t['heap_low_after']} B with all held")
+    print("  on the board (DIAGNOSTICS, ms, before and with all held):",
+          ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in t["on_board_ms"].items()))
     print(f"  confirmed after its trial boot {t['to_confirmed_wall_s']} s (wall) after the offer")
     for clock in ("emulated", "wall"):
         p = t[f"period_{clock}_ms"]

@@ -195,6 +195,8 @@ class Firmware:
             found["wifi_connects"] = self.wifi.connects
         pile = self.pile
         log = pile.events
+        updater = pile.updater
+        found["update_slice_max_ms"] = 0 if updater is None else updater.slice_max_ms
         found.update({"heap_free": self.loop.heap_free, "heap_low": self.loop.heap_low,
                       "flash_writes": pile.store.writes + log.journal.writes,
                       "flash_errors": pile.flash_errors, "events_lost": log.lost,

@@ -227,6 +227,8 @@ class ControlLoop(ControlStep):
         self.periods = 0
         self.poll_us = 0  # how long the last tick's converter transaction took
         self.watches_late = 0  # mid-period watches left to the next tick: they came too late
+        self.late_max_ms = 0  # the latest a tick has begun after it was due, ms
+        self.after_tick_max_ms = 0  # the longest flush, budget save and collection of a period
         self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
         self.heap_free = None  # bytes free after the last collection (None on CPython)
         self.heap_low = None  # the fewest bytes free seen, just before a collection
@@ -247,9 +249,13 @@ class ControlLoop(ControlStep):
         The collection runs in the gap when due, so the heap never fragments into a
         failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
+        due = self.pile.next_tick_at
+        if due is not None:
+            self.late_max_ms = max(self.late_max_ms, ticks_diff(started, due))
         self.pile.next_tick_at = ticks_add(started, self.pile.cfg.tick_ms)
         await self.tick()
         self.show(self.pile.ctl.state)
+        ticked = ticks_ms()
         if ticks_diff(started, self._flushed_at) >= _FLUSH_MS:
             self._flushed_at = started
             self.pile.flush_events()
@@ -257,6 +263,7 @@ class ControlLoop(ControlStep):
         if ticks_diff(started, self._collected_at) >= _COLLECT_MS:
             self._collected_at = started
             self.collect()
+        self.after_tick_max_ms = max(self.after_tick_max_ms, ticks_diff(ticks_ms(), ticked))
         self.ticked.set()
         period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
@@ -323,7 +330,8 @@ class ControlLoop(ControlStep):
         converter = self.converter
         master = converter.master
         found = {"periods": self.periods, "safety_cuts": self.cuts,
-                 "watches_late": self.watches_late,
+                 "watches_late": self.watches_late, "tick_late_max_ms": self.late_max_ms,
+                 "after_tick_max_ms": self.after_tick_max_ms,
                  "converter_poll_us": self.poll_us,
                  "converter_error": _describe(converter.last_error),
                  "modbus_transactions": master.transactions, "modbus_failures": master.failures,

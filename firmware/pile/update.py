@@ -131,6 +131,7 @@ class Updater:
         self._mark = None  # (the last chunk's end among those, the link after it)
         self._out = None  # the slot's file being written: a file is written in one sitting
         self._garbage = 0  # chunks taken since the update task last collected
+        self.slice_max_ms = 0  # the update task's longest slice (`step`) in this boot, ms
         self._files = None  # [(path, size, sha256, first stream byte, bytes in the stream)]
         self.job = None  # a generator for the update task to run (slice by slice)
         self._writing = False  # the job's slices write the flash: they wait for the gap
@@ -165,17 +166,22 @@ class Updater:
                 until = ticks_add(ticks_ms(), self.pile.cfg.tick_ms // _GAP_SHARE)
                 while (self._flashing() and ticks_diff(until, ticks_ms()) > 0
                        and self._room()):
-                    self.step()
+                    self._timed_step()
             elif self.job is not None:
                 if self.state == VERIFYING and self._tick_near():
                     while self._tick_near():  # (a tick overdue is near too)
                         await self._after_tick()
                     gc.collect()
-                self.step()
+                self._timed_step()
             else:
                 await asyncio.sleep_ms(_IDLE_MS)
                 continue
             await asyncio.sleep_ms(0)
+
+    def _timed_step(self):
+        started = ticks_ms()
+        self.step()
+        self.slice_max_ms = max(self.slice_max_ms, ticks_diff(ticks_ms(), started))
 
     async def _after_tick(self):
         """Wait for the gap after the next tick (at once without a control loop)."""

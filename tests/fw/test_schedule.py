@@ -95,3 +95,33 @@ def test_a_period_held_up_past_three_quarters_leaves_its_watch_to_the_next_tick(
 
 def test_a_period_on_time_watches_at_its_middle():
     assert _one_period(hold_ms=0, tick_ms=400) == (1, 0)
+
+
+def _late_after_two_periods(hold_ms, tick_ms):
+    """The loop's `late_max_ms` after two periods, the first's tick held `hold_ms`."""
+    from pile import _cpython
+
+    _cpython.install_asyncio()
+    pile = pile_with_ev()
+    pile.cfg.update({"tick_ms": tick_ms})
+    converter = _HoldingConverter(hold_ms)
+    loop = ControlLoop(pile, converter)
+    loop.converter_ok = True
+
+    async def two():
+        await loop.period()
+        converter.hold_ms = 0
+        await loop.period()
+
+    asyncio.run(two())
+    return loop.late_max_ms, loop.after_tick_max_ms
+
+
+def test_a_tick_held_past_its_period_is_counted_late_by_as_much():
+    late, _ = _late_after_two_periods(hold_ms=450, tick_ms=400)
+    assert 50 - 5 <= late < 400  # the second tick began some 50 ms after it was due
+
+
+def test_ticks_on_time_are_not_counted_late():
+    late, after_tick = _late_after_two_periods(hold_ms=0, tick_ms=400)
+    assert 0 <= late < 40 and 0 <= after_tick < 200
