@@ -153,6 +153,10 @@ async def test_the_http_api_and_metrics(tmp_path):
         assert status == 400 and "power_w must be whole watts" in json.loads(body)["error"]
         status, body = await loop.run_in_executor(None, call, "PUT", "/target", "not json")
         assert status == 400 and "send JSON" in json.loads(body)["error"]
+        for endless in ("NaN", "Infinity", "true"):  # JSON as Python reads it
+            status, body = await loop.run_in_executor(
+                None, call, "PUT", "/target", f'{{"power_w": -3000, "for_s": {endless}}}')
+            assert status == 400 and "for_s must be seconds" in json.loads(body)["error"]
         for token, to, code in (("wrong-token-of-16-chars", port, 401), (_TOKEN, bare, 403)):
             status, body = await loop.run_in_executor(None, call, "DELETE", "/target", None,
                                                       token, to)

@@ -17,6 +17,7 @@ import sys
 import aiomqtt
 import pytest
 from pilectl import keys, names
+from pilectl.aggregator import homeassistant
 from pilectl.aggregator.broker import Mosquitto, acl
 from pilectl.aggregator.emulator import broker_users
 from pilectl.aggregator.fleet import FleetError, parse
@@ -299,12 +300,15 @@ def test_the_fleet_file_says_what_is_wrong_with_home_assistant(tmp_path):
 
 
 async def test_the_owners_numbers_go_through_the_pile_which_refuses_what_is_out_of_bounds(
-        tmp_path):
+        tmp_path, monkeypatch):
     """The real firmware on the virtual bench, its technician's bounds max_soc = 80 and
     budget_max_wh_day = 20000: Home Assistant's reserve 40 is taken (the pile says so,
     over its serial link); 95, -5, 4.5 and text change nothing on the pile, and Home
     Assistant is shown the pile's 40 again; a daily budget of 8000 Wh is taken, 25000
-    (above the technician's bound) changes nothing."""
+    (above the technician's bound) changes nothing. Then, one command a pile every
+    COMMAND_GAP_S: a second at once, and the value the pile holds, are not sent; a
+    command retained on the broker is not taken when a worker connects."""
+    monkeypatch.setattr(homeassistant, "COMMAND_GAP_S", 0)  # the bounds first
     users = {"p1": "pw-p1", "agg-1": "pw-agg", HA_USER: HA_PASSWORD}
     with Mosquitto(tmp_path / "broker", users, ["agg-1"], discovery_prefix="homeassistant",
                    home_assistant=[HA_USER]) as broker:
@@ -361,12 +365,37 @@ async def test_the_owners_numbers_go_through_the_pile_which_refuses_what_is_out_
                 assert seen.state("p1")["budget_wh_day"] == 8000  # refused by the pile
                 await asyncio.sleep(0.5)
                 assert aggregator.counters["refused"] == 3
+                sent, dropped = (aggregator.counters[k] for k in ("ha_commands",
+                                                                  "ha_commands_refused"))
+                await client.publish(command, b"41")
+                await reserve_shown(41, 3)
+                monkeypatch.setattr(homeassistant, "COMMAND_GAP_S", 60)
+                await client.publish(command, b"50")  # too soon after 41
+                await client.publish(command, b"42", retain=True)  # also too soon
+                await asyncio.sleep(1.0)  # both handled while the gap holds
+                monkeypatch.setattr(homeassistant, "COMMAND_GAP_S", 0)
+                await client.publish(command, b"41")  # what the pile holds: nothing to send
+                await asyncio.sleep(1.0)
+                assert aggregator.counters["ha_commands"] == sent + 1
+                assert aggregator.counters["ha_commands_refused"] == dropped + 3
+                monkeypatch.setattr(homeassistant, "COMMAND_GAP_S", 60)
+                await client.publish(command, b"55", retain=True)  # too soon for this worker
+                await asyncio.sleep(1.0)
+                running.cancel()
+                await aggregator.stop()
+                aggregator = Aggregator(fleet)  # a worker that connects: given the retained 55
+                aggregator.start()
+                running = asyncio.create_task(aggregator.run())
+                await seen.until(lambda: aggregator.counters["ha_commands_refused"] >= 1, 10,
+                                 lambda: aggregator.counters)
+                assert aggregator.counters["ha_commands"] == 0
+                await client.publish(command, b"", retain=True)  # the retained one cleared
             wired = await bench.serial(key=bench.key)
             try:
                 found = await wired.config_get(["owner_reserve_soc", "max_soc", "budget_wh_day"])
             finally:
                 await wired.close()
-            assert found == {"owner_reserve_soc": 40, "max_soc": 80, "budget_wh_day": 8000}
+            assert found == {"owner_reserve_soc": 41, "max_soc": 80, "budget_wh_day": 8000}
         finally:
             if running is not None:
                 running.cancel()

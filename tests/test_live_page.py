@@ -89,6 +89,9 @@ async def test_the_page_its_push_and_a_piles_detail_over_tcp(tmp_path, caplog):
             await asyncio.sleep(4 * PERIOD_S)
             async with http.get(base + "/events") as stream:
                 assert stream.headers["Content-Type"] == "text/event-stream"
+                aggregator.live.MAX_STREAMS = 1  # this one: a second page is refused
+                async with http.get(base + "/events") as second:
+                    assert second.status == 503 and "close one" in (await second.json())["error"]
                 kind, snapshot = await read_event(stream.content)
                 assert kind == "snapshot" and snapshot["token"] is True
                 assert sorted(p["id"] for p in snapshot["piles"]) == [
@@ -149,8 +152,11 @@ async def test_a_browser_that_reads_too_slowly_is_dropped_and_never_holds_the_di
     live = aggregator.live
     pushing = asyncio.create_task(live.run())
     try:
-        stuck = live.join(True)  # its snapshot in it
+        closed, built, snapshot = [], [], live.snapshot
+        live.snapshot = lambda token_needed: built.append(1) or snapshot(token_needed)
+        stuck = live.join(True, lambda: closed.append(True))  # its snapshot in it
         reader = live.join(True)
+        assert len(built) == 1  # one snapshot built a period, whoever comes
         read = [reader.get_nowait()]
         for _ in range(QUEUE + 2):
             began = time.perf_counter()
@@ -159,7 +165,8 @@ async def test_a_browser_that_reads_too_slowly_is_dropped_and_never_holds_the_di
             await asyncio.sleep(0)  # the push task runs
             read.append(reader.get_nowait())
         assert stuck not in live.clients and live.dropped == 1
-        assert stuck.qsize() == 1 and stuck.get_nowait() is None  # its stream ends
+        assert stuck.qsize() == 1 and stuck.get_nowait() is None  # its stream ends,
+        assert closed == [True]  # and its connection too, if it was stuck writing
         assert reader in live.clients and all(data.startswith(b"event: ") for data in read)
         assert [data.split(b"\n")[0] for data in read] == [b"event: snapshot"] + [
             b"event: period"] * (QUEUE + 2)
@@ -402,3 +409,10 @@ def test_a_piles_recent_samples_are_a_ring_and_its_changes_are_words():
         "idle → discharging", "reasons: +ramping", "reasons: +SOC floor, −ramping"]
     recent.telemetry(300, {3: 2**40}, None)  # beyond 32 bits: kept as unknown, no error
     assert recent.series()[-1]["power_w"] is None and len(recent.events) == 3
+
+
+def test_an_api_open_beyond_this_machine_is_said_at_start():
+    from pilectl.aggregator.cli import _loopback
+
+    assert all(_loopback(host) for host in ("127.0.0.1", "::1", "localhost"))
+    assert not any(_loopback(host) for host in ("0.0.0.0", "192.168.1.5", "example.net"))

@@ -205,7 +205,13 @@ class Pile:
 
     def set_config(self, changes, slot=SLOT_UNSIGNED):
         """Validate and apply all of `changes` or none (raises ConfigError), then persist.
-        Logged: how many keys, then each key with the slot of the key that signed it."""
+        Logged: how many keys, then each key with the slot of the key that signed it. A
+        change to what the pile already holds writes nothing (a host that repeats it
+        wears neither the flash nor the event log)."""
+        held = self.cfg.values
+        if all(key in held and held[key] == value and type(held[key]) is type(value)
+               for key, value in changes.items()):
+            return
         self.cfg.update(changes)
         if self.store is not None:
             saved = dict(self.config_aside)

@@ -284,3 +284,15 @@ def test_a_setpoint_acked_after_the_budget_closed_says_so():
     host = Host(owner.pile)
     ack = host.send(SETPOINT, {2: -5000, 3: 60})
     assert ack[0] == ACK and ack[3] == 0 and ack[4] & limits.REASON_V2G_BUDGET
+
+
+def test_a_change_to_what_the_pile_already_holds_writes_nothing():
+    with FreshState() as state:
+        pile = Pile("budget-002", Store(state))
+        pile.set_config({"budget_wh_day": 8000})
+        writes, logged_before = pile.store.writes, len(logged(pile))
+        for _ in range(20):  # a host that sends the same owner's setting over and over
+            pile.set_config({"budget_wh_day": 8000})
+        assert pile.store.writes == writes and len(logged(pile)) == logged_before
+        pile.set_config({"budget_wh_day": 8000, "owner_reserve_soc": 30})  # one key new
+        assert pile.store.writes == writes + 1 and pile.cfg.owner_reserve_soc == 30

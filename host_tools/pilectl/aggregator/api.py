@@ -26,6 +26,7 @@ reads need none.
 import asyncio
 import contextlib
 import hmac
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -198,7 +199,8 @@ def application(aggregator, metrics, token=None):
         watts, for_s = body.get("power_w"), body.get("for_s")
         if not isinstance(watts, int) or isinstance(watts, bool) or abs(watts) > _MAX_W:
             return _bad("power_w must be whole watts (+ charge, - discharge), at most 1 GW")
-        if for_s is not None and (not isinstance(for_s, int | float) or for_s <= 0):
+        if for_s is not None and (not isinstance(for_s, int | float) or isinstance(for_s, bool)
+                                  or not math.isfinite(for_s) or for_s <= 0):
             return _bad("for_s must be seconds > 0, or left out for until changed")
         aggregator.target.set(watts, for_s)
         if aggregator.broker is not None:  # every worker of the fleet follows it
@@ -265,16 +267,21 @@ def application(aggregator, metrics, token=None):
         return web.FileResponse(_STATIC / "index.html")
 
     async def events(request):
+        if live.full():
+            return web.json_response({"error": f"{live.MAX_STREAMS} pages are open on this "
+                                      "aggregator already: close one, or use GET /status"},
+                                     status=503)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")  # the browser's wait before it dials again
-        queue = live.join(token is not None)
+        transport = request.transport
+        queue = live.join(token is not None, None if transport is None else transport.abort)
         try:
             while (data := await queue.get()) is not None:  # None: too slow, ended
                 await response.write(data)
-        except ConnectionResetError:
-            pass  # the browser went away
+        except ConnectionError:
+            pass  # the browser went away, or was too slow and its connection was closed
         finally:
             live.leave(queue)
         return response

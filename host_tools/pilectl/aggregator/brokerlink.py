@@ -204,7 +204,7 @@ class BrokerLink:
             self.connects += 1
             await client.publish(self._record, b"up", qos=1, retain=True)
             async for message in client.messages:  # ends with MqttError when the link does
-                self._route(message.topic.value, bytes(message.payload))
+                self._route(message.topic.value, bytes(message.payload), message.retain)
 
     async def leave(self):
         """Clear this worker's record before a clean stop, so the others take its piles
@@ -228,9 +228,9 @@ class BrokerLink:
     # -- what comes in --------------------------------------------------------------
 
     def _on_message(self, _client, _userdata, message):
-        self._route(message.topic, message.payload)
+        self._route(message.topic, message.payload, message.retain)
 
-    def _route(self, topic, payload):
+    def _route(self, topic, payload, retained=False):
         parts = topic.split("/")
         if len(parts) == 3 and parts[0] == self.prefix:
             link = self.links.get(parts[1])
@@ -250,7 +250,10 @@ class BrokerLink:
             self._shared(parts, payload)
         elif len(parts) == 5 and parts[0] == self.prefix and parts[2] == "ha" and \
                 parts[4] == "set" and self.homeassistant is not None:  # <pile>/ha/<name>/set
-            self.homeassistant.command(parts[1], parts[3], payload)
+            if retained:  # an old command, replayed at each connect: it would undo newer
+                self.counters["ha_commands_refused"] += 1  # changes (pilectl budget's)
+            else:
+                self.homeassistant.command(parts[1], parts[3], payload)
 
     def _status(self, pile_id, online):
         if online:

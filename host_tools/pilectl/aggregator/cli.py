@@ -115,6 +115,10 @@ async def _run(fleet, as_json, trace_path, duration, rollout=None):
     runner = None
     try:
         if fleet.http is not None:
+            if not _loopback(fleet.http[0]):
+                click.echo(f"pile-aggregator: note: the API on {fleet.http[0]} answers reads "
+                           "(the page, /status, /metrics) to anyone who reaches it; writes "
+                           "need the operator token (docs/operator.md)", err=True)
             runner = await serve(application(aggregator, metrics, fleet.http_token),
                                  *fleet.http)
         aggregator.start()
@@ -434,3 +438,15 @@ def broker_config(fleet_file, out_dir, port, host, workers, home_assistant):
 
 if __name__ == "__main__":
     main()
+
+
+def _loopback(host):
+    """Whether the API's address is this machine's own (127.0.0.1, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -35,6 +35,7 @@ no longer lets Home Assistant set a number loses it the same way.
 
 import json
 import re
+import time
 
 from pile.surface import OFFLINE, ONLINE
 
@@ -54,6 +55,7 @@ NUMBERS = (
 )
 _SOC, _POWER, _STATE, _BATTERY_TEMP, _REASONS = 4, 3, 2, 5, 9
 _EXPIRE_PERIODS = 3
+COMMAND_GAP_S = 2.0  # a pile takes one owner's command this often: a flood wears no flash
 _NUMBER_CLASSES = {"%": "battery", "Wh": "energy"}  # a number's device class by its unit
 _LARGEST = 1 << 30  # a command beyond this is no setting (and no small int on a board)
 _NOT_IN_NODE_ID = re.compile(r"[^A-Za-z0-9_-]")
@@ -127,6 +129,7 @@ class HomeAssistant:
         self.announced = {}  # pile id -> (what they said of it, its configs) as published
         # on this connection
         self.shown = set()  # pile ids whose values were published on this connection
+        self._commanded = {}  # pile id -> time.monotonic() of its latest command sent
         for link in broker.links.values():
             link.on_config = self._config_came
 
@@ -267,18 +270,24 @@ class HomeAssistant:
 
     def command(self, pile_id, name, payload):
         """Home Assistant set the owner's number `name` of `pile_id`: a CONFIG_SET of its
-        one key under the link key, then the values asked back. Ignored for a pile another
-        worker serves."""
+        one key under the link key, then the values asked back; one command a pile every
+        `COMMAND_GAP_S` at most, and none for a value the pile already holds (each change
+        the pile takes is a flash write and two event-log entries). Ignored for a pile
+        another worker serves."""
         link = self.broker.links.get(pile_id)
         if link is None or pile_id not in self.broker.owned:
             return
         value = _whole(payload)
         key = next((key for number, _, key, *_ in numbers(link.entry) if number == name),
                    None)
-        if key is None or value is None:
-            self.broker.counters["ha_commands_refused"] += 1
-            self._publish_state(link)  # Home Assistant shows the pile's value again
+        now = time.monotonic()
+        last = self._commanded.get(pile_id)
+        if key is None or value is None or link.config.get(key) == value or (
+                last is not None and now - last < COMMAND_GAP_S):
+            self.broker.counters["ha_commands_refused"] += 1  # or nothing to change, or
+            self._publish_state(link)  # too soon: Home Assistant shows the pile's value
             return
+        self._commanded[pile_id] = now
         self.broker.counters["ha_commands"] += 1
         link.request(wire.CONFIG_SET, {wire.BODY: {key: value}})
         link.request(wire.CONFIG_GET, {wire.BODY: asked(link.entry)})

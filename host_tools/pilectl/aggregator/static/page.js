@@ -37,7 +37,7 @@ function connect() {
     page.piles = new Map(data.piles.map((p) => [p.id, p]));
     page.history = data.history;
     $("token").placeholder = data.token ? "the fleet file's http_token_file"
-      : "none set: writes are open";
+      : "none set: this API takes no writes";
     page.fleet = data.fleet;
     refresh();
   });
