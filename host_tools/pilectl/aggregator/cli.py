@@ -436,10 +436,6 @@ def broker_config(fleet_file, out_dir, port, host, workers, home_assistant):
                    "give it in its MQTT integration")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _loopback(host):
     """Whether the API's address is this machine's own (127.0.0.1, ::1, localhost)."""
     import ipaddress
@@ -450,3 +446,7 @@ def _loopback(host):
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+if __name__ == "__main__":
+    main()
