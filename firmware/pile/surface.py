@@ -140,6 +140,7 @@ from pile.protocol import (
     UPDATE_STATUS,
     Session,
 )
+from pile.share import fill
 from pile.signature import PUBLIC_KEY_BYTES as RELEASE_KEY_BYTES
 from pile.signature import SCHEME as SIGNATURE_SCHEME
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
