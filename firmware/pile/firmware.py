@@ -57,9 +57,20 @@ def load_board(path):
 def build_pile(board, reset_cause=events.RESET_POWER_ON):
     """The pile's state: its id, config, keys and event journal kept in the board's
     `state_dir`, and the pile maker's hard limits on config (`limits`), which no message
-    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry."""
-    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
+    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry. In a
+    site group (the board's `site`), the pile's share of the connection's caps is one more
+    input of its envelope (docs/site-group.md)."""
+    pile = Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
                 reset_cause)
+    site = board.get("site")
+    if site is not None:
+        from pile.board import SITE_PERIOD_MS
+        from pile.siteshare import SiteShare
+
+        mine = site["members"][board["pile_id"]]
+        pile.ctl.site = SiteShare(mine["import_w"], mine["export_w"],
+                                  site.get("period_ms", SITE_PERIOD_MS))
+    return pile
 
 
 def build_loop(pile, hal, board):
