@@ -22,8 +22,8 @@ from pile import cbor
 from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_SITE, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, NO_BUDGET, OWNER_KEYS, ConfigError
 from pile.control import NotReady
-from pile.limits import MAX_POWER_W
 from pile.cose import CoseError, mac0_open, mac0_sign
+from pile.limits import MAX_POWER_W
 
 PROTOCOL_VERSION = const(1)
 
