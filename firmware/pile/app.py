@@ -67,6 +67,8 @@ class Pile:
             self._load_budget()
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
+        self.meter_read_at = None  # ticks_ms of the meter's last reading
+        self.meter_power = 0  # W: the converter's power at that reading
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame

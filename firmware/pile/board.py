@@ -32,7 +32,7 @@ _UPDATE = {"release_key": _TEXT, "trial_s": _INT}
 _SITE = {"group": _TEXT, "role": _TEXT, "leader": _TEXT, "import_cap_w": _INT,
          "export_cap_w": _INT, "period_ms": _INT, "members": dict, "udp_port": _INT,
          "bus": dict}
-_MEMBER = {"import_w": _INT, "export_w": _INT, "host": _TEXT}
+_MEMBER = {"import_w": _INT, "export_w": _INT, "host": _TEXT, "port": _INT}
 _SITE_BUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT}
 _PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT, "update": _UPDATE,
           "site": _SITE}
@@ -75,6 +75,8 @@ def check(board):
         _update(board["update"])
     if "site" in board:
         _site(board["site"], board["pile_id"])
+        if board["site"]["role"] == "leader" and "meter_unit" not in bus:
+            raise BoardError("site: the leader reads the site meter: give modbus.meter_unit")
 
 
 def _site(site, pile_id):
@@ -122,6 +124,7 @@ def _site(site, pile_id):
                     prefix, key, member[key], MAX_POWER_W))
         if udp and "host" not in member:
             raise BoardError("%shost is missing: the pile's address on the site LAN" % prefix)
+        _port(member, "port", prefix, "UDP")
         imports += member["import_w"]
         exports += member["export_w"]
     for what, total, cap in (("import", imports, "import_cap_w"),
@@ -131,7 +134,7 @@ def _site(site, pile_id):
                              "without the leader the group could exceed its cap" % (
                                  what, total, cap, site[cap]))
     if udp:
-        _port(site, "udp_port", "site.")
+        _port(site, "udp_port", "site.", "UDP")
     else:
         bus = site["bus"]
         _kinds(bus, _SITE_BUS, "site.bus.")
@@ -156,10 +159,10 @@ def _update(update):
             trial_s, _TRIAL_S[0], _TRIAL_S[1]))
 
 
-def _port(part, key, prefix):
+def _port(part, key, prefix, kind="TCP"):
     port = part.get(key)
     if port is not None and not 1 <= port <= 65535:
-        raise BoardError("%s%s %d is not a TCP port (1..65535)" % (prefix, key, port))
+        raise BoardError("%s%s %d is not a %s port (1..65535)" % (prefix, key, port, kind))
 
 
 def _broker(mqtt, pile_id):

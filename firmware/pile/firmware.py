@@ -101,6 +101,19 @@ def build_link(pile, hal, board, on_refused=None):
     return link
 
 
+def build_site_link(pile, board):
+    """A site group's transport (pile/sitelink.py); without a site key the members keep
+    their fallback shares, said at boot."""
+    from pile.app import SLOT_SITE
+    from pile.sitelink import SiteLink
+
+    if pile.keys[SLOT_SITE] is None:
+        pile.problems.append("site group %s: no site key yet, so no allowances: every pile "
+                             "keeps its fallback share (provision site_key over USB)"
+                             % board["site"]["group"])
+    return SiteLink(pile, board["site"])
+
+
 def build_updater(pile, board, slots, gap):
     """Field updates into the other slot of the boot stage `slots` (the `bootstage`
     module), signed with the board's `update.release_key`, their task started, writing
@@ -250,6 +263,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         if self.slots is not None and self.slots.trial:
             tasks.append(asyncio.create_task(self.confirm_trial()))
+        if "site" in self.board:  # not supervised: a silent site LAN is no hang
+            tasks.append(asyncio.create_task(build_site_link(self.pile, self.board).run()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))

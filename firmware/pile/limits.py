@@ -143,9 +143,10 @@ def compute(env, tel, cfg, inputs):
         reasons |= REASON_CONVERTER_HOT
 
     shared = inputs.share_import != NO_SHARE
-    if site_w is None and shared:
-        pass  # a site group's member, no meter of its own: its share stands for the caps
-    elif site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000:
+    stale = site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000
+    if shared and (site_w is None or not stale):
+        pass  # in a site group the share stands for the caps (the leader's meter sets them)
+    elif stale:
         discharge = 0
         charge = min(charge, cfg.no_meter_charge_w)
         reasons |= REASON_METER_LOST

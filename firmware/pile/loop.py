@@ -159,6 +159,8 @@ class ControlStep:
         (W, + import), None when it did not answer."""
         self._meter_at = now
         if site_w is not None:
+            self.pile.meter_read_at = now  # a site group's leader shares after each reading,
+            self.pile.meter_power = power  # with this pile's power as the meter saw it
             load = site_w - power
             if self._load is not None:
                 self._load_fall = min(0, load - self._load)

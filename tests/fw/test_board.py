@@ -110,7 +110,13 @@ def test_a_site_group_whose_shares_fit_the_caps_passes():
     check(site_group())
     leader = site_group(role="leader")
     leader["pile_id"] = "pile-a"
+    refused(leader, "the leader reads the site meter: give modbus.meter_unit")
+    leader["modbus"] = dict(leader["modbus"], meter_unit=2)
     check(leader)
+    leader["site"]["members"]["pile-a"]["port"] = 7711  # piles sharing one host
+    check(leader)
+    leader["site"]["members"]["pile-a"]["port"] = 0
+    refused(leader, "site.members.pile-a.port 0 is not a UDP port")
     wired = site_group(bus={"device": "/dev/pts/4", "baud": 115200})
     del wired["site"]["udp_port"]
     for member in wired["site"]["members"].values():

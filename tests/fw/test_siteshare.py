@@ -168,3 +168,18 @@ def test_a_board_file_with_a_site_part_builds_a_member_with_its_share():
         board["site"] = site
         share = build_pile(board).ctl.site
         assert (share.share_import, share.share_export, share.period_ms) == (9000, 3500, 500)
+
+
+def test_the_leader_takes_its_share_for_the_caps_and_the_no_meter_rule_when_stale():
+    member = Member()
+    pile = member.pile
+    pile.ctl.site.allow(11000, 6000, member.clock)
+    member.clock += 250
+    # a fresh reading of 9 kW exported: alone with a 0 W export cap it could give nothing
+    pile.tel.power = pile.ctl.decide(member.clock, pile.tel, True, -9000, 0)
+    assert member.envelope() == (RATED, 6000)
+    assert not pile.ctl.reasons & (limits.REASON_SITE_EXPORT_CAP | limits.REASON_METER_LOST)
+    member.clock += 250
+    pile.ctl.decide(member.clock, pile.tel, True, -9000, 3001)  # stale: the no-meter rule
+    assert member.envelope() == (3680, 0)
+    assert pile.ctl.reasons & limits.REASON_METER_LOST
