@@ -64,7 +64,7 @@ async def run_site(seconds, piles, links, silent=()):
             now = ticks_ms()
             site_w = LOAD_W + sum(p.tel.power for p in piles)
             if step % 5 == 0:
-                leader.site_w = site_w
+                leader.site_w = leader.meter_w = site_w
                 leader.meter_read_at = now
                 leader.meter_power = leader.tel.power
             for pile in piles:

@@ -68,6 +68,7 @@ class Pile:
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
         self.meter_read_at = None  # ticks_ms of the meter's last reading
+        self.meter_w = 0  # W, + import: that reading (site_w is it once a decision took it)
         self.meter_power = 0  # W: the converter's power at that reading
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters

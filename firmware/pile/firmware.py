@@ -163,6 +163,7 @@ class Firmware:
         self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
+        self.site = build_site_link(self.pile, board) if "site" in board else None
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
@@ -217,6 +218,8 @@ class Firmware:
         found.update(self.link.diagnostics())
         if self.wifi is not None:
             found["wifi_connects"] = self.wifi.connects
+        if self.site is not None:
+            found.update(self.site.diagnostics())
         pile = self.pile
         log = pile.events
         found.update({"heap_free": self.loop.heap_free, "heap_low": self.loop.heap_low,
@@ -263,8 +266,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         if self.slots is not None and self.slots.trial:
             tasks.append(asyncio.create_task(self.confirm_trial()))
-        if "site" in self.board:  # not supervised: a silent site LAN is no hang
-            tasks.append(asyncio.create_task(build_site_link(self.pile, self.board).run()))
+        if self.site is not None:  # not supervised: a silent site LAN is no hang
+            tasks.append(asyncio.create_task(self.site.run()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))

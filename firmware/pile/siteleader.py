@@ -11,14 +11,16 @@ verifies over the same nonce and answers the seq it waits for. A member that ref
 (ERROR 4 or 5: a reboot, another nonce) is asked for a HELLO again.
 
 The leader's own share is computed with the others' and applied at once. Its meter's
-reading is the Pile's `site_w`, None once stale: then the whole group gets the no-meter
-rule (site.without_meter). The transport runs a period right after each meter reading,
-and the members answer within milliseconds, so a reading and the reports that answer
-that period's allowances see the same powers (the leader's own, as the reading took it:
-the Pile's `meter_power`); the next period's allowances are shared from them (kept until
-then). Shared from a
+reading is the Pile's `meter_w`, the last one taken, while its `site_w` says it is fresh
+(None once stale: then the whole group gets the no-meter rule, site.without_meter).
+
+The transport runs a period right after each meter reading, and the members answer
+within milliseconds, so a reading and the reports that answer that period's allowances
+see the same powers (the leader's own as the reading took it: the Pile's `meter_power`).
+The next period's allowances are shared from them, kept until then. Shared from a
 reading and reports taken a period apart instead, the site's own load looks as much
-larger or smaller as the piles moved in between, and the group see-saws.
+larger or smaller as the piles moved in between, and the group see-saws (on the bench:
+20 kW exported against an 11 kW cap, while the reading was the one before last).
 """
 
 from micropython import const
@@ -95,7 +97,7 @@ class Leader:
             allowances(self.members, self._reading,
                        min(self.import_cap_w, cfg.site_import_limit_w),
                        min(self.export_cap_w, cfg.site_export_limit_w))
-        self._reading = pile.site_w
+        self._reading = None if pile.site_w is None else pile.meter_w
         self._power = pile.meter_power
         ctl.site.allow(me.allow_import, me.allow_export, now)
         self.periods += 1

@@ -28,7 +28,10 @@ _PER_SECOND = const(20)
 
 
 def _address(host, port):
-    return socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
+    """The socket address of `host`:`port`, as recvfrom gives a sender's: hashable (bytes
+    on MicroPython, whose getaddrinfo gives a bytearray; a tuple on CPython)."""
+    address = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
+    return bytes(address) if type(address) is bytearray else address
 
 
 def _bound(port):
@@ -56,6 +59,21 @@ class SiteLink:
         self.received = 0
         self.dropped = 0  # over the budget, or of a type a member does not take
         self.send_failures = 0
+
+    def diagnostics(self):
+        """The site group's counters since boot (DIAGNOSTICS, docs/site-group.md)."""
+        share = self.pile.ctl.site
+        found = {"site_allowances": share.allowances, "site_fallbacks": share.fallbacks,
+                 "site_received": self.received, "site_dropped": self.dropped,
+                 "site_send_failures": self.send_failures}
+        leader = self.leader
+        if self.site["role"] == "leader":
+            peers = leader.peers if leader is not None else ()
+            found["site_periods"] = leader.periods if leader is not None else 0
+            found["site_meter_lost"] = leader.meter_lost if leader is not None else 0
+            found["site_reports"] = sum(peer.reports for peer in peers)
+            found["site_refusals"] = sum(peer.refusals for peer in peers)
+        return found
 
     def _send(self, sock, data, address):
         try:

@@ -69,7 +69,7 @@ class Site:
         """One period: the meter is read, the leader shares at once and the members answer
         with their powers as the meter saw them, then every pile decides."""
         if self.meter:
-            self.piles["pile-a"].site_w = self.site_w()
+            self.piles["pile-a"].site_w = self.piles["pile-a"].meter_w = self.site_w()
             self.piles["pile-a"].meter_power = self.piles["pile-a"].tel.power
         for peer, data in self.leader.period(self.clock[0]):
             pile_id = peer.member.pile_id
