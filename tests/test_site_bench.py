@@ -96,3 +96,35 @@ def test_todays_firmware_alone_overshoots_the_cap(socat, tmp_path):
     headroom, the site exports past its cap, all cut, all climb again."""
     bench = run(tmp_path, alone=True)
     assert bench.worst_export_over_w(since_s=bench.asked_at) > 2000
+
+
+def pilectl(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from pilectl.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_pilectl_bench_plays_the_site_scenario(socat, tmp_path):
+    import json
+
+    result = pilectl("bench", "--scenario", "site", "--json", "--out", str(tmp_path),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["piles"] == 3 and summary["violations"] == []
+    assert summary["setpoints"] > 0 and summary["setpoints_outside_an_allowance"] == 0
+    assert (tmp_path / "site.png").stat().st_size > 10000
+    rows = [json.loads(line) for line in (tmp_path / "site.jsonl").read_text().splitlines()]
+    assert len(rows[-1]["piles"]) == 3
+
+
+def test_a_wrong_site_scenario_is_said_without_a_traceback(tmp_path):
+    import json
+
+    scenario = tmp_path / "nine.json"
+    scenario.write_text(json.dumps({"name": "nine", "site": {"piles": 9}}))
+    result = pilectl("bench", "--scenario", str(scenario), cwd=tmp_path)
+    assert result.returncode == 1 and "site.piles must be 2 to 8, not 9" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,7 +2,7 @@
 envelopes and members not heard from (hypothesis, CPython; tests/fw/test_site.py runs the
 same rules on MicroPython)."""
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pile.site import Member, allowances
 
@@ -94,3 +94,28 @@ def test_max_min_fair_over_wants_then_envelopes(group, site_w, import_cap, expor
                 assert all(got(o) <= got(m) + 1 for o in group)
             elif got(m) < envelope(m):  # short of its envelope: levelled with the extras
                 assert all(got(o) <= max(want(o), got(m) + 1) for o in group)
+
+
+RAMP_W_PER_S = 5000  # the default ramp_w_per_s
+PERIOD_S = 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=0, max_size=200), st.integers(0, 8000),
+       st.integers(0, 8000))
+def test_for_any_lost_messages_the_cap_is_passed_by_at_most_one_ramp_for_one_period(
+        losses, load_w, later_load_w):
+    """Three real firmware Piles (tests/fw/test_siteleader.py's site, deciding four times a
+    period at the default ramp), any message to or from a member lost, the site's load
+    stepping once: the site never exports more than its cap and one member's ramp for one
+    period (5 kW)."""
+    from test_siteleader import Site
+
+    site = Site(load_w=load_w, ramp=RAMP_W_PER_S, ticks=4)
+    lost = iter(losses)
+    site.lost = lambda pile_id: next(lost, False)
+    for period in range(16):
+        if period == 8:
+            site.load_w = later_load_w
+        site.period()
+    assert max(site.exports) <= 11000 + RAMP_W_PER_S * PERIOD_S, max(site.exports)

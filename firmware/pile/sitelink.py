@@ -1,9 +1,10 @@
 """A site group's network transport: UDP on the site LAN (docs/site-group.md).
 
 Each pile of the group binds its UDP port (its member entry's `port`, else the group's
-`udp_port`). The leader sends every period one datagram to each member (pile/siteleader.py)
-and takes what comes back until the next; a member answers each datagram it takes from the
-sender's address, through its own protocol Session: a datagram carries one message, signed,
+`udp_port`). The leader sends every period two datagrams to each member (pile/siteleader.py:
+its allowance again, answered with its power, then the new one) and takes what comes back;
+a member answers each datagram it takes from the sender's address, through its own
+protocol Session: a datagram carries one message, signed,
 unframed (UDP has boundaries and a checksum of its own). A member takes HELLO and
 SITE_ALLOWANCE only, 20 datagrams a second at most (the rest dropped unread, as a TCP
 connection's), so the port opens no other way to the pile's requests and a flood costs
@@ -24,7 +25,8 @@ from pile.siteleader import Leader, peek
 
 _POLL_MS = const(10)
 _MAX_DATAGRAM = const(640)  # the largest message and a COSE_Mac0 around it
-_PER_SECOND = const(20)
+_PER_SECOND = const(20)  # datagrams a member takes: two a period from its leader, and more
+_ANSWER_MS = const(150)  # what the leader waits for the members' answers before it shares
 
 
 def _address(host, port):
@@ -100,18 +102,25 @@ class SiteLink:
         by_address = {}
         for peer in leader.peers:
             by_address[peer.address] = peer
-        shared_at = ticks_ms()
+        started_at = ticks_ms()
         reading = pile.meter_read_at
         late_ms = leader.period_ms + leader.period_ms // 2
+        polling = False
         while True:
             now = ticks_ms()
-            # after each fresh reading, so that the members report their power as the
-            # meter saw it; without one for 1.5 periods (the meter lost), on time
+            # a period starts after each fresh reading, so that the members report their
+            # power as the meter saw it; without one for 1.5 periods (the meter lost), on
+            # time. It shares once every member answered, or `_ANSWER_MS` after it started.
             fresh = pile.meter_read_at != reading and pile.site_w is not None
-            if fresh or ticks_diff(now, shared_at) >= late_ms:
+            if fresh or ticks_diff(now, started_at) >= late_ms:
                 reading = pile.meter_read_at
-                shared_at = now
+                started_at = now
+                polling = True
                 for peer, data in leader.period(now):
+                    self._send(sock, data, peer.address)
+            if polling and (leader.ready() or ticks_diff(now, started_at) >= _ANSWER_MS):
+                polling = False
+                for peer, data in leader.share(now):
                     self._send(sock, data, peer.address)
             data, address = _receive(sock)
             if data is None:

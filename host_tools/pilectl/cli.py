@@ -64,6 +64,11 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, fresh, as_jso
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
+    if "site" in loaded:  # several piles behind one connection: pilectl/siteplay.py
+        if target != "unix" or heapsize or mpy or romfs or frozen or fresh:
+            raise click.ClickException("a site scenario runs on the unix port only, from the "
+                                       "sources")
+        return _bench_site(loaded, Path(out_dir), as_json)
     if target == "rp2":
         from pilectl.pico import firmware_image, missing
 
@@ -107,14 +112,31 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, fresh, as_jso
                                    fresh=fresh)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    _bench_verdict(console, summary, benchplay.summary_table, out_dir, as_json)
+
+
+def _bench_verdict(console, summary, table, out_dir, as_json):
+    """The bench's summary (JSON, or `table`), and exit 1 on an oracle violation."""
     if as_json:
         click.echo(json.dumps(summary))
     else:
         console.print()
-        console.print(benchplay.summary_table(summary, out_dir))
+        console.print(table(summary, out_dir))
     if summary["violations"]:
         click.echo(f"safety violations: {summary['violations']}", err=True)
         sys.exit(1)
+
+
+def _bench_site(scenario, out_dir, as_json):
+    """`pilectl bench` for a site scenario: several firmwares as one site group."""
+    from pilectl import siteplay
+
+    console = Console(stderr=as_json)
+    try:
+        _, summary = siteplay.run(scenario, out_dir, console, show_live=not as_json)
+    except (siteplay.SiteScenarioError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _bench_verdict(console, summary, siteplay.summary_table, out_dir, as_json)
 
 
 @main.command()

@@ -258,6 +258,16 @@ class SiteBench:
     def violations(self):
         return self.oracle.summary()
 
+    def seconds_over_cap(self, since_s=0.0):
+        """How long the site exported more than its cap (and the oracle's tolerance) after
+        `since_s`, in all, s."""
+        over = 0.0
+        tolerance = self.oracle.limits.tolerance_w
+        for (t0, site_w, _), (t1, _, _) in zip(self.samples, self.samples[1:], strict=False):
+            if t0 >= since_s and -site_w > self.export_cap_w + tolerance:
+                over += t1 - t0
+        return round(over, 2)
+
     def worst_export_over_w(self, since_s=0.0):
         """The most the site exported beyond its cap after `since_s`, W (0 when never)."""
         over = [-site_w - self.export_cap_w for t, site_w, _ in self.samples if t >= since_s]

@@ -22,11 +22,11 @@ GROUP = {"group": "depot-1", "role": "leader", "leader": "pile-a", "import_cap_w
                      "pile-c": {"import_w": 13000, "export_w": 3500, "host": "10.0.0.13"}}}
 
 
-def a_pile(pile_id, clock):
+def a_pile(pile_id, clock, ramp=1000000):
     pile = Pile(pile_id)
     pile.set_key(SITE, SLOT_SITE)
     pile.tel = telemetry()
-    pile.set_config({"ramp_w_per_s": 1000000, "site_export_limit_w": 11000,
+    pile.set_config({"ramp_w_per_s": ramp, "site_export_limit_w": 11000,
                      "site_import_limit_w": 40000})
     share = GROUP["members"][pile_id]
     pile.ctl.site = SiteShare(share["import_w"], share["export_w"], PERIOD_MS)
@@ -36,12 +36,16 @@ def a_pile(pile_id, clock):
 
 class Site:
     """pile-a leads pile-b and pile-c behind a site drawing `load_w` of its own; every pile
-    is asked to discharge 11 kW and its converter does what it is told."""
+    is asked to discharge 11 kW and its converter does what it is told, deciding `ticks`
+    times a period. `lost(pile_id)` says whether a message to or from a member is lost."""
 
-    def __init__(self, load_w=2000):
+    def __init__(self, load_w=2000, ramp=1000000, ticks=1):
         self.clock = [1000]
         self.load_w = load_w
-        self.piles = {p: a_pile(p, self.clock) for p in GROUP["members"]}
+        self.ticks = ticks
+        self.lost = lambda pile_id: False
+        self.exports = []  # W the site exported at each decision
+        self.piles = {p: a_pile(p, self.clock, ramp) for p in GROUP["members"]}
         self.sessions = {p: Session(self.piles[p]) for p in ("pile-b", "pile-c")}
         self.leader = Leader(self.piles["pile-a"], GROUP, {"pile-b": "b", "pile-c": "c"})
         self.alive = {"pile-b": True, "pile-c": True}
@@ -64,19 +68,25 @@ class Site:
                 pile.site_w = site_w
             else:
                 pile.tel.power = pile.ctl.decide(self.clock[0], pile.tel, True, None, NEVER)
+        self.exports.append(-self.site_w())
 
     def period(self):
-        """One period: the meter is read, the leader shares at once and the members answer
-        with their powers as the meter saw them, then every pile decides."""
+        """One period: the meter is read, the members answer the leader's first messages
+        with their powers as the meter saw them, the leader shares, then every pile
+        decides."""
         if self.meter:
             self.piles["pile-a"].site_w = self.piles["pile-a"].meter_w = self.site_w()
             self.piles["pile-a"].meter_power = self.piles["pile-a"].tel.power
-        for peer, data in self.leader.period(self.clock[0]):
-            pile_id = peer.member.pile_id
-            if self.alive[pile_id]:
-                self.leader.received(self.sessions[pile_id].handle(data), peer)
-        self.decide()
-        self.clock[0] += PERIOD_MS
+        for messages in (self.leader.period, self.leader.share):  # the poll, then the share
+            for peer, data in messages(self.clock[0]):
+                pile_id = peer.member.pile_id
+                if self.alive[pile_id] and not self.lost(pile_id):
+                    reply = self.sessions[pile_id].handle(data)
+                    if not self.lost(pile_id):
+                        self.leader.received(reply, peer)
+        for _ in range(self.ticks):
+            self.decide()
+            self.clock[0] += PERIOD_MS // self.ticks
 
     def powers(self):
         return [self.piles[p].tel.power for p in sorted(self.piles)]
