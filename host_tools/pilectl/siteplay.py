@@ -8,13 +8,13 @@ The oracle checks the caps at the connection point; its violations must be 0.
 """
 
 import asyncio
-import json
 import time
 
 from rich.live import Live
 from rich.table import Table
 
 from pilectl.aggregator.split import Share, split
+from pilectl.benchplay import figures_table, save_plot, write_trace
 from pilectl.client import LinkError, PileError
 from pilectl.names import reasons
 from pilectl.sitebench import SiteBench
@@ -108,10 +108,7 @@ async def play(scenario, out_dir, console, show_live=True):
         for client in clients:
             await client.close()
         await bench.stop()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "site.jsonl", "w") as trace:
-        for row in rows:
-            trace.write(json.dumps(row) + "\n")
+    write_trace(rows, out_dir / "site.jsonl")
     plot(bench, scenario, out_dir / "site.png")
     summary = {"scenario": scenario.get("name", "?"), "piles": bench.n,
                "seconds": rows[-1]["t"] if rows else 0, "import_cap_w": caps[0],
@@ -141,15 +138,11 @@ def plot(bench, scenario, path):
     ax.grid(alpha=0.3)
     fig.suptitle(f"Site group on the virtual bench, scenario {scenario.get('name', '?')}: "
                  f"{bench.n} firmwares behind one meter")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def summary_table(summary, out_dir):
-    table = Table(title=f"Scenario {summary['scenario']}: summary")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
+    table = figures_table(summary)
     table.add_row("piles in the group", str(summary["piles"]))
     table.add_row("export beyond the cap, at worst / in all",
                   f"{summary['worst_export_over_w']} W / {summary['seconds_over_cap']} s")
