@@ -435,21 +435,27 @@ def events(since, as_json, **link):
 @click.option("--remove", is_flag=True, help="Remove the pile's key (signing off).")
 @click.option("--technician", is_flag=True, help="The technician's key (config, keys, "
               "release, reset-fault, reboot) instead of the link key (the aggregator's).")
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), help="A site group's "
+              "key instead (docs/site-group.md), the same on every pile of the group: read "
+              "from this file, which is made with a new random key if it does not exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def provision_key(remove, technician, as_json, **link):
+def provision_key(remove, technician, site_file, as_json, **link):
     """Give the pile a new random key over USB serial: its link key (which an aggregator
-    gets too), or with --technician the technician's. The key is saved for this tool
-    (mode 0600) and never shown."""
+    gets too), or with --technician the technician's, or with --site FILE its site
+    group's. The key is saved for this tool (mode 0600) and never shown."""
     from pilectl import field
 
     target = _target(**link)
     if not target.port:
         raise click.ClickException("the link key is set over the USB serial link only: "
                                    "connect with --port, not --tcp")
-    result = _call(target, lambda c: field.provision_key(c, target, remove, technician))
+    if site_file and technician:
+        raise click.ClickException("--site or --technician: one key at a time")
+    result = _call(target, lambda c: field.provision_key(c, target, remove, technician,
+                                                          site_file))
     if as_json:
         return _echo_json(result)
-    which = "technician's key" if technician else "link key"
+    which = "site key" if site_file else "technician's key" if technician else "link key"
     if remove:
         click.echo(f"pile {result['pile_id']}: {which} removed")
     else:
