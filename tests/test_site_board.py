@@ -42,10 +42,11 @@ def test_the_pile_refuses_such_a_group_at_boot(micropython, tmp_path):
     board = json.loads((ROOT / "boards" / "unix_sim.json").read_text())
     board["state_dir"] = str(tmp_path / "state")
     board["site"] = {"group": "depot-1", "role": "member", "leader": "sim-002",
-                     "import_cap_w": 10000, "export_cap_w": 0, "bus": {
-                         "device": str(tmp_path / "site-bus"), "baud": 115200},
-                     "members": {board["pile_id"]: {"import_w": 6000, "export_w": 0},
-                                 "sim-002": {"import_w": 6000, "export_w": 0}}}
+                     "import_cap_w": 10000, "export_cap_w": 0, "udp_port": 7710,
+                     "members": {board["pile_id"]: {"import_w": 6000, "export_w": 0,
+                                                    "host": "127.0.0.1"},
+                                 "sim-002": {"import_w": 6000, "export_w": 0,
+                                             "host": "127.0.0.2"}}}
     path = tmp_path / "board.json"
     path.write_text(json.dumps(board))
     result = micropython(FIRMWARE / "main.py", str(path))

@@ -33,7 +33,6 @@ _SITE = {"group": _TEXT, "role": _TEXT, "leader": _TEXT, "import_cap_w": _INT,
          "export_cap_w": _INT, "period_ms": _INT, "members": dict, "udp_port": _INT,
          "bus": dict}
 _MEMBER = {"import_w": _INT, "export_w": _INT, "host": _TEXT, "port": _INT}
-_SITE_BUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT}
 _PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT, "update": _UPDATE,
           "site": _SITE}
 _TRIAL_S = (10, 3600)  # what a trial boot may take to confirm itself (update.trial_s)
@@ -106,10 +105,11 @@ def _site(site, pile_id):
     for who in (pile_id, site["leader"]):
         if who not in members:
             raise BoardError("site.members does not list %r" % who)
-    udp = "udp_port" in site
-    if udp == ("bus" in site):
-        raise BoardError("site needs one transport: udp_port (the site LAN) or bus (a "
-                         "second RS485 bus), not %s" % ("both" if udp else "neither"))
+    if "bus" in site:
+        raise BoardError("site.bus: the wired site bus is not in this firmware yet "
+                         "(docs/site-group.md): give site.udp_port, the site LAN")
+    if "udp_port" not in site:
+        raise BoardError("site.udp_port is missing: the group's transport, the site LAN")
     imports = exports = 0
     for name, member in members.items():
         prefix = "site.members.%s." % name
@@ -122,7 +122,7 @@ def _site(site, pile_id):
             if not 0 <= member[key] <= MAX_POWER_W:
                 raise BoardError("%s%s %d is outside 0..%d W" % (
                     prefix, key, member[key], MAX_POWER_W))
-        if udp and "host" not in member:
+        if "host" not in member:
             raise BoardError("%shost is missing: the pile's address on the site LAN" % prefix)
         _port(member, "port", prefix, "UDP")
         imports += member["import_w"]
@@ -133,14 +133,7 @@ def _site(site, pile_id):
             raise BoardError("site: the fallback %s shares add up to %d W, above %s %d W: "
                              "without the leader the group could exceed its cap" % (
                                  what, total, cap, site[cap]))
-    if udp:
-        _port(site, "udp_port", "site.", "UDP")
-    else:
-        bus = site["bus"]
-        _kinds(bus, _SITE_BUS, "site.bus.")
-        if "baud" not in bus:
-            raise BoardError("site.bus.baud is missing")
-        _wiring(bus, "site.bus", ("uart", "tx", "rx", "de"))
+    _port(site, "udp_port", "site.", "UDP")
 
 
 def _update(update):

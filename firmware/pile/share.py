@@ -30,19 +30,25 @@ def fill(amount, caps, bases):
         level = at
         slope += change
     if slope:
-        level += (amount - filled) // slope
+        rest = amount - filled
+        level += rest // slope if type(rest) is int else rest / slope  # float bases: exact
     watts = [int(min(caps[i], max(0, level - bases[i]))) for i in range(n)]
     left = amount - sum(watts)
     order = sorted(range(n), key=lambda i: (bases[i] + watts[i], i))
     if left < 0:  # a float base rounded up: take back from the highest
         order.reverse()
-    for i in order:
-        if left == 0:
-            break
-        if left > 0 and watts[i] < caps[i]:
-            watts[i] += 1
-            left -= 1
-        elif left < 0 and watts[i] > 0:
-            watts[i] -= 1
-            left += 1
+    moved = True
+    while left and moved:  # fewer watts than piles left, but float rounding may leave more
+        moved = False
+        for i in order:
+            if left == 0:
+                break
+            if left > 0 and watts[i] < caps[i]:
+                watts[i] += 1
+                left -= 1
+                moved = True
+            elif left < 0 and watts[i] > 0:
+                watts[i] -= 1
+                left += 1
+                moved = True
     return watts

@@ -71,6 +71,8 @@ def test_fill_is_integer_and_levels():
     assert fill(7, [5, 5], [4, 0]) == [2, 5]  # level 5 and one watt left: lowest index
     assert fill(0, [5], [0]) == [0]
     assert sum(fill(1000001, [600000, 600000], [0, 0])) == 1000001
+    # the aggregator's wear-fair bases are floats: all of the amount still goes out
+    assert fill(5567, [1470, 4098], [2627.6376171529796, 0.0]) == [1470, 4097]
 
 
 def test_random_groups_keep_the_caps():
