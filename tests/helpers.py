@@ -97,3 +97,15 @@ class Field:
                 return json.loads(result.stdout)
             assert time.monotonic() < deadline, result.stderr
             time.sleep(0.5)
+
+
+async def stop_serving(dispatching, aggregator, runner, emulator):
+    """End a test's aggregator: its dispatch task, the aggregator, its API's runner, and
+    the emulated piles it served."""
+    import asyncio
+
+    dispatching.cancel()
+    await asyncio.gather(dispatching, return_exceptions=True)
+    await aggregator.stop()
+    await runner.cleanup()
+    emulator.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from helpers import stop_serving
 from pilectl.aggregator.api import Metrics, application, serve
 from pilectl.aggregator.fleet import load
 from pilectl.aggregator.live import QUEUE
@@ -134,11 +135,7 @@ async def test_the_page_its_push_and_a_piles_detail_over_tcp(tmp_path, caplog):
                 assert reply.status == 200 and await reply.json() == {"power_w": 5000,
                                                                       "source": "api"}
     finally:
-        dispatching.cancel()
-        await asyncio.gather(dispatching, return_exceptions=True)
-        await aggregator.stop()
-        await runner.cleanup()
-        emulator.stop()
+        await stop_serving(dispatching, aggregator, runner, emulator)
     assert TOKEN not in caplog.text  # never logged, not even in the access log
 
 

@@ -19,6 +19,7 @@ import urllib.request
 
 import bootstage
 import pytest
+from helpers import stop_serving
 from pile.surface import UPDATE_IDLE, VERSION
 from pilectl import keys, release, wire
 from pilectl.aggregator.api import Metrics, application, serve
@@ -255,11 +256,7 @@ async def test_a_refusal_halts_the_rollout_through_the_api_with_its_token(tmp_pa
         assert 'aggregator_rollout_state{aggregator_rollout_state="halted"} 1.0' in text
         assert 'aggregator_rollout_piles{state="failed"} 1.0' in text
     finally:
-        dispatching.cancel()
-        await asyncio.gather(dispatching, return_exceptions=True)
-        await aggregator.stop()
-        await runner.cleanup()
-        emulator.stop()
+        await stop_serving(dispatching, aggregator, runner, emulator)
 
 
 async def test_a_technicians_key_the_pile_does_not_know_is_a_refusal_at_once(

@@ -37,7 +37,7 @@ class Live:
         self.aggregator = aggregator
         self.history = deque(maxlen=math.ceil(HISTORY_S / aggregator.dispatch.period_s))
         self.clients = {}  # one queue a browser -> what closes its connection (or None)
-        self._snapshot = None  # (the period it was made in, whether a token is set, bytes)
+        self._snapshot = None  # ((its period's time, whether a token is set), its bytes)
         self.dropped = 0  # streams ended because their browser read too slowly
         self.push_ms = 0.0  # what building the latest period's event took
         self.status = None  # the latest period's
@@ -151,7 +151,7 @@ class Live:
         (when it reads too slowly, or the API shuts down). The snapshot is built once a
         period, whatever number of browsers come (at 10,000 piles one takes some 90 ms)."""
         queue = asyncio.Queue(QUEUE)
-        made = (len(self.history), self.status and self.status.get("t"), token_needed)
+        made = (self.status and self.status.get("t"), token_needed)
         if self._snapshot is None or self._snapshot[0] != made:
             self._snapshot = (made, _event("snapshot", self.snapshot(token_needed)))
         queue.put_nowait(self._snapshot[1])
