@@ -181,6 +181,10 @@ def build_image(board_bytes, source=None, march=None):
     return image
 
 
+_ENTER_ATTEMPTS = 3  # Ctrl-C then Ctrl-A, again: a firmware still importing can miss them
+_ENTER_S = 10  # mpremote's own wait for the raw REPL's prompt
+
+
 class _Transport(SerialTransport):
     """mpremote's serial transport, waiting `quiet_s` for a board that says nothing while
     it writes its flash (a command's reply ends a wait of 10 s in mpremote)."""
@@ -200,15 +204,23 @@ class RawRepl:
     def __init__(self, port, quiet_s=10):
         self.quiet_s = quiet_s
         try:
-            self.transport = _Transport(port, 115200)
+            # a read returns within a second: mpremote reads a pty (/dev/pts/N, as QEMU
+            # gives) without waiting for bytes first, which would block on a silent board
+            self.transport = _Transport(port, 115200, timeout=1)
             self.transport.quiet_s = quiet_s
         except (TransportError, serial.SerialException, OSError) as exc:
             raise DeployError(f"cannot open {port}: {exc}. Is the board plugged in and the "
                               "port right (ls /dev/ttyUSB* /dev/ttyACM*)?") from None
-        try:
-            self.transport.enter_raw_repl(soft_reset=False)
-        except (TransportError, OSError) as exc:
+        for _ in range(_ENTER_ATTEMPTS):  # a board still starting can miss one request
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it saw
+                    self.transport.enter_raw_repl(soft_reset=False, timeout_overall=_ENTER_S)
+                break
+            except (TransportError, OSError) as exc:
+                failed = exc
+        else:
             self.transport.close()
+            exc = failed
             reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc)
             raise DeployError(f"no MicroPython REPL answers on {port} ({reason}): is it the "
                               "board's USB REPL port, not its link; is MicroPython flashed "
