@@ -18,6 +18,7 @@ _IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _BULK_BYTES = const(256)  # a longer message is bulk (an update chunk): it waits past a tick
 _QUIET_MS = const(60)  # ...due within twice its longest recent handling (this at most),
 # so that handling it never holds the tick back: 10 to 60 ms on an RP2040, under 1 on a PC
+_SHORT_QUIET_MS = const(20)  # the same for a short message (a request, a status question)
 
 
 class Connection:
@@ -31,7 +32,9 @@ class Connection:
     message (longer than `_BULK_BYTES`: an update chunk, some 10 ms of work on an RP2040)
     due to be handled so close to a control tick that handling it could hold the tick
     back (twice the longest recent one's time, forgotten a millisecond a message,
-    `_QUIET_MS` at most) waits until the tick has begun.
+    `_QUIET_MS` at most) waits until the tick has begun. A short message does the same
+    within twice its own kind's longest recent handling (`_SHORT_QUIET_MS` at most: a few
+    ms on an RP2040, one on a PC): a setpoint that waits goes out with the next tick.
     """
 
     def __init__(self, reader, writer, session, name, requests_per_s=0):
@@ -55,6 +58,7 @@ class Connection:
         self._tokens = requests_per_s
         self._refilled_at = self.opened_at
         self._bulk_ms = _QUIET_MS  # twice the longest recent bulk message's handling, ms
+        self._short_ms = 0  # and a short one's, learnt from the first
 
     def send(self, message, droppable=False):
         """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
@@ -131,14 +135,15 @@ class Connection:
             message = inbox.pop(0)
             self.heard_at = ticks_ms()
             bulk = len(message) > _BULK_BYTES
-            if bulk:
-                await self._past_tick()
+            await self._past_tick(self._bulk_ms if bulk else self._short_ms)
             if self._admit():
                 started = ticks_ms()
                 self.send(self.session.handle(message))
+                took = 2 * ticks_diff(ticks_ms(), started) + 1
                 if bulk:
-                    took = 2 * ticks_diff(ticks_ms(), started) + 1
                     self._bulk_ms = min(_QUIET_MS, max(took, self._bulk_ms - 1))
+                else:
+                    self._short_ms = min(_SHORT_QUIET_MS, max(took, self._short_ms - 1))
                 if not self.admitted and self.session.verified:
                     self.admitted = True
                     if self.on_admitted is not None:
@@ -147,11 +152,10 @@ class Connection:
                     await asyncio.sleep_ms(0)  # (after the last, the reader's wait yields)
         return True
 
-    async def _past_tick(self):
-        """Wait until a control tick due before a bulk message could be handled (if one
-        is) has begun."""
+    async def _past_tick(self, quiet_ms):
+        """Wait until a control tick due within `quiet_ms` (if one is) has begun."""
         left = self.session.pile.tick_in()
-        if left is not None and left < self._bulk_ms:  # (overdue: the tick goes first)
+        if left is not None and left < quiet_ms:  # (overdue: the tick goes first)
             await asyncio.sleep_ms(max(0, left + 1))
 
     async def read_messages(self, lasting):

@@ -227,6 +227,7 @@ class ControlLoop(ControlStep):
         self.periods = 0
         self.poll_us = 0  # how long the last tick's converter transaction took
         self.watches_late = 0  # mid-period watches left to the next tick: they came too late
+        self.watch_ms = 0  # how long the last watch took, its transaction and any cut
         self.late_max_ms = 0  # the latest a tick has begun after it was due, ms
         self.after_tick_max_ms = 0  # the longest flush, budget save and collection of a period
         self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
@@ -245,7 +246,8 @@ class ControlLoop(ControlStep):
 
     async def period(self):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
-        period later (unless the period is three quarters gone by then: the tick looks).
+        period later (unless the period is three quarters gone by then, or the look, as long
+        as the last, would end after the next tick is due: the tick looks).
         The collection runs in the gap when due, so the heap never fragments into a
         failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
@@ -267,9 +269,14 @@ class ControlLoop(ControlStep):
         self.ticked.set()
         period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
-        if ticks_diff(ticks_ms(), started) <= period * 3 // 4:
+        begun = ticks_ms()
+        elapsed = ticks_diff(begun, started)
+        # the tick's transaction (a read and a write) stands in for the first watch's time
+        lasts = self.watch_ms if self.watch_ms else self.poll_us // 1000
+        if elapsed <= period * 3 // 4 and elapsed + lasts < period:
             await self.watch()
-        else:  # held up past three quarters of the period: the next tick looks instead,
+            self.watch_ms = ticks_diff(ticks_ms(), begun)
+        else:  # held up so that the watch would end late: the next tick looks instead,
             self.watches_late += 1  # and is not held up by a late watch's transaction
         await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
         self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever

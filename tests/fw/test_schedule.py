@@ -1,6 +1,7 @@
 """Work scheduled around the control tick (CPython and MicroPython): a bulk message (an
 update chunk) is never handled in the moments before a tick, and a period held up past
-three quarters of its length leaves its mid-period watch to the next tick."""
+three quarters of its length, or so far that the watch would end after the next tick is
+due, leaves its mid-period watch to the next tick."""
 
 import asyncio
 
@@ -50,6 +51,49 @@ def test_a_short_message_is_answered_at_once_even_just_before_a_tick():
     assert _arrives(_SHORT, _SOON_MS)[0] == "answer"
 
 
+class _SlowSession(Session):
+    """A session whose handling holds the core `slow_ms` (as a slow board's would)."""
+
+    slow_ms = 15
+
+    def handle(self, message):
+        import time
+
+        time.sleep(self.slow_ms / 1000)
+        return super().handle(message)
+
+
+def test_a_short_message_whose_kind_takes_long_waits_for_a_tick_due_within_twice_that():
+    """Short requests here take 15 ms to handle: one due 10 ms before a tick would hold
+    the tick back, so it waits until the tick has begun; one due 50 ms before is answered
+    at once."""
+    _cpython.install_asyncio()
+
+    def arrives(due_in_ms):
+        pile = pile_with_ev()
+        conn = Connection(None, None, _SlowSession(pile, True), "serial")
+        happened = []
+        conn.queue = lambda data: happened.append(("answer", ticks_ms()))
+
+        async def tick():
+            await asyncio.sleep_ms(due_in_ms)
+            happened.append(("tick", ticks_ms()))
+
+        async def run():
+            await conn.receive(frame(_SHORT))  # learns how long a short one takes
+            happened.clear()
+            pile.next_tick_at = ticks_add(ticks_ms(), due_in_ms)
+            ticking = asyncio.create_task(tick())
+            await conn.receive(frame(_SHORT))
+            await ticking
+            return happened[0][0]
+
+        return asyncio.run(run())
+
+    assert arrives(10) == "tick"
+    assert arrives(50) == "answer"
+
+
 def test_a_bulk_message_is_answered_at_once_when_no_tick_is_near():
     assert _arrives(_BULK, 1000)[0] == "answer"
 
@@ -58,8 +102,9 @@ class _HoldingConverter:
     """Answers at once, or holds the core `hold_ms` after the tick's transaction (as a
     flash write with interrupts off would); counts the mid-period reads."""
 
-    def __init__(self, hold_ms):
+    def __init__(self, hold_ms, read_ms=0):
         self.hold_ms = hold_ms
+        self.read_ms = read_ms
         self.reads = 0
 
     async def poll(self, power, run):
@@ -69,7 +114,10 @@ class _HoldingConverter:
         return True
 
     async def read(self):
+        import time
+
         self.reads += 1
+        time.sleep(self.read_ms / 1000)
         return True
 
     async def command(self, power, run):
@@ -95,6 +143,29 @@ def test_a_period_held_up_past_three_quarters_leaves_its_watch_to_the_next_tick(
 
 def test_a_period_on_time_watches_at_its_middle():
     assert _one_period(hold_ms=0, tick_ms=400) == (1, 0)
+
+
+def test_a_watch_that_would_end_after_the_tick_is_left_to_the_tick():
+    """The first watch's read takes 150 ms of a 400 ms period; the second period's tick is
+    held 280 ms, inside three quarters, but a watch as long as the first would end 30 ms
+    after the next tick is due: the tick looks instead, on time."""
+    from pile import _cpython
+
+    _cpython.install_asyncio()
+    pile = pile_with_ev()
+    pile.cfg.update({"tick_ms": 400})
+    converter = _HoldingConverter(hold_ms=0, read_ms=150)
+    loop = ControlLoop(pile, converter)
+    loop.converter_ok = True
+
+    async def two():
+        await loop.period()
+        converter.hold_ms = 280
+        await loop.period()
+
+    asyncio.run(two())
+    assert (converter.reads, loop.watches_late) == (1, 1)
+    assert 150 <= loop.watch_ms < 250
 
 
 def _late_after_two_periods(hold_ms, tick_ms):
