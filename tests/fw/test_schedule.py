@@ -19,12 +19,13 @@ _BULK = dumps({0: CONFIG_GET, 1: 1, 99: b"x" * 300})  # an unknown key: ignored
 _SHORT = dumps({0: CONFIG_GET, 1: 1})
 
 
-def _arrives(message, due_in_ms):
+def _arrives(message, due_in_ms, session=Session, before=None):
     """(what happened first: its answer queued or the tick due, ms from the tick's due
-    time to the answer) when `message` arrives with the next tick due in `due_in_ms`."""
+    time to the answer) when `message` arrives with the next tick due in `due_in_ms`,
+    on a connection that has handled `before` (if given) with no tick near."""
     _cpython.install_asyncio()  # CPython: MicroPython's sleep_ms (a board has its own)
     pile = pile_with_ev()
-    conn = Connection(None, None, Session(pile, True), "serial")
+    conn = Connection(None, None, session(pile, True), "serial")
     happened = []
     conn.queue = lambda data: happened.append(("answer", ticks_ms()))
 
@@ -33,6 +34,9 @@ def _arrives(message, due_in_ms):
         happened.append(("tick", ticks_ms()))
 
     async def run():
+        if before is not None:
+            await conn.receive(frame(before))
+            happened.clear()
         pile.next_tick_at = ticks_add(ticks_ms(), due_in_ms)
         ticking = asyncio.create_task(tick())
         await conn.receive(frame(message))
@@ -67,31 +71,8 @@ def test_a_short_message_whose_kind_takes_long_waits_for_a_tick_due_within_twice
     """Short requests here take 15 ms to handle: one due 10 ms before a tick would hold
     the tick back, so it waits until the tick has begun; one due 50 ms before is answered
     at once."""
-    _cpython.install_asyncio()
-
-    def arrives(due_in_ms):
-        pile = pile_with_ev()
-        conn = Connection(None, None, _SlowSession(pile, True), "serial")
-        happened = []
-        conn.queue = lambda data: happened.append(("answer", ticks_ms()))
-
-        async def tick():
-            await asyncio.sleep_ms(due_in_ms)
-            happened.append(("tick", ticks_ms()))
-
-        async def run():
-            await conn.receive(frame(_SHORT))  # learns how long a short one takes
-            happened.clear()
-            pile.next_tick_at = ticks_add(ticks_ms(), due_in_ms)
-            ticking = asyncio.create_task(tick())
-            await conn.receive(frame(_SHORT))
-            await ticking
-            return happened[0][0]
-
-        return asyncio.run(run())
-
-    assert arrives(10) == "tick"
-    assert arrives(50) == "answer"
+    assert _arrives(_SHORT, 10, _SlowSession, before=_SHORT)[0] == "tick"
+    assert _arrives(_SHORT, 50, _SlowSession, before=_SHORT)[0] == "answer"
 
 
 def test_a_bulk_message_is_answered_at_once_when_no_tick_is_near():
