@@ -126,46 +126,39 @@ def test_a_period_on_time_watches_at_its_middle():
     assert _one_period(hold_ms=0, tick_ms=400) == (1, 0)
 
 
-def test_a_watch_that_would_end_after_the_tick_is_left_to_the_tick():
-    """The first watch's read takes 150 ms of a 400 ms period; the second period's tick is
-    held 280 ms, inside three quarters, but a watch as long as the first would end 30 ms
-    after the next tick is due: the tick looks instead, on time."""
+def _two_periods(holds_ms, tick_ms, read_ms=0):
+    """(the loop, its converter) after two periods, the first's tick held `holds_ms[0]`,
+    the second's `holds_ms[1]`, each mid-period read taking `read_ms`."""
     from pile import _cpython
 
     _cpython.install_asyncio()
     pile = pile_with_ev()
-    pile.cfg.update({"tick_ms": 400})
-    converter = _HoldingConverter(hold_ms=0, read_ms=150)
+    pile.cfg.update({"tick_ms": tick_ms})
+    converter = _HoldingConverter(holds_ms[0], read_ms)
     loop = ControlLoop(pile, converter)
     loop.converter_ok = True
 
     async def two():
         await loop.period()
-        converter.hold_ms = 280
+        converter.hold_ms = holds_ms[1]
         await loop.period()
 
     asyncio.run(two())
+    return loop, converter
+
+
+def test_a_watch_that_would_end_after_the_tick_is_left_to_the_tick():
+    """The first watch's read takes 150 ms of a 400 ms period; the second period's tick is
+    held 280 ms, inside three quarters, but a watch as long as the first would end 30 ms
+    after the next tick is due: the tick looks instead, on time."""
+    loop, converter = _two_periods((0, 280), 400, read_ms=150)
     assert (converter.reads, loop.watches_late) == (1, 1)
     assert 150 <= loop.watch_ms < 250
 
 
 def _late_after_two_periods(hold_ms, tick_ms):
     """The loop's `late_max_ms` after two periods, the first's tick held `hold_ms`."""
-    from pile import _cpython
-
-    _cpython.install_asyncio()
-    pile = pile_with_ev()
-    pile.cfg.update({"tick_ms": tick_ms})
-    converter = _HoldingConverter(hold_ms)
-    loop = ControlLoop(pile, converter)
-    loop.converter_ok = True
-
-    async def two():
-        await loop.period()
-        converter.hold_ms = 0
-        await loop.period()
-
-    asyncio.run(two())
+    loop, _ = _two_periods((hold_ms, 0), tick_ms)
     return loop.late_max_ms, loop.after_tick_max_ms
 
 
