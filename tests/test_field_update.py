@@ -6,9 +6,11 @@ its USB pty, updated over its serial link and over TCP, the plant simulated on i
 Every refusal leaves the pile as it was; every broken firmware rolls back by itself.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import cbor2
@@ -200,6 +202,29 @@ def test_a_firmware_that_never_confirms_rolls_back_after_its_trial_time(field, t
     assert f"did not confirm itself within {_TRIAL_S} s" in slots["last_rollback"]
     hello = field.json("status")
     assert hello["firmware"] == running
+
+
+def test_a_reboot_requested_during_a_trial_rolls_back_and_says_why(field, tmp_path):
+    """The technician reboots a pile whose new firmware has not confirmed itself yet: the
+    old firmware comes back, and the reason says it was the reboot (on an RP2040 the reset
+    goes through the watchdog, which the boot stage would name otherwise)."""
+    running = field.slots()["running"]
+    source = planted(tmp_path, "firmware.py", lambda text: text.replace(
+        "_HEALTHY_PERIODS = const(10)", "_HEALTHY_PERIODS = const(1000000)"))
+    package = field.package("7.4.0", source)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        updating = pool.submit(field.update, package, tcp=True)  # the serial link stays free
+        deadline = time.monotonic() + 60
+        while field.json("status")["firmware"] != "7.4.0":  # on its trial now
+            assert time.monotonic() < deadline and not updating.done()
+            time.sleep(0.5)
+        assert field.run("reboot").returncode == 0
+        result = updating.result(timeout=120)
+    assert result.returncode == 1 and "rolled back" in result.stderr
+    slots = field.slots()
+    assert slots["running"] == running
+    assert "7.4.0: a reboot was requested before the trial confirmed itself" \
+        in slots["last_rollback"]
 
 
 def test_a_usb_deploy_boots_what_it_deployed_whatever_ran_before(field):

@@ -146,10 +146,20 @@ class Firmware:
         if self.slots is not None:  # a firmware started without main.py takes no updates
             self.pile.make_updater = lambda: build_updater(self.pile, board, self.slots,
                                                            self.loop.ticked)
+            if self.slots.trial:
+                self.loop.reset = self._reboot_trial
         self._rolled_back()
         self._parts = parts_of(self.counters())
         self.pile.diagnostics = self.diagnostics
         self.pile.diagnostic_parts = len(self._parts)
+
+    def _reboot_trial(self):
+        """A reboot requested while the trial has not confirmed itself: the next boot rolls
+        back, so roll back now, saying why (the RP2040 resets through its watchdog, which
+        the next boot would name instead)."""
+        if self.slots.trial:
+            self.slots.roll_back("a reboot was requested before the trial confirmed itself")
+        self.hal.reset()
 
     def _rolled_back(self):
         """The last rollback, for UPDATE_STATUS; in HELLO and TELEMETRY too while the
