@@ -170,6 +170,10 @@ async def test_the_http_api_and_metrics(tmp_path):
         status, body = await loop.run_in_executor(None, call, "GET", "/metrics")
         assert "aggregator_piles_online 5.0" in body
         assert "aggregator_dispatch_seconds_count" in body
+        # a total is a counter, so Prometheus's rate() takes an aggregator restart in stride
+        assert "# TYPE aggregator_setpoints_sent_total counter" in body
+        sent = float(body.split("\naggregator_setpoints_sent_total ")[1].split()[0])
+        assert 0 < sent <= aggregator.counters["setpoints_sent"]
         status, body = await loop.run_in_executor(None, call, "DELETE", "/target")
         assert json.loads(body) == {"power_w": 0, "source": "default"}
     finally:

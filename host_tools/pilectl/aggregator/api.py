@@ -35,6 +35,7 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Enum,
     Gauge,
     Histogram,
@@ -122,9 +123,12 @@ class Metrics:
         self.target = gauge("aggregator_target_watts", "Fleet target (+ charge, - discharge)")
         self.delivered = gauge("aggregator_delivered_watts", "Fleet power the piles report")
         self.shortfall = gauge("aggregator_shortfall_watts", "Target the envelopes cannot meet")
-        self.refused = gauge("aggregator_messages_refused", "ERROR replies from piles, in all")
-        self.verified = gauge("aggregator_frames_verified", "Pile messages verified, in all")
-        self.sent = gauge("aggregator_setpoints_sent", "Setpoints sent, in all")
+        # the aggregator's own totals, as counters (`_total`), so rate() sees a restart
+        self.totals = {key: Counter(name, text, registry=self.registry) for key, name, text in (
+            ("refused", "aggregator_messages_refused", "ERROR replies from piles"),
+            ("frames_verified", "aggregator_frames_verified", "Pile messages verified"),
+            ("setpoints_sent", "aggregator_setpoints_sent", "Setpoints sent"))}
+        self._counted = dict.fromkeys(self.totals, 0)  # what the counters hold of each
         self.budget_spent = gauge("aggregator_piles_budget_spent", "Piles heard whose "
                                   "owner's V2G budget is spent: they discharge no more")
         self.budget_left = gauge("aggregator_budget_left_watthours", "The V2G budgets the "
@@ -153,9 +157,10 @@ class Metrics:
         self.budget_spent.set(status["budget_spent"])
         self.budget_left.set(status["budget_left_wh"])
         counters = status["counters"]
-        self.refused.set(counters.get("refused", 0))
-        self.verified.set(counters.get("frames_verified", 0))
-        self.sent.set(counters.get("setpoints_sent", 0))
+        for key, counter in self.totals.items():
+            total = counters.get(key, 0)
+            counter.inc(max(0, total - self._counted[key]))
+            self._counted[key] = total
         rollout = status.get("rollout")
         if rollout is not None:
             for state in PILE_STATES:
