@@ -227,7 +227,6 @@ class ControlLoop(ControlStep):
         self.periods = 0
         self.poll_us = 0  # how long the last tick's converter transaction took
         self.watches_late = 0  # mid-period watches left to the next tick: they came too late
-        self.watch_ms = 0  # how long the last watch took, its transaction and any cut
         self.late_max_ms = 0  # the latest a tick has begun after it was due, ms
         self.after_tick_max_ms = 0  # the longest flush, budget save and collection of a period
         self._flushed_at = ticks_ms() - _FLUSH_MS  # the first period flushes: the boot entry
@@ -247,14 +246,20 @@ class ControlLoop(ControlStep):
     async def period(self):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
         period later (unless the period is three quarters gone by then, or the look, as long
-        as the last, would end after the next tick is due: the tick looks).
+        as the tick's transaction, would end after the next tick is due: the tick looks).
+        The ticks keep to a grid of `tick_ms` while a tick is late by less than a quarter.
         The collection runs in the gap when due, so the heap never fragments into a
         failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
+        period = self.pile.cfg.tick_ms
         due = self.pile.next_tick_at
         if due is not None:
-            self.late_max_ms = max(self.late_max_ms, ticks_diff(started, due))
-        self.pile.next_tick_at = ticks_add(started, self.pile.cfg.tick_ms)
+            late = ticks_diff(started, due)
+            self.late_max_ms = max(self.late_max_ms, late)
+        # the ticks keep to one grid: a tick held back a little does not move the next,
+        # so work that recurs each second cannot lock onto the ticks and hold every fourth
+        self.pile.next_tick_at = ticks_add(due if due is not None and 0 <= late < period // 4
+                                           else started, period)
         await self.tick()
         self.show(self.pile.ctl.state)
         ticked = ticks_ms()
@@ -267,18 +272,14 @@ class ControlLoop(ControlStep):
             self.collect()
         self.after_tick_max_ms = max(self.after_tick_max_ms, ticks_diff(ticks_ms(), ticked))
         self.ticked.set()
-        period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
-        begun = ticks_ms()
-        elapsed = ticks_diff(begun, started)
-        # the tick's transaction (a read and a write) stands in for the first watch's time
-        lasts = self.watch_ms if self.watch_ms else self.poll_us // 1000
-        if elapsed <= period * 3 // 4 and elapsed + lasts < period:
+        # the watch's read takes no longer than the tick's transaction, a read and a write
+        left = ticks_diff(self.pile.next_tick_at, ticks_ms())
+        if left >= period // 4 and left > self.poll_us // 1000:
             await self.watch()
-            self.watch_ms = ticks_diff(ticks_ms(), begun)
         else:  # held up so that the watch would end late: the next tick looks instead,
             self.watches_late += 1  # and is not held up by a late watch's transaction
-        await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
+        await asyncio.sleep_ms(max(0, ticks_diff(self.pile.next_tick_at, ticks_ms())))
         self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever
 
     def collect(self):

@@ -83,9 +83,8 @@ class _HoldingConverter:
     """Answers at once, or holds the core `hold_ms` after the tick's transaction (as a
     flash write with interrupts off would); counts the mid-period reads."""
 
-    def __init__(self, hold_ms, read_ms=0):
+    def __init__(self, hold_ms):
         self.hold_ms = hold_ms
-        self.read_ms = read_ms
         self.reads = 0
 
     async def poll(self, power, run):
@@ -95,10 +94,7 @@ class _HoldingConverter:
         return True
 
     async def read(self):
-        import time
-
         self.reads += 1
-        time.sleep(self.read_ms / 1000)
         return True
 
     async def command(self, power, run):
@@ -126,15 +122,15 @@ def test_a_period_on_time_watches_at_its_middle():
     assert _one_period(hold_ms=0, tick_ms=400) == (1, 0)
 
 
-def _two_periods(holds_ms, tick_ms, read_ms=0):
-    """(the loop, its converter) after two periods, the first's tick held `holds_ms[0]`,
-    the second's `holds_ms[1]`, each mid-period read taking `read_ms`."""
+def _two_periods(holds_ms, tick_ms):
+    """The loop after two periods, the first's tick held `holds_ms[0]`, the second's
+    `holds_ms[1]`."""
     from pile import _cpython
 
     _cpython.install_asyncio()
     pile = pile_with_ev()
     pile.cfg.update({"tick_ms": tick_ms})
-    converter = _HoldingConverter(holds_ms[0], read_ms)
+    converter = _HoldingConverter(holds_ms[0])
     loop = ControlLoop(pile, converter)
     loop.converter_ok = True
 
@@ -144,21 +140,39 @@ def _two_periods(holds_ms, tick_ms, read_ms=0):
         await loop.period()
 
     asyncio.run(two())
-    return loop, converter
+    return loop
 
 
 def test_a_watch_that_would_end_after_the_tick_is_left_to_the_tick():
-    """The first watch's read takes 150 ms of a 400 ms period; the second period's tick is
-    held 280 ms, inside three quarters, but a watch as long as the first would end 30 ms
-    after the next tick is due: the tick looks instead, on time."""
-    loop, converter = _two_periods((0, 280), 400, read_ms=150)
-    assert (converter.reads, loop.watches_late) == (1, 1)
-    assert 150 <= loop.watch_ms < 250
+    """The tick's transaction takes 250 ms of a 400 ms period: at the middle, 150 ms are
+    left, inside three quarters, but a watch as long as the tick's transaction would end
+    100 ms after the next tick is due: the tick looks instead. One of 100 ms is watched."""
+    assert _one_period(hold_ms=250, tick_ms=400) == (0, 1)
+    assert _one_period(hold_ms=100, tick_ms=400) == (1, 0)
+
+
+def test_the_ticks_keep_to_their_grid_when_one_is_a_little_late():
+    """A first tick held 450 ms of a 400 ms period makes the second late by some 50 ms;
+    the third is due 400 ms after the second was due, not 400 ms after it began."""
+    from pile import _cpython
+
+    _cpython.install_asyncio()
+    pile = pile_with_ev()
+    pile.cfg.update({"tick_ms": 400})
+    converter = _HoldingConverter(450)
+    loop = ControlLoop(pile, converter)
+    loop.converter_ok = True
+    asyncio.run(loop.period())
+    second_due = pile.next_tick_at
+    converter.hold_ms = 0
+    asyncio.run(loop.period())
+    assert 45 <= loop.late_max_ms < 100
+    assert ticks_diff(pile.next_tick_at, second_due) == 400
 
 
 def _late_after_two_periods(hold_ms, tick_ms):
     """The loop's `late_max_ms` after two periods, the first's tick held `hold_ms`."""
-    loop, _ = _two_periods((hold_ms, 0), tick_ms)
+    loop = _two_periods((hold_ms, 0), tick_ms)
     return loop.late_max_ms, loop.after_tick_max_ms
 
 
