@@ -25,11 +25,12 @@ ACTION_REBOOT = const(1 << 1)  # reboot once the request's reply has gone out
 SLOT_UNSIGNED = const(0)  # no key provisioned: the wired link only, or an insecure bench
 SLOT_LINK = const(1)  # the link key: the aggregator's, and what the pile signs with
 SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, release, reboot
+SLOT_SITE = const(3)  # the site key: a site group's leader, SITE_ALLOWANCE only
 
 KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
 _BUDGET = "budget.json"  # the owner's V2G budget's counters (pile/budget.py)
-_KEY_FILES = (None, "link_key.json", "technician_key.json")
+_KEY_FILES = (None, "link_key.json", "technician_key.json", "site_key.json")
 _RESET = "reset.json"  # why the pile is about to reset, for the next boot's EVENT_BOOT
 _AUTH_LOG_S = const(60)  # at most one EVENT_AUTH_FAILED a minute: no flash wear, no flush
 
@@ -66,6 +67,9 @@ class Pile:
             self._load_budget()
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
+        self.meter_read_at = None  # ticks_ms of the meter's last reading
+        self.meter_w = 0  # W, + import: that reading (site_w is it once a decision took it)
+        self.meter_power = 0  # W: the converter's power at that reading
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
@@ -74,10 +78,10 @@ class Pile:
         self.make_updater = None  # builds it: the firmware's, when it takes field updates
         self.rollback = None  # [version, reason, count] of the last trial that rolled back
         self.rolled_back = False  # and this firmware is what it rolled back to
-        self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
-        self.kids = [None, None, None]
-        self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
-        for slot in (SLOT_LINK, SLOT_TECHNICIAN):
+        self.keys = [None, None, None, None]  # by slot; SLOT_UNSIGNED stays None
+        self.kids = [None, None, None, None]
+        self.seqs = [-1, -1, -1, -1]  # the last seq accepted in this boot, by slot
+        for slot in (SLOT_LINK, SLOT_TECHNICIAN, SLOT_SITE):
             self._load_key(slot)
 
     def _load_key(self, slot):
@@ -260,7 +264,8 @@ class Pile:
 
     def set_key(self, key, slot=SLOT_LINK):
         """Provision (bytes) or remove (None) the key of `slot`; it is never read back.
-        Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key)."""
+        Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key), 5 / 4
+        (site key)."""
         name = _KEY_FILES[slot]
         if self.store is not None:
             if key is None:

@@ -57,9 +57,20 @@ def load_board(path):
 def build_pile(board, reset_cause=events.RESET_POWER_ON):
     """The pile's state: its id, config, keys and event journal kept in the board's
     `state_dir`, and the pile maker's hard limits on config (`limits`), which no message
-    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry."""
-    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
+    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry. In a
+    site group (the board's `site`), the pile's share of the connection's caps is one more
+    input of its envelope (docs/site-group.md)."""
+    pile = Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
                 reset_cause)
+    site = board.get("site")
+    if site is not None:
+        from pile.board import SITE_PERIOD_MS
+        from pile.siteshare import SiteShare
+
+        mine = site["members"][board["pile_id"]]
+        pile.ctl.site = SiteShare(mine["import_w"], mine["export_w"],
+                                  site.get("period_ms", SITE_PERIOD_MS))
+    return pile
 
 
 def build_loop(pile, hal, board):
@@ -88,6 +99,19 @@ def build_link(pile, hal, board, on_refused=None):
 
         link.broker = MqttLink(link, board["mqtt"])
     return link
+
+
+def build_site_link(pile, board):
+    """A site group's transport (pile/sitelink.py); without a site key the members keep
+    their fallback shares, said at boot."""
+    from pile.app import SLOT_SITE
+    from pile.sitelink import SiteLink
+
+    if pile.keys[SLOT_SITE] is None:
+        pile.problems.append("site group %s: no site key yet, so no allowances: every pile "
+                             "keeps its fallback share (provision site_key over USB)"
+                             % board["site"]["group"])
+    return SiteLink(pile, board["site"])
 
 
 def build_updater(pile, board, slots, gap):
@@ -139,6 +163,7 @@ class Firmware:
         self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
+        self.site = build_site_link(self.pile, board) if "site" in board else None
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
@@ -193,6 +218,8 @@ class Firmware:
         found.update(self.link.diagnostics())
         if self.wifi is not None:
             found["wifi_connects"] = self.wifi.connects
+        if self.site is not None:
+            found.update(self.site.diagnostics())
         pile = self.pile
         log = pile.events
         updater = pile.updater
@@ -241,6 +268,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         if self.slots is not None and self.slots.trial:
             tasks.append(asyncio.create_task(self.confirm_trial()))
+        if self.site is not None:  # not supervised: a silent site LAN is no hang
+            tasks.append(asyncio.create_task(self.site.run()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))

@@ -31,9 +31,11 @@ REASON_NO_EV = const(1 << 14)
 REASON_FREQ_RESPONSE = const(1 << 15)  # extension: a frequency response is under way
 REASON_FREQ_INVALID = const(1 << 16)  # extension: one is asked, the frequency is unusable
 REASON_V2G_BUDGET = const(1 << 17)  # extension: the owner's V2G budget closes discharge
+REASON_SITE_SHARE = const(1 << 18)  # extension: a site group's allowance or fallback share
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)
+NO_SHARE = const(-1)  # Inputs.share_*: the pile is in no site group
 _LONG_S = const(1209600)  # two weeks: any longer charge time means "charge now"
 
 
@@ -49,6 +51,9 @@ class Inputs:
         self.stopped = False  # the stop latch
         self.converter_lost = False  # the converter stopped answering
         self.budget_closed = False  # the owner's V2G budget is spent (pile/budget.py)
+        # W: a site group's allowance, or the fallback share without one (pile/siteshare.py)
+        self.share_import = NO_SHARE
+        self.share_export = NO_SHARE
 
 
 class Envelope:
@@ -58,6 +63,8 @@ class Envelope:
         self.reasons = 0
         self.must_charge = False  # departure reserve: charge regardless of the setpoint
         self.battery_hot = False  # latched at cutoff, released below the resume temperature
+        self.free_charge = 0  # W: max_charge and max_discharge without a site group's share
+        self.free_discharge = 0
 
 
 def _bounded(value):
@@ -135,7 +142,11 @@ def compute(env, tel, cfg, inputs):
         discharge = min(discharge, _derated(rated_d, temp, start, end))
         reasons |= REASON_CONVERTER_HOT
 
-    if site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000:
+    shared = inputs.share_import != NO_SHARE
+    stale = site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000
+    if shared and (site_w is None or not stale):
+        pass  # in a site group the share stands for the caps (the leader's meter sets them)
+    elif stale:
         discharge = 0
         charge = min(charge, cfg.no_meter_charge_w)
         reasons |= REASON_METER_LOST
@@ -154,11 +165,19 @@ def compute(env, tel, cfg, inputs):
         discharge = 0
         reasons |= REASON_V2G_BUDGET
 
+    env.free_charge = charge
+    env.free_discharge = discharge
+    if shared:
+        if inputs.share_import < rated_c or inputs.share_export < rated_d:
+            reasons |= REASON_SITE_SHARE
+        charge = min(charge, _bounded(inputs.share_import))
+        discharge = min(discharge, _bounded(inputs.share_export))
+
     env.must_charge = False
     if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:
         reserve_x10 = cfg.owner_reserve_soc_x10  # no departure's reserve is below the owner's
     if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
-        discharge = 0
+        discharge = env.free_discharge = 0
         reasons |= REASON_DEPARTURE_RESERVE
         if soc < reserve_x10:
             needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)

@@ -97,7 +97,7 @@ class ControlStep:
         if self.metered:
             moved = self._meter_inputs(site_w)
         else:
-            moved, meter_age_ms = 0, NEVER  # no meter: always "lost" (docs/decisions.md)
+            moved, meter_age_ms = None, NEVER  # no meter: always "lost" (docs/decisions.md)
         applied = pile.ctl.decide(now, pile.tel, self.converter_ok, moved, meter_age_ms,
                                   pressed)
         fresh = meter_age_ms < pile.cfg.meter_stale_s * 1000
@@ -159,6 +159,8 @@ class ControlStep:
         (W, + import), None when it did not answer."""
         self._meter_at = now
         if site_w is not None:
+            pile = self.pile  # a site group's leader shares after each reading, from it
+            pile.meter_read_at, pile.meter_w, pile.meter_power = now, site_w, power
             load = site_w - power
             if self._load is not None:
                 self._load_fall = min(0, load - self._load)

@@ -10,17 +10,20 @@ types are accepted, so the pile's own messages reflected back change nothing.
 The link key makes an aggregator (setpoints, reads, stop, and the owner's settings
 within the technician's bounds: config.OWNER_KEYS); the technician's key (or the USB
 serial link while the pile has none) makes a technician, who alone may change the rest
-of the config and the keys, release a stop, reset a fault or reboot.
+of the config and the keys, release a stop, reset a fault or reboot. The site key makes
+a site group's leader, which may send SITE_ALLOWANCE and nothing else, and which alone
+may send it (docs/site-group.md).
 docs/protocol.md has the design and its threat model.
 """
 
 from micropython import const
 
 from pile import cbor
-from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
+from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_SITE, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, NO_BUDGET, OWNER_KEYS, ConfigError
 from pile.control import NotReady
 from pile.cose import CoseError, mac0_open, mac0_sign
+from pile.limits import MAX_POWER_W
 
 PROTOCOL_VERSION = const(1)
 
@@ -43,6 +46,10 @@ UPDATE_CHUNK = const(15)  # 2 offset, 3 bytes, 4 the next link of the hash chain
 UPDATE_GET = const(16)  # no fields: where the update stands
 UPDATE_COMMIT = const(17)  # 2 package id (sha256 of the head)
 UPDATE_STATUS = const(18)  # pile.update.Updater.status(): 2 state, 3 bytes held, 4 size, ...
+# extension: a site group (docs/site-group.md), leader -> member and its reply
+SITE_ALLOWANCE = const(19)  # 2 import W, 3 export W, 4 member pile id, 5 period ms
+SITE_REPORT = const(20)  # 2 seq answered, 3 power, 4 max charge, 5 max discharge (without the
+# share), 6 wanted W, 7 reasons
 
 ERR_MALFORMED = const(1)
 ERR_UNKNOWN_TYPE = const(2)
@@ -59,9 +66,10 @@ CMD_RELEASE = const(4)
 
 KEY = "link_key"  # the write-only secrets in CONFIG_SET: the aggregator's key
 TECHNICIAN_KEY = "technician_key"  # and the technician's
-_KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN}
+SITE_KEY = "site_key"  # and a site group's
+_KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN, SITE_KEY: SLOT_SITE}
 _REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET,
-             UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT)
+             UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT, SITE_ALLOWANCE)
 _UPDATES = (UPDATE_OFFER, UPDATE_CHUNK, UPDATE_COMMIT)  # the technician's alone
 _NEEDS_TECHNICIAN = ("needs the technician's key (pilectl provision-key --technician, over "
                      "USB), or the USB serial link while the pile has none")
@@ -140,15 +148,17 @@ class Session:
             fields[_TEL_ROLLBACK] = pile.rollback
         return self._send(TELEMETRY, fields)
 
-    def _send(self, mtype, fields):
+    def _send(self, mtype, fields, slot=None):
+        """A message signed with the pile's key, or with the key of `slot`."""
         self.seq += 1
         fields[0] = mtype
         fields[1] = self.seq
         message = self.codec.dumps(fields)
-        key = self.pile.key
+        pile = self.pile
+        key, kid = (pile.key, pile.kid) if slot is None else (pile.keys[slot], pile.kids[slot])
         if key is None:
             return message
-        return mac0_sign(key, message, self.pile.nonce, self.pile.kid, self.codec)
+        return mac0_sign(key, message, pile.nonce, kid, self.codec)
 
     # -- messages from the host ---------------------------------------------------
 
@@ -170,6 +180,9 @@ class Session:
             if seq <= seqs[slot]:
                 raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, seqs[slot]))
             seqs[slot] = seq
+            if (slot == SLOT_SITE) != (mtype == SITE_ALLOWANCE):
+                raise Refused(ERR_AUTH, "the site key sends SITE_ALLOWANCE, and nothing else "
+                              "does")
             self.verified = True
             reply = self._dispatch(mtype, seq, msg, slot)
         except Refused as refusal:
@@ -195,6 +208,8 @@ class Session:
         pile = self.pile
         slots = [slot for slot in (SLOT_LINK, SLOT_TECHNICIAN) if pile.keys[slot] is not None]
         slot = SLOT_UNSIGNED if not slots else None
+        if pile.keys[SLOT_SITE] is not None:  # verifies a leader's allowance, signs nothing
+            slots.append(SLOT_SITE)
         if slots and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
             try:
                 data, index = mac0_open([pile.keys[s] for s in slots], data, pile.nonce,
@@ -235,6 +250,8 @@ class Session:
             return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
             return self._command(seq, _field(msg, 2, "command code"), technician)
+        if mtype == SITE_ALLOWANCE:
+            return self._site_allowance(seq, msg)
         if mtype >= UPDATE_OFFER:
             return self._update(mtype, msg, technician)
         return self._diagnostics(_field(msg, 2, "part", optional=True) or 0)  # DIAGNOSTICS_GET
@@ -266,6 +283,26 @@ class Session:
         except UpdateError as exc:
             raise Refused(exc.code, exc.detail)
         return self._send(UPDATE_STATUS, updater.status())
+
+    def _site_allowance(self, seq, msg):
+        """The leader's allowance for this pile, answered with what the leader shares the
+        next one from: the power, the envelope without the share, the power wanted."""
+        pile = self.pile
+        site = pile.ctl.site
+        if site is None:
+            raise Refused(ERR_OUT_OF_RANGE, "this pile is in no site group")
+        if msg.get(4) != pile.pile_id:
+            raise Refused(ERR_OUT_OF_RANGE, "an allowance for %r, not this pile" % (msg.get(4),))
+        import_w = _field(msg, 2, "import W")
+        export_w = _field(msg, 3, "export W")
+        if not (0 <= import_w <= MAX_POWER_W and 0 <= export_w <= MAX_POWER_W):
+            raise Refused(ERR_OUT_OF_RANGE, "an allowance is 0..%d W each way" % MAX_POWER_W)
+        site.allow(import_w, export_w, pile.now())
+        ctl = pile.ctl
+        env = ctl.env
+        return self._send(SITE_REPORT, {2: seq, 3: pile.tel.power, 4: env.free_charge,
+                                        5: env.free_discharge, 6: ctl.wanted(), 7: ctl.reasons},
+                          SLOT_SITE)
 
     def _ack(self, seq, target, reasons):
         return self._send(ACK, {2: seq, 3: target, 4: reasons})

@@ -85,6 +85,7 @@ from pile.limits import (
     REASON_SETPOINT_EXPIRED,
     REASON_SITE_EXPORT_CAP,
     REASON_SITE_IMPORT_CAP,
+    REASON_SITE_SHARE,
     REASON_SOC_CEILING,
     REASON_SOC_FLOOR,
     REASON_STOPPED,
@@ -131,6 +132,9 @@ from pile.protocol import (
     KEY,
     PROTOCOL_VERSION,
     SETPOINT,
+    SITE_ALLOWANCE,
+    SITE_KEY,
+    SITE_REPORT,
     TECHNICIAN_KEY,
     TELEMETRY,
     UPDATE_CHUNK,
@@ -140,6 +144,7 @@ from pile.protocol import (
     UPDATE_STATUS,
     Session,
 )
+from pile.share import fill
 from pile.signature import PUBLIC_KEY_BYTES as RELEASE_KEY_BYTES
 from pile.signature import SCHEME as SIGNATURE_SCHEME
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
