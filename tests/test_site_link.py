@@ -1,19 +1,21 @@
 """A site group over real UDP on 127.0.0.1 (pile/sitelink.py): the leader and two members,
 each a firmware Pile with its SiteLink task, on CPython's asyncio (the firmware's own
 coroutines); a converter that does what it is told and a site meter read every 250 ms
-stand in for the plant (the bench with three MicroPython firmwares is
-tests/test_site_bench.py). Also: a member's port takes HELLO and SITE_ALLOWANCE only."""
+(into the leader's real ControlStep) stand in for the plant (the bench with three
+MicroPython firmwares is tests/test_site_bench.py). Also: a member's port takes HELLO and
+SITE_ALLOWANCE only."""
 
 import asyncio
 import socket
 
 from pile.app import SLOT_SITE, Pile
-from pile.cbor import dumps, loads
+from pile.cbor import dumps
 from pile.clock import ticks_ms
+from pile.loop import ControlStep
 from pile.meter import NEVER
 from pile.protocol import SETPOINT
 from pile.sitelink import SiteLink
-from pile.siteshare import SiteShare
+from pile.siteshare import SiteShare, peek
 from pilectl.sim.harness import free_port
 
 SITE = b"S" * 32
@@ -46,7 +48,7 @@ def a_pile(pile_id, site):
     pile.set_config({"ramp_w_per_s": 20000, "site_export_limit_w": 11000,
                      "site_import_limit_w": 40000})
     share = site["members"][pile_id]
-    pile.ctl.site = SiteShare(share["import_w"], share["export_w"], site["period_ms"])
+    pile.ctl.inputs.share = SiteShare(share["import_w"], share["export_w"], site["period_ms"])
     return pile
 
 
@@ -64,9 +66,8 @@ async def run_site(seconds, piles, links, silent=()):
             now = ticks_ms()
             site_w = LOAD_W + sum(p.tel.power for p in piles)
             if step % 5 == 0:
-                leader.site_w = leader.meter_w = site_w
-                leader.meter_read_at = now
-                leader.meter_power = leader.tel.power
+                leader.site_w = site_w
+                links[0].step.meter_polled(now, site_w, leader.tel.power)
             for pile in piles:
                 metered = pile is leader
                 pile.tel.power = pile.ctl.decide(now, pile.tel, True,
@@ -90,7 +91,8 @@ def build(period_ms=250):
     ports = [udp_port() for _ in range(3)]
     site = group(ports, period_ms)
     piles = [a_pile(pile_id, site) for pile_id in sorted(site["members"])]
-    links = [SiteLink(p, dict(site, role="leader" if p.pile_id == "pile-a" else "member"))
+    links = [SiteLink(p, ControlStep(p),
+                      dict(site, role="leader" if p.pile_id == "pile-a" else "member"))
              for p in piles]
     return piles, links
 
@@ -104,7 +106,7 @@ def test_three_piles_share_the_export_cap_over_udp():
     assert worst <= 11000 + 0  # the connection point never past its export cap
     leader = links[0].leader
     assert all(peer.reports >= 5 for peer in leader.peers)
-    assert all(p.ctl.site.allowances >= 5 for p in piles[1:])
+    assert all(p.ctl.inputs.share.allowances >= 5 for p in piles[1:])
 
 
 def test_a_silent_member_keeps_its_share_and_the_others_make_room():
@@ -129,12 +131,12 @@ def test_a_members_port_takes_allowances_and_hellos_only():
             s.sendto(dumps({0: 1, 1: 0}), ("127.0.0.1", port))
             data, _ = await asyncio.wait_for(
                 asyncio.get_running_loop().sock_recvfrom(s, 640), 2)
-            hello = loads(data)
+            hello = peek(data)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return hello
 
     hello = asyncio.run(probe())
-    assert hello[0] == 1 and hello[4] == member.nonce  # the HELLO answered, unsigned
+    assert hello[0] == 1 and hello[4] == member.nonce  # the HELLO answered
     assert links[1].dropped == 1 and member.ctl.setpoint_live is False
     assert free_port()  # the harness's helper is importable here too

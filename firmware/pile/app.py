@@ -30,7 +30,8 @@ SLOT_SITE = const(3)  # the site key: a site group's leader, SITE_ALLOWANCE only
 KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
 _BUDGET = "budget.json"  # the owner's V2G budget's counters (pile/budget.py)
-_KEY_FILES = (None, "link_key.json", "technician_key.json", "site_key.json")
+# by slot: what CONFIG_SET calls each key (pile/protocol.py); its file is the name + ".json"
+KEY_NAMES = (None, "link_key", "technician_key", "site_key")
 _RESET = "reset.json"  # why the pile is about to reset, for the next boot's EVENT_BOOT
 _AUTH_LOG_S = const(60)  # at most one EVENT_AUTH_FAILED a minute: no flash wear, no flush
 
@@ -67,9 +68,6 @@ class Pile:
             self._load_budget()
         self.tel = Telemetry()
         self.site_w = None  # W, + import; None while the meter is lost or absent
-        self.meter_read_at = None  # ticks_ms of the meter's last reading
-        self.meter_w = 0  # W, + import: that reading (site_w is it once a decision took it)
-        self.meter_power = 0  # W: the converter's power at that reading
         self.actions = 0  # ACTION_* bits for the control loop
         self.diagnostics = _no_diagnostics  # diagnostics(part): the firmware's counters
         self.diagnostic_parts = 1  # once it is wired: parts that each fit one frame
@@ -87,7 +85,7 @@ class Pile:
     def _load_key(self, slot):
         """A damaged or wrong-length key file must not stop the boot: the pile starts
         without that key (its TCP link stays closed without one), says so, and logs it."""
-        name = _KEY_FILES[slot]
+        name = KEY_NAMES[slot] + ".json"
         saved = self._load(name)
         if saved is None:
             return
@@ -266,7 +264,7 @@ class Pile:
         """Provision (bytes) or remove (None) the key of `slot`; it is never read back.
         Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key), 5 / 4
         (site key)."""
-        name = _KEY_FILES[slot]
+        name = KEY_NAMES[slot] + ".json"
         if self.store is not None:
             if key is None:
                 self.store.remove(name)

@@ -7,8 +7,6 @@ the host before it touches the board.
 
 from binascii import unhexlify
 
-from pile.limits import MAX_POWER_W
-
 _INT = "an integer"
 _TEXT = "a text string"
 _FLAG = "true or false"
@@ -28,19 +26,10 @@ _WIFI = {"ssid": _TEXT, "password": _TEXT}
 _MQTT = {"host": _TEXT, "port": _INT, "user": _TEXT, "password": _TEXT, "keepalive_s": _INT,
          "topic_prefix": _TEXT, "ca_file": _TEXT, "tls_hostname": _TEXT}
 _UPDATE = {"release_key": _TEXT, "trial_s": _INT}
-# a site group (docs/site-group.md): the same part in every pile of the group
-_SITE = {"group": _TEXT, "role": _TEXT, "leader": _TEXT, "import_cap_w": _INT,
-         "export_cap_w": _INT, "period_ms": _INT, "members": dict, "udp_port": _INT,
-         "bus": dict}
-_MEMBER = {"import_w": _INT, "export_w": _INT, "host": _TEXT, "port": _INT}
-_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT, "update": _UPDATE,
-          "site": _SITE}
+_PARTS = {"modbus": _MODBUS, "link": _LINK, "wifi": _WIFI, "mqtt": _MQTT, "update": _UPDATE}
 _TRIAL_S = (10, 3600)  # what a trial boot may take to confirm itself (update.trial_s)
 TRIAL_S = 120  # and its default
 RELEASE_KEY_BYTES = 64  # pile/signature.py's PUBLIC_KEY_BYTES (tests/fw/test_board.py)
-SITE_PERIOD_MS = 1000  # how often a site group's leader shares the headroom, by default
-_SITE_PERIOD_MS = (250, 5000)  # and its range: one control period to five meter readings
-_SITE_MEMBERS = (2, 8)  # piles in a site group
 
 
 class BoardError(ValueError):
@@ -72,68 +61,10 @@ def check(board):
         _broker(board["mqtt"], board["pile_id"])
     if "update" in board:
         _update(board["update"])
-    if "site" in board:
-        _site(board["site"], board["pile_id"])
-        if board["site"]["role"] == "leader" and "meter_unit" not in bus:
-            raise BoardError("site: the leader reads the site meter: give modbus.meter_unit")
+    if "site" in board:  # a site group (pile/siteboard.py), loaded by a pile in one only
+        from pile.siteboard import check as check_site
 
-
-def _site(site, pile_id):
-    """A site group: one leader, 2 to 8 piles, a transport, and fallback shares that add
-    up to no more than the connection's caps, whoever of the group is lost."""
-    for key in ("group", "role", "leader", "import_cap_w", "export_cap_w", "members"):
-        if key not in site:
-            raise BoardError("site.%s is missing (see docs/site-group.md)" % key)
-    role = site["role"]
-    if role not in ("leader", "member"):
-        raise BoardError("site.role must be \"leader\" or \"member\", not %r" % role)
-    leads = site["leader"] == pile_id
-    if leads != (role == "leader"):
-        raise BoardError("site.role is %r but site.leader is %r and this pile is %r: is this "
-                         "board file another pile's?" % (role, site["leader"], pile_id))
-    for cap in ("import_cap_w", "export_cap_w"):
-        if not 0 <= site[cap] <= MAX_POWER_W:
-            raise BoardError("site.%s %d is outside 0..%d W" % (cap, site[cap], MAX_POWER_W))
-    period = site.get("period_ms", SITE_PERIOD_MS)
-    if not _SITE_PERIOD_MS[0] <= period <= _SITE_PERIOD_MS[1]:
-        raise BoardError("site.period_ms %d is outside %d..%d ms" % (
-            period, _SITE_PERIOD_MS[0], _SITE_PERIOD_MS[1]))
-    members = site["members"]
-    if not _SITE_MEMBERS[0] <= len(members) <= _SITE_MEMBERS[1]:
-        raise BoardError("site.members has %d piles: a site group has %d to %d" % (
-            len(members), _SITE_MEMBERS[0], _SITE_MEMBERS[1]))
-    for who in (pile_id, site["leader"]):
-        if who not in members:
-            raise BoardError("site.members does not list %r" % who)
-    if "bus" in site:
-        raise BoardError("site.bus: the wired site bus is not in this firmware yet "
-                         "(docs/site-group.md): give site.udp_port, the site LAN")
-    if "udp_port" not in site:
-        raise BoardError("site.udp_port is missing: the group's transport, the site LAN")
-    imports = exports = 0
-    for name, member in members.items():
-        prefix = "site.members.%s." % name
-        if type(member) is not dict:
-            raise BoardError("%s must be an object" % prefix[:-1])
-        _kinds(member, _MEMBER, prefix)
-        for key in ("import_w", "export_w"):
-            if key not in member:
-                raise BoardError("%s%s is missing: the pile's fallback share, W" % (prefix, key))
-            if not 0 <= member[key] <= MAX_POWER_W:
-                raise BoardError("%s%s %d is outside 0..%d W" % (
-                    prefix, key, member[key], MAX_POWER_W))
-        if "host" not in member:
-            raise BoardError("%shost is missing: the pile's address on the site LAN" % prefix)
-        _port(member, "port", prefix, "UDP")
-        imports += member["import_w"]
-        exports += member["export_w"]
-    for what, total, cap in (("import", imports, "import_cap_w"),
-                             ("export", exports, "export_cap_w")):
-        if total > site[cap]:
-            raise BoardError("site: the fallback %s shares add up to %d W, above %s %d W: "
-                             "without the leader the group could exceed its cap" % (
-                                 what, total, cap, site[cap]))
-    _port(site, "udp_port", "site.", "UDP")
+        check_site(board, BoardError, _kinds, _port)
 
 
 def _update(update):

@@ -9,7 +9,7 @@ mid-tick read. Time comes in as a ticks_ms value on every call, so tests drive t
 Each decision also counts the discharge since the last one into the owner's V2G budget
 (pile/budget.py), whose run time is these decisions' time, and gives the envelope whether
 that budget closes discharge; in a site group, also this pile's share of the connection's
-caps (`site`, a pile/siteshare.py SiteShare, set by the firmware).
+caps (`inputs.share`, a pile/siteshare.py SiteShare, set by the firmware).
 """
 
 from micropython import const
@@ -54,7 +54,6 @@ class Controller:
         self.failed_polls = 0
         self.sessions_ended = 0  # unplugs that dropped a live setpoint or a departure
         self.budget = Budget()  # the owner's V2G budget: what was discharged, day and week
-        self.site = None  # pile.siteshare.SiteShare in a site group
         self.uptime_s = 0
         self._ms = 0
         self._last = None
@@ -171,8 +170,9 @@ class Controller:
         inputs.stopped = self.stopped
         inputs.converter_lost = lost
         inputs.budget_closed = self.budget.closes(self.cfg)
-        if self.site is not None:
-            self.site.apply(inputs, now)
+        share = inputs.share  # a site group's, brought up to `now`
+        if share is not None:
+            share.apply(now)
         env = self.env
         limits.compute(env, tel, self.cfg, inputs)
         plugged = not env.reasons & limits.REASON_NO_EV
@@ -217,18 +217,6 @@ class Controller:
         self.reasons = reasons
         self.state = self._next_state(lost)
         return self.applied
-
-    def wanted(self):
-        """W: what the pile would do without a site group's share (a site report's field):
-        the live setpoint or the fallback, inside the envelope without the share."""
-        env = self.env
-        if env.must_charge:
-            return env.free_charge
-        if self.setpoint_live:
-            request = self.setpoint
-        else:
-            request = env.free_charge if self.cfg.fallback == "charge" else 0
-        return max(-env.free_discharge, min(env.free_charge, request))
 
     def _freq_mode_now(self, now):
         """The live setpoint's frequency response until it reverts, else the config's."""

@@ -62,14 +62,10 @@ def build_pile(board, reset_cause=events.RESET_POWER_ON):
     input of its envelope (docs/site-group.md)."""
     pile = Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
                 reset_cause)
-    site = board.get("site")
-    if site is not None:
-        from pile.board import SITE_PERIOD_MS
-        from pile.siteshare import SiteShare
+    if "site" in board:  # the site modules load only on a pile in a group
+        from pile.siteshare import join
 
-        mine = site["members"][board["pile_id"]]
-        pile.ctl.site = SiteShare(mine["import_w"], mine["export_w"],
-                                  site.get("period_ms", SITE_PERIOD_MS))
+        join(pile, board)
     return pile
 
 
@@ -99,19 +95,6 @@ def build_link(pile, hal, board, on_refused=None):
 
         link.broker = MqttLink(link, board["mqtt"])
     return link
-
-
-def build_site_link(pile, board):
-    """A site group's transport (pile/sitelink.py); without a site key the members keep
-    their fallback shares, said at boot."""
-    from pile.app import SLOT_SITE
-    from pile.sitelink import SiteLink
-
-    if pile.keys[SLOT_SITE] is None:
-        pile.problems.append("site group %s: no site key yet, so no allowances: every pile "
-                             "keeps its fallback share (provision site_key over USB)"
-                             % board["site"]["group"])
-    return SiteLink(pile, board["site"])
 
 
 def build_updater(pile, board, slots, gap):
@@ -163,7 +146,11 @@ class Firmware:
         self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
-        self.site = build_site_link(self.pile, board) if "site" in board else None
+        self.site = None  # a site group's transport (pile/sitelink.py), in a group only
+        if "site" in board:
+            from pile.sitelink import build_site_link
+
+            self.site = build_site_link(self.pile, self.loop, board)
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()

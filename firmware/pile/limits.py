@@ -35,7 +35,6 @@ REASON_SITE_SHARE = const(1 << 18)  # extension: a site group's allowance or fal
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)
-NO_SHARE = const(-1)  # Inputs.share_*: the pile is in no site group
 _LONG_S = const(1209600)  # two weeks: any longer charge time means "charge now"
 
 
@@ -51,9 +50,9 @@ class Inputs:
         self.stopped = False  # the stop latch
         self.converter_lost = False  # the converter stopped answering
         self.budget_closed = False  # the owner's V2G budget is spent (pile/budget.py)
-        # W: a site group's allowance, or the fallback share without one (pile/siteshare.py)
-        self.share_import = NO_SHARE
-        self.share_export = NO_SHARE
+        # a site group's share of the connection's caps (pile/siteshare.py's SiteShare: its
+        # import_w and export_w, the allowance or the fallback share); None alone
+        self.share = None
 
 
 class Envelope:
@@ -142,9 +141,9 @@ def compute(env, tel, cfg, inputs):
         discharge = min(discharge, _derated(rated_d, temp, start, end))
         reasons |= REASON_CONVERTER_HOT
 
-    shared = inputs.share_import != NO_SHARE
+    share = inputs.share
     stale = site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000
-    if shared and (site_w is None or not stale):
+    if share is not None and (site_w is None or not stale):
         pass  # in a site group the share stands for the caps (the leader's meter sets them)
     elif stale:
         discharge = 0
@@ -167,11 +166,11 @@ def compute(env, tel, cfg, inputs):
 
     env.free_charge = charge
     env.free_discharge = discharge
-    if shared:
-        if inputs.share_import < rated_c or inputs.share_export < rated_d:
+    if share is not None:
+        if share.import_w < rated_c or share.export_w < rated_d:
             reasons |= REASON_SITE_SHARE
-        charge = min(charge, _bounded(inputs.share_import))
-        discharge = min(discharge, _bounded(inputs.share_export))
+        charge = min(charge, share.import_w)  # 0..MAX_POWER_W, checked where they came in
+        discharge = min(discharge, share.export_w)
 
     env.must_charge = False
     if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:

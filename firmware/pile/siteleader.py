@@ -11,12 +11,13 @@ verifies over the same nonce and answers the seq it waits for. A member that ref
 (ERROR 4 or 5: a reboot, another nonce) is asked for a HELLO again.
 
 The leader's own share is computed with the others' and applied at once. Its meter's
-reading is the Pile's `meter_w`, the last one taken, while its `site_w` says it is fresh
-(None once stale: then the whole group gets the no-meter rule, site.without_meter).
+reading is the last one its control step (pile/loop.py's ControlStep) took, while the
+Pile's `site_w` says it is fresh (None once stale: then the whole group gets the no-meter
+rule, site.without_meter).
 
 The transport starts a period right after each meter reading (`period`): each member is
 sent its allowance again and answers within milliseconds with its power, so the reading
-(and the leader's own power as the reading took it: the Pile's `meter_power`) and those
+(and the leader's own power as the reading took it: the step's `power_at_reading`) and those
 reports see the same instant; from them the headroom is shared (`share`) and the new
 allowances sent. Shared instead from a reading and reports a period apart, the site's own
 load looks as much larger or smaller as the piles moved in between, and the group
@@ -31,10 +32,10 @@ from pile import cbor
 from pile.app import SLOT_SITE
 from pile.cose import CoseError, mac0_open, mac0_sign
 from pile.limits import MAX_POWER_W
-from pile.protocol import ERR_AUTH, ERR_REPLAY, ERROR, HELLO, SITE_ALLOWANCE, SITE_REPORT
+from pile.protocol import ERR_AUTH, ERR_REPLAY, ERROR, HELLO
 from pile.site import Member, allowances, without_meter
+from pile.siteshare import SITE_ALLOWANCE, SITE_REPORT, peek, wanted
 
-_COSE_MAC0 = const(17)
 _HELLO_NONCE = const(4)
 _HELLO_NEXT_SEQ = const(8)
 
@@ -54,13 +55,14 @@ class Peer:
 
 
 class Leader:
-    def __init__(self, pile, site, addresses):
-        """`site` is the board file's site part; `addresses` maps each other member's pile
-        id to its transport address."""
+    def __init__(self, pile, step, site, addresses):
+        """`step` is the pile's ControlStep (its meter's readings), `site` the board file's
+        site part; `addresses` maps each other member's pile id to its transport address."""
         self.pile = pile
+        self.step = step
         self.import_cap_w = site["import_cap_w"]
         self.export_cap_w = site["export_cap_w"]
-        self.period_ms = pile.ctl.site.period_ms
+        self.period_ms = pile.ctl.inputs.share.period_ms
         self.members = []
         self.peers = []
         self.me = None
@@ -82,9 +84,10 @@ class Leader:
         as it took them are kept, and every member is sent its allowance again (a HELLO
         while its nonce is not known), so that it answers with its power now. Returns
         [(peer, message bytes)] to send; `share` follows once `ready()`, or soon after."""
-        pile = self.pile
-        self._reading = None if pile.site_w is None else pile.meter_w
-        self._power = pile.meter_power
+        step = self.step
+        self._power = power = step.power_at_reading
+        fresh = self.pile.site_w is not None and step.load is not None
+        self._reading = step.load + power if fresh else None
         for peer in self.peers:
             peer.reported = False
         self.periods += 1
@@ -108,7 +111,7 @@ class Leader:
         me.power = self._power  # as the reading took it
         me.max_charge = ctl.env.free_charge
         me.max_discharge = ctl.env.free_discharge
-        me.wanted = ctl.wanted()
+        me.wanted = wanted(ctl)
         for peer in self.peers:
             peer.member.heard = peer.reported
         cfg = pile.cfg
@@ -119,7 +122,7 @@ class Leader:
             allowances(self.members, self._reading,
                        min(self.import_cap_w, cfg.site_import_limit_w),
                        min(self.export_cap_w, cfg.site_export_limit_w))
-        ctl.site.allow(me.allow_import, me.allow_export, now)
+        ctl.inputs.share.allow(me.allow_import, me.allow_export, now)
         return self._messages(False)
 
     def _messages(self, hello):
@@ -181,15 +184,3 @@ class Leader:
         peer.waiting = None
         peer.reported = True
         peer.reports += 1
-
-
-def peek(data):
-    """A message's map, signed or not, read without verifying it (a HELLO or an ERROR the
-    member signed with its own key, which the leader does not hold); None if it is none."""
-    try:
-        msg = cbor.loads(data)
-        if isinstance(msg, cbor.Tag) and msg.tag == _COSE_MAC0:
-            msg = cbor.loads(msg.value[2])
-    except (ValueError, IndexError, TypeError, AttributeError):  # CBORError is a ValueError
-        return None
-    return msg if type(msg) is dict else None

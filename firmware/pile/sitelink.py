@@ -3,8 +3,8 @@
 Each pile of the group binds its UDP port (its member entry's `port`, else the group's
 `udp_port`). The leader sends every period two datagrams to each member (pile/siteleader.py:
 its allowance again, answered with its power, then the new one) and takes what comes back;
-a member answers each datagram it takes from the sender's address, through its own
-protocol Session: a datagram carries one message, signed,
+a member answers each datagram it takes from the sender's address, through its
+SiteSession (pile/siteshare.py): a datagram carries one message, signed,
 unframed (UDP has boundaries and a checksum of its own). A member takes HELLO and
 SITE_ALLOWANCE only, 20 datagrams a second at most (the rest dropped unread, as a TCP
 connection's), so the port opens no other way to the pile's requests and a flood costs
@@ -19,14 +19,25 @@ import socket
 
 from micropython import const
 
+from pile.app import SLOT_SITE
 from pile.clock import ticks_diff, ticks_ms
-from pile.protocol import HELLO, SITE_ALLOWANCE, Session
-from pile.siteleader import Leader, peek
+from pile.protocol import HELLO
+from pile.siteshare import SITE_ALLOWANCE, SiteSession, peek
 
 _POLL_MS = const(10)
 _MAX_DATAGRAM = const(640)  # the largest message and a COSE_Mac0 around it
 _PER_SECOND = const(20)  # datagrams a member takes: two a period from its leader, and more
 _ANSWER_MS = const(150)  # what the leader waits for the members' answers before it shares
+
+
+def build_site_link(pile, step, board):
+    """A site group's transport for `pile`, whose ControlStep `step` reads the leader's
+    meter; without a site key the members keep their fallback shares, said at boot."""
+    if pile.keys[SLOT_SITE] is None:
+        pile.problems.append("site group %s: no site key yet, so no allowances: every pile "
+                             "keeps its fallback share (provision site_key over USB)"
+                             % board["site"]["group"])
+    return SiteLink(pile, step, board["site"])
 
 
 def _address(host, port):
@@ -52,8 +63,9 @@ def _receive(sock):
 
 
 class SiteLink:
-    def __init__(self, pile, site):
+    def __init__(self, pile, step, site):
         self.pile = pile
+        self.step = step  # the pile's ControlStep: the leader's meter readings
         self.site = site
         members = site["members"]
         self.port = members[pile.pile_id].get("port", site["udp_port"])
@@ -64,7 +76,7 @@ class SiteLink:
 
     def diagnostics(self):
         """The site group's counters since boot (DIAGNOSTICS, docs/site-group.md)."""
-        share = self.pile.ctl.site
+        share = self.pile.ctl.inputs.share
         found = {"site_allowances": share.allowances, "site_fallbacks": share.fallbacks,
                  "site_received": self.received, "site_dropped": self.dropped,
                  "site_send_failures": self.send_failures}
@@ -98,12 +110,15 @@ class SiteLink:
             if pile_id != pile.pile_id:
                 addresses[pile_id] = _address(member["host"], member.get("port",
                                                                           site["udp_port"]))
-        leader = self.leader = Leader(pile, site, addresses)
+        from pile.siteleader import Leader  # the leader's alone: a member never loads it
+
+        step = self.step
+        leader = self.leader = Leader(pile, step, site, addresses)
         by_address = {}
         for peer in leader.peers:
             by_address[peer.address] = peer
         started_at = ticks_ms()
-        reading = pile.meter_read_at
+        reading = step.read_at
         late_ms = leader.period_ms + leader.period_ms // 2
         polling = False
         while True:
@@ -111,9 +126,9 @@ class SiteLink:
             # a period starts after each fresh reading, so that the members report their
             # power as the meter saw it; without one for 1.5 periods (the meter lost), on
             # time. It shares once every member answered, or `_ANSWER_MS` after it started.
-            fresh = pile.meter_read_at != reading and pile.site_w is not None
+            fresh = step.read_at != reading and pile.site_w is not None
             if fresh or ticks_diff(now, started_at) >= late_ms:
-                reading = pile.meter_read_at
+                reading = step.read_at
                 started_at = now
                 polling = True
                 for peer, data in leader.period(now):
@@ -132,7 +147,7 @@ class SiteLink:
                 leader.received(data, peer)
 
     async def _answer(self, sock):
-        session = Session(self.pile)
+        session = SiteSession(self.pile)
         second_at = ticks_ms()
         taken = 0
         while True:

@@ -132,9 +132,6 @@ from pile.protocol import (
     KEY,
     PROTOCOL_VERSION,
     SETPOINT,
-    SITE_ALLOWANCE,
-    SITE_KEY,
-    SITE_REPORT,
     TECHNICIAN_KEY,
     TELEMETRY,
     UPDATE_CHUNK,
@@ -147,6 +144,7 @@ from pile.protocol import (
 from pile.share import fill
 from pile.signature import PUBLIC_KEY_BYTES as RELEASE_KEY_BYTES
 from pile.signature import SCHEME as SIGNATURE_SCHEME
+from pile.siteshare import SITE_ALLOWANCE, SITE_KEY, SITE_REPORT
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 from pile.update import ARCHES, Updater
 from pile.update import BOOT_STAGE as BOOT_STAGE_VERSION

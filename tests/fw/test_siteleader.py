@@ -1,5 +1,6 @@
 """A site group's leader (pile/siteleader.py) with two members, each a real Pile with its
-own protocol Session, signing and verifying as on the site LAN, the transport left out
+own SiteSession (pile/siteshare.py), signing and verifying as on the site LAN, the leader's
+meter read by its real ControlStep (pile/loop.py), the transport left out
 (tests/test_site_link.py has it over UDP): HELLO then allowances, the members' envelopes
 following them, a member lost, a member rebooted, the meter lost, forged and replayed
 reports (CPython and MicroPython)."""
@@ -8,10 +9,10 @@ from fwtest import RATED, telemetry
 from pile.app import SLOT_SITE, Pile
 from pile.cbor import dumps
 from pile.cose import mac0_sign
+from pile.loop import ControlStep
 from pile.meter import NEVER
-from pile.protocol import SITE_REPORT, Session
 from pile.siteleader import Leader
-from pile.siteshare import SiteShare
+from pile.siteshare import SITE_REPORT, SiteSession, SiteShare
 
 SITE = b"S" * 32
 PERIOD_MS = 1000
@@ -29,7 +30,7 @@ def a_pile(pile_id, clock, ramp=1000000):
     pile.set_config({"ramp_w_per_s": ramp, "site_export_limit_w": 11000,
                      "site_import_limit_w": 40000})
     share = GROUP["members"][pile_id]
-    pile.ctl.site = SiteShare(share["import_w"], share["export_w"], PERIOD_MS)
+    pile.ctl.inputs.share = SiteShare(share["import_w"], share["export_w"], PERIOD_MS)
     pile.now = lambda: clock[0]
     return pile
 
@@ -46,8 +47,10 @@ class Site:
         self.lost = lambda pile_id: False
         self.exports = []  # W the site exported at each decision
         self.piles = {p: a_pile(p, self.clock, ramp) for p in GROUP["members"]}
-        self.sessions = {p: Session(self.piles[p]) for p in ("pile-b", "pile-c")}
-        self.leader = Leader(self.piles["pile-a"], GROUP, {"pile-b": "b", "pile-c": "c"})
+        self.sessions = {p: SiteSession(self.piles[p]) for p in ("pile-b", "pile-c")}
+        self.step = ControlStep(self.piles["pile-a"])  # its meter's readings
+        self.leader = Leader(self.piles["pile-a"], self.step, GROUP,
+                             {"pile-b": "b", "pile-c": "c"})
         self.alive = {"pile-b": True, "pile-c": True}
         self.meter = True
         self.decide()
@@ -75,8 +78,9 @@ class Site:
         with their powers as the meter saw them, the leader shares, then every pile
         decides."""
         if self.meter:
-            self.piles["pile-a"].site_w = self.piles["pile-a"].meter_w = self.site_w()
-            self.piles["pile-a"].meter_power = self.piles["pile-a"].tel.power
+            leader = self.piles["pile-a"]
+            leader.site_w = self.site_w()
+            self.step.meter_polled(self.clock[0], leader.site_w, leader.tel.power)
         for messages in (self.leader.period, self.leader.share):  # the poll, then the share
             for peer, data in messages(self.clock[0]):
                 pile_id = peer.member.pile_id
@@ -131,13 +135,13 @@ def test_a_rebooted_member_is_asked_for_its_new_nonce():
     site.piles["pile-b"] = reborn
     site.decide()
     reborn.ctl.set_setpoint(-11000, 3600, site.clock[0])
-    site.sessions["pile-b"] = Session(reborn)
+    site.sessions["pile-b"] = SiteSession(reborn)
     site.period()  # refused: signed over the old nonce
     assert site.leader.peers[0].refusals == 1 and site.leader.peers[0].nonce is None
     site.period()  # HELLO
     site.period()  # an allowance again
     assert site.leader.peers[0].nonce == reborn.nonce
-    assert reborn.ctl.site.allowances >= 1
+    assert reborn.ctl.inputs.share.allowances >= 1
 
 
 def test_the_meter_lost_cuts_the_group_to_the_no_meter_rule():
@@ -182,4 +186,5 @@ def test_without_a_site_key_the_leader_only_says_hello():
     # the members keep their fallback shares; the leader, hearing from neither, counts
     # each over its whole range (13 + 3.5 kW) and leaves itself no export
     assert site.powers() == [0, -3500, -3500]
-    assert all(p.ctl.site.allowances == 0 for p in site.piles.values() if p.pile_id != "pile-a")
+    assert all(p.ctl.inputs.share.allowances == 0
+               for p in site.piles.values() if p.pile_id != "pile-a")

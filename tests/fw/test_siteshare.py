@@ -1,7 +1,8 @@
-"""A site group's member side (pile/siteshare.py, SITE_ALLOWANCE in pile/protocol.py): the
-leader's allowance as one more input of the envelope with its own reason bit, the
-fallback share after two periods without one, never more than the leader computed, and
-allowances replayed, forged or sent with another key refused (CPython and MicroPython)."""
+"""A site group's member side (pile/siteshare.py): the leader's allowance, taken by the
+member's SiteSession, as one more input of the envelope with its own reason bit, the
+fallback share after two periods without one, never more than the leader computed;
+allowances replayed, forged or sent with another key refused, the site key taken by the
+site link alone and the allowance by nothing else (CPython and MicroPython)."""
 
 from fwtest import RATED, Host, telemetry
 from pile import limits
@@ -13,12 +14,11 @@ from pile.protocol import (
     ERR_AUTH,
     ERR_OUT_OF_RANGE,
     ERR_REPLAY,
+    ERR_UNKNOWN_TYPE,
     ERROR,
     SETPOINT,
-    SITE_ALLOWANCE,
-    SITE_REPORT,
 )
-from pile.siteshare import SiteShare
+from pile.siteshare import SITE_ALLOWANCE, SITE_REPORT, SiteSession, SiteShare
 
 SITE = b"S" * 32
 LINK = b"L" * 32
@@ -37,11 +37,12 @@ class Member:
         pile.tel = telemetry()
         pile.set_config({"ramp_w_per_s": 1000000})
         if group:
-            pile.ctl.site = SiteShare(13000, 3500, PERIOD_MS)
+            pile.ctl.inputs.share = SiteShare(13000, 3500, PERIOD_MS)
         self.clock = 1000
         pile.now = lambda: self.clock
         self.pile = pile
-        self.host = Host(pile, LINK)
+        self.host = Host(pile, LINK)  # the host link: the aggregator
+        self.site = SiteSession(pile)  # the site link: the leader
         self.decide()
 
     def decide(self, after_ms=0):
@@ -49,17 +50,19 @@ class Member:
         pile = self.pile
         pile.tel.power = pile.ctl.decide(self.clock, pile.tel, True, None, NEVER)  # no meter
 
-    def allowance(self, import_w, export_w, key=SITE, seq=None, pile_id="pile-b"):
-        """SITE_ALLOWANCE as the leader sends it; the reply, verified with the site key."""
+    def allowance(self, import_w, export_w, key=SITE, seq=None, pile_id="pile-b",
+                  session=None):
+        """SITE_ALLOWANCE as the leader sends it, to the site link (or `session`); the
+        reply, verified with the key that session signs with."""
         data = self.host.request(SITE_ALLOWANCE, {2: import_w, 3: export_w, 4: pile_id,
                                                   5: PERIOD_MS}, seq, key)
-        reply = self.host.session.handle(data)
-        if reply[:1] == b"\xd1":
-            try:
-                return loads(mac0_verify(SITE, reply, self.pile.nonce))
-            except Exception:
-                return loads(mac0_verify(LINK, reply, self.pile.nonce))
-        return loads(reply)
+        return self.reply((session or self.site).handle(data), session)
+
+    def reply(self, data, session=None):
+        if data[:1] != b"\xd1":
+            return loads(data)
+        return loads(mac0_verify(LINK if session is self.host.session else SITE, data,
+                                 self.pile.nonce))
 
     def envelope(self):
         env = self.pile.ctl.env
@@ -103,7 +106,7 @@ def test_no_valid_allowance_for_two_periods_falls_back_to_the_share_at_once():
     assert member.pile.ctl.applied == -8000
     member.decide(1)
     assert member.pile.ctl.applied == -3500 and member.envelope() == (RATED, 3500)
-    assert member.pile.ctl.site.fallbacks == 1
+    assert member.pile.ctl.inputs.share.fallbacks == 1
     member.allowance(11000, 8000)  # the leader is back
     member.decide(250)
     assert member.pile.ctl.applied == -8000
@@ -113,7 +116,7 @@ def test_replayed_forged_and_misdirected_allowances_change_nothing():
     member = Member()
     member.host.send(SETPOINT, {2: -11000, 3: 600})
     sent = member.host.request(SITE_ALLOWANCE, {2: 0, 3: 1000, 4: "pile-b"}, key=SITE)
-    member.host.session.handle(sent)
+    member.site.handle(sent)
     member.decide(250)
     assert member.envelope() == (0, 1000)
 
@@ -122,26 +125,41 @@ def test_replayed_forged_and_misdirected_allowances_change_nothing():
         member.decide(0)
         assert member.envelope() == (0, 1000)  # the valid allowance still stands
 
-    refused(loads(mac0_verify(LINK, member.host.session.handle(sent), member.pile.nonce)),
-            ERR_REPLAY)
+    refused(member.reply(member.site.handle(sent)), ERR_REPLAY)
     refused(member.allowance(20000, 20000, key=b"X" * 32), ERR_AUTH)  # forged
     refused(member.allowance(20000, 20000, key=LINK), ERR_AUTH)  # the aggregator's key
     refused(member.allowance(20000, 20000, key=None), ERR_AUTH)  # unsigned
     refused(member.allowance(20000, 20000, pile_id="pile-c"), ERR_OUT_OF_RANGE)
     refused(member.allowance(-1, 20000), ERR_OUT_OF_RANGE)
     refused(member.allowance(20000, 1000001), ERR_OUT_OF_RANGE)
-    setpoint = member.host.request(SETPOINT, {2: 11000, 3: 60}, key=SITE)
-    reply = loads(mac0_verify(LINK, member.host.session.handle(setpoint), member.pile.nonce))
-    refused(reply, ERR_AUTH)  # the site key asks for nothing else
+    host = member.host.session
+    refused(member.allowance(20000, 20000, key=LINK, session=host), ERR_UNKNOWN_TYPE)
+    refused(member.allowance(20000, 20000, session=host), ERR_AUTH)  # the host link: no
+    setpoint = member.host.request(SETPOINT, {2: 11000, 3: 60}, key=SITE)  # site key there
+    refused(member.reply(host.handle(setpoint), host), ERR_AUTH)  # the site key asks for
+    setpoint = member.host.request(SETPOINT, {2: 11000, 3: 60}, key=SITE)  # nothing else
+    refused(member.reply(member.site.handle(setpoint)), ERR_UNKNOWN_TYPE)
     member.decide(2 * PERIOD_MS)  # the replay did not renew it: it runs out on time
     assert member.envelope() == (RATED, 3500)
-    assert member.pile.ctl.site.allowances == 1
+    assert member.pile.ctl.inputs.share.allowances == 1
 
 
 def test_a_pile_in_no_group_refuses_an_allowance():
-    member = Member(group=False)
-    assert member.allowance(5000, 5000)[3] == ERR_OUT_OF_RANGE
+    member = Member(group=False)  # no site link: only its host link could hear one
+    host = member.host.session
+    assert member.allowance(5000, 5000, session=host)[3] == ERR_AUTH
+    assert member.allowance(5000, 5000, key=LINK, session=host)[3] == ERR_UNKNOWN_TYPE
     assert member.envelope() == (3680, 0)
+
+
+def test_without_a_site_key_the_site_link_takes_nothing():
+    member = Member()
+    member.pile.set_key(None, SLOT_SITE)
+    for key in (None, SITE):
+        reply = member.allowance(5000, 5000, key=key)
+        assert reply[0] == ERROR and reply[3] == ERR_AUTH, reply
+    assert member.pile.seqs[0] == -1  # not even the unsigned slot's seq moved
+    assert member.pile.ctl.inputs.share.allowances == 0
 
 
 def test_the_share_only_narrows_the_envelope():
@@ -164,16 +182,16 @@ def test_a_board_file_with_a_site_part_builds_a_member_with_its_share():
     with FreshState() as state:
         board = {"board": "unix_sim", "pile_id": "pile-b", "state_dir": state,
                  "modbus": {"device": "/dev/null", "baud": 115200}}
-        assert build_pile(board).ctl.site is None  # no group: as before
+        assert build_pile(board).ctl.inputs.share is None  # no group: as before
         board["site"] = site
-        share = build_pile(board).ctl.site
+        share = build_pile(board).ctl.inputs.share
         assert (share.share_import, share.share_export, share.period_ms) == (9000, 3500, 500)
 
 
 def test_the_leader_takes_its_share_for_the_caps_and_the_no_meter_rule_when_stale():
     member = Member()
     pile = member.pile
-    pile.ctl.site.allow(11000, 6000, member.clock)
+    pile.ctl.inputs.share.allow(11000, 6000, member.clock)
     member.clock += 250
     # a fresh reading of 9 kW exported: alone with a 0 W export cap it could give nothing
     pile.tel.power = pile.ctl.decide(member.clock, pile.tel, True, -9000, 0)
