@@ -1,28 +1,31 @@
 """The simulated site with three real firmwares (MicroPython unix port) as one site group
 (pilectl/sitebench.py): the export cap held at the connection point while all three
 discharge into a light load, and through the loss of the leader, of a member, of the site
-link and of the meter, and a forged allowance: 0 oracle violations in each. The same
-three piles with today's firmware (each keeping the caps alone) overshoot.
+link and of the meter, and a forged allowance: 0 oracle violations in each, over UDP on
+the site LAN and over the site bus (ptys joined by a multi-drop hub). The same three
+piles with today's firmware (each keeping the caps alone) overshoot.
 
 Each test runs its own site for about 25 s. The oracle allows the meter's reading delay
 and one period (2 s) before an overshoot counts."""
 
 import asyncio
 
+import pytest
 from pilectl.sitebench import SiteBench
 
 SETTLE_S = 8  # HELLOs, the first allowances, the ramps
 CAP_W = 11000
 LOAD_W = 2000
+TRANSPORTS = pytest.mark.parametrize("transport", ["udp", "bus"])
 
 
-def run(tmp_path, failure=None, alone=False, after_s=8):
-    """A three-pile site asked to discharge 11 kW each into a 2 kW load; `failure(bench)`
-    after SETTLE_S, then `after_s` more. Returns the bench, stopped."""
+def run(tmp_path, failure=None, alone=False, after_s=8, transport="udp"):
+    """A three-pile site on `transport` asked to discharge 11 kW each into a 2 kW load;
+    `failure(bench)` after SETTLE_S, then `after_s` more. Returns the bench, stopped."""
 
     async def scenario():
         bench = SiteBench(tmp_path, piles=3, alone=alone, export_cap_w=CAP_W,
-                          load_w=((0, LOAD_W),))
+                          load_w=((0, LOAD_W),), transport=transport)
         await bench.start()
         try:
             await bench.discharge()
@@ -46,8 +49,10 @@ def settled(bench):
     return [s for s in bench.samples if s[0] >= bench.failed_at]
 
 
-def test_the_export_cap_holds_while_all_three_discharge_into_a_light_load(socat, tmp_path):
-    bench = run(tmp_path)
+@TRANSPORTS
+def test_the_export_cap_holds_while_all_three_discharge_into_a_light_load(socat, tmp_path,
+                                                                          transport):
+    bench = run(tmp_path, transport=transport)
     assert bench.violations() == []
     assert bench.worst_export_over_w(since_s=bench.failed_at) == 0
     exported = [-site_w for _, site_w, _ in settled(bench)]
@@ -56,8 +61,9 @@ def test_the_export_cap_holds_while_all_three_discharge_into_a_light_load(socat,
     assert max(powers) - min(powers) <= 1  # max-min fair: no pile starved
 
 
-def test_the_leader_killed(socat, tmp_path):
-    bench = run(tmp_path, lambda b: b.kill(0))
+@TRANSPORTS
+def test_the_leader_killed(socat, tmp_path, transport):
+    bench = run(tmp_path, lambda b: b.kill(0), transport=transport)
     assert bench.violations() == []
     shares = bench.shares
     # every member falls back to its share within two periods (and one tick)
@@ -66,27 +72,31 @@ def test_the_leader_killed(socat, tmp_path):
     assert back and back[0] - bench.failed_at <= 2.25, back[:1]
 
 
-def test_a_member_killed(socat, tmp_path):
-    bench = run(tmp_path, lambda b: b.kill(2))
+@TRANSPORTS
+def test_a_member_killed(socat, tmp_path, transport):
+    bench = run(tmp_path, lambda b: b.kill(2), transport=transport)
     assert bench.violations() == []
 
 
-def test_the_site_link_cut(socat, tmp_path):
-    bench = run(tmp_path, lambda b: b.cut_link())
+@TRANSPORTS
+def test_the_site_link_cut(socat, tmp_path, transport):
+    bench = run(tmp_path, lambda b: b.cut_link(), transport=transport)
     assert bench.violations() == []
     powers = bench.samples[-1][2]  # the members on their fallback shares, the leader at 0
     assert all(-p <= share[1] for p, share in zip(powers[1:], bench.shares[1:], strict=True))
     assert powers[0] == 0, powers
 
 
-def test_the_meter_lost(socat, tmp_path):
-    bench = run(tmp_path, lambda b: b.meter_lost(), after_s=10)
+@TRANSPORTS
+def test_the_meter_lost(socat, tmp_path, transport):
+    bench = run(tmp_path, lambda b: b.meter_lost(), after_s=10, transport=transport)
     assert bench.violations() == []
     assert bench.samples[-1][2] == [0, 0, 0]  # the no-meter rule: no export at all
 
 
-def test_a_forged_allowance(socat, tmp_path):
-    bench = run(tmp_path, lambda b: b.forge_allowance(1), after_s=4)
+@TRANSPORTS
+def test_a_forged_allowance(socat, tmp_path, transport):
+    bench = run(tmp_path, lambda b: b.forge_allowance(1), after_s=4, transport=transport)
     assert bench.violations() == []
     assert bench.worst_export_over_w(since_s=bench.failed_at) == 0
 

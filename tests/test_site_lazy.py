@@ -13,7 +13,8 @@ from pilectl.sim.harness import PtyPair
 from pilectl.vbench import unix_board
 
 SITE_MODULES = {"pile.share", "pile.site", "pile.siteboard", "pile.siteshare",
-                "pile.siteleader", "pile.sitelink"}
+                "pile.siteleader", "pile.sitelink", "pile.siteudp", "pile.sitebus",
+                "pile.sitegroup"}
 
 
 def udp_port():
@@ -50,5 +51,21 @@ def test_a_member_imports_its_site_modules(micropython, tmp_path):
                                    "port": udp_port()},
                         "pile-b": {"import_w": 13000, "export_w": 3500, "host": "127.0.0.1"}}}
     modules = booted_modules(micropython, tmp_path, site=site)
-    assert {"pile.siteboard", "pile.siteshare", "pile.sitelink"} <= modules
+    assert {"pile.siteboard", "pile.siteshare", "pile.sitelink", "pile.siteudp"} <= modules
     assert {"pile.siteleader", "pile.site", "pile.share"} & modules == set()  # the leader's
+    assert "pile.sitebus" not in modules  # the other transport
+
+
+@pytest.mark.usefixtures("socat")
+def test_a_member_on_the_site_bus_imports_that_transport(micropython, tmp_path):
+    site_bus = PtyPair(tmp_path / "site-pile", tmp_path / "site-hub")
+    try:
+        site = {"group": "depot-1", "role": "member", "leader": "pile-a",
+                "import_cap_w": 40000, "export_cap_w": 11000,
+                "members": {"pile-a": {"import_w": 14000, "export_w": 4000},
+                            "pile-b": {"import_w": 13000, "export_w": 3500}},
+                "bus": {"device": site_bus.a, "baud": 115200}}
+        modules = booted_modules(micropython, tmp_path, site=site)
+    finally:
+        site_bus.close()
+    assert "pile.sitebus" in modules and "pile.siteudp" not in modules

@@ -1,5 +1,5 @@
-"""A site group over real UDP on 127.0.0.1 (pile/sitelink.py): the leader and two members,
-each a firmware Pile with its SiteLink task, on CPython's asyncio (the firmware's own
+"""A site group over real UDP on 127.0.0.1 (pile/siteudp.py): the leader and two members,
+each a firmware Pile with its SiteUdp task, on CPython's asyncio (the firmware's own
 coroutines); a converter that does what it is told and a site meter read every 250 ms
 (into the leader's real ControlStep) stand in for the plant (the bench with three
 MicroPython firmwares is tests/test_site_bench.py). Also: a member's port takes HELLO and
@@ -14,8 +14,8 @@ from pile.clock import ticks_ms
 from pile.loop import ControlStep
 from pile.meter import NEVER
 from pile.protocol import SETPOINT
-from pile.sitelink import SiteLink
 from pile.siteshare import SiteShare, peek
+from pile.siteudp import SiteUdp
 from pilectl.sim.harness import free_port
 
 SITE = b"S" * 32
@@ -91,7 +91,7 @@ def build(period_ms=250):
     ports = [udp_port() for _ in range(3)]
     site = group(ports, period_ms)
     piles = [a_pile(pile_id, site) for pile_id in sorted(site["members"])]
-    links = [SiteLink(p, ControlStep(p),
+    links = [SiteUdp(p, ControlStep(p),
                       dict(site, role="leader" if p.pile_id == "pile-a" else "member"))
              for p in piles]
     return piles, links

@@ -64,7 +64,7 @@ def check(board):
     if "site" in board:  # a site group (pile/siteboard.py), loaded by a pile in one only
         from pile.siteboard import check as check_site
 
-        check_site(board, BoardError, _kinds, _port)
+        check_site(board, BoardError, _kinds, _port, _wiring)
 
 
 def _update(update):

@@ -146,11 +146,11 @@ class Firmware:
         self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
-        self.site = None  # a site group's transport (pile/sitelink.py), in a group only
+        self.site = None  # a site group's transport (pile/sitegroup.py), in a group only
         if "site" in board:
-            from pile.sitelink import build_site_link
+            from pile.sitegroup import build_site_link
 
-            self.site = build_site_link(self.pile, self.loop, board)
+            self.site = build_site_link(self.pile, self.loop, board, hal)
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()

@@ -15,16 +15,21 @@ _SITE = {"group": _TEXT, "role": _TEXT, "leader": _TEXT, "import_cap_w": _INT,
          "export_cap_w": _INT, "period_ms": _INT, "members": dict, "udp_port": _INT,
          "bus": dict}
 _MEMBER = {"import_w": _INT, "export_w": _INT, "host": _TEXT, "port": _INT}
+_PIN = "a pin number or name"
+# the site bus: a device on the unix port, a UART and its pins on a board (as `modbus`)
+_BUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT,
+        "termios_baud": _INT}
 SITE_PERIOD_MS = 1000  # how often a site group's leader shares the headroom, by default
 _SITE_PERIOD_MS = (250, 5000)  # and its range: one control period to five meter readings
 _SITE_MEMBERS = (2, 8)  # piles in a site group
 
 
-def check(board, error, kinds, port):
+def check(board, error, kinds, port, wiring):
     """Raise `error` (board.py's BoardError) naming what is wrong with the board file's
-    site part: one leader, 2 to 8 piles, a transport, and fallback shares that add up to
-    no more than the connection's caps, whoever of the group is lost. `kinds(values,
-    spec, prefix)` and `port(part, key, prefix, kind)` are board.py's key checks."""
+    site part: one leader, 2 to 8 piles, one transport, and fallback shares that add up
+    to no more than the connection's caps, whoever of the group is lost. `kinds(values,
+    spec, prefix)`, `port(part, key, prefix, kind)` and `wiring(part, name, pins)` are
+    board.py's key checks."""
     site = board["site"]
     pile_id = board["pile_id"]
     kinds(site, _SITE, "site.")
@@ -52,11 +57,15 @@ def check(board, error, kinds, port):
     for who in (pile_id, site["leader"]):
         if who not in members:
             raise error("site.members does not list %r" % who)
-    if "bus" in site:
-        raise error("site.bus: the wired site bus is not in this firmware yet "
-                    "(docs/site-group.md): give site.udp_port, the site LAN")
-    if "udp_port" not in site:
-        raise error("site.udp_port is missing: the group's transport, the site LAN")
+    bus = site.get("bus")
+    if (bus is None) == ("udp_port" not in site):
+        raise error("site: give one transport, site.bus (the site bus) or site.udp_port "
+                    "(the site LAN)")
+    if bus is not None:
+        kinds(bus, _BUS, "site.bus.")
+        if "baud" not in bus:
+            raise error("site.bus.baud is missing")
+        wiring(bus, "site.bus", ("uart", "tx", "rx", "de"))
     imports = exports = 0
     for name, member in members.items():
         prefix = "site.members.%s." % name
@@ -69,7 +78,7 @@ def check(board, error, kinds, port):
             if not 0 <= member[key] <= MAX_POWER_W:
                 raise error("%s%s %d is outside 0..%d W" % (
                     prefix, key, member[key], MAX_POWER_W))
-        if "host" not in member:
+        if bus is None and "host" not in member:
             raise error("%shost is missing: the pile's address on the site LAN" % prefix)
         port(member, "port", prefix, "UDP")
         imports += member["import_w"]

@@ -135,7 +135,8 @@ class Leader:
             if peer.nonce is None or key is None:
                 peer.waiting = None
                 if hello:
-                    out.append((peer, cbor.dumps({0: HELLO, 1: 0})))
+                    # naming the member: on a bus every member hears it
+                    out.append((peer, cbor.dumps({0: HELLO, 1: 0, 2: peer.member.pile_id})))
                 continue
             peer.seq += 1
             peer.waiting = peer.seq

@@ -1,78 +1,49 @@
-"""A site group's network transport: UDP on the site LAN (docs/site-group.md).
+"""A site group's link, whatever carries it (docs/site-group.md): what both transports share.
 
-Each pile of the group binds its UDP port (its member entry's `port`, else the group's
-`udp_port`). The leader sends every period two datagrams to each member (pile/siteleader.py:
-its allowance again, answered with its power, then the new one) and takes what comes back;
-a member answers each datagram it takes from the sender's address, through its
-SiteSession (pile/siteshare.py): a datagram carries one message, signed,
-unframed (UDP has boundaries and a checksum of its own). A member takes HELLO and
-SITE_ALLOWANCE only, 20 datagrams a second at most (the rest dropped unread, as a TCP
-connection's), so the port opens no other way to the pile's requests and a flood costs
-no more than that.
+- The leader's periods (`lead`): a period starts right after each fresh meter reading, so
+  that the members report their power as the meter saw it, or on time (1.5 periods after
+  the last) when none came; the leader (pile/siteleader.py: its allowance again to each
+  member, answered with its power, then the new one) hands its messages to the
+  transport's `exchange`, which sends them and passes every reply back, and shares once
+  every member answered the first, or `ANSWER_MS` after (on a bus, once each was asked).
+- A member's answer to one message (`answer`): HELLO and SITE_ALLOWANCE only, through its
+  SiteSession (pile/siteshare.py), 20 a second at most (the rest dropped unread), so the
+  link opens no other way to the pile's requests and a flood costs no more than that.
+- The counters (`diagnostics`).
 
-No asyncio datagram support in MicroPython: the socket is non-blocking and read every
-`_POLL_MS`, so a reply waits that long at most.
+The transports: UDP on the site LAN (pile/siteudp.py) and a second RS485 bus
+(pile/sitebus.py); pile/sitegroup.py picks the one the board file names.
 """
 
 import asyncio
-import socket
 
 from micropython import const
 
-from pile.app import SLOT_SITE
 from pile.clock import ticks_diff, ticks_ms
 from pile.protocol import HELLO
 from pile.siteshare import SITE_ALLOWANCE, SiteSession, peek
 
-_POLL_MS = const(10)
-_MAX_DATAGRAM = const(640)  # the largest message and a COSE_Mac0 around it
-_PER_SECOND = const(20)  # datagrams a member takes: two a period from its leader, and more
-_ANSWER_MS = const(150)  # what the leader waits for the members' answers before it shares
-
-
-def build_site_link(pile, step, board):
-    """A site group's transport for `pile`, whose ControlStep `step` reads the leader's
-    meter; without a site key the members keep their fallback shares, said at boot."""
-    if pile.keys[SLOT_SITE] is None:
-        pile.problems.append("site group %s: no site key yet, so no allowances: every pile "
-                             "keeps its fallback share (provision site_key over USB)"
-                             % board["site"]["group"])
-    return SiteLink(pile, step, board["site"])
-
-
-def _address(host, port):
-    """The socket address of `host`:`port`, as recvfrom gives a sender's: hashable (bytes
-    on MicroPython, whose getaddrinfo gives a bytearray; a tuple on CPython)."""
-    address = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
-    return bytes(address) if type(address) is bytearray else address
-
-
-def _bound(port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(_address("0.0.0.0", port))
-    sock.setblocking(False)
-    return sock
-
-
-def _receive(sock):
-    try:
-        return sock.recvfrom(_MAX_DATAGRAM)
-    except OSError:  # EAGAIN: nothing came
-        return None, None
+POLL_MS = const(10)  # how often a transport looks for what came
+ANSWER_MS = const(150)  # what the leader waits for the members' answers
+_PER_SECOND = const(20)  # messages a member takes: two a period from its leader, and more
+_HELLO_TO = const(2)  # a leader's HELLO field: the member asked (a bus carries every one's)
+_ALLOWANCE_TO = const(4)  # SITE_ALLOWANCE's member pile id
 
 
 class SiteLink:
+    """Subclassed by each transport, which gives `run()` and `exchange(messages)`."""
+
     def __init__(self, pile, step, site):
         self.pile = pile
         self.step = step  # the pile's ControlStep: the leader's meter readings
         self.site = site
-        members = site["members"]
-        self.port = members[pile.pile_id].get("port", site["udp_port"])
         self.leader = None  # the Leader, on the leader
+        self.session = None  # the SiteSession, on a member
         self.received = 0
         self.dropped = 0  # over the budget, or of a type a member does not take
         self.send_failures = 0
+        self._second_at = ticks_ms()
+        self._taken = 0
 
     def diagnostics(self):
         """The site group's counters since boot (DIAGNOSTICS, docs/site-group.md)."""
@@ -89,80 +60,50 @@ class SiteLink:
             found["site_refusals"] = sum(peer.refusals for peer in peers)
         return found
 
-    def _send(self, sock, data, address):
-        try:
-            sock.sendto(data, address)
-        except OSError:  # no route yet, a full buffer: the period after will tell
-            self.send_failures += 1
+    def answer(self, data, addressed=False):
+        """A member's reply (wire bytes) to one message `data`, or None when it is dropped:
+        over the budget, not HELLO or SITE_ALLOWANCE, or, `addressed` (on a bus, which
+        carries every member's messages and replies), not asked of this pile."""
+        msg = peek(data)
+        mtype = None if msg is None else msg.get(0)
+        if addressed:
+            to = None if msg is None else msg.get(_HELLO_TO if mtype == HELLO
+                                                  else _ALLOWANCE_TO)
+            if to != self.pile.pile_id or mtype == HELLO and 4 in msg:
+                return None  # another member's, or a reply: not this pile's to answer
+        self.received += 1
+        now = ticks_ms()
+        if ticks_diff(now, self._second_at) >= 1000:
+            self._second_at = now
+            self._taken = 0
+        if self._taken >= _PER_SECOND or mtype not in (HELLO, SITE_ALLOWANCE):
+            self.dropped += 1
+            return None
+        self._taken += 1
+        if self.session is None:
+            self.session = SiteSession(self.pile)
+        return self.session.handle(data)
 
-    async def run(self):
-        sock = _bound(self.port)
-        if self.site["role"] == "leader":
-            await self._lead(sock)
-        else:
-            await self._answer(sock)
-
-    async def _lead(self, sock):
-        pile = self.pile
-        site = self.site
-        addresses = {}
-        for pile_id, member in site["members"].items():
-            if pile_id != pile.pile_id:
-                addresses[pile_id] = _address(member["host"], member.get("port",
-                                                                          site["udp_port"]))
+    async def lead(self, addresses):
+        """The leader's periods, forever; `addresses` maps each other member's pile id to
+        its address on the transport."""
         from pile.siteleader import Leader  # the leader's alone: a member never loads it
 
+        pile = self.pile
         step = self.step
-        leader = self.leader = Leader(pile, step, site, addresses)
-        by_address = {}
-        for peer in leader.peers:
-            by_address[peer.address] = peer
+        leader = self.leader = Leader(pile, step, self.site, addresses)
         started_at = ticks_ms()
         reading = step.read_at
         late_ms = leader.period_ms + leader.period_ms // 2
-        polling = False
         while True:
             now = ticks_ms()
-            # a period starts after each fresh reading, so that the members report their
-            # power as the meter saw it; without one for 1.5 periods (the meter lost), on
-            # time. It shares once every member answered, or `_ANSWER_MS` after it started.
             fresh = step.read_at != reading and pile.site_w is not None
-            if fresh or ticks_diff(now, started_at) >= late_ms:
-                reading = step.read_at
-                started_at = now
-                polling = True
-                for peer, data in leader.period(now):
-                    self._send(sock, data, peer.address)
-            if polling and (leader.ready() or ticks_diff(now, started_at) >= _ANSWER_MS):
-                polling = False
-                for peer, data in leader.share(now):
-                    self._send(sock, data, peer.address)
-            data, address = _receive(sock)
-            if data is None:
-                await asyncio.sleep_ms(_POLL_MS)
+            if not fresh and ticks_diff(now, started_at) < late_ms:
+                await asyncio.sleep_ms(POLL_MS)
                 continue
-            peer = by_address.get(address)
-            self.received += 1
-            if peer is not None:
-                leader.received(data, peer)
-
-    async def _answer(self, sock):
-        session = SiteSession(self.pile)
-        second_at = ticks_ms()
-        taken = 0
-        while True:
-            data, address = _receive(sock)
-            if data is None:
-                await asyncio.sleep_ms(_POLL_MS)
-                continue
-            self.received += 1
-            now = ticks_ms()
-            if ticks_diff(now, second_at) >= 1000:
-                second_at = now
-                taken = 0
-            msg = peek(data)
-            if taken >= _PER_SECOND or msg is None or msg.get(0) not in (HELLO, SITE_ALLOWANCE):
-                self.dropped += 1
-                continue
-            taken += 1
-            self._send(sock, session.handle(data), address)
+            reading = step.read_at
+            started_at = now
+            await self.exchange(leader.period(now))
+            # the new allowances to the members that answered: one that did not is counted
+            # over its whole range, and on a bus each silent member costs a reply's wait
+            await self.exchange([m for m in leader.share(ticks_ms()) if m[0].reported])

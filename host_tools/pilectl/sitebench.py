@@ -9,19 +9,26 @@ own bus and no site group). The oracle checks the caps at the connection point, 
 pile's view of them: the export cap is broken when the site exports more than it, for
 longer than the meter's reading delay and one period (`grace_s`).
 
-The site LAN is real UDP on 127.0.0.1 through a relay the bench controls, so that it can
-cut the site link; it can also stop the leader or a member, silence the meter and send
-a forged allowance.
+The site link is the site LAN, real UDP on 127.0.0.1 through a relay the bench controls
+(`transport="udp"`), or the site bus (`transport="bus"`): each pile's end of a pty pair,
+the other ends joined by a multi-drop hub, what one pile writes every other reads, as on
+an RS485 pair. Either can be cut; the bench can also stop the leader or a member, silence
+the meter and send a forged allowance.
 """
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
+import termios
 import time
+import tty
 from types import SimpleNamespace
 
+from pilectl import wire
 from pilectl.sim.bus import Faults, start_server
+from pilectl.sim.harness import PtyPair
 from pilectl.sim.plant import Oracle, OracleLimits, Plant, PlantParams
 from pilectl.sim.run import piecewise
 from pilectl.vbench import VirtualBench
@@ -120,15 +127,66 @@ class _Relay:
             self.transport.close()
 
 
+class BusHub:
+    """The site bus: one pty pair a pile, the hub's ends joined so that what one pile
+    writes every other pile reads, as on an RS485 pair (and, with `echo`, itself too, as
+    a transceiver whose receiver stays on while it drives the pair); nothing while
+    `cut`."""
+
+    def __init__(self, directory, ids, echo=False):
+        self.pairs = [PtyPair(directory / f"site-bus-{i}", directory / f"site-hub-{i}")
+                      for i in ids]
+        self.devices = [pair.a for pair in self.pairs]  # the piles' ends
+        self.cut = False
+        self.echo = echo
+        self._fds = []
+
+    def start(self):
+        loop = asyncio.get_running_loop()
+        for pair in self.pairs:
+            fd = os.open(pair.b, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            tty.setraw(fd, termios.TCSANOW)
+            self._fds.append(fd)
+        for fd in self._fds:
+            loop.add_reader(fd, self._forward, fd)
+
+    def _forward(self, source):
+        try:
+            data = os.read(source, 4096)
+        except BlockingIOError:
+            return
+        if not self.cut:
+            self.write(data, None if self.echo else source)
+
+    def write(self, data, source=None):
+        """`data` onto the bus, read by every pile but the one at `source`."""
+        for fd in self._fds:
+            if fd != source:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(fd, data)
+
+    def close(self):
+        loop = asyncio.get_running_loop()
+        for fd in self._fds:
+            loop.remove_reader(fd)
+            os.close(fd)
+        self._fds = []
+        for pair in self.pairs:
+            pair.close()
+
+
 class SiteBench:
-    """`piles` real firmwares as one site group (pile 0 leads), or with `alone` each
-    keeping the caps alone from its own view of the meter (today's firmware)."""
+    """`piles` real firmwares as one site group (pile 0 leads) on `transport` ("udp" or
+    "bus"), or with `alone` each keeping the caps alone from its own view of the meter
+    (today's firmware)."""
 
     def __init__(self, directory, piles=3, alone=False, import_cap_w=40000, export_cap_w=11000,
-                 load_w=((0, 2000),), period_ms=1000, shares=None, params=None, grace_s=None):
+                 load_w=((0, 2000),), period_ms=1000, shares=None, params=None, grace_s=None,
+                 transport="udp"):
         self.dir = directory
         self.n = piles
         self.alone = alone
+        self.transport = transport
         self.import_cap_w = import_cap_w
         self.export_cap_w = export_cap_w
         self.load_w = piecewise([list(point) for point in load_w])
@@ -145,6 +203,7 @@ class SiteBench:
         self.ids = [f"site-{i + 1}" for i in range(piles)]
         self.piles = []
         self.relays = []
+        self.hub = None  # the site bus, on transport "bus"
         self.samples = []  # (t, site W, [pile W])
         self.t = 0.0
         self._stepper = None
@@ -163,21 +222,39 @@ class SiteBench:
             for i, (pile_id, member) in enumerate(members.items())})
         return leader, site
 
+    def _bus_parts(self):
+        """Each pile's site part on the site bus: its own end of it."""
+        members = {pile_id: {"import_w": imp, "export_w": exp}
+                   for pile_id, (imp, exp) in zip(self.ids, self.shares, strict=True)}
+        return [{"group": "bench", "role": "member" if i else "leader", "leader": self.ids[0],
+                 "import_cap_w": self.import_cap_w, "export_cap_w": self.export_cap_w,
+                 "period_ms": self.period_ms, "members": members,
+                 "bus": {"device": device, "baud": 115200}}
+                for i, device in enumerate(self.hub.devices)]
+
     async def start(self):
-        """The plants, the relays, then each firmware started and provisioned."""
-        ports = [udp_port() for _ in range(self.n)]
-        relay_ports = [None]
-        for port in ports[1:]:
-            relay = _Relay(port)
-            self.relays.append(relay)
-            relay_ports.append(await relay.start())
-        leader_part, member_part = self._site_part(ports, relay_ports)
+        """The plants, the site link (relays or the bus's hub), then each firmware started
+        and provisioned."""
+        if self.transport == "bus":
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.hub = BusHub(self.dir, self.ids)
+            self.hub.start()
+            parts = self._bus_parts()
+        else:
+            ports = [udp_port() for _ in range(self.n)]
+            relay_ports = [None]
+            for port in ports[1:]:
+                relay = _Relay(port)
+                self.relays.append(relay)
+                relay_ports.append(await relay.start())
+            leader_part, member_part = self._site_part(ports, relay_ports)
+            parts = [leader_part] + [member_part] * (self.n - 1)
         config = {"site_import_limit_w": self.import_cap_w,
                   "site_export_limit_w": self.export_cap_w, "ramp_w_per_s": 5000}
         self._stepper = asyncio.create_task(self._step())
         try:
             for i, pile_id in enumerate(self.ids):
-                site = None if self.alone else leader_part if i == 0 else member_part
+                site = None if self.alone else parts[i]
                 sim = _PileSim(self.plants[i], self.faults[i], self.alone or i == 0)
                 pile = _SitePile(self.dir / pile_id, pile_id, sim, site, self.site_key, config)
                 self.piles.append(pile)
@@ -233,6 +310,8 @@ class SiteBench:
     def cut_link(self, on=True):
         for relay in self.relays:
             relay.cut = on
+        if self.hub is not None:
+            self.hub.cut = on
 
     def meter_lost(self, on=True):
         units = self.faults[0].silent_units
@@ -242,13 +321,16 @@ class SiteBench:
             units.discard(METER_UNIT)
 
     def forge_allowance(self, index, import_w=1000000, export_w=1000000):
-        """A SITE_ALLOWANCE to member `index` signed with a key that is not the site key."""
-        from pilectl import wire
+        """A SITE_ALLOWANCE to member `index` signed with a key that is not the site key:
+        a datagram to its port, or a frame on the site bus."""
         from pilectl.cose import sign
 
         message = wire.encode({0: wire.SITE_ALLOWANCE, 1: 2**40, 2: import_w, 3: export_w,
                                4: self.ids[index], 5: self.period_ms})
         data = sign(secrets.token_bytes(32), message, secrets.token_bytes(8))
+        if self.hub is not None:
+            self.hub.write(wire.frame(data))
+            return
         port = self.relays[index - 1].member[1]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(data, ("127.0.0.1", port))
@@ -283,6 +365,8 @@ class SiteBench:
                 await pile.stop()
         for relay in self.relays:
             relay.close()
+        if self.hub is not None:
+            self.hub.close()
 
 
 def _even(piles, import_cap_w, export_cap_w):

@@ -153,7 +153,7 @@ def test_the_site_part_names_each_mistake():
              (site_group(export_cap_w=2000000), "export_cap_w 2000000 is outside"),
              (site_group(udp_port=0), "site.udp_port 0"),
              (site_group(bus={"device": "/dev/pts/4", "baud": 9600}),
-              "the wired site bus is not in this firmware yet"),
+              "give one transport, site.bus (the site bus) or site.udp_port"),
              (site_group(leaders="pile-a"), "site.leaders is not a board file key"),
              (site_group(import_cap_w="40 kW"), "site.import_cap_w must be an integer"))
     for spec, said in cases:
@@ -163,4 +163,31 @@ def test_the_site_part_names_each_mistake():
     refused(spec, "site.export_cap_w is missing")
     spec = site_group()
     del spec["site"]["udp_port"]
-    refused(spec, "site.udp_port is missing")
+    refused(spec, "give one transport, site.bus (the site bus) or site.udp_port")
+
+
+def on_the_bus(bus):
+    """site_group() on the site bus `bus` instead of the site LAN, its members without
+    addresses."""
+    spec = site_group(bus=bus)
+    del spec["site"]["udp_port"]
+    for member in spec["site"]["members"].values():
+        del member["host"]
+    return spec
+
+
+def test_a_group_on_the_site_bus():
+    check(on_the_bus({"device": "/dev/pts/4", "baud": 115200}))  # the unix port
+    check(on_the_bus({"uart": 1, "tx": 4, "rx": 5, "de": 6, "baud": 115200}))  # a board
+    cases = ((on_the_bus({"device": "/dev/pts/4"}), "site.bus.baud is missing"),
+             (on_the_bus({"uart": 1, "tx": 4, "rx": 5, "baud": 115200}),
+              "site.bus.de is missing (or give site.bus.device on the unix port)"),
+             (on_the_bus({"device": "/dev/pts/4", "baud": 115200, "baudd": 1}),
+              "site.bus.baudd is not a board file key"),
+             (on_the_bus({"uart": "one", "tx": 4, "rx": 5, "de": 6, "baud": 115200}),
+              "site.bus.uart must be an integer"))
+    for spec, said in cases:
+        refused(spec, said)
+    spec = site_group()
+    del spec["site"]["members"]["pile-c"]["host"]
+    refused(spec, "site.members.pile-c.host is missing")  # on the site LAN it is needed
