@@ -62,8 +62,6 @@ class Envelope:
         self.reasons = 0
         self.must_charge = False  # departure reserve: charge regardless of the setpoint
         self.battery_hot = False  # latched at cutoff, released below the resume temperature
-        self.free_charge = 0  # W: max_charge and max_discharge without a site group's share
-        self.free_discharge = 0
 
 
 def _bounded(value):
@@ -164,23 +162,25 @@ def compute(env, tel, cfg, inputs):
         discharge = 0
         reasons |= REASON_V2G_BUDGET
 
-    env.free_charge = charge
-    env.free_discharge = discharge
-    if share is not None:
+    env.must_charge = False
+    if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:
+        reserve_x10 = cfg.owner_reserve_soc_x10  # no departure's reserve is below the owner's
+    reserved = reserve_x10 != NO_DEPARTURE and soc <= reserve_x10
+    if reserved:
+        discharge = 0
+        reasons |= REASON_DEPARTURE_RESERVE
+
+    if share is not None:  # last: the share learns what every other rule leaves (its report)
+        share.free_charge = charge
+        share.free_discharge = discharge
         if share.import_w < rated_c or share.export_w < rated_d:
             reasons |= REASON_SITE_SHARE
         charge = min(charge, share.import_w)  # 0..MAX_POWER_W, checked where they came in
         discharge = min(discharge, share.export_w)
 
-    env.must_charge = False
-    if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:
-        reserve_x10 = cfg.owner_reserve_soc_x10  # no departure's reserve is below the owner's
-    if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
-        discharge = env.free_discharge = 0
-        reasons |= REASON_DEPARTURE_RESERVE
-        if soc < reserve_x10:
-            needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)
-            env.must_charge = inputs.departure_left_s <= needed_s
+    if reserved and soc < reserve_x10:  # charged in time, at what the share leaves
+        needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)
+        env.must_charge = inputs.departure_left_s <= needed_s
 
     env.max_charge = charge
     env.max_discharge = discharge

@@ -109,8 +109,8 @@ class Leader:
         me = self.me
         me.heard = True
         me.power = self._power  # as the reading took it
-        me.max_charge = ctl.env.free_charge
-        me.max_discharge = ctl.env.free_discharge
+        me.max_charge = ctl.inputs.share.free_charge
+        me.max_discharge = ctl.inputs.share.free_discharge
         me.wanted = wanted(ctl)
         for peer in self.peers:
             peer.member.heard = peer.reported

@@ -45,14 +45,14 @@ def join(pile, board):
 def wanted(ctl):
     """W: what the pile of Controller `ctl` would do without the site group's share (a site
     report's field): the live setpoint or the fallback, inside the envelope without it."""
-    env = ctl.env
-    if env.must_charge:
-        return env.free_charge
+    share = ctl.inputs.share
+    if ctl.env.must_charge:
+        return share.free_charge
     if ctl.setpoint_live:
         request = ctl.setpoint
     else:
-        request = env.free_charge if ctl.cfg.fallback == "charge" else 0
-    return max(-env.free_discharge, min(env.free_charge, request))
+        request = share.free_charge if ctl.cfg.fallback == "charge" else 0
+    return max(-share.free_discharge, min(share.free_charge, request))
 
 
 def peek(data):
@@ -76,6 +76,10 @@ class SiteShare:
         self.allow_export = 0
         self.import_w = share_import  # W: the share in force, one or the other (`apply`)
         self.export_w = share_export
+        # W: what the envelope would allow without the share (set by limits.compute at
+        # each decision): what the pile reports to its leader
+        self.free_charge = 0
+        self.free_discharge = 0
         self._at = None  # ticks_ms it arrived; None before the first
         self.allowances = 0  # taken since boot
         self.fallbacks = 0  # times a valid allowance ran out with none after it
@@ -131,7 +135,8 @@ class SiteSession(Session):
         if not (0 <= import_w <= MAX_POWER_W and 0 <= export_w <= MAX_POWER_W):
             raise Refused(ERR_OUT_OF_RANGE, "an allowance is 0..%d W each way" % MAX_POWER_W)
         ctl = pile.ctl
-        ctl.inputs.share.allow(import_w, export_w, pile.now())
-        env = ctl.env
-        return self.send(SITE_REPORT, {2: seq, 3: pile.tel.power, 4: env.free_charge,
-                                       5: env.free_discharge, 6: wanted(ctl), 7: ctl.reasons})
+        share = ctl.inputs.share
+        share.allow(import_w, export_w, pile.now())
+        return self.send(SITE_REPORT, {2: seq, 3: pile.tel.power, 4: share.free_charge,
+                                       5: share.free_discharge, 6: wanted(ctl),
+                                       7: ctl.reasons})
