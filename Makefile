@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PICO   := host_tools/pico
 PICO_MODULES := $(PICO)/node_modules/.package-lock.json
 
-.PHONY: setup socat mosquitto chromium screenshots qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-live bench-fleet-mqtt bench-mqtt bench-update bench-rp2 soak deploy hil hil-rp2 clean
+.PHONY: setup socat mosquitto chromium screenshots qemu-libs node arm-gcc firmware-rp2 test test-rabbitmq lint bench bench-perf bench-latency bench-frequency bench-heap bench-romfs bench-deploy bench-flood bench-fleet bench-live bench-fleet-mqtt bench-mqtt bench-update bench-rp2 bench-site bench-boot-heap soak deploy hil hil-rp2 clean
 
 setup: $(STAMP) $(STUBS) socat mosquitto chromium qemu-libs $(PICO_MODULES)
 
@@ -164,6 +164,16 @@ bench-fleet-mqtt: setup
 SOAK_MIN ?= 30
 soak: setup
 	$(BIN)/python bench/soak.py $(SOAK_MIN) --out bench-out/soak
+
+# A site group of real firmwares sharing one connection's export cap, 2 to 8 piles, and the
+# same piles each alone (today's firmware): one JSON line (docs/site-group.md), about 4 minutes.
+bench-site: setup
+	$(BIN)/python bench/site_bench.py $(if $(PILES),--piles $(PILES))
+
+# The heap the firmware leaves free once booted, a pile alone and a site member, at the
+# soak's 208 KB (docs/site-group.md); SOURCE= another firmware tree to compare with.
+bench-boot-heap: setup
+	$(BIN)/python bench/boot_heap_bench.py $(if $(SOURCE),--source $(SOURCE))
 
 # Field updates: the whole firmware over TCP to a unix-port pile (control period during
 # it) and a hanging image rolled back, the same over the emulated Pico's serial link, and a

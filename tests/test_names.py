@@ -14,5 +14,5 @@ def test_every_event_code_has_a_name():
 
 def test_reasons_cover_every_bit_the_firmware_defines():
     defined = sorted(v for k, v in vars(limits).items() if k.startswith("REASON_"))
-    assert [bit for bit, _ in names.REASONS] == defined == [1 << i for i in range(18)]
+    assert [bit for bit, _ in names.REASONS] == defined == [1 << i for i in range(19)]
     assert names.reasons(0b101) == ["SOC floor", "departure reserve"]

@@ -250,6 +250,20 @@ def test_provision_key_then_an_unauthenticated_command_is_refused(field, tmp_pat
     assert over_tcp.returncode == 1 and "USB serial link only" in over_tcp.stderr
 
 
+def test_the_site_key_comes_from_one_file_for_the_whole_group(field, tmp_path):
+    site_file = tmp_path / "depot-1.site.key"
+    first = field.json("provision-key", "--site", str(site_file))
+    assert first["key_file"] == str(site_file) and len(first["key_id"]) == 8
+    assert stat.S_IMODE(os.stat(site_file).st_mode) == 0o600
+    assert site_file.read_text().strip() not in json.dumps(first)  # never shown
+    again = field.json("provision-key", "--site", str(site_file))
+    assert again["key_id"] == first["key_id"]  # every pile of the group gets the same key
+    provisioned = [e for e in field.json("events") if e["event"] == "key provisioned"]
+    assert provisioned[-1]["value"] == 5  # the site key set (docs/protocol.md)
+    mixed = field.run("provision-key", "--site", str(site_file), "--technician")
+    assert mixed.returncode == 1 and "one key at a time" in mixed.stderr
+
+
 def test_errors_say_what_to_do(field, tmp_path):
     result = field.run("status", "--port", str(tmp_path / "nothing"), link=False)
     assert result.returncode == 1 and "Is the cable plugged in" in result.stderr

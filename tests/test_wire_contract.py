@@ -13,7 +13,8 @@ from pilectl import wire
 
 MESSAGE_TYPES = ("HELLO", "TELEMETRY", "SETPOINT", "ACK", "CONFIG_GET", "CONFIG_SET", "CONFIG",
                  "EVENTS_GET", "EVENTS", "COMMAND", "ERROR", "DIAGNOSTICS_GET", "DIAGNOSTICS",
-                 "UPDATE_OFFER", "UPDATE_CHUNK", "UPDATE_GET", "UPDATE_COMMIT", "UPDATE_STATUS")
+                 "UPDATE_OFFER", "UPDATE_CHUNK", "UPDATE_GET", "UPDATE_COMMIT", "UPDATE_STATUS",
+                 "SITE_ALLOWANCE", "SITE_REPORT")
 
 
 def test_message_types_error_codes_and_commands_are_the_firmwares():
@@ -27,6 +28,7 @@ def test_message_types_error_codes_and_commands_are_the_firmwares():
     assert {"CMD_" + k.upper().replace("-", "_"): v for k, v in wire.COMMANDS.items()} == commands
     assert wire.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
     assert wire.LINK_KEY == protocol.KEY
+    assert wire.TECHNICIAN_KEY == protocol.TECHNICIAN_KEY and wire.SITE_KEY == protocol.SITE_KEY
 
 
 def pile_with_readings():

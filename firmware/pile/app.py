@@ -25,11 +25,13 @@ ACTION_REBOOT = const(1 << 1)  # reboot once the request's reply has gone out
 SLOT_UNSIGNED = const(0)  # no key provisioned: the wired link only, or an insecure bench
 SLOT_LINK = const(1)  # the link key: the aggregator's, and what the pile signs with
 SLOT_TECHNICIAN = const(2)  # the technician's key: limits, timing, keys, release, reboot
+SLOT_SITE = const(3)  # the site key: a site group's leader, SITE_ALLOWANCE only
 
 KEY_LENGTHS = (16, 24, 32)  # what RFC 9052 HMAC keys commonly are, and pycose accepts
 _CONFIG = "config.json"
 _BUDGET = "budget.json"  # the owner's V2G budget's counters (pile/budget.py)
-_KEY_FILES = (None, "link_key.json", "technician_key.json")
+# by slot: what CONFIG_SET calls each key (pile/protocol.py); its file is the name + ".json"
+KEY_NAMES = (None, "link_key", "technician_key", "site_key")
 _RESET = "reset.json"  # why the pile is about to reset, for the next boot's EVENT_BOOT
 _AUTH_LOG_S = const(60)  # at most one EVENT_AUTH_FAILED a minute: no flash wear, no flush
 
@@ -74,16 +76,16 @@ class Pile:
         self.make_updater = None  # builds it: the firmware's, when it takes field updates
         self.rollback = None  # [version, reason, count] of the last trial that rolled back
         self.rolled_back = False  # and this firmware is what it rolled back to
-        self.keys = [None, None, None]  # by slot; SLOT_UNSIGNED stays None
-        self.kids = [None, None, None]
-        self.seqs = [-1, -1, -1]  # the last seq accepted in this boot, by slot
-        for slot in (SLOT_LINK, SLOT_TECHNICIAN):
+        self.keys = [None, None, None, None]  # by slot; SLOT_UNSIGNED stays None
+        self.kids = [None, None, None, None]
+        self.seqs = [-1, -1, -1, -1]  # the last seq accepted in this boot, by slot
+        for slot in (SLOT_LINK, SLOT_TECHNICIAN, SLOT_SITE):
             self._load_key(slot)
 
     def _load_key(self, slot):
         """A damaged or wrong-length key file must not stop the boot: the pile starts
         without that key (its TCP link stays closed without one), says so, and logs it."""
-        name = _KEY_FILES[slot]
+        name = KEY_NAMES[slot] + ".json"
         saved = self._load(name)
         if saved is None:
             return
@@ -260,8 +262,9 @@ class Pile:
 
     def set_key(self, key, slot=SLOT_LINK):
         """Provision (bytes) or remove (None) the key of `slot`; it is never read back.
-        Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key)."""
-        name = _KEY_FILES[slot]
+        Logged with value 1 set / 0 removed (link key), 3 / 2 (technician's key), 5 / 4
+        (site key)."""
+        name = KEY_NAMES[slot] + ".json"
         if self.store is not None:
             if key is None:
                 self.store.remove(name)

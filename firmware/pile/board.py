@@ -15,7 +15,8 @@ _PIN = "a pin number or name"
 # key: what it must be; the required keys of each part are in _REQUIRED
 _TOP = {"board": _TEXT, "pile_id": _TEXT, "modbus": dict, "link": dict, "wifi": dict,
         "estop_pin": _PIN, "estop_file": _TEXT, "contactor_pin": _PIN, "status_led_pin": _PIN,
-        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict, "mqtt": dict, "update": dict}
+        "state_dir": _TEXT, "insecure": _FLAG, "limits": dict, "mqtt": dict, "update": dict,
+        "site": dict}
 _MODBUS = {"device": _TEXT, "uart": _INT, "tx": _PIN, "rx": _PIN, "de": _PIN, "baud": _INT,
            "termios_baud": _INT, "converter_unit": _INT, "meter_unit": _INT,
            "converter_profile": _TEXT, "meter_profile": _TEXT}
@@ -60,6 +61,10 @@ def check(board):
         _broker(board["mqtt"], board["pile_id"])
     if "update" in board:
         _update(board["update"])
+    if "site" in board:  # a site group (pile/siteboard.py), loaded by a pile in one only
+        from pile.siteboard import check as check_site
+
+        check_site(board, BoardError, _kinds, _port, _wiring)
 
 
 def _update(update):
@@ -78,10 +83,10 @@ def _update(update):
             trial_s, _TRIAL_S[0], _TRIAL_S[1]))
 
 
-def _port(part, key, prefix):
+def _port(part, key, prefix, kind="TCP"):
     port = part.get(key)
     if port is not None and not 1 <= port <= 65535:
-        raise BoardError("%s%s %d is not a TCP port (1..65535)" % (prefix, key, port))
+        raise BoardError("%s%s %d is not a %s port (1..65535)" % (prefix, key, port, kind))
 
 
 def _broker(mqtt, pile_id):

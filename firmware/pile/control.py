@@ -8,7 +8,8 @@ before the tick's converter transaction, after its fresh readings, and after the
 mid-tick read. Time comes in as a ticks_ms value on every call, so tests drive the clock.
 Each decision also counts the discharge since the last one into the owner's V2G budget
 (pile/budget.py), whose run time is these decisions' time, and gives the envelope whether
-that budget closes discharge.
+that budget closes discharge; in a site group, also this pile's share of the connection's
+caps (`inputs.share`, a pile/siteshare.py SiteShare, set by the firmware).
 """
 
 from micropython import const
@@ -169,6 +170,9 @@ class Controller:
         inputs.stopped = self.stopped
         inputs.converter_lost = lost
         inputs.budget_closed = self.budget.closes(self.cfg)
+        share = inputs.share  # a site group's, brought up to `now`
+        if share is not None:
+            share.apply(now)
         env = self.env
         limits.compute(env, tel, self.cfg, inputs)
         plugged = not env.reasons & limits.REASON_NO_EV

@@ -57,9 +57,16 @@ def load_board(path):
 def build_pile(board, reset_cause=events.RESET_POWER_ON):
     """The pile's state: its id, config, keys and event journal kept in the board's
     `state_dir`, and the pile maker's hard limits on config (`limits`), which no message
-    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry."""
-    return Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
+    can pass. `reset_cause` (events.RESET_*) is the HAL's, for the boot's log entry. In a
+    site group (the board's `site`), the pile's share of the connection's caps is one more
+    input of its envelope (docs/site-group.md)."""
+    pile = Pile(board["pile_id"], Store(board.get("state_dir", "state")), board.get("limits"),
                 reset_cause)
+    if "site" in board:  # the site modules load only on a pile in a group
+        from pile.siteshare import join
+
+        join(pile, board)
+    return pile
 
 
 def build_loop(pile, hal, board):
@@ -139,6 +146,11 @@ class Firmware:
         self.pile = build_pile(board, hal.reset_cause())
         self.loop = build_loop(self.pile, hal, board)
         self.link = build_link(self.pile, hal, board, on_refused=say)
+        self.site = None  # a site group's transport (pile/sitegroup.py), in a group only
+        if "site" in board:
+            from pile.sitegroup import build_site_link
+
+            self.site = build_site_link(self.pile, self.loop, board, hal)
         self.wdt = hal.watchdog(_WATCHDOG_MS, self._watchdog_fired)
         self.supervisor = Supervisor(self.wdt)
         self.wifi = hal.wifi()
@@ -203,6 +215,8 @@ class Firmware:
         found.update(self.link.diagnostics())
         if self.wifi is not None:
             found["wifi_connects"] = self.wifi.connects
+        if self.site is not None:
+            found.update(self.site.diagnostics())
         pile = self.pile
         log = pile.events
         updater = pile.updater
@@ -251,6 +265,8 @@ class Firmware:
             tasks.append(asyncio.create_task(self.wifi.keep_connected()))
         if self.slots is not None and self.slots.trial:
             tasks.append(asyncio.create_task(self.confirm_trial()))
+        if self.site is not None:  # not supervised: a silent site LAN is no hang
+            tasks.append(asyncio.create_task(self.site.run()))
         say("pile %s firmware %s running" % (self.pile.pile_id, self.pile.version))
         for problem in self.pile.problems:  # after the start-up line, which tools wait for
             say("pile %s: %s" % (self.pile.pile_id, problem))

@@ -31,6 +31,7 @@ REASON_NO_EV = const(1 << 14)
 REASON_FREQ_RESPONSE = const(1 << 15)  # extension: a frequency response is under way
 REASON_FREQ_INVALID = const(1 << 16)  # extension: one is asked, the frequency is unusable
 REASON_V2G_BUDGET = const(1 << 17)  # extension: the owner's V2G budget closes discharge
+REASON_SITE_SHARE = const(1 << 18)  # extension: a site group's allowance or fallback share
 
 MAX_POWER_W = const(1000000)  # no rating, cap or request is taken above this
 NO_DEPARTURE = const(-1)
@@ -49,6 +50,9 @@ class Inputs:
         self.stopped = False  # the stop latch
         self.converter_lost = False  # the converter stopped answering
         self.budget_closed = False  # the owner's V2G budget is spent (pile/budget.py)
+        # a site group's share of the connection's caps (pile/siteshare.py's SiteShare: its
+        # import_w and export_w, the allowance or the fallback share); None alone
+        self.share = None
 
 
 class Envelope:
@@ -135,7 +139,11 @@ def compute(env, tel, cfg, inputs):
         discharge = min(discharge, _derated(rated_d, temp, start, end))
         reasons |= REASON_CONVERTER_HOT
 
-    if site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000:
+    share = inputs.share
+    stale = site_w is None or inputs.meter_age_ms > cfg.meter_stale_s * 1000
+    if share is not None and (site_w is None or not stale):
+        pass  # in a site group the share stands for the caps (the leader's meter sets them)
+    elif stale:
         discharge = 0
         charge = min(charge, cfg.no_meter_charge_w)
         reasons |= REASON_METER_LOST
@@ -157,12 +165,22 @@ def compute(env, tel, cfg, inputs):
     env.must_charge = False
     if reserve_x10 != NO_DEPARTURE and reserve_x10 < cfg.owner_reserve_soc_x10:
         reserve_x10 = cfg.owner_reserve_soc_x10  # no departure's reserve is below the owner's
-    if reserve_x10 != NO_DEPARTURE and soc <= reserve_x10:
+    reserved = reserve_x10 != NO_DEPARTURE and soc <= reserve_x10
+    if reserved:
         discharge = 0
         reasons |= REASON_DEPARTURE_RESERVE
-        if soc < reserve_x10:
-            needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)
-            env.must_charge = inputs.departure_left_s <= needed_s
+
+    if share is not None:  # last: the share learns what every other rule leaves (its report)
+        share.free_charge = charge
+        share.free_discharge = discharge
+        if share.import_w < rated_c or share.export_w < rated_d:
+            reasons |= REASON_SITE_SHARE
+        charge = min(charge, share.import_w)  # 0..MAX_POWER_W, checked where they came in
+        discharge = min(discharge, share.export_w)
+
+    if reserved and soc < reserve_x10:  # charged in time, at what the share leaves
+        needed_s = _charge_time_s(soc, reserve_x10, charge, cfg)
+        env.must_charge = inputs.departure_left_s <= needed_s
 
     env.max_charge = charge
     env.max_discharge = discharge

@@ -80,8 +80,10 @@ class ControlStep:
         self._ev = False
         self._sessions_ended = 0
         self._live = False
-        self._power_at_reading = 0  # W, the converter's power when the meter was last read
-        self._load = None  # W, the household load that reading showed
+        # the meter's last reading (a site group's leader shares the headroom after each):
+        self.read_at = None  # ticks_ms it was taken
+        self.power_at_reading = 0  # W, the converter's power then
+        self.load = None  # W, the household load it showed: the reading less that power
         self._load_fall = 0  # W (<= 0), how far the load fell between the last two readings
         self._limits = 0  # the _LIMIT_BITS last logged
         self._limits_at = -_LIMITS_LOG_S  # uptime s of that entry
@@ -97,7 +99,7 @@ class ControlStep:
         if self.metered:
             moved = self._meter_inputs(site_w)
         else:
-            moved, meter_age_ms = 0, NEVER  # no meter: always "lost" (docs/decisions.md)
+            moved, meter_age_ms = None, NEVER  # no meter: always "lost" (docs/decisions.md)
         applied = pile.ctl.decide(now, pile.tel, self.converter_ok, moved, meter_age_ms,
                                   pressed)
         fresh = meter_age_ms < pile.cfg.meter_stale_s * 1000
@@ -115,7 +117,7 @@ class ControlStep:
         instead would take each change of the pile's own power for a change of the load and
         ratchet: discharge rising until a reading shows export, then collapsing.
         """
-        return site_w + self.pile.tel.power - self._power_at_reading + self._load_fall
+        return site_w + self.pile.tel.power - self.power_at_reading + self._load_fall
 
     def polled(self, ok, power):
         """The tick's transaction is done: `ok` when the converter answered, told `power` W
@@ -160,10 +162,11 @@ class ControlStep:
         self._meter_at = now
         if site_w is not None:
             load = site_w - power
-            if self._load is not None:
-                self._load_fall = min(0, load - self._load)
-            self._load = load
-            self._power_at_reading = power
+            if self.load is not None:
+                self._load_fall = min(0, load - self.load)
+            self.load = load
+            self.power_at_reading = power
+            self.read_at = now
 
     def _log_changes(self, ctl):
         pile = self.pile

@@ -10,14 +10,18 @@ types are accepted, so the pile's own messages reflected back change nothing.
 The link key makes an aggregator (setpoints, reads, stop, and the owner's settings
 within the technician's bounds: config.OWNER_KEYS); the technician's key (or the USB
 serial link while the pile has none) makes a technician, who alone may change the rest
-of the config and the keys, release a stop, reset a fault or reboot.
+of the config and the keys, release a stop, reset a fault or reboot. A site group's
+leader talks to a member over the site link through a subclass of `Session`
+(pile/siteshare.py's SiteSession), which verifies with the site key alone and takes
+SITE_ALLOWANCE alone; the Session of the host link neither knows the site key nor takes
+SITE_ALLOWANCE (docs/site-group.md).
 docs/protocol.md has the design and its threat model.
 """
 
 from micropython import const
 
 from pile import cbor
-from pile.app import KEY_LENGTHS, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
+from pile.app import KEY_LENGTHS, KEY_NAMES, SLOT_LINK, SLOT_TECHNICIAN, SLOT_UNSIGNED
 from pile.config import CHOICES, INTEGERS, KEY_NUMBERS, NO_BUDGET, OWNER_KEYS, ConfigError
 from pile.control import NotReady
 from pile.cose import CoseError, mac0_open, mac0_sign
@@ -43,6 +47,8 @@ UPDATE_CHUNK = const(15)  # 2 offset, 3 bytes, 4 the next link of the hash chain
 UPDATE_GET = const(16)  # no fields: where the update stands
 UPDATE_COMMIT = const(17)  # 2 package id (sha256 of the head)
 UPDATE_STATUS = const(18)  # pile.update.Updater.status(): 2 state, 3 bytes held, 4 size, ...
+# 19 and 20: SITE_ALLOWANCE and SITE_REPORT, a site group's (pile/siteshare.py), which only
+# a pile in a group loads
 
 ERR_MALFORMED = const(1)
 ERR_UNKNOWN_TYPE = const(2)
@@ -57,9 +63,10 @@ CMD_REBOOT = const(2)
 CMD_STOP = const(3)
 CMD_RELEASE = const(4)
 
-KEY = "link_key"  # the write-only secrets in CONFIG_SET: the aggregator's key
-TECHNICIAN_KEY = "technician_key"  # and the technician's
-_KEY_SLOTS = {KEY: SLOT_LINK, TECHNICIAN_KEY: SLOT_TECHNICIAN}
+# the write-only secrets in CONFIG_SET, by key slot (Pile.keys): the aggregator's key, the
+# technician's, and a site group's ("site_key", pile/siteshare.py)
+KEY = KEY_NAMES[SLOT_LINK]
+TECHNICIAN_KEY = KEY_NAMES[SLOT_TECHNICIAN]
 _REQUESTS = (SETPOINT, CONFIG_GET, CONFIG_SET, EVENTS_GET, COMMAND, DIAGNOSTICS_GET,
              UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT)
 _UPDATES = (UPDATE_OFFER, UPDATE_CHUNK, UPDATE_COMMIT)  # the technician's alone
@@ -96,7 +103,12 @@ class Session:
 
     `codec` is what encodes and decodes CBOR: `dumps`, `loads`, `Tag` and `CBORError`,
     pile.cbor on a board; a host emulator hands its C codec (pilectl/aggregator/hostcodec.py).
+    A subclass (a site group's, pile/siteshare.py) names the keys it verifies and signs
+    with (`slots`) and the types it takes (`requests`), and answers them (`dispatch`).
     """
+
+    slots = (SLOT_LINK, SLOT_TECHNICIAN)  # the keys the peer may sign with, and we sign with
+    requests = _REQUESTS
 
     def __init__(self, pile, may_provision=False, codec=cbor):
         self.pile = pile
@@ -119,7 +131,7 @@ class Session:
                   6: tel.rated_discharge, 7: PROTOCOL_VERSION, _NEXT_SEQ: max(pile.seqs) + 1}
         if pile.rolled_back:
             fields[_HELLO_ROLLBACK] = pile.rollback
-        return self._send(HELLO, fields)
+        return self.send(HELLO, fields)
 
     def telemetry(self):
         pile = self.pile
@@ -138,17 +150,21 @@ class Session:
                   _TEL_DAY_OUT: budget.day_wh(), _TEL_WEEK_OUT: budget.week_wh()}
         if pile.rolled_back:
             fields[_TEL_ROLLBACK] = pile.rollback
-        return self._send(TELEMETRY, fields)
+        return self.send(TELEMETRY, fields)
 
-    def _send(self, mtype, fields):
+    def send(self, mtype, fields):
+        """A message of ours (wire bytes), signed with the first key of `slots` the pile
+        has (on the host link: the link key, else the technician's), as it is without."""
         self.seq += 1
         fields[0] = mtype
         fields[1] = self.seq
         message = self.codec.dumps(fields)
-        key = self.pile.key
-        if key is None:
-            return message
-        return mac0_sign(key, message, self.pile.nonce, self.pile.kid, self.codec)
+        pile = self.pile
+        for slot in self.slots:
+            key = pile.keys[slot]
+            if key is not None:
+                return mac0_sign(key, message, pile.nonce, pile.kids[slot], self.codec)
+        return message
 
     # -- messages from the host ---------------------------------------------------
 
@@ -162,7 +178,7 @@ class Session:
             if mtype == HELLO:  # a serial line has no connect event: the host asks
                 self.accepted += 1
                 return self.hello()
-            if mtype not in _REQUESTS:  # before anything counts: reflections change nothing
+            if mtype not in self.requests:  # before anything counts: reflections change nothing
                 raise Refused(ERR_UNKNOWN_TYPE, "type %d is not a request" % mtype)
             if slot is None:
                 raise Refused(ERR_AUTH, "this pile has a link key: sign with it")
@@ -171,7 +187,7 @@ class Session:
                 raise Refused(ERR_REPLAY, "seq %d is not above %d" % (seq, seqs[slot]))
             seqs[slot] = seq
             self.verified = True
-            reply = self._dispatch(mtype, seq, msg, slot)
+            reply = self.dispatch(mtype, seq, msg, slot)
         except Refused as refusal:
             return self.refusal(seq, refusal.code, refusal.detail)
         self.accepted += 1
@@ -187,13 +203,13 @@ class Session:
         self.errors[code] += 1
         if code == ERR_AUTH or code == ERR_REPLAY:
             self.pile.auth_refused()
-        return self._send(ERROR, {2: seq, 3: code, _DETAIL: detail})
+        return self.send(ERROR, {2: seq, 3: code, _DETAIL: detail})
 
     def _open(self, data):
         """Verify and decode; return (message map, the key slot it was made with, or None
         when the pile has keys and the message is unsigned)."""
         pile = self.pile
-        slots = [slot for slot in (SLOT_LINK, SLOT_TECHNICIAN) if pile.keys[slot] is not None]
+        slots = [slot for slot in self.slots if pile.keys[slot] is not None]
         slot = SLOT_UNSIGNED if not slots else None
         if slots and data[:1] == b"\xd1":  # tag 17: a COSE_Mac0
             try:
@@ -217,34 +233,34 @@ class Session:
             raise Refused(ERR_MALFORMED, "key 0 (type) and key 1 (seq, unsigned) are required")
         return msg, slot
 
-    def _dispatch(self, mtype, seq, msg, slot):
-        """The reply to one of `_REQUESTS` (`handle` refused every other type), to a
+    def dispatch(self, mtype, seq, msg, slot):
+        """The reply to one of `requests` (`handle` refused every other type), to a
         request made with the key of `slot`."""
         technician = self._is_technician(slot)
         if mtype == SETPOINT:
             return self._setpoint(seq, msg)
         if mtype == CONFIG_GET:
             if msg.get(2) is None:
-                return self._config_all(_field(msg, _CONFIG_NEXT, "next", optional=True) or 0)
+                return self._config_all(field(msg, _CONFIG_NEXT, "next", optional=True) or 0)
             return self._config_get(msg.get(2))
         if mtype == CONFIG_SET:
             return self._config_set(msg.get(2), technician, slot)
         if mtype == EVENTS_GET:
-            first = _field(msg, 2, "first index", optional=True) or 0
+            first = field(msg, 2, "first index", optional=True) or 0
             self.pile.flush_events()
-            return self._send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
+            return self.send(EVENTS, {2: self.pile.events.since(first, _EVENTS_PER_REPLY)})
         if mtype == COMMAND:
-            return self._command(seq, _field(msg, 2, "command code"), technician)
+            return self._command(seq, field(msg, 2, "command code"), technician)
         if mtype >= UPDATE_OFFER:
             return self._update(mtype, msg, technician)
-        return self._diagnostics(_field(msg, 2, "part", optional=True) or 0)  # DIAGNOSTICS_GET
+        return self._diagnostics(field(msg, 2, "part", optional=True) or 0)  # DIAGNOSTICS_GET
 
     def _diagnostics(self, part):
         """One part of the firmware's counters, and how many parts there are."""
         parts = self.pile.diagnostic_parts
         if not 0 <= part < parts:
             raise Refused(ERR_OUT_OF_RANGE, "diagnostics part must be 0..%d" % (parts - 1))
-        return self._send(DIAGNOSTICS, {2: self.pile.diagnostics(part), 3: parts})
+        return self.send(DIAGNOSTICS, {2: self.pile.diagnostics(part), 3: parts})
 
     def _update(self, mtype, msg, technician):
         """A field-update request: the technician's key, and a package the pile maker
@@ -260,23 +276,23 @@ class Session:
             if mtype == UPDATE_OFFER:
                 updater.offer(msg.get(2), msg.get(3), msg.get(4) == 1)
             elif mtype == UPDATE_CHUNK:
-                updater.chunk(_field(msg, 2, "offset"), msg.get(3), msg.get(4))
+                updater.chunk(field(msg, 2, "offset"), msg.get(3), msg.get(4))
             elif mtype == UPDATE_COMMIT:
                 updater.commit(msg.get(2))
         except UpdateError as exc:
             raise Refused(exc.code, exc.detail)
-        return self._send(UPDATE_STATUS, updater.status())
+        return self.send(UPDATE_STATUS, updater.status())
 
     def _ack(self, seq, target, reasons):
-        return self._send(ACK, {2: seq, 3: target, 4: reasons})
+        return self.send(ACK, {2: seq, 3: target, 4: reasons})
 
     def _setpoint(self, seq, msg):
-        power = _field(msg, 2, "power")
-        ttl = _field(msg, 3, "ttl")
-        departure = _field(msg, 4, "departure", optional=True)
-        reserve = _field(msg, 5, "reserve SOC", optional=True)
-        mode = _field(msg, _FREQ_MODE, "frequency mode", optional=True)
-        revert = _field(msg, _FREQ_REVERT, "frequency reversion", optional=True)
+        power = field(msg, 2, "power")
+        ttl = field(msg, 3, "ttl")
+        departure = field(msg, 4, "departure", optional=True)
+        reserve = field(msg, 5, "reserve SOC", optional=True)
+        mode = field(msg, _FREQ_MODE, "frequency mode", optional=True)
+        revert = field(msg, _FREQ_REVERT, "frequency reversion", optional=True)
         try:
             target, reasons = self.pile.setpoint(power, ttl, departure, reserve, mode,
                                                  msg.get(_FREQ_CURVE), revert)
@@ -293,18 +309,19 @@ class Session:
         for key in keys:
             if key not in values:  # also refuses the link key: it is never read back
                 raise Refused(ERR_BAD_FIELD, "unknown config key %r" % (key,))
-        return self._send(CONFIG, {2: {key: values[key] for key in keys}})
+        return self.send(CONFIG, {2: {key: values[key] for key in keys}})
 
     def _config_set(self, changes, technician, slot):
         if type(changes) is not dict or not changes:
             raise Refused(ERR_BAD_FIELD, "field 2 must be a non-empty map of key to value")
-        for key in _KEY_SLOTS:
+        for key_slot in range(SLOT_LINK, len(KEY_NAMES)):
+            key = KEY_NAMES[key_slot]
             if key in changes:
                 if not self.may_provision:
                     raise Refused(ERR_AUTH, "keys are set over the USB serial link only")
                 if not technician:
                     raise Refused(ERR_AUTH, "a key change " + _NEEDS_TECHNICIAN)
-                return self._provision(changes, key)
+                return self._provision(changes, key, key_slot)
         if not technician:  # the link key: the owner's settings only (docs/protocol.md)
             others = [key for key in changes if key not in OWNER_KEYS]
             if others:
@@ -338,18 +355,18 @@ class Session:
             key = KEY_NUMBERS[index]
             size += len(dumps(key)) + len(dumps(values[key]))
             if size > PAGE_BYTES:
-                return self._send(CONFIG, {2: shown, _CONFIG_NEXT: index})
+                return self.send(CONFIG, {2: shown, _CONFIG_NEXT: index})
             shown[key] = values[key]
-        return self._send(CONFIG, {2: shown})
+        return self.send(CONFIG, {2: shown})
 
-    def _provision(self, changes, name):
+    def _provision(self, changes, name, slot):
         if len(changes) != 1:
             raise Refused(ERR_BAD_FIELD, "set a key on its own")
         key = changes[name]
         if key is not None and (type(key) is not bytes or len(key) not in KEY_LENGTHS):
             raise Refused(ERR_OUT_OF_RANGE, "%s: 16, 24 or 32 bytes, or null to remove" % name)
-        self.pile.set_key(key, _KEY_SLOTS[name])
-        return self._send(CONFIG, {2: {}})  # signed with the pile's key now: proof it took
+        self.pile.set_key(key, slot)
+        return self.send(CONFIG, {2: {}})  # signed with the pile's key now: proof it took
 
     def _command(self, seq, code, technician):
         pile = self.pile
@@ -368,7 +385,9 @@ class Session:
         return self._ack(seq, pile.ctl.target, pile.ctl.reasons)
 
 
-def _field(msg, key, name, optional=False):
+def field(msg, key, name, optional=False):
+    """The integer of `msg` at `key` (None if `optional` and absent); Refused if it is no
+    integer (`name` says what it is)."""
     value = msg.get(key)
     if value is None and optional:
         return None

@@ -85,6 +85,7 @@ from pile.limits import (
     REASON_SETPOINT_EXPIRED,
     REASON_SITE_EXPORT_CAP,
     REASON_SITE_IMPORT_CAP,
+    REASON_SITE_SHARE,
     REASON_SOC_CEILING,
     REASON_SOC_FLOOR,
     REASON_STOPPED,
@@ -140,8 +141,10 @@ from pile.protocol import (
     UPDATE_STATUS,
     Session,
 )
+from pile.share import fill
 from pile.signature import PUBLIC_KEY_BYTES as RELEASE_KEY_BYTES
 from pile.signature import SCHEME as SIGNATURE_SCHEME
+from pile.siteshare import SITE_ALLOWANCE, SITE_KEY, SITE_REPORT
 from pile.telemetry import STATUS_EV_CONNECTED, STATUS_READY
 from pile.update import ARCHES, Updater
 from pile.update import BOOT_STAGE as BOOT_STAGE_VERSION

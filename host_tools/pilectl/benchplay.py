@@ -96,12 +96,17 @@ async def play(scenario, out_dir, console, show_live=True, heapsize=None, firmwa
         raise RuntimeError(f"{exc}\nthe firmware's last words:\n{said}") from exc
     finally:
         await bench.stop()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "bench.jsonl", "w") as trace:
-        for row in rows:
-            trace.write(json.dumps(row) + "\n")
+    write_trace(rows, out_dir / "bench.jsonl")
     plot(rows, scenario, out_dir / "bench.png")
     return rows, summary
+
+
+def write_trace(rows, path):
+    """One JSON line a row, in a folder made if need be (the benches' traces)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as trace:
+        for row in rows:
+            trace.write(json.dumps(row) + "\n")
 
 
 def summarise(rows, bench, acked, refused, rejected):
@@ -163,15 +168,28 @@ def plot(rows, scenario, path):
     battery.grid(alpha=0.3)
     fig.suptitle(f"Virtual bench, scenario {scenario.get('name', '?')}: firmware on MicroPython, "
                  "plant on Modbus RTU")
+    save_plot(fig, path)
+
+
+def save_plot(fig, path):
+    """Lay out, write and close a figure (the benches' PNGs)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def summary_table(summary, out_dir):
+def figures_table(summary):
+    """The summary's table, its rows to be added: figure and value."""
     table = Table(title=f"Scenario {summary['scenario']}: summary")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    return table
+
+
+def summary_table(summary, out_dir):
+    table = figures_table(summary)
     table.add_row("firmware ran on", (summary.get("machine") or f"the {summary['target']} port")
                   + {"romfs": ", its modules in ROMFS", "frozen": ", its modules frozen in"}.get(
                       summary.get("layout"), ""))

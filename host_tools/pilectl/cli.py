@@ -64,6 +64,11 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, fresh, as_jso
         loaded = load_scenario(scenario)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
+    if "site" in loaded:  # several piles behind one connection: pilectl/siteplay.py
+        if target != "unix" or heapsize or mpy or romfs or frozen or fresh:
+            raise click.ClickException("a site scenario runs on the unix port only, from the "
+                                       "sources")
+        return _bench_site(loaded, Path(out_dir), as_json)
     if target == "rp2":
         from pilectl.pico import firmware_image, missing
 
@@ -107,14 +112,31 @@ def bench(scenario, out_dir, heapsize, mpy, target, romfs, frozen, fresh, as_jso
                                    fresh=fresh)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    _bench_verdict(console, summary, benchplay.summary_table, out_dir, as_json)
+
+
+def _bench_verdict(console, summary, table, out_dir, as_json):
+    """The bench's summary (JSON, or `table`), and exit 1 on an oracle violation."""
     if as_json:
         click.echo(json.dumps(summary))
     else:
         console.print()
-        console.print(benchplay.summary_table(summary, out_dir))
+        console.print(table(summary, out_dir))
     if summary["violations"]:
         click.echo(f"safety violations: {summary['violations']}", err=True)
         sys.exit(1)
+
+
+def _bench_site(scenario, out_dir, as_json):
+    """`pilectl bench` for a site scenario: several firmwares as one site group."""
+    from pilectl import siteplay
+
+    console = Console(stderr=as_json)
+    try:
+        _, summary = siteplay.run(scenario, out_dir, console, show_live=not as_json)
+    except (siteplay.SiteScenarioError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _bench_verdict(console, summary, siteplay.summary_table, out_dir, as_json)
 
 
 @main.command()
@@ -413,21 +435,27 @@ def events(since, as_json, **link):
 @click.option("--remove", is_flag=True, help="Remove the pile's key (signing off).")
 @click.option("--technician", is_flag=True, help="The technician's key (config, keys, "
               "release, reset-fault, reboot) instead of the link key (the aggregator's).")
+@click.option("--site", "site_file", type=click.Path(dir_okay=False), help="A site group's "
+              "key instead (docs/site-group.md), the same on every pile of the group: read "
+              "from this file, which is made with a new random key if it does not exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def provision_key(remove, technician, as_json, **link):
+def provision_key(remove, technician, site_file, as_json, **link):
     """Give the pile a new random key over USB serial: its link key (which an aggregator
-    gets too), or with --technician the technician's. The key is saved for this tool
-    (mode 0600) and never shown."""
+    gets too), or with --technician the technician's, or with --site FILE its site
+    group's. The key is saved for this tool (mode 0600) and never shown."""
     from pilectl import field
 
     target = _target(**link)
     if not target.port:
         raise click.ClickException("the link key is set over the USB serial link only: "
                                    "connect with --port, not --tcp")
-    result = _call(target, lambda c: field.provision_key(c, target, remove, technician))
+    if site_file and technician:
+        raise click.ClickException("--site or --technician: one key at a time")
+    result = _call(target, lambda c: field.provision_key(c, target, remove, technician,
+                                                          site_file))
     if as_json:
         return _echo_json(result)
-    which = "technician's key" if technician else "link key"
+    which = "site key" if site_file else "technician's key" if technician else "link key"
     if remove:
         click.echo(f"pile {result['pile_id']}: {which} removed")
     else:

@@ -261,11 +261,12 @@ class Client:
     async def config_set(self, changes):
         return await self._paged(wire.CONFIG_SET, {wire.BODY: changes}, wire.CONFIG)
 
-    async def provision_key(self, key, technician=False):
-        """Set (bytes) or remove (None) the pile's link key, or the technician's; over the
-        USB serial link only. The reply to a new link key proves it (signed with it); a new
-        technician's key is proven by a request signed with it."""
-        name = wire.TECHNICIAN_KEY if technician else wire.LINK_KEY
+    async def provision_key(self, key, technician=False, site=False):
+        """Set (bytes) or remove (None) the pile's link key, or the technician's, or with
+        `site` a site group's; over the USB serial link only. The reply to a new link key
+        proves it (signed with it); a new technician's key is proven by a request signed
+        with it; the site key signs nothing a host could check."""
+        name = wire.SITE_KEY if site else wire.TECHNICIAN_KEY if technician else wire.LINK_KEY
         session = self.session
         session.pending = (key,)  # the reply may come under the new key, a refusal under the old
         try:

@@ -10,6 +10,7 @@ import asyncio
 import difflib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pile.surface import CHOICES, INTEGERS, REASON_V2G_BUDGET, Config, ConfigError, allowed
 
@@ -339,10 +340,13 @@ async def events(client, since=0):
             for index, uptime, code, value in await event_entries(client, since)]
 
 
-async def provision_key(client, target, remove=False, technician=False):
+async def provision_key(client, target, remove=False, technician=False, site_file=None):
     """A new random key to the pile over the serial link, saved before it is sent: the
-    link key (the aggregator's too), or with `technician` the technician's."""
+    link key (the aggregator's too), or with `technician` the technician's; or with
+    `site_file` the site group's key in that file (made with a new key the first time)."""
     pile_id = client.hello.get(wire.HELLO_PILE_ID)
+    if site_file is not None:
+        return await _provision_site_key(client, pile_id, Path(site_file), remove)
     given = target.technician_key_file if technician else target.key_file
     final = given or keys.path_for(pile_id, technician)
     if remove:
@@ -360,6 +364,22 @@ async def provision_key(client, target, remove=False, technician=False):
                          f"commands now report a key mismatch or are refused, give "
                          f"--{'technician-' if technician else ''}key-file {pending}") from None
     path = keys.promote(pending, final)
+    return {"pile_id": pile_id, "key_id": cose.key_id(key).hex(), "key_file": str(path)}
+
+
+async def _provision_site_key(client, pile_id, path, remove):
+    """The group's one site key: every pile of a site group holds the same."""
+    if remove:
+        await client.provision_key(None, site=True)
+        return {"pile_id": pile_id, "key_id": None, "key_file": None}
+    try:
+        key = keys.read(path) if path.exists() else None
+    except keys.KeyFileError as exc:
+        raise FieldError(str(exc)) from None
+    if key is None:
+        key = keys.new_key()
+        keys.save(key, path)
+    await client.provision_key(key, site=True)
     return {"pile_id": pile_id, "key_id": cose.key_id(key).hex(), "key_file": str(path)}
 
 

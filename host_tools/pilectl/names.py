@@ -31,6 +31,7 @@ REASONS = (
     (fw.REASON_FREQ_RESPONSE, "frequency response"),
     (fw.REASON_FREQ_INVALID, "frequency unusable"),
     (fw.REASON_V2G_BUDGET, "V2G budget"),
+    (fw.REASON_SITE_SHARE, "site share"),
 )
 
 

@@ -34,6 +34,7 @@ TELEMETRY_ROLLBACK = 19  # the same in TELEMETRY
 
 # extension: field updates (docs/field-update.md); every one is answered by UPDATE_STATUS
 UPDATE_OFFER, UPDATE_CHUNK, UPDATE_GET, UPDATE_COMMIT, UPDATE_STATUS = 14, 15, 16, 17, 18
+SITE_ALLOWANCE, SITE_REPORT = 19, 20  # a site group's leader and members (docs/site-group.md)
 OFFER_HEAD, OFFER_SIGNATURE, OFFER_DOWNGRADE = 2, 3, 4
 CHUNK_OFFSET, CHUNK_DATA, CHUNK_LINK = 2, 3, 4
 COMMIT_PACKAGE = 2
@@ -59,6 +60,7 @@ HELLO_FIELDS = {HELLO_PILE_ID: "pile_id", HELLO_FIRMWARE: "firmware", HELLO_NONC
                 5: "rated_charge_w", 6: "rated_discharge_w", HELLO_PROTOCOL: "protocol"}
 LINK_KEY = "link_key"  # the write-only config keys that provision the aggregator's key
 TECHNICIAN_KEY = "technician_key"  # and the technician's
+SITE_KEY = "site_key"  # and a site group's (docs/site-group.md)
 
 
 class WireError(ValueError):

@@ -206,7 +206,7 @@ def test_without_a_meter_the_site_is_always_lost_and_never_read():
     run.site_w, run.read_at = 12345, 0  # ignored: no meter is wired
     run.ticks(20)
     assert run.ctl.reasons & limits.REASON_METER_LOST
-    assert run.ctl.inputs.site_w == 0 and run.ctl.inputs.meter_age_ms == NEVER
+    assert run.ctl.inputs.site_w is None and run.ctl.inputs.meter_age_ms == NEVER
     assert run.pile.site_w is None
     assert not run.step.meter_due(run.now)
     codes = [entry[0] for entry in run.logged()]

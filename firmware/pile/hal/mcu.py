@@ -101,7 +101,11 @@ class McuHal:
         return UartReader(uart, stream), stream
 
     def rs485(self, name: str = "modbus") -> RS485:
-        wiring = self.spec[name]
+        """The UART of the board file's part `name`: "modbus", or "site.bus" (a site
+        group's bus, a part within a part)."""
+        wiring = self.spec
+        for key in name.split("."):
+            wiring = wiring[key]
         baud = wiring["baud"]
         uart = UART(wiring["uart"], baudrate=baud, tx=Pin(wiring["tx"]), rx=Pin(wiring["rx"]),
                     timeout=0)

@@ -176,7 +176,11 @@ class UnixHal:
         self.profiles = root + "/profiles"
 
     def rs485(self, name="modbus"):
-        wiring = self.spec[name]
+        """The line of the board file's part `name`: "modbus", or "site.bus" (a site
+        group's bus, a part within a part)."""
+        wiring = self.spec
+        for key in name.split("."):
+            wiring = wiring[key]
         return SerialPort(wiring["device"], wiring.get("termios_baud"))
 
     def link_stream(self):

@@ -8,9 +8,13 @@ evens out instead the energy each pile gave over the wear window: a pile that ga
 gives more now, until the fleet's wear is level. A pile forced to charge (its departure
 reserve) is load the fleet cannot move: its power is counted and the rest is split. A
 pile whose owner's V2G budget is spent cannot discharge, whatever its envelope says.
+The water filling itself is the firmware's (pile/share.py), which a site group's leader
+shares its headroom with too.
 """
 
 from dataclasses import dataclass, field
+
+from pile.surface import fill
 
 
 @dataclass(slots=True)
@@ -79,35 +83,3 @@ def split(target_w, shares, wear_fair=False):
         left -= amount
     planned = forced_w + sum(setpoints.values())
     return Split(setpoints, int(target_w), planned, low, high, forced_w, tiers)
-
-
-def fill(amount, caps, bases):
-    """Whole watts x_i in [0, caps[i]] adding up to `amount` (<= sum of caps) that level
-    bases[i] + x_i: water filling, the level found by one sweep over sorted breakpoints.
-    The watts rounding leaves go one each, lowest level first, then in list order."""
-    if amount <= 0:
-        return [0] * len(caps)
-    edges = sorted([(b, 1) for b, c in zip(bases, caps, strict=True) if c > 0]
-                   + [(b + c, -1) for b, c in zip(bases, caps, strict=True) if c > 0])
-    level, filled, slope = edges[0][0], 0.0, 0
-    for at, change in edges:
-        step = slope * (at - level)
-        if slope and filled + step >= amount:
-            break
-        filled += step
-        level = at
-        slope += change
-    level += (amount - filled) / slope if slope else 0.0
-    watts = [int(min(c, max(0.0, level - b))) for b, c in zip(bases, caps, strict=True)]
-    left = amount - sum(watts)
-    order = sorted(range(len(caps)), key=lambda i: (bases[i] + watts[i], i))
-    for i in order if left > 0 else reversed(order):  # float rounding either way
-        if left == 0:
-            break
-        if left > 0 and watts[i] < caps[i]:
-            watts[i] += 1
-            left -= 1
-        elif left < 0 and watts[i] > 0:
-            watts[i] -= 1
-            left += 1
-    return watts

@@ -1,0 +1,88 @@
+"""`make bench-site`: a site group of real firmwares (MicroPython unix port) sharing one
+connection's export cap, against the same piles each keeping the caps alone (today's
+firmware), on the simulated site (pilectl/sitebench.py). One JSON line.
+
+    python bench/site_bench.py [--piles 2,3,...] [--seconds S]
+
+For each group size: every pile asked to discharge its 11 kW into a 2 kW load behind an
+11 kW export cap; after the ramps (8 s), over `seconds`:
+- `overshoot_w`: the most the site exported beyond its cap for longer than the meter's
+  reading delay and one period (the oracle's grace, 2 s): the goal is 0 W;
+- `worst_over_w` and `over_s`: the most beyond the cap at any instant, and how long in all;
+- `headroom_used_pct`: the piles' discharge of what the cap allowed them (the load and the
+  cap), the lowest sample (goal >= 95 %).
+Then, with 3 piles: `fallback_s`, from the leader's firmware stopped to every member on its
+fallback share (goal: within 2 periods, 2 s); and `alone`: the same three piles with
+today's firmware, how far and how long the site exported past its cap. The oracle counts
+an overshoot as a violation only past its grace (2 s), so the see-saw of piles alone,
+whose overshoots are shorter, shows in `worst_over_w` and `over_s`.
+"""
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pilectl.sitebench import SiteBench
+
+SETTLE_S = 8
+LOAD_W = 2000
+CAP_W = 11000
+
+
+async def measure(directory, piles, seconds, alone=False, kill_leader=False):
+    bench = SiteBench(directory, piles=piles, alone=alone, export_cap_w=CAP_W,
+                      load_w=((0, LOAD_W),))
+    await bench.start()
+    try:
+        await bench.discharge()
+        await asyncio.sleep(SETTLE_S)
+        since = bench.t
+        if kill_leader:
+            await bench.kill(0)
+        await asyncio.sleep(seconds)
+    finally:
+        await bench.stop()
+    window = [s for s in bench.samples if s[0] >= since]
+    result = {"overshoot_w": round(max((v["worst"] - v["limit"] for v in bench.violations()
+                                        if "export" in v["rule"]), default=0)),
+              "worst_over_w": bench.worst_export_over_w(since),
+              "over_s": bench.seconds_over_cap(since),
+              "violations": len(bench.violations()),
+              "headroom_used_pct": round(100 * min(-sum(powers) for _, _, powers in window)
+                                         / (LOAD_W + CAP_W), 1)}
+    if kill_leader:
+        back = [t for t, _, powers in window if all(
+            -powers[i] <= bench.shares[i][1] for i in range(1, piles))]
+        result["fallback_s"] = round(back[0] - since, 2) if back else None
+    return result
+
+
+async def main(sizes, seconds):
+    out = {"bench": "site", "cap_w": CAP_W, "load_w": LOAD_W, "seconds": seconds, "group": {}}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            out["group"][n] = await measure(Path(tmp) / f"group-{n}", n, seconds)
+        fallback = await measure(Path(tmp) / "fallback", 3, 6, kill_leader=True)
+        out["fallback_s"] = fallback["fallback_s"]
+        out["fallback_violations"] = fallback["violations"]
+        out["alone"] = await measure(Path(tmp) / "alone", 3, seconds, alone=True)
+    group = out["group"].values()
+    out["goals"] = {
+        "overshoot_0_w": all(r["overshoot_w"] == 0 for r in group),
+        "fallback_within_2_periods": out["fallback_s"] is not None and out["fallback_s"] <= 2.0,
+        "headroom_used_95_pct": all(r["headroom_used_pct"] >= 95 for r in group)}
+    out["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--piles", default="2,3,4,5,6,7,8",
+                        help="group sizes, comma-separated (default 2 to 8)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(main([int(n) for n in args.piles.split(",")], args.seconds))
