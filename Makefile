@@ -171,7 +171,7 @@ bench-site: setup
 	$(BIN)/python bench/site_bench.py $(if $(PILES),--piles $(PILES))
 
 # The heap the firmware leaves free once booted, a pile alone and a site member, at the
-# soak's 208 KB (docs/site-group.md); SOURCE= another firmware tree to compare with.
+# 208 KB the soak ran in until the site groups (docs/site-group.md); SOURCE= another firmware tree to compare with.
 bench-boot-heap: setup
 	$(BIN)/python bench/boot_heap_bench.py $(if $(SOURCE),--source $(SOURCE))
 

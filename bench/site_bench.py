@@ -9,13 +9,16 @@ For each group size: every pile asked to discharge its 11 kW into a 2 kW load be
 - `overshoot_w`: the most the site exported beyond its cap for longer than the meter's
   reading delay and one period (the oracle's grace, 2 s): the goal is 0 W;
 - `worst_over_w` and `over_s`: the most beyond the cap at any instant, and how long in all;
+- `oracle_excursion`: the oracle's own record of every breach of the cap, however short
+  (`seconds`, `worst_beyond` W), over the whole run, the ramps included;
 - `headroom_used_pct`: the piles' discharge of what the cap allowed them (the load and the
   cap), the lowest sample (goal >= 95 %).
 Then, with 3 piles: `fallback_s`, from the leader's firmware stopped to every member on its
 fallback share (goal: within 2 periods, 2 s); and `alone`: the same three piles with
 today's firmware, how far and how long the site exported past its cap. The oracle counts
 an overshoot as a violation only past its grace (2 s), so the see-saw of piles alone,
-whose overshoots are shorter, shows in `worst_over_w` and `over_s`.
+whose overshoots are shorter, shows as the oracle's excursion (and in `worst_over_w` and
+`over_s`).
 """
 
 import argparse
@@ -49,6 +52,9 @@ async def measure(directory, piles, seconds, alone=False, kill_leader=False):
     result = {"overshoot_w": round(max((v["worst"] - v["limit"] for v in bench.violations()
                                         if "export" in v["rule"]), default=0)),
               "worst_over_w": bench.worst_export_over_w(since),
+              # the oracle's count of every breach of the cap, however short, whole run
+              "oracle_excursion": {k: round(v, 2) for k, v in bench.oracle.excursions.get(
+                  "site export above its cap", {"seconds": 0, "worst_beyond": 0}).items()},
               "over_s": bench.seconds_over_cap(since),
               "violations": len(bench.violations()),
               "headroom_used_pct": round(100 * min(-sum(powers) for _, _, powers in window)

@@ -1,6 +1,6 @@
 """Soak: the whole pile for a long while under every fault the bench can make.
 
-    python bench/soak.py MINUTES [--seed N] [--heapsize 208K] [--out DIR] [--firmware DIR]
+    python bench/soak.py MINUTES [--seed N] [--heapsize 224K] [--out DIR] [--firmware DIR]
                                                         (or `make soak SOAK_MIN=N`)
 
 The firmware runs on the virtual bench (unix port, simulated plant with its safety
@@ -450,7 +450,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("minutes", type=float)
     parser.add_argument("--seed", type=int, default=None, help="repeat a run (printed at start)")
-    parser.add_argument("--heapsize", default="208K", help="the firmware's -X heapsize")
+    parser.add_argument("--heapsize", default="224K", help="the firmware's -X heapsize")
     parser.add_argument("--out", type=Path, default=None, help="where soak.png and soak.jsonl go")
     parser.add_argument("--firmware", type=Path, default=None,
                         help="a firmware tree (main.py, pile/, profiles/); default: this one "

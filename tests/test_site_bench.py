@@ -103,9 +103,12 @@ def test_a_forged_allowance(socat, tmp_path, transport):
 
 def test_todays_firmware_alone_overshoots_the_cap(socat, tmp_path):
     """Each pile keeps the caps from its own view of the meter: all three take the same
-    headroom, the site exports past its cap, all cut, all climb again."""
+    headroom, the site exports past its cap, all cut, all climb again. The oracle sees
+    each overshoot (an excursion), though none outlasts its grace (a violation)."""
     bench = run(tmp_path, alone=True)
     assert bench.worst_export_over_w(since_s=bench.asked_at) > 2000
+    seen = bench.oracle.excursions["site export above its cap"]
+    assert seen["worst_beyond"] > 2000 and seen["seconds"] > 1.0
 
 
 def pilectl(*args, cwd):

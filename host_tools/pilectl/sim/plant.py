@@ -69,9 +69,15 @@ class Oracle:
     violations: list = field(default_factory=list)
     _since: dict = field(default_factory=dict)  # rule -> (start time, worst value)
     freq: object = None  # a grid.FreqWatch when the scenario expects a frequency response
+    # every breach, however short (a violation is one that outlasts its grace): rule ->
+    # {"seconds": time broken in all, "worst_beyond": the most past the limit, its units}
+    excursions: dict = field(default_factory=dict)
+    _checked_at: float = None
 
     def check(self, t, plant, site_w):
         lim = self.limits
+        self._dt = 0.0 if self._checked_at is None else t - self._checked_at
+        self._checked_at = t
         p = plant.power_w
         soc_pct = plant.soc * 100
         self._rule(t, "discharge at or below the SOC floor", p < 0 and soc_pct <= lim.min_soc_pct,
@@ -105,6 +111,9 @@ class Oracle:
         if not broken:
             self._since.pop(rule, None)
             return
+        seen = self.excursions.setdefault(rule, {"seconds": 0.0, "worst_beyond": 0.0})
+        seen["seconds"] += self._dt
+        seen["worst_beyond"] = max(seen["worst_beyond"], abs(value - limit))
         start, worst, recorded = self._since.get(rule, (t, value, None))
         worst = max(worst, value) if value >= limit else min(worst, value)
         if t - start > grace:
