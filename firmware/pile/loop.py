@@ -250,19 +250,14 @@ class ControlLoop(ControlStep):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
         period later (unless the period is three quarters gone by then, or the look, as long
         as the tick's transaction, would end after the next tick is due: the tick looks).
-        The ticks keep to a grid of `tick_ms` while a tick is late by less than a quarter.
         The collection runs in the gap when due, so the heap never fragments into a
         failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
         period = self.pile.cfg.tick_ms
         due = self.pile.next_tick_at
         if due is not None:
-            late = ticks_diff(started, due)
-            self.late_max_ms = max(self.late_max_ms, late)
-        # the ticks keep to one grid: a tick held back a little does not move the next,
-        # so work that recurs each second cannot lock onto the ticks and hold every fourth
-        self.pile.next_tick_at = ticks_add(due if due is not None and 0 <= late < period // 4
-                                           else started, period)
+            self.late_max_ms = max(self.late_max_ms, ticks_diff(started, due))
+        self.pile.next_tick_at = ticks_add(started, period)
         await self.tick()
         self.show(self.pile.ctl.state)
         ticked = ticks_ms()
