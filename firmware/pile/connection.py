@@ -18,34 +18,6 @@ _IDLE_MS = const(50)  # a hung-up serial line is polled this often
 _BULK_BYTES = const(256)  # a longer message is bulk (an update chunk): it waits past a tick
 _QUIET_MS = const(60)  # ...due within twice its longest recent handling (this at most),
 # so that handling it never holds the tick back: 10 to 60 ms on an RP2040, under 1 on a PC
-_SHORT_QUIET_MS = const(20)  # the same for a short message (a request, a status question)
-
-
-class Quiet:
-    """How close to a control tick a kind of work may start: twice its longest recent
-    run, forgotten a millisecond a run, `cap_ms` at most (`ms` to begin with). Work that
-    would start closer waits until the tick has begun (`before`), so it never holds the
-    tick back."""
-
-    def __init__(self, ms, cap_ms):
-        self.ms = ms
-        self._cap = cap_ms
-
-    async def before(self, pile):
-        await past_tick(pile, self.ms)
-        return ticks_ms()
-
-    def ran(self, started):
-        """The work begun at `started` (ticks_ms) has ended."""
-        self.ms = min(self._cap, max(2 * ticks_diff(ticks_ms(), started) + 1, self.ms - 1))
-
-
-async def past_tick(pile, quiet_ms):
-    """Wait until a control tick of `pile` due within `quiet_ms` (if one is) has begun:
-    work of about that length then never holds the tick back."""
-    left = pile.tick_in()
-    if left is not None and left < quiet_ms:  # (overdue: the tick goes first)
-        await asyncio.sleep_ms(max(0, left + 1))
 
 
 class Connection:
@@ -59,11 +31,7 @@ class Connection:
     message (longer than `_BULK_BYTES`: an update chunk, some 10 ms of work on an RP2040)
     due to be handled so close to a control tick that handling it could hold the tick
     back (twice the longest recent one's time, forgotten a millisecond a message,
-    `_QUIET_MS` at most) waits until the tick has begun. A short message does the same
-    within twice its own kind's longest recent handling (`_SHORT_QUIET_MS` at most: a few
-    ms on an RP2040, one on a PC): a setpoint that waits goes out with the next tick. The
-    bytes that come in are deframed under the same rule (`Quiet`): the check of a whole
-    chunk's frame took 24 ms on the emulated RP2040, and held ticks back as long.
+    `_QUIET_MS` at most) waits until the tick has begun.
     """
 
     def __init__(self, reader, writer, session, name, requests_per_s=0):
@@ -86,9 +54,7 @@ class Connection:
         self._rate = requests_per_s
         self._tokens = requests_per_s
         self._refilled_at = self.opened_at
-        self._bulk = Quiet(_QUIET_MS, _QUIET_MS)  # handling a bulk message
-        self._short = Quiet(0, _SHORT_QUIET_MS)  # a short one, learnt from the first
-        self._feeding = Quiet(0, _QUIET_MS)  # deframing what came in (a frame's check)
+        self._bulk_ms = _QUIET_MS  # twice the longest recent bulk message's handling, ms
 
     def send(self, message, droppable=False):
         """Queue one message; a `droppable` one (telemetry) only when nothing waits."""
@@ -152,14 +118,8 @@ class Connection:
     async def receive(self, data, still_allowed=None):
         """Deframe `data` and answer every message in it while `still_allowed()` holds;
         return False once it does not (the TCP link lost its key)."""
-        await self.feed(data)
-        return await self.answer(still_allowed)
-
-    async def feed(self, data):
-        """Put the messages in `data` into the inbox, not just before a tick."""
-        started = await self._feeding.before(self.session.pile)
         self.deframer.feed(data, self._inbox.append)
-        self._feeding.ran(started)
+        return await self.answer(still_allowed)
 
     async def answer(self, still_allowed=None):
         """Answer every message waiting in the inbox (see `receive`)."""
@@ -170,11 +130,15 @@ class Connection:
                 return False
             message = inbox.pop(0)
             self.heard_at = ticks_ms()
-            quiet = self._bulk if len(message) > _BULK_BYTES else self._short
-            started = await quiet.before(self.session.pile)
+            bulk = len(message) > _BULK_BYTES
+            if bulk:
+                await self._past_tick()
             if self._admit():
+                started = ticks_ms()
                 self.send(self.session.handle(message))
-                quiet.ran(started)
+                if bulk:
+                    took = 2 * ticks_diff(ticks_ms(), started) + 1
+                    self._bulk_ms = min(_QUIET_MS, max(took, self._bulk_ms - 1))
                 if not self.admitted and self.session.verified:
                     self.admitted = True
                     if self.on_admitted is not None:
@@ -182,6 +146,13 @@ class Connection:
                 if inbox:  # between two messages, the control loop goes first if due
                     await asyncio.sleep_ms(0)  # (after the last, the reader's wait yields)
         return True
+
+    async def _past_tick(self):
+        """Wait until a control tick due before a bulk message could be handled (if one
+        is) has begun."""
+        left = self.session.pile.tick_in()
+        if left is not None and left < self._bulk_ms:  # (overdue: the tick goes first)
+            await asyncio.sleep_ms(max(0, left + 1))
 
     async def read_messages(self, lasting):
         """Wait for the stream's next bytes and put the messages in them into the inbox;
@@ -192,7 +163,7 @@ class Connection:
         except OSError:  # reset by the peer, or closed by `Link.close`
             return False
         if data:
-            await self.feed(data)
+            self.deframer.feed(data, self._inbox.append)
         elif lasting:
             await asyncio.sleep_ms(_IDLE_MS)
         else:

@@ -17,12 +17,11 @@ from micropython import const
 from pile import admission
 from pile.cbor import dumps
 from pile.clock import ticks_diff, ticks_ms
-from pile.connection import Connection, past_tick
+from pile.connection import Connection
 from pile.framing import frame
 from pile.protocol import ERR_BUSY, ERROR, Session
 
 _WATCH_MS = const(1000)
-_TELEMETRY_QUIET_MS = const(15)  # a TELEMETRY takes some 7 ms to build and sign on an RP2040
 _STUCK_MS = const(2000)  # a serial write unfinished by then is hung (512 B at 9600 baud: 0.5 s)
 _REQUESTS_PER_S = const(20)  # per connection; a board spends ~5-10 ms on a signed request
 _KEY_POLL_MS = const(1000)
@@ -199,7 +198,6 @@ class Link:
             waited += _WATCH_MS
             if waited >= self.pile.cfg.telemetry_period_s * 1000:
                 waited = 0
-                await past_tick(self.pile, _TELEMETRY_QUIET_MS)  # never just before a tick
                 self.broadcast_telemetry()
             if check_in is not None:
                 check_in()

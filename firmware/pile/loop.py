@@ -248,16 +248,14 @@ class ControlLoop(ControlStep):
 
     async def period(self):
         """One control period of `tick_ms`: the tick at its start, the mid-tick look half a
-        period later (unless the period is three quarters gone by then, or the look, as long
-        as the tick's transaction, would end after the next tick is due: the tick looks).
+        period later (unless the period is three quarters gone by then: the tick looks).
         The collection runs in the gap when due, so the heap never fragments into a
         failure at a busy moment; `ticked` is set there, for flash work to start."""
         started = ticks_ms()
-        period = self.pile.cfg.tick_ms
         due = self.pile.next_tick_at
         if due is not None:
             self.late_max_ms = max(self.late_max_ms, ticks_diff(started, due))
-        self.pile.next_tick_at = ticks_add(started, period)
+        self.pile.next_tick_at = ticks_add(started, self.pile.cfg.tick_ms)
         await self.tick()
         self.show(self.pile.ctl.state)
         ticked = ticks_ms()
@@ -270,14 +268,13 @@ class ControlLoop(ControlStep):
             self.collect()
         self.after_tick_max_ms = max(self.after_tick_max_ms, ticks_diff(ticks_ms(), ticked))
         self.ticked.set()
+        period = self.pile.cfg.tick_ms
         await asyncio.sleep_ms(max(0, period // 2 - ticks_diff(ticks_ms(), started)))
-        # the watch's read takes no longer than the tick's transaction, a read and a write
-        left = ticks_diff(self.pile.next_tick_at, ticks_ms())
-        if left >= period // 4 and left > self.poll_us // 1000:
+        if ticks_diff(ticks_ms(), started) <= period * 3 // 4:
             await self.watch()
-        else:  # held up so that the watch would end late: the next tick looks instead,
+        else:  # held up past three quarters of the period: the next tick looks instead,
             self.watches_late += 1  # and is not held up by a late watch's transaction
-        await asyncio.sleep_ms(max(0, ticks_diff(self.pile.next_tick_at, ticks_ms())))
+        await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
         self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever
 
     def collect(self):

@@ -1,7 +1,6 @@
 """Work scheduled around the control tick (CPython and MicroPython): a bulk message (an
 update chunk) is never handled in the moments before a tick, and a period held up past
-three quarters of its length, or so far that the watch would end after the next tick is
-due, leaves its mid-period watch to the next tick."""
+three quarters of its length leaves its mid-period watch to the next tick."""
 
 import asyncio
 
@@ -19,13 +18,12 @@ _BULK = dumps({0: CONFIG_GET, 1: 1, 99: b"x" * 300})  # an unknown key: ignored
 _SHORT = dumps({0: CONFIG_GET, 1: 1})
 
 
-def _arrives(message, due_in_ms, session=Session, before=None):
+def _arrives(message, due_in_ms):
     """(what happened first: its answer queued or the tick due, ms from the tick's due
-    time to the answer) when `message` arrives with the next tick due in `due_in_ms`,
-    on a connection that has handled `before` (if given) with no tick near."""
+    time to the answer) when `message` arrives with the next tick due in `due_in_ms`."""
     _cpython.install_asyncio()  # CPython: MicroPython's sleep_ms (a board has its own)
     pile = pile_with_ev()
-    conn = Connection(None, None, session(pile, True), "serial")
+    conn = Connection(None, None, Session(pile, True), "serial")
     happened = []
     conn.queue = lambda data: happened.append(("answer", ticks_ms()))
 
@@ -34,9 +32,6 @@ def _arrives(message, due_in_ms, session=Session, before=None):
         happened.append(("tick", ticks_ms()))
 
     async def run():
-        if before is not None:
-            await conn.receive(frame(before))
-            happened.clear()
         pile.next_tick_at = ticks_add(ticks_ms(), due_in_ms)
         ticking = asyncio.create_task(tick())
         await conn.receive(frame(message))
@@ -53,26 +48,6 @@ def test_a_bulk_message_due_just_before_a_tick_waits_until_the_tick_is_due():
 
 def test_a_short_message_is_answered_at_once_even_just_before_a_tick():
     assert _arrives(_SHORT, _SOON_MS)[0] == "answer"
-
-
-class _SlowSession(Session):
-    """A session whose handling holds the core `slow_ms` (as a slow board's would)."""
-
-    slow_ms = 15
-
-    def handle(self, message):
-        import time
-
-        time.sleep(self.slow_ms / 1000)
-        return super().handle(message)
-
-
-def test_a_short_message_whose_kind_takes_long_waits_for_a_tick_due_within_twice_that():
-    """Short requests here take 15 ms to handle: one due 10 ms before a tick would hold
-    the tick back, so it waits until the tick has begun; one due 50 ms before is answered
-    at once."""
-    assert _arrives(_SHORT, 10, _SlowSession, before=_SHORT)[0] == "tick"
-    assert _arrives(_SHORT, 50, _SlowSession, before=_SHORT)[0] == "answer"
 
 
 def test_a_bulk_message_is_answered_at_once_when_no_tick_is_near():
@@ -122,38 +97,23 @@ def test_a_period_on_time_watches_at_its_middle():
     assert _one_period(hold_ms=0, tick_ms=400) == (1, 0)
 
 
-def _two_periods(holds_ms, tick_ms):
-    """The loop after two periods, the first's tick held `holds_ms[0]`, the second's
-    `holds_ms[1]`."""
+def _late_after_two_periods(hold_ms, tick_ms):
+    """The loop's `late_max_ms` after two periods, the first's tick held `hold_ms`."""
     from pile import _cpython
 
     _cpython.install_asyncio()
     pile = pile_with_ev()
     pile.cfg.update({"tick_ms": tick_ms})
-    converter = _HoldingConverter(holds_ms[0])
+    converter = _HoldingConverter(hold_ms)
     loop = ControlLoop(pile, converter)
     loop.converter_ok = True
 
     async def two():
         await loop.period()
-        converter.hold_ms = holds_ms[1]
+        converter.hold_ms = 0
         await loop.period()
 
     asyncio.run(two())
-    return loop
-
-
-def test_a_watch_that_would_end_after_the_tick_is_left_to_the_tick():
-    """The tick's transaction takes 250 ms of a 400 ms period: at the middle, 150 ms are
-    left, inside three quarters, but a watch as long as the tick's transaction would end
-    100 ms after the next tick is due: the tick looks instead. One of 100 ms is watched."""
-    assert _one_period(hold_ms=250, tick_ms=400) == (0, 1)
-    assert _one_period(hold_ms=100, tick_ms=400) == (1, 0)
-
-
-def _late_after_two_periods(hold_ms, tick_ms):
-    """The loop's `late_max_ms` after two periods, the first's tick held `hold_ms`."""
-    loop = _two_periods((hold_ms, 0), tick_ms)
     return loop.late_max_ms, loop.after_tick_max_ms
 
 
