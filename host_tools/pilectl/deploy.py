@@ -211,21 +211,20 @@ class RawRepl:
         except (TransportError, serial.SerialException, OSError) as exc:
             raise DeployError(f"cannot open {port}: {exc}. Is the board plugged in and the "
                               "port right (ls /dev/ttyUSB* /dev/ttyACM*)?") from None
-        for _ in range(_ENTER_ATTEMPTS):  # a board still starting can miss one request
+        for attempt in range(1, _ENTER_ATTEMPTS + 1):  # a board still starting can miss one
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it saw
                     self.transport.enter_raw_repl(soft_reset=False, timeout_overall=_ENTER_S)
-                break
+                return
             except (TransportError, OSError) as exc:
-                failed = exc
-        else:
-            self.transport.close()
-            exc = failed
-            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc)
-            raise DeployError(f"no MicroPython REPL answers on {port} ({reason}): is it the "
-                              "board's USB REPL port, not its link; is MicroPython flashed "
-                              "(docs/field-guide.md); and no other program (a terminal, "
-                              "mpremote) holding the port?") from None
+                if attempt < _ENTER_ATTEMPTS:
+                    continue
+                self.transport.close()
+                reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc)
+                raise DeployError(f"no MicroPython REPL answers on {port} ({reason}): is it "
+                                  "the board's USB REPL port, not its link; is MicroPython "
+                                  "flashed (docs/field-guide.md); and no other program (a "
+                                  "terminal, mpremote) holding the port?") from None
 
     def inventory(self):
         try:

@@ -72,7 +72,8 @@ class Oracle:
     # every breach, however short (a violation is one that outlasts its grace): rule ->
     # {"seconds": time broken in all, "worst_beyond": the most past the limit, its units}
     excursions: dict = field(default_factory=dict)
-    _checked_at: float = None
+    _checked_at: float = None  # the last check's time, and the step since (`_dt`) that
+    _dt: float = 0.0  # every rule broken in this check counts as its time broken
 
     def check(self, t, plant, site_w):
         lim = self.limits
