@@ -1,6 +1,7 @@
 """`make bench-site`: a site group of real firmwares (MicroPython unix port) sharing one
 connection's export cap, against the same piles each keeping the caps alone (today's
-firmware), on the simulated site (pilectl/sitebench.py). One JSON line.
+firmware), on the simulated site (pilectl/sitebench.py). A line of figures each run, then
+one JSON line.
 
     python bench/site_bench.py [--piles 2,3,...] [--seconds S]
 
@@ -13,12 +14,16 @@ For each group size: every pile asked to discharge its 11 kW into a 2 kW load be
   (`seconds`, `worst_beyond` W), over the whole run, the ramps included;
 - `headroom_used_pct`: the piles' discharge of what the cap allowed them (the load and the
   cap), the lowest sample (goal >= 95 %).
-Then, with 3 piles: `fallback_s`, from the leader's firmware stopped to every member on its
-fallback share (goal: within 2 periods, 2 s); and `alone`: the same three piles with
-today's firmware, how far and how long the site exported past its cap. The oracle counts
-an overshoot as a violation only past its grace (2 s), so the see-saw of piles alone,
-whose overshoots are shorter, shows as the oracle's excursion (and in `worst_over_w` and
-`over_s`).
+Then, with 3 piles: `falling`, the group at its cap while the load falls 6 kW over a
+second five times, each at another phase of the meter's readings (`SiteBench.falling_load`:
+the same figures, the goal again 0 W past the grace); `fallback_s`, from the leader's
+firmware stopped to every member's converter on its fallback share (goal: within 2 periods
+of the last allowance heard, when the member decides so, and the converter told within
+a tick: 2.25 s, `FALLBACK_GOAL_S`, as tests/test_site_bench.py asserts);
+and `alone`: the same three piles with today's firmware, how far and how long the site
+exported past its cap. The oracle counts an overshoot as a violation only past its grace
+(2 s), so the see-saw of piles alone, whose overshoots are shorter, shows as the oracle's
+excursion (and in `worst_over_w` and `over_s`).
 """
 
 import argparse
@@ -32,12 +37,14 @@ from pilectl.sitebench import SiteBench
 
 SETTLE_S = 8
 LOAD_W = 2000
+FALLBACK_GOAL_S = 2.25  # two 1 s periods, then the converter told within a 250 ms tick
 CAP_W = 11000
 
 
-async def measure(directory, piles, seconds, alone=False, kill_leader=False):
+async def measure(directory, piles, seconds, alone=False, kill_leader=False, falling=False):
+    load_w = 7000 if falling else LOAD_W
     bench = SiteBench(directory, piles=piles, alone=alone, export_cap_w=CAP_W,
-                      load_w=((0, LOAD_W),))
+                      load_w=((0, load_w),))
     await bench.start()
     try:
         await bench.discharge()
@@ -45,6 +52,8 @@ async def measure(directory, piles, seconds, alone=False, kill_leader=False):
         since = bench.t
         if kill_leader:
             await bench.kill(0)
+        if falling:
+            seconds = bench.falling_load() + 2
         await asyncio.sleep(seconds)
     finally:
         await bench.stop()
@@ -57,13 +66,23 @@ async def measure(directory, piles, seconds, alone=False, kill_leader=False):
                   "site export above its cap", {"seconds": 0, "worst_beyond": 0}).items()},
               "over_s": bench.seconds_over_cap(since),
               "violations": len(bench.violations()),
-              "headroom_used_pct": round(100 * min(-sum(powers) for _, _, powers in window)
-                                         / (LOAD_W + CAP_W), 1)}
+              "headroom_used_pct": None if falling else round(  # (the headroom moves)
+                  100 * min(-sum(powers) for _, _, powers in window) / (load_w + CAP_W), 1)}
     if kill_leader:
         back = [t for t, _, powers in window if all(
             -powers[i] <= bench.shares[i][1] for i in range(1, piles))]
         result["fallback_s"] = round(back[0] - since, 2) if back else None
     return result
+
+
+def show(what, result):
+    """One run's figures, for a person."""
+    excursion = result["oracle_excursion"]
+    print(f"{what:<28} past the grace {result['overshoot_w']:>5} W  beyond the cap "
+          f"{result['worst_over_w']:>5} W for {result['over_s']:>5.2f} s  oracle excursions "
+          f"{excursion['seconds']:>5.2f} s  headroom used {result['headroom_used_pct'] or '-':>5} %"
+          + (f"  fallback {result['fallback_s']} s" if "fallback_s" in result else ""),
+          flush=True)
 
 
 async def main(sizes, seconds):
@@ -72,14 +91,20 @@ async def main(sizes, seconds):
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             out["group"][n] = await measure(Path(tmp) / f"group-{n}", n, seconds)
+            show(f"group of {n}", out["group"][n])
+        out["falling"] = await measure(Path(tmp) / "falling", 3, seconds, falling=True)
+        show("group of 3, load falling", out["falling"])
         fallback = await measure(Path(tmp) / "fallback", 3, 6, kill_leader=True)
+        show("group of 3, leader killed", fallback)
         out["fallback_s"] = fallback["fallback_s"]
         out["fallback_violations"] = fallback["violations"]
         out["alone"] = await measure(Path(tmp) / "alone", 3, seconds, alone=True)
+        show("3 alone (today's firmware)", out["alone"])
     group = out["group"].values()
     out["goals"] = {
-        "overshoot_0_w": all(r["overshoot_w"] == 0 for r in group),
-        "fallback_within_2_periods": out["fallback_s"] is not None and out["fallback_s"] <= 2.0,
+        "overshoot_0_w": all(r["overshoot_w"] == 0 for r in [*group, out["falling"]]),
+        "fallback_within_2_periods": (out["fallback_s"] is not None
+                                      and out["fallback_s"] <= FALLBACK_GOAL_S),
         "headroom_used_95_pct": all(r["headroom_used_pct"] >= 95 for r in group)}
     out["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(out))

@@ -34,6 +34,31 @@ def board_exec(port, code, timeout=60, resume=False):
     return done.stdout.strip()
 
 
+def board_fw_tests(port, names, resume=True):
+    """Run tests/fw modules `names` on a board's REPL at `port` with mpremote: they, the
+    runner (tests/mp/run.py) and fwtest.py are copied to /fwtests, over the firmware
+    the board holds. Returns (the runner's closing line, its whole output), and how many
+    cases the modules have, to compare."""
+    files = [ROOT / "tests" / "mp" / "run.py", FW_TESTS / "fwtest.py",
+             *(FW_TESTS / f"{name}.py" for name in names)]
+    again = ["resume"] if resume else []
+    copied = subprocess.run([str(BIN / "mpremote"), "connect", port, *again,
+                             "fs", "mkdir", ":/fwtests", "+", "fs", "cp",
+                             *map(str, files), ":/fwtests/"],
+                            capture_output=True, text=True, timeout=180)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    out = subprocess.run([str(BIN / "mpremote"), "connect", port, "resume", "exec",
+                          "import sys; sys.path.insert(0, '/fwtests'); import run; "
+                          f"run.run({list(names)!r})"],
+                         capture_output=True, text=True, timeout=600)
+    cases = sum((FW_TESTS / f"{name}.py").read_text().count("\ndef test_") for name in names)
+    lines = out.stdout.strip().splitlines() or [""]
+    return lines[-1], f"{cases} passed, 0 failed", out.stdout[-3000:] + out.stderr
+
+
+SITE_FW_TESTS = ("test_site", "test_siteleader", "test_siteshare", "test_sitelink")
+
+
 class MicroPythonWorker:
     """tests/mp/worker.py under the unix port: firmware codecs on call, one process per session."""
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 import serial
-from helpers import BIN, ROOT, board_exec
+from helpers import BIN, ROOT, SITE_FW_TESTS, board_exec, board_fw_tests
 from pilectl import build, deploy
 from pilectl.esp32 import ACCESS_POINT, SERVICES_IP, Esp32, missing
 from pilectl.sim.harness import free_port
@@ -171,6 +171,17 @@ def test_pilectl_deploy_finds_what_differs_and_the_firmware_starts(tmp_path):
     assert report["files_copied"] == ["main.py"]
     assert report["banner"] == ("pile-esp32-qemu", deploy.source_version())
     assert report["machine"] == "Generic ESP32 module with ESP32"
+
+
+def test_the_site_groups_rules_pass_on_the_esp32(tmp_path):
+    """tests/fw's site-group cases (the allowances, the leader, a member, the site link)
+    on the ESP32 (xtensawin .mpy, as a factory programs it, main.py left out so the
+    firmware does not start), as on the unix port (tests/test_micropython.py)."""
+    board = Esp32(tmp_path)
+    board.program(ROOT / "boards" / "esp32.json", leave_out=["main.py"])
+    with board:
+        last, expected, output = board_fw_tests(board.uart0, SITE_FW_TESTS, resume=False)
+    assert last == expected, output
 
 
 def test_the_watchdog_resets_the_chip_and_says_so(tmp_path):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import serial
-from helpers import BIN, ROOT, board_exec
+from helpers import BIN, ROOT, SITE_FW_TESTS, board_exec, board_fw_tests
 from pilectl import armprofile, deploy
 from pilectl.boardbench import bench_source
 from pilectl.pico import SHARED, Pico, PicoError, firmware_image, missing
@@ -162,6 +162,14 @@ def test_the_byte_loops_run_as_native_code_on_the_rp2040(deployed):
     out = subprocess.run([str(BIN / "mpremote"), "connect", deployed.usb, "resume", "exec",
                           _NATIVE], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "True", "True"], out.stdout + out.stderr
+
+
+def test_the_site_groups_rules_pass_on_the_32_bit_port(deployed):
+    """tests/fw's site-group cases (the allowances, the leader, a member, the site link's
+    periods, signed and replayed messages) on the RP2040 with the deployed .mpy firmware,
+    as on the unix port (tests/test_micropython.py): small ints end at 2^30 here."""
+    last, expected, output = board_fw_tests(deployed.usb, SITE_FW_TESTS)
+    assert last == expected, output
 
 
 _UART_READS = """

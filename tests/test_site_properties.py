@@ -28,13 +28,15 @@ SITE = st.integers(-200000, 200000)
 CAP = st.integers(0, 150000)
 
 
-@given(members(heard=True), SITE, CAP, CAP)
+@given(members(heard=True), SITE, CAP, CAP, st.integers(-50000, 50000))
 def test_allowances_sum_to_at_most_the_headroom_each_inside_its_envelope(group, site_w,
-                                                                          import_cap, export_cap):
-    allowances(group, site_w, import_cap, export_cap)
+                                                                          import_cap, export_cap,
+                                                                          change):
+    """`change`: the load's move since the reading before, taken to go on where it costs."""
+    allowances(group, site_w, import_cap, export_cap, change)
     load = site_w - sum(m.power for m in group)  # what the site draws without the piles
-    import_room = max(0, import_cap - load)
-    export_room = max(0, load + export_cap)
+    import_room = max(0, import_cap - max(load, load + change))
+    export_room = max(0, min(load, load + change) + export_cap)
     for m in group:
         assert 0 <= m.allow_import <= m.max_charge
         assert 0 <= m.allow_export <= m.max_discharge

@@ -50,10 +50,16 @@ class Member:
                 max(self.share_export, self.allow_export, self.prev_export))
 
 
-def allowances(members, site_w, import_cap_w, export_cap_w):
+def allowances(members, site_w, import_cap_w, export_cap_w, load_change_w=0):
     """Give every member of `members` its allowance for this period (in place), from the
     meter's reading `site_w` (W, + import) and the caps. Returns (import, export)
-    headroom shared among the members heard from, W."""
+    headroom shared among the members heard from, W.
+
+    `load_change_w` is how far the site's own load moved between the last two readings:
+    the load is taken to go on moving as far again, where that costs headroom (a falling
+    load, export headroom; a rising one, import headroom), so a load that falls over a
+    second or two is met by the reading that shows its start, not the one after its end.
+    """
     heard = [m for m in members if m.heard]
     load = site_w
     for m in heard:
@@ -63,8 +69,8 @@ def allowances(members, site_w, import_cap_w, export_cap_w):
         if not m.heard:
             imp, exp = m.reserved()
             unheard_w += imp + exp
-    import_w = max(0, import_cap_w - load - unheard_w)
-    export_w = max(0, load + export_cap_w - unheard_w)
+    import_w = max(0, import_cap_w - load - max(0, load_change_w) - unheard_w)
+    export_w = max(0, load + min(0, load_change_w) + export_cap_w - unheard_w)
     imports = _shared(import_w, [m.max_charge for m in heard],
                       [max(0, m.wanted) for m in heard])
     exports = _shared(export_w, [m.max_discharge for m in heard],
@@ -77,6 +83,16 @@ def allowances(members, site_w, import_cap_w, export_cap_w):
         heard[i].allow_import = imports[i]
         heard[i].allow_export = exports[i]
     return import_w, export_w
+
+
+def site_load(members, site_w):
+    """The site's own load (W, + import) at the meter's reading `site_w`: the reading less
+    every member's power then; None while a member is not heard (its power is unknown)."""
+    for m in members:
+        if not m.heard:
+            return None
+        site_w -= m.power
+    return site_w
 
 
 def without_meter(members, no_meter_charge_w):

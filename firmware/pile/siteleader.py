@@ -33,7 +33,7 @@ from pile.app import SLOT_SITE
 from pile.cose import CoseError, mac0_open, mac0_sign
 from pile.limits import MAX_POWER_W
 from pile.protocol import ERR_AUTH, ERR_REPLAY, ERROR, HELLO
-from pile.site import Member, allowances, without_meter
+from pile.site import Member, allowances, site_load, without_meter
 from pile.siteshare import SITE_ALLOWANCE, SITE_REPORT, peek, wanted
 
 _HELLO_NONCE = const(4)
@@ -78,6 +78,7 @@ class Leader:
         self.meter_lost = 0  # periods shared by the no-meter rule
         self._reading = None  # W: the meter's reading this period, None when lost
         self._power = 0  # W: the leader's own power then
+        self._load = None  # W: the site's own load at the last reading shared, if known
 
     def period(self, now):
         """A period starts at the meter's reading: the reading and the leader's own power
@@ -118,10 +119,15 @@ class Leader:
         if pile.site_w is None or self._reading is None:
             without_meter(self.members, cfg.no_meter_charge_w)
             self.meter_lost += 1
+            self._load = None
         else:
+            load = site_load(self.members, self._reading)
+            before = self._load
+            self._load = load
             allowances(self.members, self._reading,
                        min(self.import_cap_w, cfg.site_import_limit_w),
-                       min(self.export_cap_w, cfg.site_export_limit_w))
+                       min(self.export_cap_w, cfg.site_export_limit_w),
+                       0 if load is None or before is None else load - before)
         ctl.inputs.share.allow(me.allow_import, me.allow_export, now)
         return self._messages(False)
 

@@ -307,6 +307,19 @@ class SiteBench:
         """The pile's firmware stops (its converter stops by its own watchdog in 5 s)."""
         await self.piles[index].stop_firmware()
 
+    def falling_load(self, high_w=7000, low_w=1000, cycle_s=4.3, cycles=5):
+        """From now on the site's load falls from `high_w` to `low_w` over a second,
+        stays there 1.3 s, rises back over a second and stays 1 s, `cycles` times: each
+        fall at another phase of the meter's readings (once a second). Returns how long
+        that takes, s."""
+        t0 = self.t
+        points = []
+        for k in range(cycles):
+            at = t0 + k * cycle_s
+            points += [(at, high_w), (at + 1, low_w), (at + 2.3, low_w), (at + 3.3, high_w)]
+        self.load_w = piecewise(points, high_w)
+        return cycles * cycle_s
+
     def cut_link(self, on=True):
         for relay in self.relays:
             relay.cut = on

@@ -31,6 +31,16 @@ def test_the_worked_example_shares_the_export_headroom_evenly():
     assert [m.allow_import for m in members] == [11000, 11000, 11000]  # room to start
 
 
+def test_a_moving_load_is_taken_to_go_on_moving_where_that_costs_headroom():
+    members = group()
+    site_w = 2000 - 12000
+    # the load fell 1.5 kW since the reading before: 1.5 kW less export headroom
+    assert allowances(members, site_w, 40000, 11000, -1500) == (38000, 13000 - 1500)
+    assert sum(m.allow_export for m in members) == 11500
+    # it rose 1.5 kW: 1.5 kW less import headroom, the export headroom as it is
+    assert allowances(group(), site_w, 40000, 11000, 1500) == (38000 - 1500, 13000)
+
+
 def test_wants_first_then_the_rest_levelled():
     members = group()
     members[0].wanted = -1000  # the aggregator asks pile-a for little
