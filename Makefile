@@ -70,9 +70,11 @@ $(PICO_MODULES): $(PICO)/package.json $(PICO)/package-lock.json | node
 	cd $(PICO) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Two pytest workers (pytest-xdist): the emulated boards' tests one after another on one
+# (tests/conftest.py), the rest shared; about 22 minutes here against 41 on one.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 # The broker tests again on RabbitMQ's MQTT plugin (a private node: about 10 s a start),
 # to show the piles and workers need nothing of Mosquitto's own.

@@ -28,3 +28,15 @@ def socat():
     """Pty pairs need socat; like every tool `make setup` installs, its absence fails."""
     if shutil.which("socat") is None:
         pytest.fail("socat is not installed: run `make setup` (it installs socat with apt-get)")
+
+
+# `make test` runs on two xdist workers (docs/performance.md, "The test suite"). The emulated
+# boards take a core each and keep their own time, so their tests run one after another
+# on one worker (`--dist loadgroup`); everything else shares the other.
+_BOARDS = {"test_pico.py", "test_pico_update.py", "test_esp32.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in _BOARDS:
+            item.add_marker(pytest.mark.xdist_group("boards"))

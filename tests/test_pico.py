@@ -228,7 +228,9 @@ def test_the_hal_reads_a_uart_without_waiting_for_more_bytes(deployed):
     got, longest_us = map(int, modbus.split())
     assert got == 200 and longest_us < 1000, modbus  # 200 bytes take 115 ms on the wire
     lateness_ms, got = map(int, link.split())
-    assert got == 200 and lateness_ms < 5, link
+    # a read that waits for the whole frame holds every task 104 ms; on a host whose other
+    # core runs the rest of the suite, the emulator was descheduled long enough for 24 ms
+    assert got == 200 and lateness_ms < 50, link
 
 
 @pytest.mark.skipif(firmware_image("romfs") is None,

@@ -117,9 +117,9 @@ def test_todays_firmware_alone_overshoots_the_cap(socat, tmp_path):
     headroom, the site exports past its cap, all cut, all climb again. The oracle sees
     each overshoot (an excursion), though none outlasts its grace (a violation)."""
     bench = run(tmp_path, alone=True)
-    assert bench.worst_export_over_w(since_s=bench.asked_at) > 2000
     seen = bench.oracle.excursions["site export above its cap"]
-    assert seen["worst_beyond"] > 2000 and seen["seconds"] > 1.0
+    # how far varies run to run (docs/site-group.md: 1.9 to 7 kW); a group: 0 W, 0 s
+    assert seen["worst_beyond"] > 1000 and seen["seconds"] > 1.0, seen
 
 
 def pilectl(*args, cwd):
