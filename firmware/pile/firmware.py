@@ -253,7 +253,7 @@ class Firmware:
         control, telemetry = supervisor.task(), supervisor.task()
         tasks = [asyncio.create_task(self.control(control)),
                  asyncio.create_task(self.link.run_telemetry(
-                     lambda: supervisor.check_in(telemetry)))]
+                     lambda: supervisor.check_in(telemetry), self.loop.watched))]
         if self.link.serial is not None:  # the technician's line: a write must not hang
             serial = supervisor.task()
             tasks.append(asyncio.create_task(self.link.watch_serial(

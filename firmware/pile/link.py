@@ -189,15 +189,25 @@ class Link:
             if conn.admitted or conn.name != "tcp":  # the broker's ACL and MACs guard MQTT
                 conn.send(conn.session.telemetry(), droppable=True)
 
-    async def run_telemetry(self, check_in=None):
+    async def run_telemetry(self, check_in=None, mid_period=None):
         """TELEMETRY to every connection each `telemetry_period_s`; `check_in()` every
-        second tells the supervisor this task still runs, however long the period."""
+        second tells the supervisor this task still runs, however long the period.
+
+        With a control loop, `mid_period` is its event set after each mid-period watch:
+        a TELEMETRY due waits for it, so building and signing one (7 ms on an RP2040)
+        runs well away from either tick. On its own timer it came just before every
+        fourth tick of 250 ms and held it back, and as each tick is timed from when the
+        last began, the two stayed in step (docs/pico.md); nor does it take the quarter
+        after a tick, where a field update's flash slices start (pile/update.py)."""
         waited = 0
         while True:
             await asyncio.sleep_ms(_WATCH_MS)
             waited += _WATCH_MS
             if waited >= self.pile.cfg.telemetry_period_s * 1000:
                 waited = 0
+                if mid_period is not None:
+                    mid_period.clear()
+                    await mid_period.wait()
                 self.broadcast_telemetry()
             if check_in is not None:
                 check_in()

@@ -237,6 +237,7 @@ class ControlLoop(ControlStep):
         self.heap_low = None  # the fewest bytes free seen, just before a collection
         self._collected_at = ticks_ms() - _COLLECT_MS
         self.ticked = asyncio.Event()  # set after each tick: slow flash work starts then
+        self.watched = asyncio.Event()  # set at mid-period, after the watch: the TELEMETRY
 
     def _decide(self, now):
         """`decide` with the meter's last reading and the E-stop input as they are now."""
@@ -274,6 +275,7 @@ class ControlLoop(ControlStep):
             await self.watch()
         else:  # held up past three quarters of the period: the next tick looks instead,
             self.watches_late += 1  # and is not held up by a late watch's transaction
+        self.watched.set()
         await asyncio.sleep_ms(max(0, period - ticks_diff(ticks_ms(), started)))
         self.periods = (self.periods + 1) & 0x3FFFFFFF  # a small int for ever
 

@@ -1,6 +1,7 @@
 """Work scheduled around the control tick (CPython and MicroPython): a bulk message (an
 update chunk) is never handled in the moments before a tick, and a period held up past
-three quarters of its length leaves its mid-period watch to the next tick."""
+three quarters of its length leaves its mid-period watch to the next tick, and the
+TELEMETRY goes out after that watch, away from either tick."""
 
 import asyncio
 
@@ -125,3 +126,41 @@ def test_a_tick_held_past_its_period_is_counted_late_by_as_much():
 def test_ticks_on_time_are_not_counted_late():
     late, after_tick = _late_after_two_periods(hold_ms=0, tick_ms=400)
     assert 0 <= late < 40 and 0 <= after_tick < 200
+
+
+def _telemetry_sent(tick_ms, mid_period):
+    """When the TELEMETRY went out over 2.6 s of periods of `tick_ms`: ms before the next
+    tick was due, each time; with the loop's mid-period event, or (False) on its own timer."""
+    from pile import _cpython
+    from pile.link import Link
+
+    _cpython.install_asyncio()
+    pile = pile_with_ev()
+    pile.cfg.update({"tick_ms": tick_ms, "telemetry_period_s": 1})
+    loop = ControlLoop(pile, _HoldingConverter(0))
+    loop.converter_ok = True
+    link = Link(pile)
+    sent = []
+    link.broadcast_telemetry = lambda: sent.append(pile.tick_in())
+
+    async def periods():
+        while True:
+            await loop.period()
+
+    async def run():
+        ticking = asyncio.create_task(periods())
+        telemetry = asyncio.create_task(
+            link.run_telemetry(None, loop.watched if mid_period else None))
+        await asyncio.sleep_ms(2600)
+        ticking.cancel()
+        telemetry.cancel()
+        await asyncio.sleep_ms(0)
+
+    asyncio.run(run())
+    return sent
+
+
+def test_telemetry_goes_out_after_the_mid_period_watch_away_from_either_tick():
+    sent = _telemetry_sent(200, True)
+    assert len(sent) == 2 and all(30 <= left <= 100 for left in sent), sent
+

@@ -48,7 +48,7 @@ def hang_serial_write():
 
 
 def hang_telemetry():
-    async def stuck(self, check_in=None):  # Link.run_telemetry, whose round hangs once cued
+    async def stuck(self, check_in=None, mid_period=None):  # Link.run_telemetry: hangs once cued
         while True:
             await asyncio.sleep_ms(1000)
             if triggered():
