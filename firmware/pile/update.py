@@ -371,10 +371,6 @@ class Updater:
         if new < old and not downgrade:
             raise UpdateError(6, "%s is older than the running %s: ask for a downgrade "
                                  "explicitly" % (head["v"], self.pile.version))
-        free = _free_bytes(self.slots.path(""))
-        if free is not None and head["size"] * 2 > free:
-            raise UpdateError(6, "the package needs %d bytes of flash; %d are free" % (
-                head["size"] * 2, free))
 
     def _verify(self, head_bytes, signature):
         """The update task's job for an offer: the signature, then a fresh slot."""
@@ -388,6 +384,13 @@ class Updater:
         slot = self.slots.other()
         self._writing = True
         yield from _empty(self.slots.path(slot))
+        # The room counted once the slot is empty: a pile updated twice holds an older
+        # firmware there, which would otherwise count against the new one.
+        free = _free_bytes(self.slots.path(""))
+        if free is not None and self.head["size"] * 2 > free:
+            self._refuse("the package needs %d bytes of flash; %d are free with slot "
+                         "\"%s\" emptied" % (self.head["size"] * 2, free, slot))
+            return
         self.held = self._consumed = 0
         self._link = self.head["h0"]
         self._mark = (0, self._link)

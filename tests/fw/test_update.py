@@ -183,6 +183,44 @@ def test_a_package_signed_by_another_key_is_refused_and_the_slot_untouched():
         assert reply[0] == ERROR and reply[3] == ERR_OUT_OF_RANGE
 
 
+def _flash_with_slot_a(root, capacity):
+    """`update._free_bytes` as a flash of `capacity` bytes free but for what slot "a"
+    holds (the real one sees this machine's disk); returns the module and the real one."""
+    from pile import update
+
+    def free(folder):
+        slot = root + "/a"
+        held = sum(os.stat(slot + "/" + n)[6] for n in os.listdir(slot)) if exists(slot) else 0
+        return capacity - held
+
+    real, update._free_bytes = update._free_bytes, free
+    return update, real
+
+
+def test_an_older_firmware_in_the_slot_to_write_counts_as_room():
+    """A pile updated twice keeps an older firmware in the slot the next update writes:
+    the room is counted once that slot is emptied (refused before, the old firmware
+    counted against the new). A flash too small even then: refused, saying so."""
+    for spare, taken in ((0, True), (-1, False)):
+        with FreshState() as root:
+            head, stream, links = package()
+            rig = Rig(root)
+            os.mkdir(root + "/a")
+            with open(root + "/a/old.mpy", "wb") as f:
+                f.write(bytes(600))
+            update, real = _flash_with_slot_a(root, 2 * len(stream) + spare)
+            try:
+                rig.offer(head)
+            finally:
+                update._free_bytes = real
+            status = rig.status()
+            if taken:
+                assert status[2] == RECEIVING, status
+                assert rig.send_all(stream, links)[3] == len(stream)
+            else:
+                assert status[2] == REFUSED and "bytes of flash" in status[9], status
+
+
 def test_a_package_for_another_architecture_or_mpy_version_is_refused_at_once():
     with FreshState() as root:
         rig = Rig(root)
