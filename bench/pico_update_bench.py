@@ -380,6 +380,12 @@ def checked(key, message, signature):
     return True
     yield
 
+# The board's own other slot (after the rollback step, the package rolled back) is what
+# the next update empties first, as an offer on the firmware does: emptied here, or three
+# whole firmwares and these copies leave too little flash for the offer.
+bootstage.init('')
+for _ in update._empty(bootstage.path(bootstage.other())):
+    pass
 pile = Pile()
 pile.store = Store('/ub/state')
 bootstage.init('/ub')
