@@ -35,7 +35,10 @@ async def test_a_hung_task_resets_the_pile_into_a_safe_state(pile, task):
         await serial.close()
         await pile.client.close()
     assert code == -signal.SIGUSR2, f"the firmware ended with {code}, not the watchdog's"
-    assert waited < 6, f"the watchdog took {waited:.1f} s"
+    # the watchdog's 3 s after the last feed, the supervisor's round, and for a serial write
+    # the 2 s before it counts as hung (pile/link.py's _STUCK_MS): 6.06 s seen on a loaded host
+    bound = 7 if task == "serial-write" else 6
+    assert waited < bound, f"the watchdog took {waited:.1f} s"
     assert any("watchdog: not fed" in line for line in bench.firmware_output)
     await bench.start_firmware()  # the boot loop's restart, as on a board
     pile.client = await bench.tcp(technician=True)

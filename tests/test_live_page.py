@@ -367,13 +367,14 @@ def test_a_target_set_from_the_page_reaches_the_piles(browser, site):
     assert browser.execute_script("return sessionStorage.getItem('pile-token')") == TOKEN
 
     def followed():
-        """Every pile heard applies its even share of the target (a pile heard late, on a
-        loaded machine, is split in from the next dispatch)."""
+        """The piles heard were sent the target between them and apply it (how it is split
+        depends on each one's envelope, which the module's earlier tests leave as they may)."""
         status = call(site["base"], "GET", "/status?piles=1")[1]
         heard = [p for p in status["pile_list"] if p["heard"]]
         applied = sum(p["applied_w"] for p in heard)  # what the piles say they apply
+        sent = sum(p["setpoint_w"] or 0 for p in heard)
         return (len(heard) >= 6 and abs(applied - -12000) <= tolerance(-12000)
-                and all(p["setpoint_w"] == -12000 // len(heard) for p in heard) and heard)
+                and abs(sent - -12000) <= tolerance(-12000) and heard)
     wait_for(followed, 10, step=0.2)
     wait_for(lambda: text(browser, "target") == "-12.0 kW", 3)
     shots = os.environ.get("PILE_SCREENSHOTS")
