@@ -33,10 +33,15 @@ def socat():
 # `make test` runs on two xdist workers (docs/performance.md, "The test suite"). The emulated
 # boards take a core each and keep their own time, so their tests run one after another
 # on one worker (`--dist loadgroup`); everything else shares the other.
-_BOARDS = {"test_pico.py", "test_pico_update.py", "test_esp32.py"}
+# tests/test_install.py builds its wheel in the repository's build/ once, in a module
+# fixture: its tests stay on one worker too, or two builds collide there.
+_GROUPS = {"test_pico.py": "boards", "test_pico_update.py": "boards",
+           "test_esp32.py": "boards", "test_install.py": "install"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in _BOARDS:
-            item.add_marker(pytest.mark.xdist_group("boards"))
+        group = _GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
